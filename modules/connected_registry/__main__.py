@@ -1,0 +1,3 @@
+from connected_registry.cli import main
+
+raise SystemExit(main())

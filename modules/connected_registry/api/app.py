@@ -1,0 +1,159 @@
+"""The application: one /v2 dispatcher (names contain slashes), error middleware, health endpoints."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from connected_registry.api import blobs, listings, manifests, referrers, uploads
+from connected_registry.api.context import CONTEXT, ApiContext
+from connected_registry.oci.errors import OciError
+from connected_registry.oci.names import validate_name
+from connected_registry.storage.disk import StorageError
+
+log = logging.getLogger("connected_registry.api")
+
+API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+# (pattern over the decoded path, {method: handler}); names are validated after the match.
+_ROUTES: list[tuple[re.Pattern, dict[str, Handler]]] = [
+    (
+        re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$"),
+        {
+            "GET": manifests.get_manifest,
+            "HEAD": manifests.get_manifest,
+            "PUT": manifests.put_manifest,
+            "DELETE": manifests.delete_manifest,
+        },
+    ),
+    (
+        re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$"),
+        {"POST": uploads.start_upload},
+    ),
+    (
+        re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)$"),
+        {
+            "GET": uploads.upload_status,
+            "PATCH": uploads.patch_upload,
+            "PUT": uploads.finish_upload,
+            "DELETE": uploads.cancel_upload,
+        },
+    ),
+    (
+        re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$"),
+        {"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob},
+    ),
+    (re.compile(r"^/v2/(?P<name>.+)/tags/list$"), {"GET": listings.list_tags}),
+    (re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$"), {"GET": referrers.list_referrers}),
+]
+
+
+async def v2_base(request: web.Request) -> web.Response:
+    await request.app[CONTEXT].access.require(request, None, "base")
+    return web.json_response({})
+
+
+async def dispatch_v2(request: web.Request) -> web.StreamResponse:
+    path = request.path
+    if path in ("/v2", "/v2/"):
+        if request.method not in ("GET", "HEAD"):
+            raise OciError("UNSUPPORTED", f"{request.method} is not supported on /v2/")
+        return await v2_base(request)
+    if path == "/v2/_catalog":
+        if request.method not in ("GET", "HEAD"):
+            raise OciError("UNSUPPORTED", f"{request.method} is not supported on /v2/_catalog")
+        return await listings.catalog(request)
+    for pattern, methods in _ROUTES:
+        match = pattern.match(path)
+        if match is None:
+            continue
+        handler = methods.get(request.method)
+        if handler is None:
+            raise OciError(
+                "UNSUPPORTED",
+                f"{request.method} is not supported here; allowed: {', '.join(methods)}",
+                headers={"Allow": ", ".join(methods)},
+            )
+        arguments = match.groupdict()
+        validate_name(arguments.pop("name"))
+        return await handler(request, match.group("name"), **arguments)
+    raise OciError("UNSUPPORTED", f"no such endpoint: {request.method} {path[:200]}", status=404)
+
+
+_request_numbers = itertools.count(1)
+_process_tag = os.urandom(3).hex()
+
+
+def _error_response(error: OciError) -> web.Response:
+    return web.json_response(error.body(), status=error.status, headers=error.headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except OciError as error:
+        if error.status >= 500 or log.isEnabledFor(logging.DEBUG):
+            log.log(
+                logging.WARNING if error.status >= 500 else logging.DEBUG,
+                "%s %s -> %d %s: %s",
+                request.method,
+                request.path[:300],
+                error.status,
+                error.code,
+                error.message,
+            )
+        return _error_response(error)
+    except StorageError as error:
+        log.error("%s %s -> storage failure %s: %s", request.method, request.path[:300], error.code, error)
+        return _error_response(OciError(error.code, str(error)))
+    except web.HTTPException as error:
+        if error.status == 404 and not error.text.startswith("{"):
+            return _error_response(OciError("UNSUPPORTED", f"no such endpoint: {request.path[:200]}", status=404))
+        if error.status == 405:
+            return _error_response(OciError("UNSUPPORTED", f"{request.method} is not supported on {request.path[:200]}"))
+        raise
+    except (ConnectionResetError, OSError) as error:
+        # The client went away mid-transfer; nothing to answer.
+        log.info("%s %s: connection lost: %s", request.method, request.path[:300], error)
+        raise
+    except Exception:
+        request_id = f"{_process_tag}-{next(_request_numbers)}"
+        log.exception("%s %s failed (request id %s)", request.method, request.path[:300], request_id)
+        return web.json_response(
+            {"errors": [{"code": "UNKNOWN", "message": f"internal error; see the registry log for request {request_id}"}]},
+            status=500,
+        )
+
+
+async def _add_api_version(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    try:
+        ctx.store.metadata.read_one("SELECT 1")
+    except Exception as error:  # noqa: BLE001 - any failure means not ready
+        return web.json_response({"status": "unavailable", "reason": str(error)}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+def create_app(context: ApiContext) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=8 << 20)
+    app[CONTEXT] = context
+    app.router.add_route("*", "/v2{tail:.*}", dispatch_v2)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.on_response_prepare.append(_add_api_version)
+    return app

@@ -1,0 +1,47 @@
+"""GET /v2/<name>/tags/list and /v2/_catalog, with `n`/`last` pagination and `Link` headers."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from connected_registry.api.context import context, query_int
+from connected_registry.oci.errors import OciError
+
+MAX_PAGE = 10_000  # a larger `n` is answered with this many and a Link to the rest
+
+
+def _page(request: web.Request, path: str, fetch, key: str, body: dict) -> web.Response:
+    requested = query_int(request, "n")
+    last = request.query.get("last") or None
+    if requested == 0:
+        return web.json_response({**body, key: []})
+    limit = min(requested, MAX_PAGE) if requested is not None else MAX_PAGE
+    items = fetch(limit + 1, last)
+    headers = {}
+    if len(items) > limit:
+        items = items[:limit]
+        query = urlencode({"n": limit, "last": items[-1]})
+        headers["Link"] = f'<{path}?{query}>; rel="next"'
+    return web.json_response({**body, key: items}, headers=headers)
+
+
+async def list_tags(request: web.Request, name: str) -> web.Response:
+    ctx = context(request)
+    await ctx.access.require(request, name, "pull")
+    if not ctx.store.repository_exists(name):
+        raise OciError("NAME_UNKNOWN", f"repository {name} is not known to this registry")
+    return _page(
+        request,
+        f"/v2/{name}/tags/list",
+        lambda limit, last: ctx.store.list_tags(name, limit, last),
+        "tags",
+        {"name": name},
+    )
+
+
+async def catalog(request: web.Request) -> web.Response:
+    ctx = context(request)
+    await ctx.access.require(request, None, "catalog")
+    return _page(request, "/v2/_catalog", ctx.store.list_repositories, "repositories", {})

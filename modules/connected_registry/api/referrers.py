@@ -1,0 +1,30 @@
+"""GET /v2/<name>/referrers/<digest>[?artifactType=]: an OCI index of the manifests whose subject it is."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from connected_registry.api.context import context
+from connected_registry.oci.digest import parse_digest
+from connected_registry.oci.manifest import OCI_INDEX
+
+
+async def list_referrers(request: web.Request, name: str, digest: str) -> web.Response:
+    ctx = context(request)
+    parse_digest(digest)
+    await ctx.access.require(request, name, "pull")
+    artifact_type = request.query.get("artifactType") or None
+    descriptors = []
+    for referrer in ctx.store.referrers(name, digest, artifact_type):
+        descriptor = {"mediaType": referrer.media_type, "digest": referrer.digest, "size": referrer.size}
+        if referrer.artifact_type:
+            descriptor["artifactType"] = referrer.artifact_type
+        if referrer.annotations:
+            descriptor["annotations"] = referrer.annotations
+        descriptors.append(descriptor)
+    headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+    return web.json_response(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors},
+        content_type=OCI_INDEX,
+        headers=headers,
+    )

@@ -1,0 +1,98 @@
+"""The `connected-registry` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+from connected_registry import __version__
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _run(coroutine) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+    else:
+        uvloop.run(coroutine)
+
+
+def cmd_serve(arguments: argparse.Namespace) -> int:
+    from connected_registry.runtime import InstanceOptions, Runtime, default_data_dir
+
+    host, port = arguments.listen or ("127.0.0.1", 8080)
+    options = InstanceOptions(data_dir=arguments.data or default_data_dir(), host=host, port=port)
+    logging.getLogger("connected_registry").warning(
+        "no configuration given: running a root registry with anonymous pull and push on %s:%d "
+        "(for trying it out; give --config for anything else)",
+        host,
+        port,
+    )
+    _run(Runtime(options).run_until_signalled())
+    return 0
+
+
+def cmd_gc(arguments: argparse.Namespace) -> int:
+    from connected_registry.runtime import default_data_dir
+    from connected_registry.storage import RegistryStore
+    from connected_registry.storage.gc import collect_garbage
+
+    async def collect() -> dict:
+        store = RegistryStore(arguments.data or default_data_dir())
+        try:
+            return vars(await collect_garbage(store, read_only=arguments.read_only))
+        finally:
+            store.close()
+
+    result = asyncio.run(collect())
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="connected-registry",
+        description="Open connected registry for Azure IoT Edge: an OCI registry that syncs with its parent.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run one registry instance",
+        description="Run one instance. With no configuration: a root registry with anonymous pull and push "
+        "on 127.0.0.1:8080, for trying it out.",
+    )
+    serve.add_argument("--data", metavar="DIR", help="data directory (default: $ACR_REGISTRY_DATA_VOLUME or /var/acr/data)")
+    serve.add_argument("--listen", metavar="HOST:PORT", type=_listen, help="address to listen on (default 127.0.0.1:8080)")
+    serve.set_defaults(handler=cmd_serve)
+
+    gc = commands.add_parser(
+        "gc",
+        help="garbage-collect a data directory no instance is running on",
+        description="Remove unreferenced blobs and abandoned uploads older than 24 hours from --data DIR.",
+    )
+    gc.add_argument("--data", metavar="DIR", help="data directory (default: $ACR_REGISTRY_DATA_VOLUME or /var/acr/data)")
+    gc.add_argument("--read-only", action="store_true", help="also remove untagged manifests, as a ReadOnly instance does")
+    gc.set_defaults(handler=cmd_gc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    logging.basicConfig(level=arguments.log_level, format=LOG_FORMAT, stream=sys.stdout)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    return arguments.handler(arguments)

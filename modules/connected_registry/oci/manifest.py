@@ -1,0 +1,137 @@
+"""Manifest media types and parsing: what a manifest references, what it is a referrer of.
+
+The registry keeps the exact bytes it was given; this module only reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from connected_registry.oci.digest import is_digest
+from connected_registry.oci.errors import OciError
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_SCHEMA1 = (
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
+IMAGE_MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
+INDEXES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
+MANIFEST_MEDIA_TYPES = IMAGE_MANIFESTS + INDEXES
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+# Layers a registry need not hold ("foreign" / non-distributable layers).
+_NON_DISTRIBUTABLE_PREFIXES = (
+    "application/vnd.oci.image.layer.nondistributable.",
+    "application/vnd.docker.image.rootfs.foreign.",
+)
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+
+
+@dataclass
+class ParsedManifest:
+    media_type: str
+    blobs: list[Descriptor] = field(default_factory=list)  # config and layers that must exist
+    manifests: list[Descriptor] = field(default_factory=list)  # an index's children
+    subject: str | None = None
+    artifact_type: str | None = None
+    annotations: dict[str, str] | None = None
+
+
+def _invalid(message: str) -> OciError:
+    return OciError("MANIFEST_INVALID", message)
+
+
+def _descriptor(raw: Any, where: str) -> Descriptor:
+    if not isinstance(raw, dict):
+        raise _invalid(f"{where} must be a descriptor object")
+    media_type, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
+    if not isinstance(media_type, str) or not media_type:
+        raise _invalid(f"{where}.mediaType must be a non-empty string")
+    if not isinstance(digest, str) or not is_digest(digest):
+        raise _invalid(f"{where}.digest must be sha256:<64 hex> or sha512:<128 hex>")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise _invalid(f"{where}.size must be a non-negative integer")
+    return Descriptor(media_type, digest, size)
+
+
+def is_non_distributable(media_type: str) -> bool:
+    return media_type.startswith(_NON_DISTRIBUTABLE_PREFIXES)
+
+
+def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
+    """Validate a manifest's structure and list what it references.
+
+    The media type is the body's `mediaType`, else the request's Content-Type; the two must agree.
+    """
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _invalid(f"manifest is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise _invalid("manifest must be a JSON object")
+    declared = document.get("mediaType")
+    content_type = (content_type or "").split(";")[0].strip() or None
+    if declared is not None and not isinstance(declared, str):
+        raise _invalid("mediaType must be a string")
+    if content_type in DOCKER_SCHEMA1 or declared in DOCKER_SCHEMA1:
+        raise _invalid("Docker schema 1 manifests are not supported: push with a client that writes schema 2 or OCI")
+    if declared and content_type and declared != content_type and content_type != "application/json":
+        raise _invalid(f"Content-Type {content_type!r} does not match the manifest's mediaType {declared!r}")
+    media_type = declared or content_type
+    if media_type not in MANIFEST_MEDIA_TYPES:
+        if media_type is None and "manifests" in document:
+            media_type = OCI_INDEX
+        elif media_type is None and "config" in document:
+            media_type = OCI_MANIFEST
+        else:
+            raise _invalid(
+                f"unsupported manifest media type {media_type!r}: expected one of {', '.join(MANIFEST_MEDIA_TYPES)}"
+            )
+    if document.get("schemaVersion") != 2:
+        raise _invalid("schemaVersion must be 2")
+
+    parsed = ParsedManifest(media_type=media_type)
+    if media_type in IMAGE_MANIFESTS:
+        config = _descriptor(document.get("config"), "config")
+        layers = document.get("layers")
+        if not isinstance(layers, list):
+            raise _invalid("layers must be a list")
+        parsed.blobs.append(config)
+        for number, raw in enumerate(layers):
+            layer = _descriptor(raw, f"layers[{number}]")
+            if not is_non_distributable(layer.media_type):
+                parsed.blobs.append(layer)
+        artifact_type = document.get("artifactType")
+        if artifact_type is None and media_type == OCI_MANIFEST:
+            artifact_type = config.media_type
+        parsed.artifact_type = artifact_type if isinstance(artifact_type, str) else None
+    else:
+        children = document.get("manifests")
+        if not isinstance(children, list):
+            raise _invalid("manifests must be a list")
+        parsed.manifests = [_descriptor(raw, f"manifests[{n}]") for n, raw in enumerate(children)]
+        artifact_type = document.get("artifactType")
+        parsed.artifact_type = artifact_type if isinstance(artifact_type, str) else None
+
+    if "subject" in document:
+        parsed.subject = _descriptor(document["subject"], "subject").digest
+    annotations = document.get("annotations")
+    if annotations is not None:
+        if not isinstance(annotations, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+        ):
+            raise _invalid("annotations must map strings to strings")
+        parsed.annotations = annotations
+    return parsed

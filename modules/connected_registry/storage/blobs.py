@@ -1,0 +1,107 @@
+"""Content-addressed blob files: `blobs/<algorithm>/<2 hex>/<hex>`, written only by atomic rename."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from connected_registry.oci.digest import parse_digest
+from connected_registry.storage.disk import Disk, storage_error_from_os
+
+ALGORITHMS = ("sha256", "sha512")
+
+
+class BlobFiles:
+    def __init__(self, root: str, disk: Disk) -> None:
+        self.root = os.path.join(root, "blobs")
+        self.incoming = os.path.join(root, "uploads")
+        self.disk = disk
+        self._prepare()
+
+    def _prepare(self) -> None:
+        created = False
+        for algorithm in ALGORITHMS:
+            for prefix in range(256):
+                path = os.path.join(self.root, algorithm, f"{prefix:02x}")
+                if not os.path.isdir(path):
+                    os.makedirs(path, exist_ok=True)
+                    created = True
+        os.makedirs(self.incoming, exist_ok=True)
+        if created:
+            for algorithm in ALGORITHMS:
+                for prefix in range(256):
+                    self.disk.fsync_dir(os.path.join(self.root, algorithm, f"{prefix:02x}"))
+                self.disk.fsync_dir(os.path.join(self.root, algorithm))
+            self.disk.fsync_dir(self.root)
+            self.disk.fsync_dir(os.path.dirname(self.root))
+
+    def path(self, digest: str) -> str:
+        """The file of a digest. Only a validated digest becomes a path component."""
+        algorithm, hex_part = parse_digest(digest)
+        return os.path.join(self.root, algorithm, hex_part[:2], hex_part)
+
+    def exists(self, digest: str) -> bool:
+        return os.path.exists(self.path(digest))
+
+    def temporary_path(self) -> str:
+        return os.path.join(self.incoming, f"tmp-{uuid.uuid4()}")
+
+    def sync_data(self, temporary: str) -> None:
+        """fsync a finished temporary file (done off the writer thread, before `install`)."""
+        try:
+            fd = os.open(temporary, os.O_RDONLY)
+            try:
+                self.disk.fsync_file(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise storage_error_from_os(error, "syncing an upload to disk") from error
+
+    def install(self, temporary: str, digest: str, data_synced: bool) -> None:
+        """Make verified bytes durable under their digest: data fsynced, renamed into place, directory fsynced.
+
+        Runs on the metadata writer thread just before the commit that makes the blob visible, so it
+        cannot interleave with garbage collection removing the same digest.
+        """
+        target = self.path(digest)
+        try:
+            if os.path.exists(target):
+                os.unlink(temporary)
+                return
+            if not data_synced:
+                self.sync_data(temporary)
+            self.disk.rename(temporary, target)
+            self.disk.fsync_dir(os.path.dirname(target))
+        except OSError as error:
+            raise storage_error_from_os(error, f"storing blob {digest}") from error
+
+    def write_small(self, data: bytes, digest: str) -> None:
+        """Durably store a small blob (a manifest) held in memory. Call on the metadata writer thread."""
+        if self.exists(digest):
+            return
+        temporary = self.temporary_path()
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as error:
+            raise storage_error_from_os(error, f"storing {digest}") from error
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                self.disk.fsync_file(fd)
+            finally:
+                os.close(fd)
+            self.install(temporary, digest, data_synced=True)
+        except OSError as error:
+            raise storage_error_from_os(error, f"storing {digest}") from error
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+
+    def remove(self, digest: str) -> None:
+        try:
+            os.unlink(self.path(digest))
+        except FileNotFoundError:
+            pass

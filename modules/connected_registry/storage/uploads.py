@@ -1,0 +1,231 @@
+"""Upload sessions: bytes streamed to disk and hashed as they arrive, resumable across restarts.
+
+A session is a file `uploads/<id>` and a row in `uploads`. Its offset is the file's size, so after a
+crash the status a client reads is exactly what is on disk. The running hash lives in memory; after a
+restart it is rebuilt once from the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from connected_registry.oci.digest import parse_digest
+from connected_registry.oci.errors import OciError
+from connected_registry.storage.blobs import BlobFiles
+from connected_registry.storage.disk import StorageError, storage_error_from_os
+from connected_registry.storage.metadata import MetadataDB
+
+BLOCK = 1 << 20  # bytes handed to the writer thread at a time
+_HASH_READ = 4 << 20
+
+
+class ByteStream(Protocol):
+    async def readany(self) -> bytes: ...
+
+
+@dataclass
+class UploadSession:
+    id: str
+    repository: str
+    path: str
+    offset: int
+    hasher: "hashlib._Hash | None"  # None: rebuild from the file before use
+    persistent: bool
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def upload_range_error(session: UploadSession, message: str) -> OciError:
+    return OciError(
+        "BLOB_UPLOAD_INVALID",
+        message,
+        status=416,
+        headers={"Range": f"0-{max(session.offset - 1, 0)}", "Docker-Upload-UUID": session.id},
+    )
+
+
+class Uploads:
+    def __init__(self, files: BlobFiles, metadata: MetadataDB, io_executor: ThreadPoolExecutor) -> None:
+        self.files = files
+        self.metadata = metadata
+        self.io = io_executor
+        self._sessions: dict[str, UploadSession] = {}
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    async def create(self, repository: str, persistent: bool = True) -> UploadSession:
+        upload_id = str(uuid.uuid4())
+        path = os.path.join(self.files.incoming, upload_id)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as error:
+            raise storage_error_from_os(error, "starting an upload") from error
+        session = UploadSession(upload_id, repository, path, 0, hashlib.sha256(), persistent)
+        if persistent:
+            await self.metadata.write(
+                lambda db: db.execute(
+                    "INSERT INTO uploads (id, repository, started) VALUES (?, ?, ?)",
+                    (upload_id, repository, time.time()),
+                )
+            )
+        self._sessions[upload_id] = session
+        return session
+
+    def get(self, repository: str, upload_id: str) -> UploadSession:
+        session = self._sessions.get(upload_id)
+        if session is None:
+            row = self.metadata.read_one("SELECT repository FROM uploads WHERE id = ?", (upload_id,))
+            path = os.path.join(self.files.incoming, upload_id)
+            if row is None or not os.path.exists(path):
+                raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} is unknown: start a new upload with POST")
+            session = UploadSession(upload_id, row[0], path, os.path.getsize(path), None, True)
+            self._sessions[upload_id] = session
+        if session.repository != repository:
+            raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} belongs to another repository")
+        return session
+
+    async def cancel(self, session: UploadSession) -> None:
+        self._sessions.pop(session.id, None)
+        if session.persistent:
+            await self.metadata.write(lambda db: db.execute("DELETE FROM uploads WHERE id = ?", (session.id,)))
+        try:
+            os.unlink(session.path)
+        except FileNotFoundError:
+            pass
+
+    # --- receiving bytes ------------------------------------------------------------------------
+
+    async def append(self, session: UploadSession, stream: ByteStream, start: int | None) -> int:
+        """Append a request body to the session; `start` (from Content-Range) must be the current offset."""
+        async with session.lock:
+            if start is not None and start != session.offset:
+                raise upload_range_error(
+                    session, f"chunk starts at {start} but the upload has {session.offset} bytes: resume from there"
+                )
+            return await self._receive(session, stream)
+
+    async def _receive(self, session: UploadSession, stream: ByteStream) -> int:
+        loop = asyncio.get_running_loop()
+        await self._ensure_hasher(session)
+        try:
+            fd = os.open(session.path, os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:
+            raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {session.id} is gone: start a new upload") from None
+        pending: asyncio.Future | None = None
+        parts: list[bytes] = []
+        buffered = 0
+        received = 0
+        try:
+            while True:
+                chunk = await stream.readany()
+                if chunk:
+                    parts.append(chunk)
+                    buffered += len(chunk)
+                if buffered >= BLOCK or (not chunk and buffered):
+                    block = b"".join(parts) if len(parts) > 1 else parts[0]
+                    parts, buffered = [], 0
+                    if pending is not None:
+                        await pending
+                    pending = loop.run_in_executor(self.io, self._write_block, session, fd, block)
+                    received += len(block)
+                if not chunk:
+                    break
+            if pending is not None:
+                await pending
+                pending = None
+        except BaseException:
+            if pending is not None:
+                try:
+                    await asyncio.shield(pending)
+                except Exception:
+                    pass
+            # The hash may no longer match the file: rebuild it from the file next time.
+            session.hasher = None
+            session.offset = os.fstat(fd).st_size
+            raise
+        finally:
+            os.close(fd)
+        return received
+
+    def _write_block(self, session: UploadSession, fd: int, block: bytes) -> None:
+        view = memoryview(block)
+        try:
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError as error:
+            raise storage_error_from_os(error, f"writing upload {session.id}") from error
+        session.hasher.update(block)
+        self.files.disk.start_writeback(fd, session.offset, len(block))
+        session.offset += len(block)
+
+    async def _ensure_hasher(self, session: UploadSession) -> None:
+        if session.hasher is None:
+            session.hasher, session.offset = await asyncio.get_running_loop().run_in_executor(
+                self.io, _hash_file, session.path, "sha256"
+            )
+
+    # --- finishing --------------------------------------------------------------------------------
+
+    async def complete(self, session: UploadSession, stream: ByteStream, digest: str, origin: str) -> int:
+        """Receive the last bytes, verify the digest, make the blob durable and visible. Returns its size."""
+        algorithm, hex_part = parse_digest(digest)
+        async with session.lock:
+            await self._receive(session, stream)
+            await self._ensure_hasher(session)
+            loop = asyncio.get_running_loop()
+            if algorithm == "sha256":
+                actual = session.hasher.hexdigest()
+            else:  # rare: the running hash is sha256, so other algorithms take one pass over the file
+                actual = (await loop.run_in_executor(self.io, _hash_file, session.path, algorithm))[0].hexdigest()
+            if actual != hex_part:
+                await self.cancel(session)
+                raise OciError(
+                    "DIGEST_INVALID",
+                    f"uploaded content has digest {algorithm}:{actual}, not {digest}: the upload was discarded",
+                    detail={"expected": digest, "actual": f"{algorithm}:{actual}"},
+                )
+            size = session.offset
+            already_stored = self.files.exists(digest)
+            if not already_stored:
+                await loop.run_in_executor(self.io, self.files.sync_data, session.path)
+            self._sessions.pop(session.id, None)
+            now = time.time()
+
+            def commit(db):
+                self.files.install(session.path, digest, data_synced=not already_stored)
+                db.execute(
+                    "INSERT OR IGNORE INTO blobs (digest, size, origin, created, last_used) VALUES (?, ?, ?, ?, ?)",
+                    (digest, size, origin, now, now),
+                )
+                db.execute("UPDATE blobs SET last_used = ? WHERE digest = ?", (now, digest))
+                db.execute(
+                    "INSERT OR IGNORE INTO repository_blobs (repository, digest, created) VALUES (?, ?, ?)",
+                    (session.repository, digest, now),
+                )
+                db.execute("DELETE FROM uploads WHERE id = ?", (session.id,))
+
+            await self.metadata.write(commit)
+            return size
+
+
+def _hash_file(path: str, algorithm: str) -> tuple["hashlib._Hash", int]:
+    hasher = hashlib.new(algorithm)
+    size = 0
+    try:
+        with open(path, "rb", buffering=0) as file:
+            while block := file.read(_HASH_READ):
+                hasher.update(block)
+                size += len(block)
+    except FileNotFoundError:
+        raise OciError("BLOB_UPLOAD_UNKNOWN", "the upload is gone: start a new upload") from None
+    return hasher, size
+
+
+__all__ = ["ByteStream", "StorageError", "UploadSession", "Uploads", "upload_range_error"]
