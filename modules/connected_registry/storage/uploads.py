@@ -24,6 +24,7 @@ from connected_registry.storage.metadata import MetadataDB
 
 BLOCK = 1 << 20  # bytes handed to the writer thread at a time
 _HASH_READ = 4 << 20
+WRITEBACK_STEP = 8 << 20
 
 
 class ByteStream(Protocol):
@@ -162,8 +163,12 @@ class Uploads:
         except OSError as error:
             raise storage_error_from_os(error, f"writing upload {session.id}") from error
         session.hasher.update(block)
-        self.files.disk.start_writeback(fd, session.offset, len(block))
+        previous = session.offset
         session.offset += len(block)
+        if previous // WRITEBACK_STEP != session.offset // WRITEBACK_STEP:
+            # Start writing the previous step to disk now, so the final fsync has little left to do.
+            end = session.offset // WRITEBACK_STEP * WRITEBACK_STEP
+            self.files.disk.start_writeback(fd, max(end - WRITEBACK_STEP, 0), WRITEBACK_STEP)
 
     async def _ensure_hasher(self, session: UploadSession) -> None:
         if session.hasher is None:

@@ -1,0 +1,95 @@
+"""Small builders for OCI content in tests: blobs, image manifests, indexes, referrers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def sha512(data: bytes) -> str:
+    return "sha512:" + hashlib.sha512(data).hexdigest()
+
+
+def descriptor(media_type: str, data: bytes, **extra) -> dict:
+    return {"mediaType": media_type, "digest": sha256(data), "size": len(data), **extra}
+
+
+def image_manifest(config: bytes, layers: list[bytes], *, subject: bytes | None = None,
+                   artifact_type: str | None = None, config_type: str = OCI_CONFIG,
+                   annotations: dict | None = None, docker: bool = False) -> bytes:
+    document: dict = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST if docker else OCI_MANIFEST,
+        "config": descriptor(DOCKER_CONFIG if docker else config_type, config),
+        "layers": [descriptor(DOCKER_LAYER if docker else OCI_LAYER, layer) for layer in layers],
+    }
+    if artifact_type:
+        document["artifactType"] = artifact_type
+    if subject is not None:
+        document["subject"] = descriptor(OCI_MANIFEST, subject)
+    if annotations:
+        document["annotations"] = annotations
+    return json.dumps(document, indent=1).encode()
+
+
+def index_manifest(manifests: list[bytes], *, docker: bool = False) -> bytes:
+    document = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_LIST if docker else OCI_INDEX,
+        "manifests": [
+            descriptor(DOCKER_MANIFEST if docker else OCI_MANIFEST, body,
+                       platform={"architecture": arch, "os": "linux"})
+            for body, arch in zip(manifests, ["amd64", "arm64", "arm", "386", "s390x"])
+        ],
+    }
+    return json.dumps(document).encode()
+
+
+def random_bytes(size: int) -> bytes:
+    return os.urandom(size)
+
+
+async def push_blob(api, repository: str, data: bytes) -> str:
+    """Monolithic POST+PUT through the in-process registry; returns the digest."""
+    digest = sha256(data)
+    async with api.request("POST", f"/v2/{repository}/blobs/uploads/") as response:
+        assert response.status == 202, await response.text()
+        location = response.headers["Location"]
+    async with api.session.put(location, params={"digest": digest}, data=data,
+                               headers={"Content-Type": "application/octet-stream"}) as response:
+        assert response.status == 201, await response.text()
+    return digest
+
+
+async def push_manifest(api, repository: str, reference: str, body: bytes, media_type: str | None = None):
+    media_type = media_type or json.loads(body).get("mediaType", OCI_MANIFEST)
+    async with api.request("PUT", f"/v2/{repository}/manifests/{reference}", data=body,
+                           headers={"Content-Type": media_type}) as response:
+        assert response.status == 201, await response.text()
+        return dict(response.headers)
+
+
+async def push_image(api, repository: str, tag: str | None, *, layers: int = 2, layer_size: int = 1024,
+                     **manifest_options) -> tuple[bytes, str]:
+    """Push a config, `layers` random layers and a manifest; returns (manifest bytes, digest)."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "n": os.urandom(4).hex()}).encode()
+    blobs = [random_bytes(layer_size) for _ in range(layers)]
+    for blob in [config, *blobs]:
+        await push_blob(api, repository, blob)
+    body = image_manifest(config, blobs, **manifest_options)
+    await push_manifest(api, repository, tag or sha256(body), body)
+    return body, sha256(body)
