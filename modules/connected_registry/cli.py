@@ -92,7 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from connected_registry.storage import StorageError
+
     arguments = build_parser().parse_args(argv)
     logging.basicConfig(level=arguments.log_level, format=LOG_FORMAT, stream=sys.stdout)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
-    return arguments.handler(arguments)
+    try:
+        return arguments.handler(arguments)
+    except StorageError as error:
+        logging.getLogger("connected_registry").error("%s: %s", error.code, error)
+        return 1
+    except OSError as error:
+        if arguments.command == "serve" and error.errno == 98:  # EADDRINUSE
+            logging.getLogger("connected_registry").error(
+                "cannot listen: %s; another process has the port: stop it or pass --listen HOST:PORT", error
+            )
+            return 1
+        raise
