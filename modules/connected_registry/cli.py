@@ -32,14 +32,16 @@ def _run(coroutine) -> None:
 def cmd_serve(arguments: argparse.Namespace) -> int:
     from connected_registry.runtime import InstanceOptions, Runtime, default_data_dir
 
-    host, port = arguments.listen or ("127.0.0.1", 8080)
-    options = InstanceOptions(data_dir=arguments.data or default_data_dir(), host=host, port=port)
-    logging.getLogger("connected_registry").warning(
-        "no configuration given: running a root registry with anonymous pull and push on %s:%d "
-        "(for trying it out; give --config for anything else)",
-        host,
-        port,
-    )
+    host, port = arguments.listen or (("0.0.0.0" if arguments.config else "127.0.0.1"), 8080)
+    options = InstanceOptions(data_dir=arguments.data or default_data_dir(), host=host, port=port,
+                              config_path=arguments.config)
+    if not arguments.config:
+        logging.getLogger("connected_registry").warning(
+            "no configuration given: running a root registry with anonymous pull and push on %s:%d "
+            "(for trying it out; give --config for anything else)",
+            host,
+            port,
+        )
     _run(Runtime(options).run_until_signalled())
     return 0
 
@@ -76,8 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one instance. With no configuration: a root registry with anonymous pull and push "
         "on 127.0.0.1:8080, for trying it out.",
     )
+    serve.add_argument("--config", metavar="FILE",
+                       help="JSON file with the desired properties (SPEC 3), re-read when it changes")
     serve.add_argument("--data", metavar="DIR", help="data directory (default: $ACR_REGISTRY_DATA_VOLUME or /var/acr/data)")
-    serve.add_argument("--listen", metavar="HOST:PORT", type=_listen, help="address to listen on (default 127.0.0.1:8080)")
+    serve.add_argument("--listen", metavar="HOST:PORT", type=_listen,
+                       help="address to listen on (default 127.0.0.1:8080; 0.0.0.0:8080 with --config)")
     serve.set_defaults(handler=cmd_serve)
 
     gc = commands.add_parser(
@@ -92,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from connected_registry.settings import ConfigInvalid
     from connected_registry.storage import StorageError
 
     arguments = build_parser().parse_args(argv)
@@ -101,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         return arguments.handler(arguments)
     except StorageError as error:
         logging.getLogger("connected_registry").error("%s: %s", error.code, error)
+        return 1
+    except ConfigInvalid as invalid:
+        logging.getLogger("connected_registry").error(
+            "CONFIG_INVALID: the configuration was not accepted:\n  %s", "\n  ".join(invalid.problems)
+        )
         return 1
     except OSError as error:
         if arguments.command == "serve" and error.errno == 98:  # EADDRINUSE

@@ -93,3 +93,83 @@ async def push_image(api, repository: str, tag: str | None, *, layers: int = 2, 
     body = image_manifest(config, blobs, **manifest_options)
     await push_manifest(api, repository, tag or sha256(body), body)
     return body, sha256(body)
+
+
+# --- Helpers for the per-resource API tests (appended; the builders above are unchanged). ----------
+
+OCI_ERROR_CODES = {
+    "BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN",
+    "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID", "NAME_UNKNOWN", "SIZE_INVALID", "UNAUTHORIZED",
+    "DENIED", "UNSUPPORTED", "TOOMANYREQUESTS",
+}
+
+
+async def expect_oci_error(response, status: int, code: str) -> dict:
+    """Assert an OCI error answer: `status`, a JSON body {"errors": [{code, message, ...}]} led by `code`.
+
+    Returns that first error object. (HEAD answers carry no body: check their status only.)
+    """
+    text = await response.text()
+    assert response.status == status, f"expected {status} {code}, got {response.status}: {text[:500]}"
+    assert response.content_type == "application/json", f"error body is {response.content_type}: {text[:200]}"
+    body = json.loads(text)
+    assert isinstance(body.get("errors"), list) and body["errors"], text[:500]
+    error = body["errors"][0]
+    assert error.get("code") == code, f"expected error code {code}, got {text[:500]}"
+    assert isinstance(error.get("message"), str) and error["message"], text[:500]
+    return error
+
+
+async def start_upload(api, repository: str) -> str:
+    """POST /v2/<repository>/blobs/uploads/; returns the session's Location (absolute URL)."""
+    async with api.request("POST", f"/v2/{repository}/blobs/uploads/") as response:
+        assert response.status == 202, await response.text()
+        return response.headers["Location"]
+
+
+def manifest_document(media_type: str, config: dict | None = None, layers: list[dict] | None = None,
+                      **fields) -> bytes:
+    """A hand-made image manifest (for layer media types the other builders do not cover)."""
+    document: dict = {"schemaVersion": 2, "mediaType": media_type, "config": config, "layers": layers or []}
+    document.update(fields)
+    return json.dumps(document).encode()
+
+
+class ServedStore:
+    """The registry app over a given RegistryStore on a loopback listener (same surface as the `api` fixture)."""
+
+    def __init__(self, store, server, session) -> None:
+        self.store = store
+        self.server = server
+        self.session = session
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    def request(self, method: str, path: str, **kwargs):
+        return self.session.request(method, self.url(path), **kwargs)
+
+
+def serve_store(store, *, mode: str = "ReadWrite"):
+    """Async context manager: serve `store` (which the caller owns and closes) in-process; yields ServedStore."""
+    import contextlib
+
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from connected_registry.api import create_app
+    from connected_registry.api.context import ApiContext
+    from connected_registry.auth import AnonymousAccess
+
+    @contextlib.asynccontextmanager
+    async def serving():
+        server = TestServer(create_app(ApiContext(store=store, access=AnonymousAccess(), mode=mode)),
+                            host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with aiohttp.ClientSession(auto_decompress=False) as session:
+                yield ServedStore(store, server, session)
+        finally:
+            await server.close()
+
+    return serving()

@@ -10,7 +10,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from connected_registry.api import blobs, listings, manifests, referrers, uploads
+from connected_registry.api import blobs, listings, manifests, referrers, token, uploads
 from connected_registry.api.context import CONTEXT, ApiContext
 from connected_registry.oci.errors import OciError
 from connected_registry.oci.names import validate_name
@@ -57,6 +57,24 @@ _ROUTES: list[tuple[re.Pattern, dict[str, Handler]]] = [
 async def v2_base(request: web.Request) -> web.Response:
     await request.app[CONTEXT].access.require(request, None, "base")
     return web.json_response({})
+
+
+_LOGIN_SERVER_PATHS = ("/v2", "/acr/", "/oauth2/")
+
+
+@web.middleware
+async def login_server_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With ACR_REGISTRY_LOGIN_SERVER set, only requests made to that name (as the client saw it) are served."""
+    login_server = request.app[CONTEXT].login_server
+    if login_server and request.path.startswith(_LOGIN_SERVER_PATHS):
+        host = request.headers.get("X-Forwarded-Host") or request.host
+        if host.split(",")[0].strip().lower() != login_server.lower():
+            raise OciError(
+                "DENIED",
+                f"this registry answers at {login_server}, not {host[:100]}: use that address "
+                "(it is ACR_REGISTRY_LOGIN_SERVER)",
+            )
+    return await handler(request)
 
 
 async def dispatch_v2(request: web.Request) -> web.StreamResponse:
@@ -150,9 +168,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_app(context: ApiContext) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=8 << 20)
+    app = web.Application(middlewares=[error_middleware, login_server_middleware], client_max_size=8 << 20)
     app[CONTEXT] = context
     app.router.add_route("*", "/v2{tail:.*}", dispatch_v2)
+    for path in ("/acr/oauth2/token", "/oauth2/token"):
+        app.router.add_get(path, token.token_endpoint, allow_head=False)
+        app.router.add_post(path, token.token_endpoint)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.on_response_prepare.append(_add_api_version)

@@ -6,17 +6,23 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from connected_registry.auth import Access
+from connected_registry.auth import Access, Caller
+from connected_registry.auth.access import request_origin
+from connected_registry.auth.permissions import repository_in_scope
 from connected_registry.oci.errors import OciError
 from connected_registry.storage import RegistryStore
 
 
 @dataclass
 class ApiContext:
+    """What the API needs of the instance. The runtime replaces fields when the configuration changes."""
+
     store: RegistryStore
     access: Access
     mode: str = "ReadWrite"  # ReadWrite | ReadOnly
     is_root: bool = True
+    repositories: tuple[str, ...] = ()  # what a child syncs; a ReadWrite child takes pushes only there
+    login_server: str | None = None  # ACR_REGISTRY_LOGIN_SERVER: requests to other hosts are refused
 
 
 CONTEXT = web.AppKey("context", ApiContext)
@@ -28,19 +34,21 @@ def context(request: web.Request) -> ApiContext:
 
 def external_url(request: web.Request, path: str) -> str:
     """An absolute URL for the client's view of this server (the API proxy's, when behind it)."""
-    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+    scheme, host = request_origin(request)
     return f"{scheme}://{host}{path}"
 
 
-async def require_write(request: web.Request, repository: str, action: str) -> None:
-    """ReadOnly refuses writes before any scope check (SPEC 5), then the token decides."""
+async def require_write(request: web.Request, repository: str, operation: str) -> Caller:
+    """ReadOnly refuses writes before any scope check; a ReadWrite child only takes its own
+    repositories (SPEC 5); then the token decides."""
     ctx = context(request)
     if ctx.mode == "ReadOnly":
-        if action == "delete":
+        if operation == "delete":
             raise OciError("UNSUPPORTED", "This operation is not allowed on this registry.")
         raise OciError("DENIED", "This operation is not allowed on this registry.")
-    await ctx.access.require(request, repository, action)
+    if not ctx.is_root and not repository_in_scope(list(ctx.repositories), repository):
+        raise OciError("DENIED", f"Repository {repository} is not synchronized by this registry.")
+    return await ctx.access.require(request, repository, operation)
 
 
 def query_int(request: web.Request, key: str) -> int | None:

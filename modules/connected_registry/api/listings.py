@@ -29,7 +29,7 @@ def _page(request: web.Request, path: str, fetch, key: str, body: dict) -> web.R
 
 async def list_tags(request: web.Request, name: str) -> web.Response:
     ctx = context(request)
-    await ctx.access.require(request, name, "pull")
+    await ctx.access.require(request, name, "metadata")
     if not ctx.store.repository_exists(name):
         raise OciError("NAME_UNKNOWN", f"repository {name} is not known to this registry")
     return _page(
@@ -43,5 +43,17 @@ async def list_tags(request: web.Request, name: str) -> web.Response:
 
 async def catalog(request: web.Request) -> web.Response:
     ctx = context(request)
-    await ctx.access.require(request, None, "catalog")
-    return _page(request, "/v2/_catalog", ctx.store.list_repositories, "repositories", {})
+    caller = await ctx.access.require(request, None, "catalog")
+
+    def readable(limit: int, last: str | None) -> list[str]:
+        """Only what the caller may read, paged over the filtered list."""
+        found: list[str] = []
+        while len(found) < limit:
+            batch = ctx.store.list_repositories(max(limit, 100), last)
+            found += [name for name in batch if caller.can(name, "metadata")]
+            if len(batch) < max(limit, 100):
+                break
+            last = batch[-1]
+        return found[:limit]
+
+    return _page(request, "/v2/_catalog", readable, "repositories", {})

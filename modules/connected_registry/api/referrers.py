@@ -12,7 +12,7 @@ from connected_registry.oci.manifest import OCI_INDEX
 async def list_referrers(request: web.Request, name: str, digest: str) -> web.Response:
     ctx = context(request)
     parse_digest(digest)
-    await ctx.access.require(request, name, "pull")
+    await ctx.access.require(request, name, "metadata")
     artifact_type = request.query.get("artifactType") or None
     descriptors = []
     for referrer in ctx.store.referrers(name, digest, artifact_type):

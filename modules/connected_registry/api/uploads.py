@@ -55,15 +55,15 @@ def _check_received(request: web.Request, received: int) -> None:
 
 
 async def start_upload(request: web.Request, name: str) -> web.Response:
-    await require_write(request, name, "push")
+    caller = await require_write(request, name, "push")
     store = context(request).store
     mount, source = request.query.get("mount"), request.query.get("from")
     if mount is not None:
         parse_digest(mount)
         if source:
             validate_name(source)
-            await context(request).access.require(request, source, "pull")
-            if await store.mount_blob(name, source, mount):
+            # Only from a repository the caller may read; otherwise no hint that the blob exists there.
+            if caller.can(source, "pull") and await store.mount_blob(name, source, mount):
                 return _created(request, name, mount)
         # Not mountable: fall through to an ordinary upload session, as the spec asks.
     digest = request.query.get("digest")

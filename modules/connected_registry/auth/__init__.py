@@ -1,4 +1,4 @@
-"""Who may do what. The registry core asks `Access.require(request, repository, action)`."""
+"""Who may do what: tokens and scope maps (SPEC 10). The API asks `Access.require(request, repository, operation)`."""
 
 from __future__ import annotations
 
@@ -6,17 +6,19 @@ from typing import Protocol
 
 from aiohttp import web
 
+from connected_registry.auth.access import OPEN_CALLER, Caller, OpenAccess, TokenAccess
+
 
 class Access(Protocol):
-    async def require(self, request: web.Request, repository: str | None, action: str) -> None:
-        """Raise an `OciError` (UNAUTHORIZED or DENIED) unless the caller may do `action` on `repository`.
+    async def require(self, request: web.Request, repository: str | None, operation: str) -> Caller:
+        """The caller, if they may do `operation` on `repository`; otherwise an `OciError`
+        (401 UNAUTHORIZED with a challenge, 403 DENIED, 429 TOOMANYREQUESTS).
 
-        `action` is a Docker scope action: `pull`, `push`, `delete`; `repository` None means the catalog.
+        Operations: `base` (GET /v2/), `pull`, `metadata`, `push`, `delete`, `catalog` (repository None).
         """
 
 
-class AnonymousAccess:
-    """Everyone may pull and push: the embedded default for trying the registry out on loopback."""
+# The embedded default's name, kept for the registry core's callers and tests.
+AnonymousAccess = OpenAccess
 
-    async def require(self, request: web.Request, repository: str | None, action: str) -> None:
-        return None
+__all__ = ["OPEN_CALLER", "Access", "AnonymousAccess", "Caller", "OpenAccess", "TokenAccess"]

@@ -1,0 +1,220 @@
+"""Who the caller is and what they may do: Basic credentials, bearer JWTs, anonymous pull (SPEC 10).
+
+`TokenAccess.require` answers every API check. Changes to tokens apply at the next request: a bearer
+token only ever narrows what the token's current actions allow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from connected_registry.auth.passwords import PasswordChecker, Throttled
+from connected_registry.auth.permissions import (
+    ANONYMOUS_PULL,
+    EVERYTHING,
+    GATEWAY_SCOPE_ACTIONS,
+    NOTHING,
+    OPERATION_SCOPE,
+    Permissions,
+)
+from connected_registry.auth.signing import Claims, TokenSigner, credential_fingerprint
+from connected_registry.oci.errors import OciError
+from connected_registry.settings import DesiredProperties, TokenSettings
+
+INSUFFICIENT_SCOPES = "Insufficient scopes to perform the operation."
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated (or anonymous) caller: its token's permissions, narrowed by a JWT's access list."""
+
+    name: str | None
+    permissions: Permissions
+    jwt_access: list[dict] | None = None  # None: not a bearer caller (Basic or anonymous): no narrowing
+
+    def _jwt_allows(self, kind: str, name: str, action: str) -> bool:
+        if self.jwt_access is None:
+            return True
+        for entry in self.jwt_access:
+            if entry.get("type") == kind and str(entry.get("name", "")).lower() == name.lower():
+                actions = entry.get("actions") or []
+                if action in actions or "*" in actions:
+                    return True
+        return False
+
+    def can(self, repository: str, operation: str) -> bool:
+        return self._jwt_allows("repository", repository, OPERATION_SCOPE[operation]) and self.permissions.allows_operation(
+            repository, operation
+        )
+
+    def can_list_catalog(self) -> bool:
+        return self._jwt_allows("registry", "catalog", "*") and self.permissions.reads_anything()
+
+    def can_gateway(self, name: str, scope_action: str) -> bool:
+        return self._jwt_allows("gateway", name, scope_action) and self.permissions.allows_gateway(
+            name, GATEWAY_SCOPE_ACTIONS[scope_action]
+        )
+
+
+OPEN_CALLER = Caller("anonymous", EVERYTHING)
+
+
+def request_origin(request: web.Request) -> tuple[str, str]:
+    """(scheme, host) as the client sees this server: the API proxy's X-Forwarded-* when present."""
+    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip() or request.scheme
+    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip() or request.host
+    return scheme, host
+
+
+class TokenAccess:
+    def __init__(self, signer: TokenSigner, service: str, settings: DesiredProperties,
+                 checker: PasswordChecker | None = None) -> None:
+        self.signer = signer
+        self.service = service
+        self.checker = checker or PasswordChecker()
+        self.configure(settings)
+
+    def configure(self, settings: DesiredProperties) -> None:
+        self._tokens: dict[str, tuple[TokenSettings, Permissions]] = {
+            name.lower(): (token, Permissions.from_actions(token.actions)) for name, token in settings.tokens.items()
+        }
+        self._anonymous = ANONYMOUS_PULL if settings.anonymousPull else NOTHING
+        self._trusted = [ipaddress.ip_network(value, strict=False) for value in settings.trustedProxies]
+
+    # --- challenges ---------------------------------------------------------------------------
+
+    def challenge(self, request: web.Request, scope: str | None = None, error: str | None = None) -> str:
+        scheme, host = request_origin(request)
+        value = f'Bearer realm="{scheme}://{host}/acr/oauth2/token",service="{self.service}"'
+        if scope:
+            value += f',scope="{scope}"'
+        if error:
+            value += f',error="{error}"'
+        return value
+
+    def unauthorized(self, request: web.Request, message: str, scope: str | None = None,
+                     error: str | None = None) -> OciError:
+        return OciError("UNAUTHORIZED", message, headers={"WWW-Authenticate": self.challenge(request, scope, error)})
+
+    # --- identities -----------------------------------------------------------------------------
+
+    def _client_address(self, request: web.Request) -> str | None:
+        """The client's address, believed from X-Forwarded-For only when the peer is a trusted proxy."""
+        if not self._trusted or request.remote is None:
+            return None
+        try:
+            peer = ipaddress.ip_address(request.remote)
+        except ValueError:
+            return None
+        if not any(peer in network for network in self._trusted):
+            return None
+        forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+        for candidate in reversed(forwarded):
+            try:
+                address = ipaddress.ip_address(candidate)
+            except ValueError:
+                return None
+            if not any(address in network for network in self._trusted):
+                return str(address)
+        return None
+
+    async def check_password(self, request: web.Request, name: str, password: str) -> tuple[str, Permissions, str]:
+        """(token name, permissions, hash fingerprint) for valid credentials; raises 401 or 429."""
+        entry = self._tokens.get(name.lower())
+        hashes = entry[0].passwordHashes if entry and entry[0].status == "enabled" else None
+        keys = (f"name:{name.lower()[:60]}",)
+        address = self._client_address(request)
+        if address:
+            keys += (f"address:{address}",)
+        try:
+            matched = await self.checker.verify(name, password, hashes, keys)
+        except Throttled as throttled:
+            raise OciError(
+                "TOOMANYREQUESTS",
+                f"too many failed logins for this token; retry in {throttled.retry_after:.0f} s",
+                headers={"Retry-After": str(max(int(throttled.retry_after + 0.999), 1))},
+            ) from None
+        if matched is None:
+            raise self.unauthorized(request, "invalid username or password, or the token is disabled")
+        return name.lower(), entry[1], credential_fingerprint(matched)
+
+    def permissions_for_claims(self, claims: Claims) -> Permissions | None:
+        """The current permissions behind a JWT's subject, or None when its credential was revoked."""
+        if claims.subject == "":
+            return self._anonymous
+        entry = self._tokens.get(claims.subject.lower())
+        if entry is None or entry[0].status != "enabled":
+            return None
+        if not any(credential_fingerprint(h) == claims.credential for h in entry[0].passwordHashes):
+            return None
+        return entry[1]
+
+    def anonymous_permissions(self) -> Permissions:
+        return self._anonymous
+
+    async def identify(self, request: web.Request) -> tuple[Caller, str]:
+        """The caller and how they authenticated: "anonymous", "basic" or "bearer"."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if not header:
+            return Caller(None, self._anonymous), "anonymous"
+        if scheme == "basic":
+            name, password = parse_basic(value)
+            if name is None:
+                raise self.unauthorized(request, "malformed Basic credentials")
+            token_name, permissions, _ = await self.check_password(request, name, password)
+            return Caller(token_name, permissions), "basic"
+        if scheme == "bearer":
+            claims = self.signer.verify(value.strip(), self.service, "access")
+            permissions = self.permissions_for_claims(claims) if claims else None
+            if claims is None or permissions is None:
+                raise self.unauthorized(request, "the bearer token is invalid or expired: log in again",
+                                        error="invalid_token")
+            return Caller(claims.subject or None, permissions, claims.access), "bearer"
+        raise self.unauthorized(request, "unsupported Authorization scheme: use Basic or Bearer")
+
+    # --- the check the API calls ------------------------------------------------------------------
+
+    async def require(self, request: web.Request, repository: str | None, operation: str) -> Caller:
+        caller, how = await self.identify(request)
+        if operation == "base":
+            if how == "anonymous":
+                raise self.unauthorized(request, "authentication required: log in with a token")
+            return caller
+        if operation == "catalog":
+            allowed = caller.can_list_catalog()
+            scope = "registry:catalog:*"
+        else:
+            allowed = caller.can(repository, operation)
+            scope = f"repository:{repository}:{OPERATION_SCOPE[operation]}"
+        if allowed:
+            return caller
+        if how == "anonymous":
+            raise self.unauthorized(request, "authentication required: log in with a token", scope=scope)
+        if how == "bearer":
+            raise self.unauthorized(request, INSUFFICIENT_SCOPES, scope=scope, error="insufficient_scope")
+        raise OciError("DENIED", INSUFFICIENT_SCOPES)
+
+
+class OpenAccess:
+    """Everyone may do everything: the embedded default for trying the registry out on loopback."""
+
+    async def require(self, request: web.Request, repository: str | None, operation: str) -> Caller:
+        return OPEN_CALLER
+
+
+def parse_basic(value: str) -> tuple[str | None, str]:
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None, ""
+    name, sep, password = decoded.partition(":")
+    if not sep or not name:
+        return None, ""
+    return name, password

@@ -1,0 +1,87 @@
+"""The desired properties from a JSON file (outside IoT Edge), re-read when the file changes.
+
+A document that does not validate changes nothing: the last good configuration stays and
+`CONFIG_INVALID` names each bad field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable
+
+from connected_registry.settings import ConfigInvalid, DesiredProperties, validate_desired
+from connected_registry.status import StatusBoard
+
+log = logging.getLogger("connected_registry.config")
+
+POLL_SECONDS = 0.5
+
+
+def read_desired(path: str) -> DesiredProperties:
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(1 << 20)
+    except OSError as error:
+        raise ConfigInvalid([f"cannot read {path}: {error.strerror or error}"]) from None
+    try:
+        document = json.loads(raw)
+    except ValueError as error:
+        raise ConfigInvalid([f"{path} is not valid JSON: {error}"]) from None
+    return validate_desired(document)
+
+
+class FileConfigSource:
+    def __init__(self, path: str, status: StatusBoard, apply: Callable[[DesiredProperties], None]) -> None:
+        self.path = path
+        self.status = status
+        self.apply = apply
+        self._signature: tuple | None = None
+
+    def _current_signature(self) -> tuple | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def load_initial(self) -> DesiredProperties:
+        """The first document must validate: there is no last good one to keep."""
+        self._signature = self._current_signature()
+        settings = read_desired(self.path)
+        self._note_unknown_keys(settings)
+        return settings
+
+    def _note_unknown_keys(self, settings: DesiredProperties) -> None:
+        if settings.unknown_keys:
+            self.status.set("Config", "Warning", "CONFIG_UNKNOWN_KEYS",
+                            f"unknown keys in {self.path} are ignored: {', '.join(settings.unknown_keys)}")
+        else:
+            self.status.clear("CONFIG_UNKNOWN_KEYS")
+
+    def reload_if_changed(self) -> bool:
+        signature = self._current_signature()
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        try:
+            settings = read_desired(self.path)
+        except ConfigInvalid as invalid:
+            self.status.set("Config", "Error", "CONFIG_INVALID",
+                            f"{self.path} was not applied, the last good configuration stays: " + "; ".join(invalid.problems))
+            return False
+        self.status.clear("CONFIG_INVALID")
+        self._note_unknown_keys(settings)
+        self.apply(settings)
+        log.info("applied the configuration in %s", self.path)
+        return True
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                self.reload_if_changed()
+            except Exception:  # one bad read must not end the watch
+                log.exception("reading %s failed; watching on", self.path)

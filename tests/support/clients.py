@@ -1,0 +1,488 @@
+"""Real container clients and daemons for tests, started and stopped by PID, on free loopback ports, under temp dirs.
+
+    Containerd(workdir)                     containerd 1.6 with its own config.toml; `.ctr(...)` runs `ctr --address SOCK`
+    Dockerd(workdir, containerd)            moby 20.10 in a private mount namespace (a bind mount over /etc/docker and a
+                                            tmpfs over /run exist only inside it); `.docker(...)` runs /usr/bin/docker
+                                            with DOCKER_HOST and DOCKER_CONFIG set (never ~/.docker or /etc/docker)
+    ApiProxy(workdir, upstream, pki)        nginx as the IoT Edge API proxy: TLS with the test CA's server certificate,
+                                            only /v2 and /acr forwarded to `upstream` over plain HTTP, with exactly the
+                                            template's headers (X-Forwarded-Host $http_host, X-Forwarded-Proto $scheme)
+    Distribution(workdir)                   CNCF distribution (`docker-registry serve CONFIG`), a plain registry
+
+Every daemon is started in its own session with PR_SET_PDEATHSIG, so it is also ended if the test process dies; its
+output goes to a log file in its workdir. `stop()` sends the stop signal to the daemon's PID, waits with a deadline,
+SIGKILLs the PID if needed, then SIGKILLs whatever is left in the daemon's own process group, and unmounts anything
+left mounted under its workdir. Nothing is written outside the workdir (and a short socket dir under /tmp when the
+workdir's path is too long for a unix socket).
+
+How each tool was seen to behave on this machine: ../shared/reference/real-clients.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import textwrap
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.support.pki import TestPki
+from tests.support.processes import free_port, port_open, wait_until
+
+DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 client; /usr/local/bin/docker (28.x) may come first in PATH
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+class CommandFailed(AssertionError):
+    pass
+
+
+def run(argv: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 120, check: bool = True,
+        input: str | None = None) -> subprocess.CompletedProcess:
+    """Run a client command; with `check`, fail with its full output when it exits non-zero."""
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input,
+                            env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise CommandFailed(f"{' '.join(map(str, argv))} exited {result.returncode}:\n"
+                            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
+    return result
+
+
+def skopeo(*arguments: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    return run(["skopeo", *arguments], check=check, timeout=timeout)
+
+
+def require(*binaries: str) -> None:
+    missing = [binary for binary in binaries if shutil.which(binary) is None and not os.access(binary, os.X_OK)]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} not installed: run `scripts/setup.sh --test` (it installs "
+                           "containerd, docker.io, nginx, skopeo and docker-registry)")
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below `path` in this process's mount namespace."""
+    prefix = str(path.resolve())
+    found = []
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            point = line.split()[4].replace("\\040", " ")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return found
+
+
+def _die_with_parent() -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _short_dir(workdir: Path, room: int = 40) -> tuple[Path, bool]:
+    """A directory for unix sockets: `workdir/run` if paths there stay under the 108-byte limit, else a fresh
+    /tmp/cr-XXXX (the bool says whether it must be removed at stop)."""
+    candidate = workdir / "run"
+    if len(str(candidate)) + room < 100:
+        candidate.mkdir(parents=True, exist_ok=True)
+        return candidate, False
+    return Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp")), True
+
+
+class Daemon:
+    """A long-running child: own session, output in `log_path`, stopped by PID."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None,
+                 stop_signal: int = signal.SIGTERM, cwd: Path | None = None) -> None:
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.log_path = log_path
+        self.stop_signal = stop_signal
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self, tail: int = 60) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return ""
+        return "\n".join(lines[-tail:])
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
+
+    def wait_ready(self, condition, timeout: float = 30.0) -> None:
+        def ready():
+            self.check_alive()
+            return condition()
+        try:
+            wait_until(ready, timeout=timeout, what=f"{self.name} (pid {self.pid}) to be ready")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process.poll() is None:
+            os.kill(self.pid, self.stop_signal)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.process.wait(timeout=timeout)
+        try:  # the daemon's own process group (its session's leader was the daemon): workers, shims, helpers
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _unmount_leftovers(path: Path) -> list[str]:
+    leftovers = mounts_under(path)
+    for point in sorted(leftovers, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    return leftovers
+
+
+class Containerd:
+    """containerd with every path under `workdir` (root, state, sockets, opt); CRI disabled."""
+
+    def __init__(self, workdir: Path, timeout: float = 30.0) -> None:
+        require("containerd", "ctr")
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._sockets, self._remove_sockets = _short_dir(workdir)
+        self.socket = self._sockets / "containerd.sock"
+        self.root = workdir / "root"
+        self.config = workdir / "config.toml"
+        self.config.write_text(textwrap.dedent(f"""\
+            version = 2
+            root = "{self.root}"
+            state = "{self._sockets / 'state'}"
+            disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+            [grpc]
+              address = "{self.socket}"
+
+            [ttrpc]
+              address = "{self.socket}.ttrpc"
+
+            [debug]
+              address = ""
+              level = "info"
+
+            [metrics]
+              address = ""
+
+            [plugins]
+              [plugins."io.containerd.internal.v1.opt"]
+                path = "{workdir / 'opt'}"
+            """))
+        self.daemon = Daemon("containerd", ["containerd", "--config", self.config], workdir / "containerd.log")
+        self.leftover_mounts: list[str] = []
+        self.daemon.wait_ready(lambda: self.socket.exists() and self.ctr("version", check=False).returncode == 0,
+                               timeout=timeout)
+
+    @property
+    def pid(self) -> int:
+        return self.daemon.pid
+
+    def ctr(self, *arguments: str, check: bool = True, timeout: float = 120, debug: bool = False
+            ) -> subprocess.CompletedProcess:
+        """`ctr --address SOCK [--debug] ARGS...`; in ctr 1.6 the ctr process itself does the registry I/O."""
+        return run(["ctr", "--address", str(self.socket), *(["--debug"] if debug else []), *arguments],
+                   check=check, timeout=timeout)
+
+    def image_digest(self, reference: str) -> str | None:
+        """The target digest of an image record (`ctr images ls`), or None."""
+        for line in self.ctr("images", "ls").stdout.splitlines()[1:]:
+            fields = line.split()
+            if fields and fields[0] == reference:
+                return fields[2]
+        return None
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.leftover_mounts = _unmount_leftovers(self.workdir) + _unmount_leftovers(self._sockets)
+        if self._remove_sockets:
+            shutil.rmtree(self._sockets, ignore_errors=True)
+
+
+def registry_requests(debug_output: str) -> list[tuple[str, str]]:
+    """(method, url) of every registry request in `ctr --debug` output ("do request" lines)."""
+    requests = []
+    for line in debug_output.splitlines():
+        if "do request" not in line:
+            continue
+        method = re.search(r'request\.method=(\w+)', line)
+        url = re.search(r'url="?([^"\s]+)', line)
+        if method and url:
+            requests.append((method.group(1), url.group(1)))
+    return requests
+
+
+class Dockerd:
+    """dockerd in a private mount namespace using `containerd`; `/etc/docker` there is `workdir/etc-docker`."""
+
+    def __init__(self, workdir: Path, containerd: Containerd, timeout: float = 60.0) -> None:
+        require("dockerd", "unshare", DOCKER_CLI)
+        if not Path("/etc/docker").is_dir():
+            raise RuntimeError("/etc/docker is missing (the docker.io package creates it); it is the bind-mount "
+                               "target inside dockerd's private mount namespace")
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._sockets, self._remove_sockets = _short_dir(workdir)
+        self.socket = self._sockets / "docker.sock"
+        self.etc = workdir / "etc-docker"
+        (self.etc / "certs.d").mkdir(parents=True, exist_ok=True)
+        self.cli_config = workdir / "cli"
+        self.cli_config.mkdir(exist_ok=True)
+        (self.cli_config / "config.json").write_text("{}")
+        (self.etc / "daemon.json").write_text(json.dumps({
+            "data-root": str(workdir / "root"),
+            "exec-root": str(self._sockets / "exec"),
+            "pidfile": str(workdir / "docker.pid"),
+            "hosts": [f"unix://{self.socket}"],
+            "containerd": str(containerd.socket),
+            "bridge": "none",
+            "iptables": False,
+            "ip6tables": False,
+            "ip-forward": False,
+            "ip-masq": False,
+            "storage-driver": "overlay2",
+            "insecure-registries": [],
+            "log-level": "info",
+        }, indent=2))
+        # unshare execs sh and sh execs dockerd: the Popen PID is dockerd's. The mounts exist only in its namespace
+        # and vanish with it.
+        script = (f"mount --bind '{self.etc}' /etc/docker && mount -t tmpfs -o mode=755 tmpfs /run && "
+                  "exec dockerd")
+        self.daemon = Daemon("dockerd", ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                             workdir / "dockerd.log")
+        self.leftover_mounts: list[str] = []
+        self.daemon.wait_ready(lambda: self.socket.exists() and self.docker(
+            "version", "--format", "{{.Server.Version}}", check=False).returncode == 0, timeout=timeout)
+
+    @property
+    def pid(self) -> int:
+        return self.daemon.pid
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"DOCKER_HOST": f"unix://{self.socket}", "DOCKER_CONFIG": str(self.cli_config)}
+
+    def docker(self, *arguments: str, check: bool = True, timeout: float = 120, input: str | None = None
+               ) -> subprocess.CompletedProcess:
+        return run([DOCKER_CLI, *arguments], env=self.env, check=check, timeout=timeout, input=input)
+
+    def trust(self, host: str, ca_cert: Path) -> None:
+        """certs.d/<host:port>/ca.crt (dockerd re-reads certs.d on every pull and push). Moby never verifies TLS
+        for 127.0.0.0/8, so this matters only for non-loopback addresses."""
+        directory = self.etc / "certs.d" / host
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ca_cert, directory / "ca.crt")
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.leftover_mounts = _unmount_leftovers(self.workdir) + _unmount_leftovers(self._sockets)
+        if self._remove_sockets:
+            shutil.rmtree(self._sockets, ignore_errors=True)
+
+
+ACCESS_LOG_FORMAT = '$request_method $request_uri $status $request_length $body_bytes_sent'
+
+
+class ApiProxy:
+    """nginx configured as the IoT Edge API proxy (azureiotedge-api-proxy's nginx_default_config.conf with
+    CONNECTED_ACR_ROUTE_ADDRESS set): TLS on its port with the test CA's server certificate, `location /v2` and
+    `location /acr` proxied to `http://UPSTREAM` with only X-Forwarded-Host and X-Forwarded-Proto set (so `Host` is
+    the upstream's address, nginx's default), request bodies buffered (nginx's default), 1000G bodies allowed,
+    3600 s read timeout. Everything else gets 404."""
+
+    def __init__(self, workdir: Path, upstream: str, pki: TestPki, *, extra_addresses: Sequence[str] = (),
+                 port: int | None = None, timeout: float = 20.0) -> None:
+        require("nginx")
+        self.workdir = workdir
+        self.upstream = upstream
+        self.pki = pki
+        self.port = port or free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"https://{self.host}"
+        self.ca_cert = pki.ca_cert
+        self.cert_dir = pki.cert_dir  # flat dir with ca.crt: skopeo --src-cert-dir / --dest-cert-dir
+        self.access_log = workdir / "logs" / "access.log"
+        (workdir / "logs").mkdir(parents=True, exist_ok=True)
+        (workdir / "tmp").mkdir(exist_ok=True)
+        self.config = workdir / "nginx.conf"
+        listens = "\n".join(f"        listen {address}:{self.port} ssl;" for address in ("127.0.0.1", *extra_addresses))
+        location = textwrap.indent(textwrap.dedent(f"""\
+            proxy_http_version 1.1;
+            proxy_pass         http://{upstream};
+            proxy_set_header   X-Forwarded-Host $http_host;
+            proxy_set_header   X-Forwarded-Proto $scheme;
+            client_max_body_size 1000G;
+            """), " " * 12)
+        temp = workdir / "tmp"
+        self.config.write_text(f"""\
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {workdir / 'logs' / 'nginx.pid'};
+error_log {workdir / 'logs' / 'error.log'} info;
+events {{ worker_connections 256; }}
+
+http {{
+    proxy_buffers 32 160k;
+    proxy_buffer_size 160k;
+    proxy_read_timeout 3600;
+    log_format registry '{ACCESS_LOG_FORMAT}';
+    access_log {self.access_log} registry;
+    client_body_temp_path {temp / 'body'};
+    proxy_temp_path       {temp / 'proxy'};
+    fastcgi_temp_path     {temp / 'fastcgi'};
+    uwsgi_temp_path       {temp / 'uwsgi'};
+    scgi_temp_path        {temp / 'scgi'};
+
+    server {{
+{listens}
+
+        chunked_transfer_encoding on;
+
+        ssl_certificate        {pki.server_chain};
+        ssl_certificate_key    {pki.server_key};
+        ssl_client_certificate {pki.ca_cert};
+        ssl_verify_depth 7;
+        ssl_verify_client optional_no_ca;
+
+        location /v2 {{
+{location}        }}
+
+        location /acr {{
+{location}        }}
+    }}
+}}
+""")
+        self.ssl_context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        self.ctr_hosts_dir = self.write_ctr_hosts(workdir / "hosts.d", self.host)
+        self.daemon = Daemon("nginx", ["nginx", "-p", workdir, "-c", self.config, "-e",
+                                       workdir / "logs" / "error.log"], workdir / "logs" / "nginx.out")
+        self.daemon.wait_ready(lambda: all(port_open(self.port, address) for address in ("127.0.0.1",
+                                                                                          *extra_addresses)),
+                               timeout=timeout)
+
+    def write_ctr_hosts(self, hosts_dir: Path, host: str) -> Path:
+        """hosts.toml making ctr 1.6 use HTTPS with the test CA for `host` (it uses plain HTTP for 127.0.0.1 and
+        localhost otherwise, even with --tlscacert)."""
+        directory = hosts_dir / host
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "hosts.toml").write_text(textwrap.dedent(f"""\
+            server = "https://{host}"
+            [host."https://{host}"]
+              capabilities = ["pull", "resolve", "push"]
+              ca = "{self.pki.ca_cert}"
+            """))
+        return hosts_dir
+
+    @property
+    def pid(self) -> int:
+        return self.daemon.pid
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        """(method, uri, status) of every request nginx has finished, from its access log."""
+        if not self.access_log.exists():
+            return []
+        rows = []
+        for line in self.access_log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                rows.append((parts[0], parts[1], int(parts[2])))
+        return rows
+
+    def open(self, method: str, path: str, data: bytes | None = None, headers: dict[str, str] | None = None):
+        """One HTTPS request through the proxy, verified with the test CA; returns the response (or HTTPError)."""
+        request = urllib.request.Request(self.url + path, method=method, data=data, headers=headers or {})
+        try:
+            return urllib.request.urlopen(request, timeout=10, context=self.ssl_context)
+        except urllib.error.HTTPError as error:
+            return error
+
+    def stop(self) -> None:
+        self.daemon.stop()  # SIGTERM to the master: fast shutdown; workers are in its process group
+
+
+class Distribution:
+    """CNCF distribution (`docker-registry serve CONFIG`) on a free loopback port, storage under `workdir`."""
+
+    def __init__(self, workdir: Path, port: int | None = None, timeout: float = 20.0) -> None:
+        require("docker-registry")
+        self.port = port or free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "config.yml"
+        self.config.write_text(textwrap.dedent(f"""\
+            version: 0.1
+            log:
+              level: info
+              formatter: text
+            storage:
+              filesystem:
+                rootdirectory: {workdir / 'data'}
+              delete:
+                enabled: true
+              maintenance:
+                uploadpurging:
+                  enabled: false
+            http:
+              addr: {self.host}
+              secret: connected-registry-tests
+            """))
+        self.daemon = Daemon("docker-registry", ["docker-registry", "serve", self.config], workdir / "registry.log")
+        self.daemon.wait_ready(self._ready, timeout=timeout)
+
+    def _ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as response:
+            return response.status == 200
+
+    @property
+    def pid(self) -> int:
+        return self.daemon.pid
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); treat it as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def wait_gone(pids: Sequence[int], timeout: float = 10.0) -> None:
+    wait_until(lambda: not any(process_exists(pid) for pid in pids), timeout=timeout,
+               what=f"processes {list(pids)} to exit")
