@@ -63,6 +63,42 @@ def cmd_gc(arguments: argparse.Namespace) -> int:
     return 0
 
 
+_REPOSITORY_ACTIONS = ("content/read", "content/write", "content/delete", "metadata/read", "metadata/write")
+_GATEWAY_ACTIONS = ("config/read", "config/write", "message/read", "message/write")
+
+
+def cmd_token_create(arguments: argparse.Namespace) -> int:
+    from connected_registry.auth.passwords import hash_password, new_password
+    from connected_registry.settings import ConfigInvalid, validate_desired
+
+    actions: list[str] = []
+    for kind, groups, allowed in (("repositories", arguments.repository, _REPOSITORY_ACTIONS),
+                                  ("gateway", arguments.gateway, _GATEWAY_ACTIONS)):
+        for resource, *verbs in groups or []:
+            if not verbs:
+                raise SystemExit(f"error: --{'repository' if kind == 'repositories' else 'gateway'} {resource} "
+                                 f"needs at least one action: {', '.join(allowed)}")
+            for verb in verbs:
+                if verb not in allowed:
+                    raise SystemExit(f"error: {verb!r} is not an action for {kind}; use {', '.join(allowed)}")
+                actions.append(f"{kind}/{resource.lower() if kind == 'repositories' else resource}/{verb}")
+    if not actions:
+        raise SystemExit("error: give at least one --repository REPO ACTION... or --gateway NAME ACTION...")
+    password = new_password()
+    token = {"passwordHashes": [hash_password(password)], "actions": actions, "status": "enabled"}
+    try:
+        validate_desired({"tokens": {arguments.name: token}})
+    except ConfigInvalid as invalid:
+        raise SystemExit("error: " + "; ".join(invalid.problems)) from None
+    if arguments.json:
+        print(json.dumps({"name": arguments.name, "password": password, "token": token}, indent=2))
+    else:
+        print(f"Password for token {arguments.name!r} (shown only this once; store it now):\n\n  {password}\n")
+        print("Add this entry to the \"tokens\" of the desired properties (module twin or --config file):\n")
+        print(json.dumps({arguments.name: token}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="connected-registry",
@@ -84,6 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", metavar="HOST:PORT", type=_listen,
                        help="address to listen on (default 127.0.0.1:8080; 0.0.0.0:8080 with --config)")
     serve.set_defaults(handler=cmd_serve)
+
+    token = commands.add_parser("token", help="client and sync tokens").add_subparsers(
+        dest="token_command", required=True, metavar="SUBCOMMAND")
+    create = token.add_parser(
+        "create",
+        help="make a token: a new password (printed once) and its entry for the desired properties",
+        description="Make a token as Azure's scope maps spell it. Example:  connected-registry token create "
+        "line1-reader --repository factory/* content/read metadata/read",
+    )
+    create.add_argument("name", help="token name: 5 to 50 letters, digits or '-'")
+    create.add_argument("--repository", nargs="+", action="append", metavar=("REPO", "ACTION"),
+                        help=f"a repository (name, prefix/* or *) and its actions: {', '.join(_REPOSITORY_ACTIONS)}")
+    create.add_argument("--gateway", nargs="+", action="append", metavar=("NAME", "ACTION"),
+                        help=f"a connected registry's name and its actions: {', '.join(_GATEWAY_ACTIONS)}")
+    create.add_argument("--json", action="store_true", help='print {"name", "password", "token"} as JSON')
+    create.set_defaults(handler=cmd_token_create)
 
     gc = commands.add_parser(
         "gc",
