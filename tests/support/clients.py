@@ -209,6 +209,14 @@ class Containerd:
         return run(["ctr", "--address", str(self.socket), *(["--debug"] if debug else []), *arguments],
                    check=check, timeout=timeout)
 
+    def content(self, digest: str) -> bytes:
+        """The bytes of a blob in containerd's content store (`ctr content get`)."""
+        result = subprocess.run(["ctr", "--address", str(self.socket), "content", "get", digest],
+                                capture_output=True, timeout=60)
+        if result.returncode != 0:
+            raise CommandFailed(f"ctr content get {digest} exited {result.returncode}: {result.stderr.decode()}")
+        return result.stdout
+
     def image_digest(self, reference: str) -> str | None:
         """The target digest of an image record (`ctr images ls`), or None."""
         for line in self.ctr("images", "ls").stdout.splitlines()[1:]:

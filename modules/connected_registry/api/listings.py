@@ -50,7 +50,8 @@ async def catalog(request: web.Request) -> web.Response:
         found: list[str] = []
         while len(found) < limit:
             batch = ctx.store.list_repositories(max(limit, 100), last)
-            found += [name for name in batch if caller.can(name, "metadata")]
+            # The catalog scope lists what the token's metadata/read allows, whatever else the JWT carries.
+            found += [name for name in batch if caller.permissions.allows_operation(name, "metadata")]
             if len(batch) < max(limit, 100):
                 break
             last = batch[-1]
