@@ -323,3 +323,33 @@ def test_login_server_refuses_other_hosts_and_honours_the_proxy_headers(tmp_path
         assert reply.headers["Location"].startswith("https://registry.factory.local:8000/v2/factory/app/blobs/uploads/")
     finally:
         registry.process.stop()
+
+
+def test_failed_logins_are_throttled_per_address_only_behind_trusted_proxies(tmp_path: Path):
+    document = {"name": "factory-root", "tokens": standard_tokens(), "trustedProxies": ["127.0.0.1/32"]}
+    registry = start_secured(tmp_path, document)
+    try:
+        attacker = {"X-Forwarded-For": "203.0.113.7"}
+        # Many names, one address: the address is throttled although no single name is.
+        statuses = [request(f"{registry.url}/v2/", headers={**attacker, **basic(f"guess{n:03d}", "x")}).status
+                    for n in range(10)]
+        assert 429 in statuses
+        reply = request(f"{registry.url}/v2/", headers={**attacker, **basic("writer1", PASSWORDS["writer1"])})
+        assert reply.status == 429
+        # another client behind the same proxy is not affected
+        other = {"X-Forwarded-For": "203.0.113.8", **basic("writer1", PASSWORDS["writer1"])}
+        assert request(f"{registry.url}/v2/", headers=other).status == 200
+    finally:
+        registry.process.stop()
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(tmp_path: Path):
+    registry = start_secured(tmp_path)  # no trustedProxies
+    try:
+        for n in range(10):
+            request(f"{registry.url}/v2/", headers={"X-Forwarded-For": "203.0.113.7", **basic(f"guess{n:03d}", "x")})
+        reply = request(f"{registry.url}/v2/", headers={"X-Forwarded-For": "203.0.113.7",
+                                                          **basic("writer1", PASSWORDS["writer1"])})
+        assert reply.status == 200
+    finally:
+        registry.process.stop()
