@@ -21,12 +21,9 @@ def _listen(value: str) -> tuple[str, int]:
 
 
 def _run(coroutine) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coroutine)
-    else:
-        uvloop.run(coroutine)
+    # The standard loop, not uvloop: uvloop has no loop.sendfile, and aiohttp would then copy every
+    # blob through user space (slower, and memory grows with concurrent pulls).
+    asyncio.run(coroutine)
 
 
 def cmd_serve(arguments: argparse.Namespace) -> int:
@@ -149,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from connected_registry.settings import ConfigInvalid
+    from connected_registry.errors import ConfigInvalid
     from connected_registry.storage import StorageError
 
     arguments = build_parser().parse_args(argv)

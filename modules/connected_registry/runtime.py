@@ -9,6 +9,7 @@ import os
 import signal
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from croniter import croniter
@@ -16,17 +17,19 @@ from croniter import croniter
 from connected_registry.api import create_app
 from connected_registry.api.context import ApiContext
 from connected_registry.auth import OpenAccess, TokenAccess
-from connected_registry.auth.signing import TokenSigner, load_or_create_key
-from connected_registry.edge.file_source import FileConfigSource
-from connected_registry.settings import DesiredProperties
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore
 from connected_registry.storage.gc import collect_garbage
+
+if TYPE_CHECKING:  # pydantic and the JWT machinery load only with a configuration (idle memory)
+    from connected_registry.edge.file_source import FileConfigSource
+    from connected_registry.settings import DesiredProperties
 
 log = logging.getLogger("connected_registry")
 
 DEFAULT_DATA_VOLUME = "/var/acr/data"
 DEFAULT_NAME = "connected-registry"
+DEFAULT_GC_SCHEDULE = "0 5 * * *"
 LOG_LEVELS = {"Debug": logging.DEBUG, "Information": logging.INFO, "Warning": logging.WARNING,
               "Error": logging.ERROR, "None": logging.CRITICAL + 10}
 
@@ -60,7 +63,7 @@ class Runtime:
         self.status = StatusBoard()
         self.store: RegistryStore | None = None
         self.context: ApiContext | None = None
-        self.settings = DesiredProperties()
+        self.settings: DesiredProperties | None = None  # None: the embedded default (open, root)
         self.config_source: FileConfigSource | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
@@ -69,11 +72,11 @@ class Runtime:
 
     @property
     def name(self) -> str:
-        return self.settings.name or DEFAULT_NAME
+        return (self.settings.name if self.settings else None) or DEFAULT_NAME
 
     @property
     def is_root(self) -> bool:
-        return self.settings.parent is None or self.settings.parent.endpoint is None
+        return self.settings is None or self.settings.parent is None or self.settings.parent.endpoint is None
 
     @property
     def mode(self) -> str:
@@ -81,18 +84,24 @@ class Runtime:
 
     async def start(self) -> None:
         options = self.options
+        login_server = os.environ.get("ACR_REGISTRY_LOGIN_SERVER") or None
         if options.config_path:
+            from connected_registry.auth.signing import TokenSigner, load_or_create_key
+            from connected_registry.edge.file_source import FileConfigSource
+
             self.config_source = FileConfigSource(options.config_path, self.status, self.apply_settings)
             self.settings = self.config_source.load_initial()
         self.store = RegistryStore(options.data_dir, origin=self.name, record_outbox=self.mode == "ReadWrite" and not self.is_root)
-        login_server = os.environ.get("ACR_REGISTRY_LOGIN_SERVER") or None
-        if options.config_path:
+        if self.settings is not None:
             signer = TokenSigner(load_or_create_key(options.data_dir))
             access = TokenAccess(signer, login_server or self.name, self.settings)
         else:
             access = OpenAccess()
         self.context = ApiContext(store=self.store, access=access, login_server=login_server)
-        self.apply_settings(self.settings)
+        if self.settings is not None:
+            self.apply_settings(self.settings)
+        else:
+            self._schedule_gc(True, DEFAULT_GC_SCHEDULE)
         self._runner = web.AppRunner(create_app(self.context), access_log=None, handle_signals=False, shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, options.host, options.port, backlog=1024, reuse_address=True)
@@ -104,7 +113,7 @@ class Runtime:
         log.info("connected registry %r (%s%s) serving http://%s:%d with data in %s", self.name, self.mode,
                  ", root" if self.is_root else "", options.host, self.port, options.data_dir)
 
-    def apply_settings(self, settings: DesiredProperties) -> None:
+    def apply_settings(self, settings: "DesiredProperties") -> None:
         """Apply a validated configuration to every part that holds some of it, without a restart."""
         self.settings = settings
         logging.getLogger("connected_registry").setLevel(LOG_LEVELS[settings.logging.logLevel])
@@ -120,16 +129,14 @@ class Runtime:
             context.mode = self.mode
             context.is_root = self.is_root
             context.repositories = tuple(settings.repositories)
-        self._schedule_gc(settings)
+        self._schedule_gc(settings.garbageCollection.enabled, settings.garbageCollection.schedule)
 
-    def _schedule_gc(self, settings: DesiredProperties) -> None:
+    def _schedule_gc(self, enabled: bool, schedule: str) -> None:
         if self._gc_task is not None:
             self._gc_task.cancel()
             self._gc_task = None
-        if settings.garbageCollection.enabled and self.store is not None:
-            self._gc_task = asyncio.get_running_loop().create_task(
-                self._gc_loop(settings.garbageCollection.schedule), name="gc"
-            )
+        if enabled and self.store is not None:
+            self._gc_task = asyncio.get_running_loop().create_task(self._gc_loop(schedule), name="gc")
 
     async def _gc_loop(self, schedule: str) -> None:
         while True:

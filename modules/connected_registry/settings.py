@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from croniter import croniter
+from connected_registry.errors import ConfigInvalid
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 INSTANCE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{4,39}$")
@@ -214,14 +215,6 @@ class DesiredProperties(_Model):
     @property
     def unknown_keys(self) -> list[str]:
         return sorted(self.model_extra or {})
-
-
-class ConfigInvalid(Exception):
-    """A desired document that does not validate; `problems` names each bad field."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 def validate_desired(document: Any) -> DesiredProperties:

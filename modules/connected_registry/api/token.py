@@ -14,7 +14,7 @@ from aiohttp import web
 from connected_registry.api.context import context
 from connected_registry.auth.access import TokenAccess, parse_basic
 from connected_registry.auth.permissions import Permissions, Scope, parse_scopes
-from connected_registry.auth.signing import Claims
+from connected_registry.auth.claims import Claims
 from connected_registry.oci.errors import OciError
 from connected_registry.oci.names import NAME_RE
 from connected_registry.storage.registry import utc_timestamp

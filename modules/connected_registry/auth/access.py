@@ -10,6 +10,7 @@ import base64
 import binascii
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -22,9 +23,12 @@ from connected_registry.auth.permissions import (
     OPERATION_SCOPE,
     Permissions,
 )
-from connected_registry.auth.signing import Claims, TokenSigner, credential_fingerprint
+from connected_registry.auth.claims import Claims, credential_fingerprint
 from connected_registry.oci.errors import OciError
-from connected_registry.settings import DesiredProperties, TokenSettings
+
+if TYPE_CHECKING:  # JWT and pydantic machinery load only when tokens are configured
+    from connected_registry.auth.signing import TokenSigner
+    from connected_registry.settings import DesiredProperties, TokenSettings
 
 INSUFFICIENT_SCOPES = "Insufficient scopes to perform the operation."
 
@@ -72,15 +76,15 @@ def request_origin(request: web.Request) -> tuple[str, str]:
 
 
 class TokenAccess:
-    def __init__(self, signer: TokenSigner, service: str, settings: DesiredProperties,
+    def __init__(self, signer: "TokenSigner", service: str, settings: "DesiredProperties",
                  checker: PasswordChecker | None = None) -> None:
         self.signer = signer
         self.service = service
         self.checker = checker or PasswordChecker()
         self.configure(settings)
 
-    def configure(self, settings: DesiredProperties) -> None:
-        self._tokens: dict[str, tuple[TokenSettings, Permissions]] = {
+    def configure(self, settings: "DesiredProperties") -> None:
+        self._tokens: dict[str, tuple["TokenSettings", Permissions]] = {
             name.lower(): (token, Permissions.from_actions(token.actions)) for name, token in settings.tokens.items()
         }
         self._anonymous = ANONYMOUS_PULL if settings.anonymousPull else NOTHING

@@ -3,15 +3,15 @@ access tokens (an hour) and refresh tokens (for `offline_token=true` / `access_t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import uuid
-from dataclasses import dataclass
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from connected_registry.auth.claims import Claims
 
 ACCESS_SECONDS = 3600
 REFRESH_SECONDS = 30 * 24 * 3600
@@ -38,19 +38,6 @@ def load_or_create_key(data_dir: str) -> ec.EllipticCurvePrivateKey:
         os.close(fd)
     os.rename(temporary, path)
     return key
-
-
-def credential_fingerprint(password_hash: str) -> str:
-    """Names which of a token's hashes a JWT came from, so rotating that hash revokes it."""
-    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Claims:
-    subject: str  # token name; "" for anonymous
-    credential: str  # fingerprint of the password hash used; "" for anonymous
-    access: list[dict]
-    kind: str  # "access" | "refresh"
 
 
 class TokenSigner:
