@@ -6,7 +6,7 @@ directory, runs the same measurements against each (noisy ones repeated, alterna
 goes first, median reported), stops both by PID (also on Ctrl-C, SIGTERM and errors), prints a table
 and writes it as JSON to benchmarks/results/latest.json.
 
-    .venv/bin/python benchmarks/compare.py             # full run (1 GiB blobs, 10x20 MiB image), ~10 min
+    .venv/bin/python benchmarks/compare.py             # full run (1 GiB blob, 10x20 MiB image), ~4 min
     .venv/bin/python benchmarks/compare.py --quick     # smoke run with small sizes
 
 Needs: curl, wrk, skopeo, docker-registry on PATH; Python 3.11 standard library only. See README.md.
@@ -140,6 +140,16 @@ def run(argv: list[str], timeout: float, what: str, env: dict | None = None) -> 
     return result
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -219,6 +229,10 @@ class Registry:
     def rss_mib(self) -> float:
         self._check_alive()
         return rss_kib(self.pid) / 1024
+
+    def cpu(self) -> float:
+        self._check_alive()
+        return cpu_seconds(self.pid)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -360,8 +374,10 @@ def run_wrk(registry: Registry, path: str, lua: Path, threads: int, connections:
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     socket_errors = re.search(r"Socket errors:(.*)", text)
     p99 = re.search(r"^\s+99%\s+(\S+)", text, re.MULTILINE)
+    total = re.search(r"(\d+) requests in", text)
     return {
         "rps": float(rps.group(1)),
+        "requests": int(total.group(1)) if total else 0,
         "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
         "socket_errors": socket_errors.group(1).strip() if socket_errors else "",
         "p99": p99.group(1) if p99 else "",
@@ -480,6 +496,17 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def git_head() -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=20).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "modules"],
+                               capture_output=True, text=True, timeout=20).stdout.strip()
+        return head + (" (modules/ has uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
 def tool_versions(distribution_bin: str) -> dict:
     def first_line(argv):
         try:
@@ -578,11 +605,14 @@ def benchmark(arguments: argparse.Namespace, work: Path) -> tuple[list[Row], dic
 
     # 1. Monolithic push.
     push_times: dict[str, list[float]] = {"ours": [], "distribution": []}
+    cpu_used: dict[str, dict[str, list[float]]] = {k: {"ours": [], "distribution": []} for k in ("push", "pull", "wrk", "skopeo")}
     last_blob: dict[str, str] = {}
     for round_number, registry in orders(registries, repeat):
         digest = blob.next_variant(f"{registry.key}-{round_number}-{time.time_ns()}")
         os.sync()  # leftover writeback from the previous step must not land in this measurement
+        cpu_before = registry.cpu()
         seconds = push_blob(registry, "bench/push", blob, digest)
+        cpu_used["push"][registry.key].append(registry.cpu() - cpu_before)
         push_times[registry.key].append(seconds)
         last_blob[registry.key] = digest
         progress(f"push   round {round_number + 1}/{repeat} {registry.key:12s} {blob_size / 1e6 / seconds:8.1f} MB/s")
@@ -594,7 +624,9 @@ def benchmark(arguments: argparse.Namespace, work: Path) -> tuple[list[Row], dic
     # 2. Pull.
     pull_rates: dict[str, list[float]] = {"ours": [], "distribution": []}
     for round_number, registry in orders(registries, repeat):
+        cpu_before = registry.cpu()
         seconds = pull_blob(registry, "bench/push", last_blob[registry.key], blob_size)
+        cpu_used["pull"][registry.key].append(registry.cpu() - cpu_before)
         pull_rates[registry.key].append(blob_size / 1e6 / seconds)
         progress(f"pull   round {round_number + 1}/{repeat} {registry.key:12s} {pull_rates[registry.key][-1]:8.1f} MB/s")
     rows.append(ratio_row(f"pull {arguments.blob_size}", "MB/s", pull_rates["ours"], pull_rates["distribution"],
@@ -613,8 +645,10 @@ def benchmark(arguments: argparse.Namespace, work: Path) -> tuple[list[Row], dic
                  f"({headers.get('content-type')}, {len(body)} bytes)")
     wrk_results: dict[str, list[dict]] = {"ours": [], "distribution": []}
     for round_number, registry in orders(registries, repeat):
+        cpu_before = registry.cpu()
         result = run_wrk(registry, manifest_path, lua, arguments.wrk_threads, arguments.wrk_connections,
                          arguments.wrk_duration)
+        cpu_used["wrk"][registry.key].append((registry.cpu() - cpu_before) / max(result["requests"], 1) * 1e6)
         wrk_results[registry.key].append(result)
         progress(f"wrk    round {round_number + 1}/{repeat} {registry.key:12s} {result['rps']:8.0f} req/s "
                  f"p99 {result['p99']} non-2xx {result['non_2xx']} {result['socket_errors']}")
@@ -630,7 +664,9 @@ def benchmark(arguments: argparse.Namespace, work: Path) -> tuple[list[Row], dic
     copy_times: dict[str, list[float]] = {"ours": [], "distribution": []}
     for round_number, registry in orders(registries, repeat):
         os.sync()
+        cpu_before = registry.cpu()
         seconds = skopeo_copy(layouts[round_number], "v1", registry, f"bench/copy{round_number}", timeout=1800)
+        cpu_used["skopeo"][registry.key].append(registry.cpu() - cpu_before)
         copy_times[registry.key].append(seconds)
         progress(f"skopeo round {round_number + 1}/{repeat} {registry.key:12s} {seconds:8.2f} s")
     os.sync()
@@ -662,16 +698,24 @@ def benchmark(arguments: argparse.Namespace, work: Path) -> tuple[list[Row], dic
     grow_row = Row(f"RSS growth under {arguments.clients} pulls (peak - before)", "MiB", growth["ours"],
                    growth["distribution"], "ours-dist", "ours <= 10 MiB", growth["ours"] <= 10)
     rows.append(grow_row)
-    rows.append(Row(f"RSS peak - idle after start", "MiB", loads["ours"]["peak"] - idle["ours"],
+    rows.append(Row("RSS peak - idle after start", "MiB", loads["ours"]["peak"] - idle["ours"],
                     loads["distribution"]["peak"] - idle["distribution"], "ours-dist", "", None))
     rows.append(Row(f"{arguments.clients}-client pull aggregate", "MB/s", loads["ours"]["aggregate_mb_s"],
                     loads["distribution"]["aggregate_mb_s"], "ours/dist", "", None))
+
+    # Registry CPU time per operation (user + system, all threads): how much of the 2-core box each one needs.
+    for key, name, unit in (("push", f"CPU per {arguments.blob_size} push", "CPU s"),
+                            ("pull", f"CPU per {arguments.blob_size} pull", "CPU s"),
+                            ("wrk", "CPU per manifest GET", "CPU us"),
+                            ("skopeo", "CPU per skopeo copy", "CPU s")):
+        rows.append(ratio_row(name, unit, cpu_used[key]["ours"], cpu_used[key]["distribution"], "ours/dist"))
 
     meta = {
         "blob_bytes": blob_size,
         "image_bytes": image_bytes,
         "repeat": repeat,
         "quick": arguments.quick,
+        "git_head": git_head(),
         "ports": {key: registry.port for key, registry in registries.items()},
         "idle_rss_mib": idle,
         "loads": loads,
