@@ -12,11 +12,26 @@ if [ "$want_test" = 1 ]; then
     command -v skopeo >/dev/null || missing+=(skopeo)
     command -v docker-registry >/dev/null || missing+=(docker-registry)
     command -v wrk >/dev/null || missing+=(wrk)
+    # real clients and daemons for tests/api/test_real_clients.py (the tests start them under temp dirs themselves)
+    command -v containerd >/dev/null || missing+=(containerd)
+    command -v dockerd >/dev/null || PATH="$PATH:/usr/sbin" command -v dockerd >/dev/null || missing+=(docker.io)
+    command -v nginx >/dev/null || PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || missing+=(nginx)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing Debian packages: ${missing[*]}" >&2
         SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+        # The packages must not start system daemons (containerd, docker, nginx): without a policy-rc.d, put one
+        # that denies every start (exit 101) in place for the install only.
+        policy=/usr/sbin/policy-rc.d created_policy=0
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\n# temporary: written by scripts/setup.sh while it installs test packages\nexit 101\n' \
+                | $SUDO tee "$policy" >/dev/null
+            $SUDO chmod 755 "$policy"
+            created_policy=1
+            trap '$SUDO rm -f "$policy"' EXIT
+        fi
         $SUDO apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        if [ "$created_policy" = 1 ]; then $SUDO rm -f "$policy"; trap - EXIT; fi
     fi
 fi
 

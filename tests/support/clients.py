@@ -1,6 +1,6 @@
 """Real container clients and daemons for tests, started and stopped by PID, on free loopback ports, under temp dirs.
 
-    Containerd(workdir)                     containerd 1.6 with its own config.toml; `.ctr(...)` runs `ctr --address SOCK`
+    Containerd(workdir)                     containerd 1.6 with its own config.toml; `.ctr(...)` runs ctr --address SOCK
     Dockerd(workdir, containerd)            moby 20.10 in a private mount namespace (a bind mount over /etc/docker and a
                                             tmpfs over /run exist only inside it); `.docker(...)` runs /usr/bin/docker
                                             with DOCKER_HOST and DOCKER_CONFIG set (never ~/.docker or /etc/docker)
@@ -20,7 +20,6 @@ How each tool was seen to behave on this machine: ../shared/reference/real-clien
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -32,15 +31,15 @@ import tempfile
 import textwrap
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.pki import TestPki
+from tests.support.processes import die_with_parent as _die_with_parent
 from tests.support.processes import free_port, port_open, wait_until
 
 DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 client; /usr/local/bin/docker (28.x) may come first in PATH
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
 class CommandFailed(AssertionError):
@@ -79,10 +78,6 @@ def mounts_under(path: Path) -> list[str]:
             if point == prefix or point.startswith(prefix + "/"):
                 found.append(point)
     return found
-
-
-def _die_with_parent() -> None:
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _short_dir(workdir: Path, room: int = 40) -> tuple[Path, bool]:
@@ -130,11 +125,10 @@ class Daemon:
             raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
 
     def wait_ready(self, condition, timeout: float = 30.0) -> None:
-        def ready():
-            self.check_alive()
-            return condition()
         try:
-            wait_until(ready, timeout=timeout, what=f"{self.name} (pid {self.pid}) to be ready")
+            wait_until(lambda: not self.alive() or condition(), timeout=timeout,
+                       what=f"{self.name} (pid {self.pid}) to be ready")
+            self.check_alive()
         except BaseException:
             self.stop()
             raise
@@ -145,6 +139,8 @@ class Daemon:
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                warnings.warn(f"{self.name} (pid {self.pid}) ignored signal {self.stop_signal} for {timeout}s: "
+                              f"SIGKILL\n{self.log(20)}", stacklevel=2)
                 os.kill(self.pid, signal.SIGKILL)
                 self.process.wait(timeout=timeout)
         try:  # the daemon's own process group (its session's leader was the daemon): workers, shims, helpers
@@ -196,8 +192,12 @@ class Containerd:
             """))
         self.daemon = Daemon("containerd", ["containerd", "--config", self.config], workdir / "containerd.log")
         self.leftover_mounts: list[str] = []
-        self.daemon.wait_ready(lambda: self.socket.exists() and self.ctr("version", check=False).returncode == 0,
-                               timeout=timeout)
+        try:
+            self.daemon.wait_ready(lambda: self.socket.exists() and self.ctr("version", check=False).returncode == 0,
+                                   timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def pid(self) -> int:
@@ -284,8 +284,12 @@ class Dockerd:
         self.daemon = Daemon("dockerd", ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                              workdir / "dockerd.log")
         self.leftover_mounts: list[str] = []
-        self.daemon.wait_ready(lambda: self.socket.exists() and self.docker(
-            "version", "--format", "{{.Server.Version}}", check=False).returncode == 0, timeout=timeout)
+        try:
+            self.daemon.wait_ready(lambda: self.socket.exists() and self.docker(
+                "version", "--format", "{{.Server.Version}}", check=False).returncode == 0, timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def pid(self) -> int:
@@ -490,7 +494,3 @@ def process_exists(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
 
-
-def wait_gone(pids: Sequence[int], timeout: float = 10.0) -> None:
-    wait_until(lambda: not any(process_exists(pid) for pid in pids), timeout=timeout,
-               what=f"processes {list(pids)} to exit")
