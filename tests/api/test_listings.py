@@ -6,7 +6,6 @@ import json
 import re
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 
 from tests.support.oci import expect_oci_error, image_manifest, push_blob, push_manifest, sha256
 
@@ -120,11 +119,12 @@ async def test_n_zero_is_an_empty_list(api):
     assert link is None
 
 
-@pytest.mark.parametrize("n", ["-1", "abc", "1.5", "9" * 20])
-async def test_an_invalid_n_is_400(api, n):
+async def test_an_invalid_n_is_400(api):
     await tag_everything(api, "app", ["a"])
-    async with api.request("GET", "/v2/app/tags/list", params={"n": n}) as response:
-        await expect_oci_error(response, 400, "PAGINATION_NUMBER_INVALID")
+    for n in ("-1", "abc", "1.5", "9" * 20):
+        async with api.request("GET", "/v2/app/tags/list", params={"n": n}) as response:
+            assert response.status == 400, (n, response.status)
+            await expect_oci_error(response, 400, "PAGINATION_NUMBER_INVALID")
 
 
 async def test_tags_of_an_unknown_repository_is_404_name_unknown(api):

@@ -310,27 +310,54 @@ async def test_a_streamed_manifest_over_4_mib_without_content_length_is_413(api)
 # --- malformed manifests and references -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "body, media_type",
-    [
-        (b"{not json", OCI_MANIFEST),
-        (b"", OCI_MANIFEST),
-        (b"\xff\xfe{}", OCI_MANIFEST),
-        (b"[]", OCI_MANIFEST),
-        (json.dumps({"schemaVersion": 1, "mediaType": OCI_MANIFEST, "config": {}, "layers": []}).encode(), OCI_MANIFEST),
-        (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": []}).encode(), OCI_MANIFEST),
-        (json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": {}}).encode(), OCI_INDEX),
-        (json.dumps({"schemaVersion": 2, "mediaType": "text/plain"}).encode(), "text/plain"),
-        (json.dumps({"schemaVersion": 1, "name": "app", "tag": "v1", "fsLayers": []}).encode(),
-         "application/vnd.docker.distribution.manifest.v1+prettyjws"),
-    ],
-    ids=["truncated", "empty", "not-utf8", "array", "schema-1", "no-config", "manifests-not-list", "unknown-type",
-         "docker-schema-1"],
-)
-async def test_invalid_manifest_is_400_manifest_invalid_and_stores_nothing(api, body, media_type):
-    async with put(api, "app", "bad", body, media_type) as response:
-        await expect_oci_error(response, 400, "MANIFEST_INVALID")
+INVALID_MANIFESTS = {
+    "truncated": (b"{not json", OCI_MANIFEST),
+    "empty": (b"", OCI_MANIFEST),
+    "not-utf8": (b"\xff\xfe{}", OCI_MANIFEST),
+    "array": (b"[]", OCI_MANIFEST),
+    "schema-1": (json.dumps({"schemaVersion": 1, "mediaType": OCI_MANIFEST, "config": {}, "layers": []}).encode(),
+                 OCI_MANIFEST),
+    "no-config": (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": []}).encode(), OCI_MANIFEST),
+    "manifests-not-list": (json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": {}}).encode(), OCI_INDEX),
+    "unknown-type": (json.dumps({"schemaVersion": 2, "mediaType": "text/plain"}).encode(), "text/plain"),
+    "docker-schema-1": (json.dumps({"schemaVersion": 1, "name": "app", "tag": "v1", "fsLayers": []}).encode(),
+                        "application/vnd.docker.distribution.manifest.v1+prettyjws"),
+    "annotations-not-strings": (json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [],
+                                            "annotations": {"a": 1}}).encode(), OCI_INDEX),
+    "subject-not-descriptor": (json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [],
+                                           "subject": "sha256:" + "0" * 64}).encode(), OCI_INDEX),
+}
+
+
+async def test_invalid_manifest_is_400_manifest_invalid_and_stores_nothing(api):
+    for case, (body, media_type) in INVALID_MANIFESTS.items():
+        async with put(api, "app", "bad", body, media_type) as response:
+            assert response.status == 400, (case, response.status)
+            await expect_oci_error(response, 400, "MANIFEST_INVALID")
     assert await manifest_status(api, "app", "bad") == 404
+    assert api.store.events() == []
+
+
+async def test_deeply_nested_json_is_manifest_invalid_not_a_server_error(api):
+    body = b'{"schemaVersion": 2, "annotations": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    async with put(api, "app", "deep", body, OCI_MANIFEST) as response:
+        await expect_oci_error(response, 400, "MANIFEST_INVALID")
+    assert await manifest_status(api, "app", "deep") == 404
+
+
+async def test_content_type_parameters_are_ignored_on_put_and_not_served(api):
+    body, _ = await build(api, "app", "oci-manifest")
+    document = json.loads(body)
+    del document["mediaType"]
+    bare = json.dumps(document).encode()
+    async with put(api, "app", "v1", body, OCI_MANIFEST + "; charset=utf-8") as response:
+        assert response.status == 201, await response.text()
+    async with put(api, "app", "v2", bare, OCI_MANIFEST + "; charset=utf-8") as response:
+        assert response.status == 201, await response.text()
+    for tag, expected in (("v1", body), ("v2", bare)):
+        async with api.request("GET", f"/v2/app/manifests/{tag}") as response:
+            assert response.headers["Content-Type"] == OCI_MANIFEST
+            assert await response.read() == expected
 
 
 async def test_a_descriptor_with_a_malformed_digest_is_manifest_invalid(api):
@@ -361,13 +388,16 @@ async def test_malformed_digest_reference_is_digest_invalid(api):
         await expect_oci_error(response, 400, "DIGEST_INVALID")
 
 
-@pytest.mark.parametrize("tag", [".hidden", "-dash", "t" * 129, "a+b"])
-async def test_invalid_tag_is_manifest_invalid_on_put_and_manifest_unknown_on_get(api, tag):
+async def test_invalid_tag_is_manifest_invalid_on_put_and_manifest_unknown_on_get(api):
     body, media_type = await build(api, "app", "oci-manifest")
-    async with put(api, "app", tag, body, media_type) as response:
-        await expect_oci_error(response, 400, "MANIFEST_INVALID")
-    async with api.request("GET", f"/v2/app/manifests/{tag}") as response:
-        await expect_oci_error(response, 404, "MANIFEST_UNKNOWN")
+    for tag in (".hidden", "-dash", "t" * 129, "a+b"):
+        async with put(api, "app", tag, body, media_type) as response:
+            assert response.status == 400, (tag, response.status)
+            await expect_oci_error(response, 400, "MANIFEST_INVALID")
+        async with api.request("GET", f"/v2/app/manifests/{tag}") as response:
+            assert response.status == 404, (tag, response.status)
+            await expect_oci_error(response, 404, "MANIFEST_UNKNOWN")
+    assert api.store.list_tags("app", None, None) == []
 
 
 async def test_a_tag_of_128_characters_is_valid(api):

@@ -83,6 +83,32 @@ async def test_artifact_type_falls_back_to_the_config_media_type(api):
     assert [(entry["digest"], entry["artifactType"]) for entry in index["manifests"]] == [(sha256(body), SBOM)]
 
 
+async def test_an_empty_artifact_type_falls_back_to_the_config_media_type(api):
+    """Distribution spec 1.1: no artifactType *or an empty one* -> the config descriptor's mediaType."""
+    subject, subject_digest = await push_image(api, "app", "v1")
+    config = b"{}"
+    await push_blob(api, "app", config)
+    document = json.loads(image_manifest(config, [], subject=subject, config_type=SBOM))
+    document["artifactType"] = ""
+    body = json.dumps(document).encode()
+    await push_manifest(api, "app", sha256(body), body, OCI_MANIFEST)
+    index, _ = await referrers(api, "app", subject_digest)
+    assert [(entry["digest"], entry.get("artifactType")) for entry in index["manifests"]] == [(sha256(body), SBOM)]
+    index, _ = await referrers(api, "app", subject_digest, artifactType=SBOM)
+    assert [entry["digest"] for entry in index["manifests"]] == [sha256(body)]
+
+
+async def test_an_index_referrer_without_artifact_type_has_none_in_its_descriptor(api):
+    subject, subject_digest = await push_image(api, "app", "v1")
+    child, _ = await push_image(api, "app", None, layers=1)
+    document = json.loads(index_manifest([child]))
+    document["subject"] = descriptor(OCI_MANIFEST, subject)
+    body = json.dumps(document).encode()
+    await push_manifest(api, "app", sha256(body), body, OCI_INDEX)
+    index, _ = await referrers(api, "app", subject_digest)
+    assert index["manifests"] == [{"mediaType": OCI_INDEX, "digest": sha256(body), "size": len(body)}]
+
+
 async def test_artifact_type_filter_keeps_only_matches_and_says_so(api):
     subject, subject_digest = await push_image(api, "app", "v1")
     signature = await push_referrer(api, "app", subject, SIGNATURE)
@@ -168,10 +194,11 @@ async def test_referrers_of_a_referrer_are_its_own(api):
     assert [entry["digest"] for entry in index["manifests"]] == [sha256(signature)]
 
 
-@pytest.mark.parametrize("digest", ["sha256:abc", "latest", "md5:" + "0" * 32])
-async def test_referrers_of_a_malformed_digest_is_400_digest_invalid(api, digest):
-    async with api.request("GET", f"/v2/app/referrers/{digest}") as response:
-        await expect_oci_error(response, 400, "DIGEST_INVALID")
+async def test_referrers_of_a_malformed_digest_is_400_digest_invalid(api):
+    for digest in ("sha256:abc", "latest", "md5:" + "0" * 32):
+        async with api.request("GET", f"/v2/app/referrers/{digest}") as response:
+            assert response.status == 400, (digest, response.status)
+            await expect_oci_error(response, 400, "DIGEST_INVALID")
 
 
 async def test_a_subject_descriptor_with_a_malformed_digest_is_manifest_invalid(api):

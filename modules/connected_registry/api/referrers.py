@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from connected_registry.api.context import context
@@ -23,8 +25,6 @@ async def list_referrers(request: web.Request, name: str, digest: str) -> web.Re
             descriptor["annotations"] = referrer.annotations
         descriptors.append(descriptor)
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
-    return web.json_response(
-        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors},
-        content_type=OCI_INDEX,
-        headers=headers,
-    )
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}).encode()
+    # Exactly the index media type: no charset parameter (the conformance suite compares the header).
+    return web.Response(body=body, headers={"Content-Type": OCI_INDEX, **headers})

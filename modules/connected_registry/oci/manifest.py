@@ -79,6 +79,8 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise _invalid(f"manifest is not valid JSON: {error}") from None
+    except RecursionError:
+        raise _invalid("manifest JSON is nested too deeply") from None
     if not isinstance(document, dict):
         raise _invalid("manifest must be a JSON object")
     declared = document.get("mediaType")
@@ -114,7 +116,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
             if not is_non_distributable(layer.media_type):
                 parsed.blobs.append(layer)
         artifact_type = document.get("artifactType")
-        if artifact_type is None and media_type == OCI_MANIFEST:
+        if not artifact_type and media_type == OCI_MANIFEST:  # absent or empty: the config's type
             artifact_type = config.media_type
         parsed.artifact_type = artifact_type if isinstance(artifact_type, str) else None
     else:

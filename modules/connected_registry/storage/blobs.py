@@ -28,9 +28,8 @@ class BlobFiles:
                     created = True
         os.makedirs(self.incoming, exist_ok=True)
         if created:
+            # A new directory entry is durable once its parent is fsynced; the empty children need nothing.
             for algorithm in ALGORITHMS:
-                for prefix in range(256):
-                    self.disk.fsync_dir(os.path.join(self.root, algorithm, f"{prefix:02x}"))
                 self.disk.fsync_dir(os.path.join(self.root, algorithm))
             self.disk.fsync_dir(self.root)
             self.disk.fsync_dir(os.path.dirname(self.root))
