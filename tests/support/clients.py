@@ -494,3 +494,170 @@ def process_exists(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
 
+
+
+# --- a recording reverse proxy (appended for tests/api/test_real_clients_auth.py) ---------------------------------
+
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                         "trailers", "transfer-encoding", "upgrade", "content-length"})
+
+
+class Exchange:
+    """One request that went through a RecordingProxy and the status the upstream answered."""
+
+    def __init__(self, method: str, target: str, authorization: str, form: dict[str, str], status: int,
+                 challenge: str) -> None:
+        self.method = method
+        self.target = target                # path?query as the client sent it
+        self.authorization = authorization  # the Authorization scheme only ("Basic", "Bearer"), or ""
+        self.form = form                    # the decoded form body of a POST to a token endpoint, else {}
+        self.status = status
+        self.challenge = challenge          # the response's WWW-Authenticate, or ""
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        from urllib.parse import parse_qs
+        return parse_qs(self.target.partition("?")[2], keep_blank_values=True)
+
+    @property
+    def is_token_request(self) -> bool:
+        return self.path in ("/acr/oauth2/token", "/oauth2/token")
+
+    def __repr__(self) -> str:
+        secretless = {k: ("…" if k in ("password", "refresh_token") else v) for k, v in self.form.items()}
+        return (f"{self.method} {self.target[:160]} auth={self.authorization or '-'} -> {self.status}"
+                + (f" form={secretless}" if secretless else ""))
+
+
+class RecordingProxy:
+    """A plain-HTTP reverse proxy on a free loopback port in front of `upstream` (host:port), run by aiohttp on a
+    thread of the test process (no child process). It forwards each request as the client sent it, `Host` included,
+    so the registry builds its challenge realm and Location URLs for the proxy's address and the client's token
+    requests come back through it; and it records every exchange (`.exchanges`, in order) before answering, so they
+    are all there once the client command has returned. Bodies are read whole (fine for test images)."""
+
+    def __init__(self, upstream: str, timeout: float = 10.0) -> None:
+        import asyncio
+        import threading
+
+        self.upstream = upstream
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        self.exchanges: list[Exchange] = []
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"recording-proxy-{self.port}", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout) or self._error is not None:
+            self.stop()
+            raise RuntimeError(f"recording proxy on {self.host} did not start: {self._error!r}")
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._start())
+        except BaseException as error:  # noqa: BLE001 - reported by __init__
+            self._error = error
+            self._started.set()
+            return
+        self._started.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._cleanup())
+        self._loop.close()
+
+    async def _start(self) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        self._session = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=120))
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _cleanup(self) -> None:
+        await self._runner.cleanup()
+        await self._session.close()
+
+    async def _forward(self, request):
+        import asyncio
+        from urllib.parse import parse_qsl
+
+        import aiohttp
+        from aiohttp import web
+
+        body = await request.read()
+        form = {}
+        if request.method == "POST" and request.path in ("/acr/oauth2/token", "/oauth2/token"):
+            form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        authorization = request.headers.get("Authorization", "").partition(" ")[0]
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+        try:
+            async with self._session.request(
+                request.method, f"http://{self.upstream}{request.raw_path}", headers=headers, data=body or None,
+                allow_redirects=False, skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+            ) as answer:
+                payload = await answer.read()
+                status, reason, answer_headers = answer.status, answer.reason, answer.headers.copy()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:  # the upstream went away: say so, as nginx would
+            self.exchanges.append(Exchange(request.method, request.raw_path, authorization, form, 502,
+                                           f"upstream error: {error!r}"))
+            return web.Response(status=502, text=f"recording proxy: upstream error: {error!r}")
+        self.exchanges.append(Exchange(request.method, request.raw_path, authorization, form, status,
+                                       answer_headers.get("WWW-Authenticate", "")))
+        response = web.StreamResponse(status=status, reason=reason)
+        for key, value in answer_headers.items():
+            if key.lower() not in _HOP_BY_HOP:
+                response.headers.add(key, value)
+        if request.method == "HEAD":
+            if answer_headers.get("Content-Length") is not None:
+                response.headers["Content-Length"] = answer_headers["Content-Length"]
+        else:
+            response.content_length = len(payload)
+        try:
+            await response.prepare(request)
+            if request.method != "HEAD":
+                await response.write(payload)
+            await response.write_eof()
+        except ConnectionError:  # the client went away; nothing left to tell it
+            pass
+        return response
+
+    def token_requests(self) -> list[Exchange]:
+        return [exchange for exchange in self.exchanges if exchange.is_token_request]
+
+    def stop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=20)
+        if self._thread.is_alive():
+            raise RuntimeError(f"recording proxy thread on {self.host} did not stop")
+
+
+def engine_request(socket_path: Path, method: str, path: str, headers: dict[str, str] | None = None,
+                   timeout: float = 120) -> tuple[int, bytes]:
+    """One Docker Engine API request over dockerd's unix socket (as IoT Edge's edgeAgent makes them);
+    returns (status, whole body). A pull's progress is streamed JSON lines; errors after the 200 come as
+    {"error": ...} lines."""
+    import http.client
+    import socket as sockets
+
+    connection = http.client.HTTPConnection("localhost", timeout=timeout)
+    connection.sock = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    connection.sock.settimeout(timeout)
+    try:
+        connection.sock.connect(str(socket_path))
+        connection.request(method, path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

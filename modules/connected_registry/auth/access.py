@@ -99,6 +99,9 @@ class TokenAccess:
             value += f',scope="{scope}"'
         if error:
             value += f',error="{error}"'
+        if error == "insufficient_scope":
+            # docker prints error_description; without it, it replaces our reason with a generic text
+            value += f',error_description="{INSUFFICIENT_SCOPES}"'
         return value
 
     def unauthorized(self, request: web.Request, message: str, scope: str | None = None,
