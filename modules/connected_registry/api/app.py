@@ -12,6 +12,7 @@ from aiohttp import web
 
 from connected_registry.api import blobs, listings, manifests, referrers, token, uploads
 from connected_registry.api.context import CONTEXT, ApiContext
+from connected_registry.auth.access import request_origin
 from connected_registry.oci.errors import OciError
 from connected_registry.oci.names import validate_name
 from connected_registry.storage.disk import StorageError
@@ -67,8 +68,8 @@ async def login_server_middleware(request: web.Request, handler: Handler) -> web
     """With ACR_REGISTRY_LOGIN_SERVER set, only requests made to that name (as the client saw it) are served."""
     login_server = request.app[CONTEXT].login_server
     if login_server and request.path.startswith(_LOGIN_SERVER_PATHS):
-        host = request.headers.get("X-Forwarded-Host") or request.host
-        if host.split(",")[0].strip().lower() != login_server.lower():
+        _, host = request_origin(request)
+        if host.lower() != login_server.lower():
             raise OciError(
                 "DENIED",
                 f"this registry answers at {login_server}, not {host[:100]}: use that address "
@@ -79,14 +80,10 @@ async def login_server_middleware(request: web.Request, handler: Handler) -> web
 
 async def dispatch_v2(request: web.Request) -> web.StreamResponse:
     path = request.path
-    if path in ("/v2", "/v2/"):
+    if path in ("/v2", "/v2/", "/v2/_catalog"):
         if request.method not in ("GET", "HEAD"):
-            raise OciError("UNSUPPORTED", f"{request.method} is not supported on /v2/")
-        return await v2_base(request)
-    if path == "/v2/_catalog":
-        if request.method not in ("GET", "HEAD"):
-            raise OciError("UNSUPPORTED", f"{request.method} is not supported on /v2/_catalog")
-        return await listings.catalog(request)
+            raise OciError("UNSUPPORTED", f"{request.method} is not supported on {path}", headers={"Allow": "GET, HEAD"})
+        return await (listings.catalog(request) if path == "/v2/_catalog" else v2_base(request))
     for pattern, methods in _ROUTES:
         match = pattern.match(path)
         if match is None:
@@ -135,7 +132,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.status == 404 and not error.text.startswith("{"):
             return _error_response(OciError("UNSUPPORTED", f"no such endpoint: {request.path[:200]}", status=404))
         if error.status == 405:
-            return _error_response(OciError("UNSUPPORTED", f"{request.method} is not supported on {request.path[:200]}"))
+            allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else {}
+            return _error_response(
+                OciError("UNSUPPORTED", f"{request.method} is not supported on {request.path[:200]}", headers=allow)
+            )
         raise
     except (ConnectionResetError, OSError) as error:
         # The client went away mid-transfer; nothing to answer.

@@ -1,12 +1,69 @@
-"""GET/HEAD/DELETE /v2/<name>/blobs/<digest>: served from disk with sendfile, Range included."""
+"""GET/HEAD/DELETE /v2/<name>/blobs/<digest>: served from disk with sendfile.
+
+Range and conditional headers are decided here, not left to aiohttp, so every refusal is an OCI
+error and malformed or multi-part ranges are ignored (a full 200), as RFC 9110 allows.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+
 from aiohttp import web
+from multidict import CIMultiDict
 
 from connected_registry.api.context import context, require_write
 from connected_registry.oci.digest import parse_digest
 from connected_registry.oci.errors import OciError
+
+_RANGE = re.compile(r"^bytes=(\d{0,40})-(\d{0,40})$", re.IGNORECASE)  # units are case-insensitive
+_DECIDED_HERE = ("If-Match", "If-None-Match", "If-Unmodified-Since", "If-Range", "Range")
+
+
+def _single_range(request: web.Request, size: int, etag: str) -> str | None:
+    """The one byte range to serve, or None for the whole blob; 416 when it cannot be satisfied."""
+    raw = request.headers.get("Range")
+    if raw is None:
+        return None
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range.strip() != etag:
+        return None
+    match = _RANGE.match(raw.strip())
+    if not match or not (match.group(1) or match.group(2)):
+        return None  # another unit, several ranges, or garbage: ignored
+    first, last = match.group(1), match.group(2)
+    if not first:  # the last N bytes
+        if int(last) == 0:
+            raise _unsatisfiable(size)
+        return f"bytes={max(size - int(last), 0)}-{size - 1}"
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid: ignored
+    if start >= size:
+        raise _unsatisfiable(size)
+    end = min(int(last), size - 1) if last else size - 1
+    return f"bytes={start}-{end}"
+
+
+def _check_preconditions(request: web.Request, path: str, etag: str) -> None:
+    """If-Match against the digest ETag, If-Unmodified-Since against the file's time (RFC 9110 13.2.2)."""
+    if_match = request.headers.get("If-Match")
+    if if_match is not None:
+        tags = {tag.strip() for tag in if_match.split(",")}
+        if "*" not in tags and etag not in tags:
+            raise OciError("UNSUPPORTED", f"precondition failed: this blob's ETag is {etag}", status=412)
+    elif request.if_unmodified_since is not None:
+        try:
+            modified = os.stat(path).st_mtime
+        except FileNotFoundError:
+            raise OciError("BLOB_UNKNOWN", "the blob is gone") from None
+        if int(modified) > request.if_unmodified_since.timestamp():
+            raise OciError("UNSUPPORTED", "precondition failed: the blob was stored after If-Unmodified-Since", status=412)
+
+
+def _unsatisfiable(size: int) -> OciError:
+    return OciError("SIZE_INVALID", f"the requested range is outside the blob's {size} bytes", status=416,
+                    headers={"Content-Range": f"bytes */{size}"})
 
 
 async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamResponse:
@@ -16,16 +73,35 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     size = ctx.store.blob_size(name, digest)
     if size is None:
         raise OciError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name}")
-    return web.FileResponse(
-        ctx.store.blob_path(digest),
-        chunk_size=1 << 20,
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Docker-Content-Digest": digest,
-            "Accept-Ranges": "bytes",
-            "Cache-Control": "max-age=31536000",
-        },
-    )
+    etag = f'"{digest}"'
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": digest,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000",
+    }
+    path = ctx.store.blob_path(digest)
+    _check_preconditions(request, path, etag)
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers={**headers, "ETag": etag})
+    byte_range = _single_range(request, size, etag)
+    clean = CIMultiDict((key, value) for key, value in request.headers.items() if key not in _DECIDED_HERE)
+    if byte_range:
+        clean["Range"] = byte_range
+    return _BlobFileResponse(clean, path, chunk_size=1 << 20, headers=headers)
+
+
+class _BlobFileResponse(web.FileResponse):
+    """aiohttp's sendfile response, prepared against the request headers decided above."""
+
+    def __init__(self, request_headers: CIMultiDict, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._request_headers = request_headers
+
+    async def prepare(self, request):
+        if self.prepared:
+            return await super().prepare(request)
+        return await super().prepare(request.clone(headers=self._request_headers))
 
 
 async def delete_blob(request: web.Request, name: str, digest: str) -> web.Response:

@@ -55,6 +55,6 @@ def query_int(request: web.Request, key: str) -> int | None:
     raw = request.query.get(key)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise OciError("PAGINATION_NUMBER_INVALID", f"{key} must be a non-negative integer, got {raw[:40]!r}")
     return int(raw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -68,10 +69,17 @@ class Caller:
 OPEN_CALLER = Caller("anonymous", EVERYTHING)
 
 
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
+
+
 def request_origin(request: web.Request) -> tuple[str, str]:
-    """(scheme, host) as the client sees this server: the API proxy's X-Forwarded-* when present."""
-    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip() or request.scheme
-    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip() or request.host
+    """(scheme, host) as the client sees this server: the API proxy's X-Forwarded-* when well formed."""
+    scheme = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    if scheme not in ("http", "https"):
+        scheme = request.scheme
+    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+    if not _HOST_RE.match(host):
+        host = request.host if _HOST_RE.match(request.host or "") else "localhost"
     return scheme, host
 
 

@@ -24,6 +24,7 @@ IMAGE_MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEXES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 MANIFEST_MEDIA_TYPES = IMAGE_MANIFESTS + INDEXES
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_DESCRIPTOR_SIZE = 2**63 - 1  # OCI sizes are int64
 
 # Layers a registry need not hold ("foreign" / non-distributable layers).
 _NON_DISTRIBUTABLE_PREFIXES = (
@@ -49,6 +50,10 @@ class ParsedManifest:
     annotations: dict[str, str] | None = None
 
 
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _invalid(message: str) -> OciError:
     return OciError("MANIFEST_INVALID", message)
 
@@ -61,8 +66,8 @@ def _descriptor(raw: Any, where: str) -> Descriptor:
         raise _invalid(f"{where}.mediaType must be a non-empty string")
     if not isinstance(digest, str) or not is_digest(digest):
         raise _invalid(f"{where}.digest must be sha256:<64 hex> or sha512:<128 hex>")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise _invalid(f"{where}.size must be a non-negative integer")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_DESCRIPTOR_SIZE:
+        raise _invalid(f"{where}.size must be an integer from 0 to 2^63-1")
     return Descriptor(media_type, digest, size)
 
 
@@ -76,8 +81,12 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     The media type is the body's `mediaType`, else the request's Content-Type; the two must agree.
     """
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+        document = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        # Lone surrogates ("\ud800") parse, but cannot be stored or read back by other clients.
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeError:
+        raise _invalid("manifest must be UTF-8 JSON without lone surrogate escapes") from None
+    except ValueError as error:
         raise _invalid(f"manifest is not valid JSON: {error}") from None
     except RecursionError:
         raise _invalid("manifest JSON is nested too deeply") from None

@@ -190,8 +190,14 @@ class RegistryStore:
 
         def put(db: sqlite3.Connection) -> None:
             self._check_references(db, repository, parsed)
+            created = not self.files.exists(digest)
             self.files.write_small(body, digest)
-            self._record_manifest(db, repository, digest, len(body), parsed, tag, origin, now)
+            try:
+                self._record_manifest(db, repository, digest, len(body), parsed, tag, origin, now)
+            except BaseException:
+                if created:  # no row will name it: leave nothing behind
+                    self.files.remove(digest)
+                raise
 
         try:
             await self.metadata.write(put)
