@@ -69,6 +69,7 @@ class Runtime:
         self._tasks: list[asyncio.Task] = []
         self._gc_task: asyncio.Task | None = None
         self.port: int | None = None
+        self.engine = None  # SyncEngine when there is a parent
 
     @property
     def name(self) -> str:
@@ -97,7 +98,10 @@ class Runtime:
             access = TokenAccess(signer, login_server or self.name, self.settings)
         else:
             access = OpenAccess()
-        self.context = ApiContext(store=self.store, access=access, login_server=login_server)
+        self.context = ApiContext(store=self.store, access=access, login_server=login_server, name=self.name,
+                                  status_document=self.status_document, hierarchy=self.hierarchy,
+                                  on_sync_now=self.sync_now)
+        self.instance_id = self.store.control.instance_id()
         if self.settings is not None:
             self.apply_settings(self.settings)
         else:
@@ -110,8 +114,107 @@ class Runtime:
         self.port = sockets[0].getsockname()[1] if sockets else options.port
         if self.config_source:
             self._tasks.append(asyncio.create_task(self.config_source.watch(), name="config-watch"))
+        if not self.is_root:
+            self.engine = self._sync_engine()
+            self._tasks.append(asyncio.create_task(self.engine.run(), name="sync"))
         log.info("connected registry %r (%s%s) serving http://%s:%d with data in %s", self.name, self.mode,
                  ", root" if self.is_root else "", options.host, self.port, options.data_dir)
+
+    def _sync_engine(self):
+        from connected_registry import __version__
+        from connected_registry.environment import (device_id, parse_connection_string, resolve_parent_endpoint,
+                                                    sync_token_password)
+        from connected_registry.settings import duration_seconds
+        from connected_registry.sync.engine import SyncEngine, SyncIdentity
+        from connected_registry.sync.parent_client import ParentClient
+
+        parent = self.settings.parent
+        connection = parse_connection_string(os.environ.get("ACR_REGISTRY_CONNECTION_STRING"))
+        endpoint = resolve_parent_endpoint(parent.endpoint, connection.get("ParentEndpointProtocol"))
+        token_name = parent.syncToken.name or connection.get("SyncTokenName")
+        client = ParentClient(endpoint, token_name, sync_token_password(connection),
+                              connect_timeout=duration_seconds(parent.connectTimeout),
+                              first_byte_timeout=duration_seconds(parent.firstByteTimeout))
+        identity = SyncIdentity(self.name, self.mode, self.instance_id, device_id(), __version__,
+                                parent.syncProperties.messageTtl, list(self.settings.repositories))
+        return SyncEngine(self.store, client, identity, self.status, kind=parent.kind, report=self.status_document)
+
+    def sync_now(self) -> str:
+        import uuid
+
+        if self.engine is not None:
+            self.engine.sync_now()
+        return str(uuid.uuid4())
+
+    def status_document(self) -> dict:
+        """The reported properties (SPEC 4), as served at /acr/connected/v1/status."""
+        from connected_registry import __version__
+        from connected_registry.storage.registry import utc_timestamp
+
+        details = self.status.details()
+        engine_state = self.engine.state if self.engine else None
+        if self.is_root:
+            activation = {"status": "Active", "instanceId": self.instance_id}
+        else:
+            activation = {"status": engine_state.activation, "instanceId": self.instance_id,
+                          "since": engine_state.activated_since}
+        if any(detail["severity"] == "Error" for detail in details):
+            connection_state = "Unhealthy"
+        elif engine_state is not None and not engine_state.online:
+            connection_state = "Offline"
+        elif engine_state is not None and engine_state.syncing:
+            connection_state = "Syncing"
+        else:
+            connection_state = "Online"
+        document = {
+            "version": __version__,
+            "name": self.name,
+            "mode": self.mode,
+            "activation": activation,
+            "connectionState": connection_state,
+            "parent": None,
+            "lastSyncTime": engine_state.last_sync_time if engine_state else None,
+            "lastActivityTime": utc_timestamp(),
+            "sync": {
+                "pendingUploads": sum(1 for entry in self.store.outbox() if entry["state"] == "pending"),
+                "rejectedUploads": sum(1 for entry in self.store.outbox() if entry["state"] == "parked"),
+                "repositories": len(self.store.list_repositories(None, None)),
+                "bytesDownloaded": self.engine.downstream.bytes_downloaded if self.engine else 0,
+                "bytesUploaded": 0,
+                "cursor": engine_state.cursor if engine_state else None,
+            },
+            "loginServer": {"host": self.context.login_server if self.context else None, "tls": {"status": "Disabled"}},
+            "statusDetails": details,
+        }
+        if self.engine is not None:
+            sync_properties = self.settings.parent.syncProperties.model_dump()
+            sync_properties["lastSyncTime"] = engine_state.last_sync_time
+            document["parent"] = {"endpoint": self.engine.parent.endpoint, "kind": engine_state.parent_kind,
+                                  "syncProperties": sync_properties}
+        return document
+
+    def hierarchy(self) -> dict:
+        """This instance and, below it, every child's last report with its age (SPEC 11)."""
+        from datetime import datetime, timezone
+
+        from connected_registry.settings import duration_seconds
+
+        interval = duration_seconds(self.settings.reportInterval) if self.settings else 300
+        now = datetime.now(timezone.utc)
+        node = dict(self.status_document(), children=[])
+        for child in self.store.control.children():
+            report = dict(child.report or {})
+            entry = {"name": child.name, "mode": child.mode, "activation": {"status": child.status,
+                     "instanceId": child.instance_id, "deviceId": child.device_id, "since": child.activated},
+                     "reportedAt": child.reported, "report": report, "children": report.pop("children", [])}
+            state = report.get("connectionState", "Offline")
+            if child.reported:
+                age = (now - datetime.fromisoformat(child.reported.replace("Z", "+00:00"))).total_seconds()
+                if age > 3 * interval:
+                    state = f"Offline (stale since {child.reported})"
+            entry["connectionState"] = state if child.status == "Active" else "Offline"
+            node["children"].append(entry)
+        return node
 
     def apply_settings(self, settings: "DesiredProperties") -> None:
         """Apply a validated configuration to every part that holds some of it, without a restart."""
@@ -129,6 +232,7 @@ class Runtime:
             context.mode = self.mode
             context.is_root = self.is_root
             context.repositories = tuple(settings.repositories)
+            context.name = self.name
         self._schedule_gc(settings.garbageCollection.enabled, settings.garbageCollection.schedule)
 
     def _schedule_gc(self, enabled: bool, schedule: str) -> None:
@@ -153,6 +257,8 @@ class Runtime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.engine is not None:
+            await self.engine.parent.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.store is not None:

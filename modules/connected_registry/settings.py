@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 
 from croniter import croniter
 from connected_registry.errors import ConfigInvalid
+from connected_registry.identity import INSTANCE_NAME_RE
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-INSTANCE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{4,39}$")
 TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9-]{5,50}$")
 MAX_DOCUMENT_BYTES = 32 * 1024
 MAX_TOKENS_WITHOUT_GATEWAY = 20

@@ -56,6 +56,7 @@ class ManagedProcess:
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         self.argv = argv
+        self.env = env
         self.output: list[str] = []
         self.process = subprocess.Popen(
             argv,
@@ -119,6 +120,12 @@ class RegistryProcess(ManagedProcess):
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def restart(self) -> None:
+        """Stop (if running) and start again with the same arguments, environment, data and port."""
+        self.stop()
+        ManagedProcess.__init__(self, self.argv, env=self.env)
+        wait_until(self._ready, timeout=30, what=f"registry on port {self.port} after a restart")
 
 
 def ready_line(pattern: str, process: ManagedProcess) -> re.Match | None:

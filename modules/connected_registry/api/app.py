@@ -10,7 +10,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from connected_registry.api import blobs, listings, manifests, referrers, token, uploads
+from connected_registry.api import blobs, control, listings, manifests, referrers, token, uploads
 from connected_registry.api.context import CONTEXT, ApiContext
 from connected_registry.auth.access import request_origin
 from connected_registry.oci.errors import OciError
@@ -174,6 +174,7 @@ def create_app(context: ApiContext) -> web.Application:
     for path in ("/acr/oauth2/token", "/oauth2/token"):
         app.router.add_get(path, token.token_endpoint, allow_head=False)
         app.router.add_post(path, token.token_endpoint)
+    control.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.on_response_prepare.append(_add_api_version)

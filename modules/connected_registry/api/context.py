@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -23,6 +24,12 @@ class ApiContext:
     is_root: bool = True
     repositories: tuple[str, ...] = ()  # what a child syncs; a ReadWrite child takes pushes only there
     login_server: str | None = None  # ACR_REGISTRY_LOGIN_SERVER: requests to other hosts are refused
+    name: str = "connected-registry"
+    # Hooks into the rest of the instance, set by the runtime.
+    status_document: Callable[[], dict] = field(default=lambda: {})
+    hierarchy: Callable[[], dict] = field(default=lambda: {})
+    on_sync_now: Callable[[], str] = field(default=lambda: "")
+    on_children_changed: Callable[[], None] = field(default=lambda: None)
 
 
 CONTEXT = web.AppKey("context", ApiContext)

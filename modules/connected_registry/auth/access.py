@@ -38,8 +38,10 @@ INSUFFICIENT_SCOPES = "Insufficient scopes to perform the operation."
 class Caller:
     """An authenticated (or anonymous) caller: its token's permissions, narrowed by a JWT's access list."""
 
-    name: str | None
-    permissions: Permissions
+    open: bool = False  # the embedded default: everything allowed
+
+    name: str | None = None
+    permissions: Permissions = NOTHING
     jwt_access: list[dict] | None = None  # None: not a bearer caller (Basic or anonymous): no narrowing
 
     def _jwt_allows(self, kind: str, name: str, action: str) -> bool:
@@ -61,12 +63,12 @@ class Caller:
         return self._jwt_allows("registry", "catalog", "*") and self.permissions.reads_anything()
 
     def can_gateway(self, name: str, scope_action: str) -> bool:
-        return self._jwt_allows("gateway", name, scope_action) and self.permissions.allows_gateway(
+        return self.open or (self._jwt_allows("gateway", name, scope_action) and self.permissions.allows_gateway(
             name, GATEWAY_SCOPE_ACTIONS[scope_action]
-        )
+        ))
 
 
-OPEN_CALLER = Caller("anonymous", EVERYTHING)
+OPEN_CALLER = Caller(open=True, name="anonymous", permissions=EVERYTHING)
 
 
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
@@ -178,20 +180,20 @@ class TokenAccess:
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         if not header:
-            return Caller(None, self._anonymous), "anonymous"
+            return Caller(permissions=self._anonymous), "anonymous"
         if scheme == "basic":
             name, password = parse_basic(value)
             if name is None:
                 raise self.unauthorized(request, "malformed Basic credentials")
             token_name, permissions, _ = await self.check_password(request, name, password)
-            return Caller(token_name, permissions), "basic"
+            return Caller(name=token_name, permissions=permissions), "basic"
         if scheme == "bearer":
             claims = self.signer.verify(value.strip(), self.service, "access")
             permissions = self.permissions_for_claims(claims) if claims else None
             if claims is None or permissions is None:
                 raise self.unauthorized(request, "the bearer token is invalid or expired: log in again",
                                         error="invalid_token")
-            return Caller(claims.subject or None, permissions, claims.access), "bearer"
+            return Caller(name=claims.subject or None, permissions=permissions, jwt_access=claims.access), "bearer"
         raise self.unauthorized(request, "unsupported Authorization scheme: use Basic or Bearer")
 
     # --- the check the API calls ------------------------------------------------------------------
@@ -216,11 +218,27 @@ class TokenAccess:
             raise self.unauthorized(request, INSUFFICIENT_SCOPES, scope=scope, error="insufficient_scope")
         raise OciError("DENIED", INSUFFICIENT_SCOPES)
 
+    async def require_gateway(self, request: web.Request, name: str, scope_action: str) -> Caller:
+        """The control API's check: `gateway/<name>/<action>` (SPEC 10, 11)."""
+        caller, how = await self.identify(request)
+        if caller.can_gateway(name, scope_action):
+            return caller
+        scope = f"gateway:{name.lower()}:{scope_action}"
+        if how == "anonymous":
+            raise self.unauthorized(request, "authentication required: use the sync token", scope=scope)
+        if how == "bearer":
+            raise self.unauthorized(request, INSUFFICIENT_SCOPES, scope=scope, error="insufficient_scope")
+        raise OciError("DENIED", f"{INSUFFICIENT_SCOPES} The token needs gateway/{name}/"
+                                 f"{GATEWAY_SCOPE_ACTIONS[scope_action]}.")
+
 
 class OpenAccess:
     """Everyone may do everything: the embedded default for trying the registry out on loopback."""
 
     async def require(self, request: web.Request, repository: str | None, operation: str) -> Caller:
+        return OPEN_CALLER
+
+    async def require_gateway(self, request: web.Request, name: str, scope_action: str) -> Caller:
         return OPEN_CALLER
 
 

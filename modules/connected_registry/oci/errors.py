@@ -26,6 +26,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "TOOMANYREQUESTS": (429, "too many requests"),
     # Not in the OCI list, spelled as CNCF distribution spells it.
     "PAGINATION_NUMBER_INVALID": (400, "invalid number of results requested"),
+    # The control API's codes (SPEC 6, 11).
+    "ALREADY_ACTIVE": (409, "this connected registry name is already active elsewhere"),
+    "DEACTIVATED": (409, "this instance was deactivated"),
+    "MODE_INCOMPATIBLE": (403, "a ReadOnly parent may only have ReadOnly children"),
+    "CURSOR_EXPIRED": (410, "the event cursor is older than the events the parent keeps"),
     # SPEC 4's storage codes, answered when the data volume fails a write.
     "DISK_STORAGE_FULL": (507, "the registry's data volume is full"),
     "DISK_PERMISSION_DENIED": (503, "the registry cannot write its data volume"),

@@ -40,7 +40,7 @@ async def collect_garbage(
     report = GcReport()
     if read_only:
         report.manifests_removed = await store.metadata.write(lambda db: _remove_unkept_manifests(db, cutoff))
-        store._forget_cached_manifests()
+        store.after_change()
     while True:
         batch = await store.metadata.write(lambda db: _remove_unreferenced_blobs(db, cutoff))
         for digest, size in batch:

@@ -97,6 +97,27 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_repository ON outbox(repository, id);
     """,
+    """
+    CREATE TABLE state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE children (
+        name TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('Active', 'Inactive')),
+        instance_id TEXT,
+        device_id TEXT,
+        mode TEXT,
+        version TEXT,
+        message_ttl TEXT,
+        repositories TEXT,
+        revoked TEXT NOT NULL DEFAULT '[]',
+        activated TEXT,
+        report TEXT,
+        reported TEXT
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -7,6 +7,7 @@ Reads of manifests and tags are served from a small in-memory cache, dropped on 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -21,6 +22,7 @@ from connected_registry.oci.errors import OciError
 from connected_registry.oci.manifest import MAX_MANIFEST_BYTES, ParsedManifest, parse_manifest
 from connected_registry.oci.names import validate_tag
 from connected_registry.storage.blobs import BlobFiles
+from connected_registry.storage.control import ControlState
 from connected_registry.storage.disk import Disk, storage_error_from_os
 from connected_registry.storage.metadata import MetadataDB
 from connected_registry.storage.uploads import Uploads
@@ -80,6 +82,8 @@ class RegistryStore:
         self.uploads = Uploads(self.files, self.metadata, self.io)
         self._manifest_cache: OrderedDict[tuple[str, str], ManifestRecord] = OrderedDict()
         self._manifest_cache_bytes = 0
+        self._events_written: asyncio.Event | None = None
+        self.control = ControlState(self.metadata)
 
     def close(self) -> None:
         self.metadata.close()
@@ -112,6 +116,22 @@ class RegistryStore:
                 "INSERT OR IGNORE INTO repository_blobs (repository, digest, created) VALUES (?, ?, ?)",
                 (repository, digest, now),
             )
+            db.execute("UPDATE blobs SET last_used = ? WHERE digest = ?", (now, digest))
+            return True
+
+        return await self.metadata.write(link)
+
+    async def link_blob(self, repository: str, digest: str) -> bool:
+        """Make a blob already stored (in any repository) visible in `repository`: no transfer needed."""
+        now = time.time()
+
+        def link(db: sqlite3.Connection) -> bool:
+            if db.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is None:
+                return False
+            if not self.files.exists(digest):
+                return False
+            db.execute("INSERT OR IGNORE INTO repository_blobs (repository, digest, created) VALUES (?, ?, ?)",
+                       (repository, digest, now))
             db.execute("UPDATE blobs SET last_used = ? WHERE digest = ?", (now, digest))
             return True
 
@@ -162,9 +182,25 @@ class RegistryStore:
             _, dropped = self._manifest_cache.popitem(last=False)
             self._manifest_cache_bytes -= len(dropped.body)
 
-    def _forget_cached_manifests(self) -> None:
+    def after_change(self) -> None:
+        """After any write that readers can see: drop cached manifests, wake the event feed."""
         self._manifest_cache.clear()
         self._manifest_cache_bytes = 0
+        if self._events_written is not None:  # wake the event feed's long polls
+            self._events_written.set()
+            self._events_written = None
+
+    async def wait_for_events(self, after: int, timeout: float) -> None:
+        """Return when an event newer than `after` exists, or after `timeout` seconds."""
+        if self._events_written is None:
+            self._events_written = asyncio.Event()
+        signal = self._events_written
+        if self.metadata.read_one("SELECT 1 FROM events WHERE seq > ? LIMIT 1", (after,)):
+            return
+        try:
+            await asyncio.wait_for(signal.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
 
     async def put_manifest(
         self, repository: str, reference: str, body: bytes, content_type: str | None, origin: str | None = None
@@ -202,7 +238,7 @@ class RegistryStore:
         try:
             await self.metadata.write(put)
         finally:
-            self._forget_cached_manifests()
+            self.after_change()
         return PutResult(digest, parsed.subject)
 
     @staticmethod
@@ -320,7 +356,7 @@ class RegistryStore:
         try:
             await self.metadata.write(delete)
         finally:
-            self._forget_cached_manifests()
+            self.after_change()
 
     # --- events and outbox (written inside the transactions above) ------------------------------
 

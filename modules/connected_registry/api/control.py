@@ -1,0 +1,154 @@
+"""The control API under /acr/connected/v1 (SPEC 11): activation, children's status, the event feed."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from aiohttp import web
+
+from connected_registry import __version__
+from connected_registry.api.context import context, query_int
+from connected_registry.oci.errors import OciError
+from connected_registry.identity import INSTANCE_NAME_RE
+from connected_registry.storage.registry import utc_timestamp
+
+API_VERSION = "1"
+MAX_EVENTS = 1000
+MAX_WAIT_SECONDS = 60
+_MAX_BODY = 1 << 20
+
+
+def _child_name(request: web.Request) -> str:
+    name = request.match_info["child"]
+    if not INSTANCE_NAME_RE.match(name):
+        raise OciError("NAME_INVALID", "a connected registry name is 5 to 40 letters, digits, '_' or '-', "
+                                       "starting with a letter")
+    return name
+
+
+async def _json_body(request: web.Request) -> dict:
+    body = await request.content.read(_MAX_BODY + 1)
+    if len(body) > _MAX_BODY:
+        raise OciError("SIZE_INVALID", "the body is larger than 1 MiB", status=413)
+    try:
+        document = json.loads(body or b"{}")
+    except ValueError:
+        raise OciError("UNSUPPORTED", "the body must be a JSON object", status=400) from None
+    if not isinstance(document, dict):
+        raise OciError("UNSUPPORTED", "the body must be a JSON object", status=400)
+    return document
+
+
+def _check_instance(child, instance_id: str | None) -> None:
+    """A call from a revoked or replaced instance is refused (SPEC 6)."""
+    if child is None or not instance_id:
+        return
+    if instance_id in child.revoked:
+        raise OciError("DEACTIVATED", "this instance was deactivated: run `connected-registry reset-identity` "
+                                      "on its data volume to start over")
+    if child.status == "Active" and child.instance_id != instance_id:
+        raise OciError("ALREADY_ACTIVE", f"{child.name} is active as another instance")
+
+
+async def info(request: web.Request) -> web.Response:
+    ctx = context(request)
+    return web.json_response({"kind": "connected-registry", "apiVersion": API_VERSION, "version": __version__,
+                              "name": ctx.name, "mode": ctx.mode})
+
+
+async def activate(request: web.Request) -> web.Response:
+    ctx = context(request)
+    name = _child_name(request)
+    await ctx.access.require_gateway(request, name, "config_write")
+    document = await _json_body(request)
+    instance_id, device_id = document.get("instanceId"), document.get("deviceId")
+    if not isinstance(instance_id, str) or not isinstance(device_id, str) or not instance_id or not device_id:
+        raise OciError("UNSUPPORTED", "activation needs instanceId and deviceId", status=400)
+    if ctx.mode == "ReadOnly" and document.get("mode") == "ReadWrite":
+        raise OciError("MODE_INCOMPATIBLE", f"{name} is ReadWrite but this parent, {ctx.name}, is ReadOnly: "
+                                            "a ReadOnly parent may only have ReadOnly children; make the child ReadOnly")
+    outcome = await ctx.store.control.activate(name, document, utc_timestamp())
+    if outcome == "ALREADY_ACTIVE":
+        raise OciError("ALREADY_ACTIVE", f"{name} is already active on another device or data volume: deactivate it "
+                                         f"first (connected-registry deactivate {name} --registry <this parent>)")
+    if outcome == "DEACTIVATED":
+        raise OciError("DEACTIVATED", f"this instance of {name} was deactivated: run `connected-registry "
+                                      "reset-identity --data <its data volume>` to activate it again")
+    ctx.on_children_changed()
+    return web.json_response({"status": "Active", "messageTtl": document.get("messageTtl"), "parentMode": ctx.mode})
+
+
+async def deactivate(request: web.Request) -> web.Response:
+    ctx = context(request)
+    name = _child_name(request)
+    await ctx.access.require_gateway(request, name, "config_write")
+    await ctx.store.control.deactivate(name)
+    return web.json_response({"status": "Inactive"})
+
+
+async def child_status(request: web.Request) -> web.Response:
+    ctx = context(request)
+    name = _child_name(request)
+    await ctx.access.require_gateway(request, name, "config_write")
+    document = await _json_body(request)
+    child = ctx.store.control.child(name)
+    _check_instance(child, (document.get("activation") or {}).get("instanceId"))
+    if child is None or child.status != "Active":
+        raise OciError("UNSUPPORTED", f"{name} is not active here: activate it first", status=409)
+    await ctx.store.control.record_report(name, document, utc_timestamp())
+    return web.Response(status=204)
+
+
+async def events(request: web.Request) -> web.Response:
+    ctx = context(request)
+    name = _child_name(request)
+    caller = await ctx.access.require_gateway(request, name, "message_read")
+    _check_instance(ctx.store.control.child(name), request.headers.get("X-Instance-Id"))
+    oldest, head = ctx.store.control.event_bounds()
+    cursor = query_int(request, "cursor")
+    if cursor is None:
+        return web.json_response({"events": [], "next": head, "oldest": oldest})
+    if cursor < oldest or cursor > head:
+        raise OciError("CURSOR_EXPIRED", f"cursor {cursor} is outside the events kept here ({oldest} to {head}): "
+                                         "reconcile fully and continue from the returned head",
+                       detail={"oldest": oldest, "next": head})
+    limit = min(query_int(request, "limit") or MAX_EVENTS, MAX_EVENTS)
+    wait = min(query_int(request, "wait") or 0, MAX_WAIT_SECONDS)
+    if wait:
+        await ctx.store.wait_for_events(cursor - 1, wait)
+    batch = ctx.store.events(after=cursor - 1, limit=limit)
+    visible = [event for event in batch if caller.can(event["repository"], "pull")]
+    next_cursor = batch[-1]["seq"] + 1 if batch else cursor
+    return web.json_response({"events": visible, "next": next_cursor, "oldest": oldest})
+
+
+async def hierarchy(request: web.Request) -> web.Response:
+    ctx = context(request)
+    await ctx.access.require(request, None, "catalog")
+    return web.json_response(ctx.hierarchy())
+
+
+async def own_status(request: web.Request) -> web.Response:
+    ctx = context(request)
+    await ctx.access.require(request, None, "catalog")
+    return web.json_response(ctx.status_document())
+
+
+async def sync_now(request: web.Request) -> web.Response:
+    ctx = context(request)
+    await ctx.access.require_gateway(request, ctx.name, "config_write")
+    operation = ctx.on_sync_now()
+    return web.json_response({"status": 202, "operationId": operation}, status=202)
+
+
+def add_routes(app: web.Application) -> None:
+    base = "/acr/connected/v1"
+    app.router.add_get(f"{base}/info", info)
+    app.router.add_post(f"{base}/registries/{{child}}/activate", activate)
+    app.router.add_post(f"{base}/registries/{{child}}/deactivate", deactivate)
+    app.router.add_post(f"{base}/registries/{{child}}/status", child_status)
+    app.router.add_get(f"{base}/registries/{{child}}/events", events)
+    app.router.add_get(f"{base}/registries", hierarchy)
+    app.router.add_get(f"{base}/status", own_status)
+    app.router.add_post(f"{base}/sync", sync_now)

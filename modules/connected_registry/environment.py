@@ -1,0 +1,48 @@
+"""The environment Azure's connected registry reads (SPEC 3), parsed the same way."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def parse_connection_string(value: str | None) -> dict[str, str]:
+    """`ConnectedRegistryName=..;SyncTokenName=..;SyncTokenPassword=..;ParentGatewayEndpoint=..;ParentEndpointProtocol=..`
+
+    Values may contain '=' (passwords do); empty segments are ignored.
+    """
+    fields: dict[str, str] = {}
+    for segment in (value or "").split(";"):
+        key, sep, field_value = segment.partition("=")
+        if sep and key.strip():
+            fields[key.strip()] = field_value.strip()
+    return fields
+
+
+def sync_token_password(connection: dict[str, str]) -> str | None:
+    path = os.environ.get("SYNC_TOKEN_PASSWORD_FILE")
+    if path:
+        with open(path, encoding="utf-8") as file:
+            return file.read().strip()
+    return connection.get("SyncTokenPassword")
+
+
+def resolve_parent_endpoint(endpoint: str, protocol: str | None = None) -> str:
+    """`https://host[:port]`, `http://host[:port]` or `host[:port]` (https); `$upstream` and
+    `$IOTEDGE_PARENTHOSTNAME` stand for the parent device, `$upstream` without a port meaning 8000."""
+    endpoint = endpoint.strip().rstrip("/")
+    scheme = "https"
+    if "://" in endpoint:
+        scheme, endpoint = endpoint.split("://", 1)
+    elif protocol:
+        scheme = protocol.lower()
+    parent_host = os.environ.get("IOTEDGE_PARENTHOSTNAME", "")
+    if endpoint.startswith("$upstream"):
+        rest = endpoint[len("$upstream"):]
+        endpoint = parent_host + (rest if rest else ":8000")
+    endpoint = endpoint.replace("$IOTEDGE_PARENTHOSTNAME", parent_host)
+    return f"{scheme}://{endpoint}"
+
+
+def device_id() -> str:
+    return os.environ.get("IOTEDGE_DEVICEID") or socket.gethostname()

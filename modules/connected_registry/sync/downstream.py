@@ -1,0 +1,146 @@
+"""Parent to child (SPEC 7.2): apply the parent's events, or reconcile by listing, copying manifests
+(every platform of an index), blobs and referrers, each verified against its digest before it
+becomes visible. Deletes happen only on a positive signal."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from connected_registry.auth.permissions import repository_in_scope
+from connected_registry.oci.digest import digest_of, is_digest, parse_digest
+from connected_registry.oci.errors import OciError
+from connected_registry.oci.manifest import parse_manifest
+from connected_registry.storage import RegistryStore
+from connected_registry.sync.parent_client import ParentClient, ParentError
+
+log = logging.getLogger("connected_registry.sync")
+
+_EMPTY_STREAM_CHUNK = b""
+
+
+class _Empty:
+    async def readany(self) -> bytes:
+        return _EMPTY_STREAM_CHUNK
+
+
+class Downstream:
+    def __init__(self, store: RegistryStore, parent: ParentClient, repositories: list[str]) -> None:
+        self.store = store
+        self.parent = parent
+        self.repositories = repositories
+        self.bytes_downloaded = 0
+
+    def in_scope(self, repository: str) -> bool:
+        return repository_in_scope(self.repositories, repository)
+
+    # --- content ------------------------------------------------------------------------------------
+
+    async def copy_manifest(self, repository: str, reference: str, tag: str | None = None, origin: str | None = None,
+                            seen: set | None = None) -> str | None:
+        """Copy a manifest (and what it needs) from the parent; returns its digest, None if the parent lacks it."""
+        seen = seen if seen is not None else set()
+        fetched = await self.parent.get_manifest(repository, reference)
+        if fetched is None:
+            return None
+        algorithm = parse_digest(reference).algorithm if is_digest(reference) else "sha256"
+        digest = digest_of(fetched.body, algorithm)
+        if (is_digest(reference) and digest != reference) or (fetched.digest and fetched.digest.startswith(algorithm)
+                                                               and fetched.digest != digest):
+            raise ParentError("protocol", f"parent sent manifest bytes for {repository}:{reference} that do not "
+                                          f"match their digest {fetched.digest or reference}")
+        if digest in seen:
+            return digest
+        seen.add(digest)
+        local = self.store.get_manifest(repository, digest)
+        if local is None:
+            parsed = parse_manifest(fetched.body, fetched.media_type)
+            for child in parsed.manifests:
+                await self.copy_manifest(repository, child.digest, origin=origin, seen=seen)
+            for blob in parsed.blobs:
+                await self.ensure_blob(repository, blob.digest)
+        await self.store.put_manifest(repository, tag or digest, fetched.body, fetched.media_type, origin=origin)
+        await self.copy_referrers(repository, digest, origin, seen)
+        return digest
+
+    async def copy_referrers(self, repository: str, digest: str, origin: str | None, seen: set) -> None:
+        """Referrers from the parent's referrers API or, where it has none, its referrers tag schema."""
+        referrers = await self.parent.referrers(repository, digest)
+        fallback = None
+        if referrers is None:
+            fallback_tag = digest.replace(":", "-", 1)
+            fallback = await self.parent.get_manifest(repository, fallback_tag)
+            if fallback is None:
+                return
+            try:
+                manifests = json.loads(fallback.body).get("manifests", [])
+            except (ValueError, AttributeError):
+                return
+            referrers = [m for m in manifests if isinstance(m, dict)] if isinstance(manifests, list) else []
+        for referrer in referrers:
+            child = referrer.get("digest")
+            if isinstance(child, str) and is_digest(child) and child not in seen:
+                await self.copy_manifest(repository, child, origin=origin, seen=seen)
+        if fallback is not None:  # keep the schema's index too, so children of a plain parent find it
+            await self.store.put_manifest(repository, digest.replace(":", "-", 1), fallback.body,
+                                          fallback.media_type, origin=origin)
+
+    async def ensure_blob(self, repository: str, digest: str) -> None:
+        if self.store.blob_size(repository, digest) is not None:
+            return
+        if await self.store.link_blob(repository, digest):
+            return  # present in another repository: never transferred again
+        response = await self.parent.open_blob(repository, digest)
+        try:
+            session = await self.store.uploads.create(repository, persistent=False)
+            try:
+                received = await self.store.uploads.append(session, response.content, None)
+                await self.store.uploads.complete(session, _Empty(), digest, self.store.origin)
+            except BaseException:
+                await self.store.uploads.cancel(session)
+                raise
+            self.bytes_downloaded += received
+        except OciError as error:
+            raise ParentError("protocol", f"blob {repository}@{digest} from the parent failed verification: "
+                                          f"{error.message}") from None
+        finally:
+            response.release()
+
+    # --- events -------------------------------------------------------------------------------------
+
+    async def apply_event(self, event: dict) -> None:
+        repository, kind = event.get("repository", ""), event.get("type")
+        digest, tag, origin = event.get("digest", ""), event.get("tag"), event.get("origin")
+        if not self.in_scope(repository) or not is_digest(digest):
+            return
+        if kind == "TagSet" and tag:
+            await self.copy_manifest(repository, digest, tag=tag, origin=origin)
+        elif kind == "ManifestPut":
+            await self.copy_manifest(repository, digest, origin=origin)
+        elif kind == "TagDeleted" and tag:
+            record = self.store.get_manifest(repository, tag)
+            if record is not None and record.digest == digest:
+                await self.store.delete_manifest(repository, tag, origin=origin)
+        elif kind == "ManifestDeleted":
+            if self.store.get_manifest(repository, digest) is not None:
+                await self.store.delete_manifest(repository, digest, origin=origin)
+
+    # --- full reconcile -------------------------------------------------------------------------------
+
+    async def reconcile_repository(self, repository: str) -> None:
+        """Make the tags of one repository match the parent's complete listing."""
+        tags = await self.parent.list_tags(repository)
+        if tags is None:
+            return  # unknown at the parent: nothing to copy, and not a signal to delete
+        for tag in tags:
+            fetched_digest = await self.copy_manifest(repository, tag, tag=tag)
+            if fetched_digest is None:
+                log.info("tag %s:%s vanished at the parent during the reconcile", repository, tag)
+        present = set(tags)
+        for local in self.store.list_tags(repository, None, None):
+            if local not in present and not _is_referrers_tag(local):
+                await self.store.delete_manifest(repository, local)
+
+
+def _is_referrers_tag(tag: str) -> bool:
+    return tag.startswith(("sha256-", "sha512-"))

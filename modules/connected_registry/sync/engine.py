@@ -1,0 +1,268 @@
+"""The sync loop of one child (SPEC 6, 7): activate at a connected parent, then follow its event feed
+(reconciling fully at first, on 410 and daily), or reconcile every minute against a plain parent.
+Every failure of one iteration is reported and retried with backoff; nothing here ends the instance."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from connected_registry.auth.permissions import repository_pattern_matches
+from connected_registry.status import StatusBoard
+from connected_registry.storage import RegistryStore
+from connected_registry.storage.registry import utc_timestamp
+from connected_registry.sync.downstream import Downstream
+from connected_registry.sync.parent_client import ParentClient, ParentError, next_link
+
+log = logging.getLogger("connected_registry.sync")
+
+LONG_POLL_SECONDS = 20
+RECONCILE_EVERY_SECONDS = 24 * 3600
+PLAIN_PARENT_INTERVAL = 60
+MAX_BACKOFF_SECONDS = 60
+
+
+class ActivationRefused(Exception):
+    def __init__(self, code: str, message: str, retry: bool) -> None:
+        self.code, self.retry = code, retry
+        super().__init__(message)
+
+
+@dataclass
+class SyncIdentity:
+    name: str
+    mode: str
+    instance_id: str
+    device_id: str
+    version: str
+    message_ttl: str
+    repositories: list[str]
+
+
+@dataclass
+class SyncState:
+    activation: str = "Inactive"  # Active | Inactive
+    activated_since: str | None = None
+    parent_kind: str | None = None  # connected | plain
+    online: bool = False
+    syncing: bool = False
+    last_sync_time: str | None = None
+    cursor: int | None = None
+    errors: int = 0
+    syncs: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class SyncEngine:
+    def __init__(self, store: RegistryStore, parent: ParentClient, identity: SyncIdentity, status: StatusBoard,
+                 kind: str = "auto", report: Callable[[], dict] | None = None) -> None:
+        self.store, self.parent, self.identity, self.status = store, parent, identity, status
+        self.kind = kind
+        self.report = report or (lambda: {})
+        self.state = SyncState()
+        self.downstream = Downstream(store, parent, identity.repositories)
+        saved = store.control.get("cursor")
+        self.state.cursor = int(saved) if saved else None
+        self._last_reconcile = 0.0
+
+    # --- the loop -------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                await self._iteration()
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except ActivationRefused as refused:
+                self.state.activation = "Inactive"
+                if not refused.retry:
+                    log.error("sync stopped: %s", refused)
+                    return
+                await self._pause(MAX_BACKOFF_SECONDS)
+            except ParentError as error:
+                self._parent_failed(error)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            except Exception:  # one bad iteration must not end the loop
+                log.exception("sync iteration failed; retrying")
+                self.state.errors += 1
+                await self._pause(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    async def _pause(self, seconds: float) -> None:
+        self.state.wake.clear()
+        try:
+            await asyncio.wait_for(self.state.wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def sync_now(self) -> None:
+        self.state.wake.set()
+
+    def _parent_failed(self, error: ParentError) -> None:
+        self.state.online = False
+        self.state.errors += 1
+        if error.kind == "auth":
+            self.status.set("Parent", "Error", "PARENT_AUTH_FAILED", str(error))
+        else:
+            self.status.set("Parent", "Warning", "PARENT_UNREACHABLE",
+                            f"{error}; content already here is still served, and sync resumes when the parent answers")
+
+    def _parent_answered(self) -> None:
+        self.state.online = True
+        self.status.clear("PARENT_UNREACHABLE")
+        self.status.clear("PARENT_AUTH_FAILED")
+
+    async def _iteration(self) -> None:
+        if self.state.parent_kind is None:
+            connected = self.kind == "connected" or (self.kind == "auto" and await self.parent.is_connected_parent())
+            self.state.parent_kind = "connected" if connected else "plain"
+        if self.state.parent_kind == "plain":
+            self.status.set("Parent", "Warning", "PARENT_NOT_CONNECTED",
+                            f"{self.parent.endpoint} is a plain OCI registry: content syncs, but there is no activation "
+                            "or event feed")
+            await self.reconcile_all()
+            self.state.activation, self.state.activated_since = "Active", self.state.activated_since or utc_timestamp()
+            await self._pause(PLAIN_PARENT_INTERVAL)
+            return
+        if self.state.activation != "Active":
+            await self.activate()
+        await self._follow_feed()
+
+    # --- activation (SPEC 6) ----------------------------------------------------------------------------
+
+    async def activate(self) -> None:
+        identity = self.identity
+        document = {"instanceId": identity.instance_id, "deviceId": identity.device_id, "mode": identity.mode,
+                    "version": identity.version, "messageTtl": identity.message_ttl,
+                    "repositories": identity.repositories}
+        status, body = await self.parent.control("POST", f"/registries/{identity.name}/activate", body=document)
+        self._parent_answered()
+        if status == 200:
+            self.state.activation, self.state.activated_since = "Active", utc_timestamp()
+            for code in ("ALREADY_ACTIVE", "DEACTIVATED", "MODE_INCOMPATIBLE"):
+                self.status.clear(code)
+            log.info("activated %s at %s", identity.name, self.parent.endpoint)
+            return
+        code = ((body.get("errors") or [{}])[0]).get("code", "") if isinstance(body.get("errors"), list) else ""
+        message = ((body.get("errors") or [{}])[0]).get("message", f"activation answered {status}")
+        if status in (401, 403) and code not in ("MODE_INCOMPATIBLE",):
+            raise ParentError("auth", f"parent {self.parent.endpoint} refused the sync token for {identity.name} "
+                                      f"({status}): check the token's gateway/{identity.name} actions and "
+                                      "SyncTokenPassword in ACR_REGISTRY_CONNECTION_STRING", status=status)
+        if code == "ALREADY_ACTIVE":
+            self.status.set("Parent", "Error", "ALREADY_ACTIVE", message)
+            raise ActivationRefused(code, message, retry=True)
+        if code == "DEACTIVATED":
+            self.status.set("Parent", "Error", "DEACTIVATED", message)
+            raise ActivationRefused(code, message, retry=False)
+        if code == "MODE_INCOMPATIBLE":
+            self.status.set("Parent", "Error", "MODE_INCOMPATIBLE", message)
+            raise ActivationRefused(code, message, retry=False)
+        raise ParentError("protocol", f"activation at {self.parent.endpoint} answered {status}: {message}")
+
+    # --- following the feed (SPEC 7.2) ---------------------------------------------------------------------
+
+    async def _follow_feed(self) -> None:
+        headers = {"X-Instance-Id": self.identity.instance_id}
+        path = f"/registries/{self.identity.name}/events"
+        if self.state.cursor is None or time.monotonic() - self._last_reconcile > RECONCILE_EVERY_SECONDS:
+            status, body = await self.parent.control("GET", path, headers=headers)
+            self._check_feed_status(status, body)
+            head = int(body.get("next", 1))
+            await self.reconcile_all()
+            await self._save_cursor(head)
+        while True:
+            status, body = await self.parent.control(
+                "GET", path, headers=headers, read_timeout=LONG_POLL_SECONDS + self.parent.first_byte_timeout,
+                params={"cursor": str(self.state.cursor), "wait": str(LONG_POLL_SECONDS)})
+            if status == 410:
+                self.status.set("Sync", "Information", "CURSOR_EXPIRED",
+                                "the parent no longer had the events since the last sync (away longer than messageTtl): "
+                                "a full reconcile ran")
+                self.state.cursor = None
+                return
+            self._check_feed_status(status, body)
+            events = body.get("events") or []
+            if events:
+                self.state.syncing = True
+                try:
+                    for event in events:
+                        await self.downstream.apply_event(event)
+                finally:
+                    self.state.syncing = False
+            await self._save_cursor(int(body.get("next", self.state.cursor)))
+            if events:
+                self.state.last_sync_time = utc_timestamp()
+                self.state.syncs += 1
+            if time.monotonic() - self._last_reconcile > RECONCILE_EVERY_SECONDS:
+                return
+
+    def _check_feed_status(self, status: int, body: dict) -> None:
+        errors = body.get("errors") if isinstance(body.get("errors"), list) else [{}]
+        code = (errors[0] if errors else {}).get("code", "")
+        if status == 200:
+            self._parent_answered()
+            return
+        if code in ("DEACTIVATED", "ALREADY_ACTIVE"):
+            message = (errors[0] or {}).get("message", code)
+            self.status.set("Parent", "Error", code, message)
+            raise ActivationRefused(code, message, retry=code == "ALREADY_ACTIVE")
+        if status in (401, 403):
+            raise ParentError("auth", f"parent refused the event feed ({status}): the sync token needs "
+                                      f"gateway/{self.identity.name}/message/read", status=status)
+        raise ParentError("unreachable" if status >= 500 else "protocol", f"event feed answered {status}", status=status)
+
+    async def _save_cursor(self, cursor: int) -> None:
+        if cursor != self.state.cursor:
+            self.state.cursor = cursor
+            await self.store.control.set("cursor", str(cursor))
+
+    # --- full reconcile ------------------------------------------------------------------------------------
+
+    async def repositories_in_scope(self) -> list[str]:
+        exact = [pattern for pattern in self.identity.repositories if not pattern.endswith("*")]
+        patterns = [pattern for pattern in self.identity.repositories if pattern.endswith("*")]
+        found = set(exact)
+        if patterns:
+            catalog = await self._parent_catalog()
+            if catalog is None:
+                self.status.set("Sync", "Warning", "CATALOG_REFUSED",
+                                f"the parent refused its catalog, so the patterns {', '.join(patterns)} cannot be "
+                                "expanded; exact repository names still sync")
+            else:
+                self.status.clear("CATALOG_REFUSED")
+                found |= {name for name in catalog if any(repository_pattern_matches(p, name) for p in patterns)}
+        return sorted(found)
+
+    async def _parent_catalog(self) -> list[str] | None:
+        names: list[str] = []
+        path = "/v2/_catalog?n=1000"
+        while path:
+            async with await self.parent.request("GET", path, scope="registry:catalog:*") as response:
+                if response.status in (401, 403, 404):
+                    return None
+                if response.status != 200:
+                    raise ParentError("unreachable", f"catalog answered {response.status}", status=response.status)
+                document = await response.json(content_type=None)
+                link = response.headers.get("Link")
+            names += [n for n in document.get("repositories") or [] if isinstance(n, str)]
+            path = next_link(link, self.parent.endpoint)
+        return names
+
+    async def reconcile_all(self) -> None:
+        self.state.syncing = True
+        try:
+            for repository in await self.repositories_in_scope():
+                await self.downstream.reconcile_repository(repository)
+        finally:
+            self.state.syncing = False
+        self._parent_answered()
+        self._last_reconcile = time.monotonic()
+        self.state.last_sync_time = utc_timestamp()
+        self.state.syncs += 1

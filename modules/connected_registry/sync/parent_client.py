@@ -1,0 +1,248 @@
+"""The only way to the parent (SPEC 3, 7, 11): the OCI API and, on a connected parent, the control API.
+
+Authentication follows the parent's challenge: Bearer (a token fetched from the realm with the sync
+token's Basic credentials, cached per scope until it expires) or Basic. The control API takes Basic.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode, urljoin
+
+import aiohttp
+
+from connected_registry import __version__
+
+log = logging.getLogger("connected_registry.parent")
+
+MANIFEST_ACCEPT = ", ".join([
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+])
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class ParentError(Exception):
+    """The parent could not be used. `kind`: unreachable, auth, refused, protocol."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None, code: str | None = None) -> None:
+        self.kind, self.status, self.code = kind, status, code
+        super().__init__(message)
+
+
+@dataclass
+class ParentManifest:
+    body: bytes
+    media_type: str
+    digest: str | None  # as the parent named it (Docker-Content-Digest)
+
+
+class ParentClient:
+    def __init__(self, endpoint: str, token_name: str | None, password: str | None, *,
+                 connect_timeout: float = 3.0, first_byte_timeout: float = 10.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.token_name, self.password = token_name, password
+        self.connect_timeout, self.first_byte_timeout = connect_timeout, first_byte_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (bearer token, expiry)
+        self._basic_only = False
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
+                                              sock_read=self.first_byte_timeout),
+                headers={"User-Agent": f"connected-registry/{__version__}"},
+                trust_env=True,  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY (SPEC 3)
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _basic(self) -> str | None:
+        if not self.token_name:
+            return None
+        raw = f"{self.token_name}:{self.password or ''}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    # --- requests with the parent's auth ---------------------------------------------------------
+
+    async def request(self, method: str, path: str, *, scope: str | None = None, basic: bool = False,
+                      headers: dict | None = None, **kwargs) -> aiohttp.ClientResponse:
+        """A response the caller must release (use `async with`), after at most one auth retry."""
+        url = path if path.startswith("http") else f"{self.endpoint}{path}"
+        for attempt in range(2):
+            sent = dict(headers or {})
+            authorization = self._basic() if (basic or self._basic_only) else self._cached_bearer(scope)
+            if authorization:
+                sent["Authorization"] = authorization
+            try:
+                response = await self.session.request(method, url, headers=sent, allow_redirects=False, **kwargs)
+            except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
+                raise ParentError("unreachable", f"parent {self.endpoint} is unreachable: {error}") from None
+            if response.status != 401 or attempt == 1:
+                return response
+            challenge = response.headers.get("WWW-Authenticate", "")
+            response.release()
+            await self._answer_challenge(challenge, scope)
+        raise AssertionError("unreachable")
+
+    def _cached_bearer(self, scope: str | None) -> str | None:
+        cached = self._tokens.get(scope or "")
+        if cached and cached[1] > time.monotonic():
+            return f"Bearer {cached[0]}"
+        return None
+
+    async def _answer_challenge(self, challenge: str, scope: str | None) -> None:
+        scheme = challenge.split(" ", 1)[0].lower()
+        if scheme == "basic":
+            self._basic_only = True
+            return
+        if scheme != "bearer":
+            raise ParentError("auth", f"parent {self.endpoint} asked for unsupported authentication {challenge[:60]!r}")
+        params = dict(_CHALLENGE_PARAM.findall(challenge))
+        realm = params.get("realm")
+        if not realm:
+            raise ParentError("auth", f"parent {self.endpoint} sent a Bearer challenge without a realm")
+        query = {"service": params.get("service", "")}
+        if scope or params.get("scope"):
+            query["scope"] = scope or params["scope"]
+        headers = {"Authorization": self._basic()} if self._basic() else {}
+        try:
+            async with self.session.get(f"{realm}?{urlencode(query)}", headers=headers) as response:
+                if response.status in (401, 403):
+                    raise ParentError("auth", f"parent {self.endpoint} refused the sync token {self.token_name!r} "
+                                              f"({response.status}): check SyncTokenPassword in "
+                                              "ACR_REGISTRY_CONNECTION_STRING", status=response.status)
+                if response.status != 200:
+                    raise ParentError("protocol", f"token service {realm} answered {response.status}")
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
+            raise ParentError("unreachable", f"token service {realm} is unreachable: {error}") from None
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise ParentError("protocol", f"token service {realm} sent no token")
+        lifetime = float(body.get("expires_in") or 60)
+        self._tokens[scope or ""] = (token, time.monotonic() + max(lifetime - 30, 10))
+
+    # --- the control API (connected parents) ----------------------------------------------------------
+
+    async def control(self, method: str, path: str, *, body: dict | None = None, params: dict | None = None,
+                      headers: dict | None = None, read_timeout: float | None = None) -> tuple[int, dict]:
+        kwargs: dict = {"params": params or {}}
+        if body is not None:
+            kwargs["json"] = body
+        if read_timeout is not None:
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout, sock_read=read_timeout)
+        try:
+            async with await self.request(method, f"/acr/connected/v1{path}", basic=True, headers=headers,
+                                          **kwargs) as response:
+                text = await response.read()
+        except TimeoutError:
+            raise ParentError("unreachable", f"parent {self.endpoint} did not answer {path} in time") from None
+        try:
+            document = json.loads(text) if text else {}
+        except ValueError:
+            document = {}
+        return response.status, document if isinstance(document, dict) else {}
+
+    async def is_connected_parent(self) -> bool:
+        try:
+            async with self.session.get(f"{self.endpoint}/acr/connected/v1/info") as response:
+                if response.status != 200:
+                    return False
+                document = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            return False
+        return isinstance(document, dict) and document.get("kind") == "connected-registry"
+
+    # --- the OCI API -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def pull_scope(repository: str) -> str:
+        return f"repository:{repository}:pull"
+
+    async def get_manifest(self, repository: str, reference: str) -> ParentManifest | None:
+        async with await self.request("GET", f"/v2/{repository}/manifests/{reference}",
+                                      scope=self.pull_scope(repository), headers={"Accept": MANIFEST_ACCEPT}) as response:
+            if response.status == 404:
+                return None
+            self._raise_for(response, f"manifest {repository}:{reference}")
+            body = await response.read()
+            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+            return ParentManifest(body, media_type, response.headers.get("Docker-Content-Digest"))
+
+    async def list_tags(self, repository: str) -> list[str] | None:
+        """Every tag, following Link; None when the repository is unknown at the parent."""
+        tags: list[str] = []
+        path = f"/v2/{repository}/tags/list?n=1000"
+        while path:
+            async with await self.request("GET", path, scope=self.pull_scope(repository)) as response:
+                if response.status == 404:
+                    return None
+                self._raise_for(response, f"tags of {repository}")
+                document = await response.json(content_type=None)
+                link = response.headers.get("Link")
+            page = document.get("tags") or []
+            if not isinstance(page, list):
+                raise ParentError("protocol", f"parent sent a malformed tag list for {repository}")
+            tags += [tag for tag in page if isinstance(tag, str)]
+            path = next_link(link, self.endpoint)
+        return tags
+
+    async def referrers(self, repository: str, digest: str) -> list[dict] | None:
+        """Descriptors of the manifests whose subject is `digest`; None when the parent has no referrers API."""
+        async with await self.request("GET", f"/v2/{repository}/referrers/{digest}",
+                                      scope=self.pull_scope(repository)) as response:
+            if response.status in (404, 405):
+                return None
+            self._raise_for(response, f"referrers of {repository}@{digest}")
+            document = await response.json(content_type=None)
+        manifests = document.get("manifests") if isinstance(document, dict) else None
+        return [m for m in manifests if isinstance(m, dict)] if isinstance(manifests, list) else []
+
+    async def open_blob(self, repository: str, digest: str) -> aiohttp.ClientResponse:
+        """A streaming response for a blob; redirects (Azure data endpoints) followed without Authorization."""
+        response = await self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=self.pull_scope(repository))
+        hops = 0
+        while response.status in (301, 302, 303, 307, 308) and hops < 5:
+            location = urljoin(str(response.url), response.headers.get("Location", ""))
+            response.release()
+            try:
+                response = await self.session.get(location, allow_redirects=False)
+            except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
+                raise ParentError("unreachable", f"blob redirect {location[:80]} is unreachable: {error}") from None
+            hops += 1
+        if response.status != 200:
+            status = response.status
+            response.release()
+            kind = "refused" if status in (401, 403, 404) else "protocol"
+            raise ParentError(kind, f"parent answered {status} for blob {repository}@{digest}", status=status)
+        return response
+
+    def _raise_for(self, response: aiohttp.ClientResponse, what: str) -> None:
+        if response.status < 300:
+            return
+        kind = "auth" if response.status in (401, 403) else "unreachable" if response.status >= 500 else "refused"
+        raise ParentError(kind, f"parent {self.endpoint} answered {response.status} for {what}", status=response.status)
+
+
+def next_link(link: str | None, endpoint: str) -> str | None:
+    if not link:
+        return None
+    match = re.match(r"\s*<([^>]+)>\s*;\s*rel=\"?next\"?", link)
+    if not match:
+        return None
+    target = match.group(1)
+    return target if target.startswith("/") else urljoin(endpoint + "/", target)

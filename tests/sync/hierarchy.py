@@ -1,0 +1,84 @@
+"""Hierarchies of real instances on loopback ports, configured with tokens as an operator would."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from connected_registry.auth.passwords import hash_password
+from tests.support.processes import RegistryProcess
+
+WRITER = ("writer1", "writer-password")
+READER = ("reader1", "reader-password")
+
+_HASHES: dict[str, str] = {}
+
+
+def token(password: str, actions: list[str]) -> dict:
+    if password not in _HASHES:  # scrypt is slow on purpose; reuse within a test run
+        _HASHES[password] = hash_password(password)
+    return {"passwordHashes": [_HASHES[password]], "actions": actions}
+
+
+def client_tokens() -> dict:
+    return {
+        WRITER[0]: token(WRITER[1], [f"repositories/*/{a}" for a in
+                                     ("content/read", "content/write", "content/delete", "metadata/read")]),
+        READER[0]: token(READER[1], ["repositories/*/content/read", "repositories/*/metadata/read"]),
+    }
+
+
+def sync_token_for(child: str, mode: str = "ReadOnly") -> tuple[str, str, dict]:
+    """The token a parent keeps for a child: its gateway actions and the repository actions its mode needs."""
+    name, password = f"{child}-sync", f"{child}-sync-password"
+    actions = [f"gateway/{child}/{a}" for a in ("config/read", "config/write", "message/read", "message/write")]
+    repository_actions = ["content/read", "metadata/read"]
+    if mode == "ReadWrite":
+        repository_actions += ["content/write", "content/delete", "metadata/write"]
+    actions += [f"repositories/*/{a}" for a in repository_actions]
+    return name, password, token(password, actions)
+
+
+@dataclass
+class Instance:
+    name: str
+    process: RegistryProcess
+    config_path: Path
+    document: dict
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    @property
+    def host(self) -> str:
+        return self.process.host
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_instance(base: Path, name: str, *, parent: Instance | None = None, mode: str = "ReadOnly",
+                   repositories: list[str] | None = None, children: list[tuple[str, str]] = (),
+                   extra: dict | None = None) -> Instance:
+    """An instance named `name`; with `parent`, its sync token must be in the parent's tokens (see `children`)."""
+    directory = base / name
+    directory.mkdir(parents=True, exist_ok=True)
+    tokens = client_tokens()
+    for child, child_mode in children:
+        sync_name, _, sync_entry = sync_token_for(child, child_mode)
+        tokens[sync_name] = sync_entry
+    document: dict = {"name": name, "mode": mode, "tokens": tokens, "repositories": repositories or ["*"]}
+    env = {}
+    if parent is not None:
+        sync_name, sync_password, _ = sync_token_for(name, mode)
+        document["parent"] = {"endpoint": parent.url, "syncToken": {"name": sync_name}}
+        env["ACR_REGISTRY_CONNECTION_STRING"] = (f"ConnectedRegistryName={name};SyncTokenName={sync_name};"
+                                                 f"SyncTokenPassword={sync_password};ParentGatewayEndpoint={parent.host};"
+                                                 "ParentEndpointProtocol=http")
+    document.update(extra or {})
+    config_path = directory / "desired.json"
+    config_path.write_text(json.dumps(document))
+    process = RegistryProcess(directory / "data", extra_args=["--config", str(config_path)], env=env)
+    return Instance(name, process, config_path, document)
