@@ -100,7 +100,7 @@ class Runtime:
             access = OpenAccess()
         self.context = ApiContext(store=self.store, access=access, login_server=login_server, name=self.name,
                                   status_document=self.status_document, hierarchy=self.hierarchy,
-                                  on_sync_now=self.sync_now)
+                                  on_sync_now=self.sync_now, on_children_changed=self._children_changed)
         self.instance_id = self.store.control.instance_id()
         if self.settings is not None:
             self.apply_settings(self.settings)
@@ -137,7 +137,12 @@ class Runtime:
                               first_byte_timeout=duration_seconds(parent.firstByteTimeout))
         identity = SyncIdentity(self.name, self.mode, self.instance_id, device_id(), __version__,
                                 parent.syncProperties.messageTtl, list(self.settings.repositories))
-        return SyncEngine(self.store, client, identity, self.status, kind=parent.kind, report=self.status_document)
+        return SyncEngine(self.store, client, identity, self.status, kind=parent.kind, report=self.hierarchy,
+                          report_interval=duration_seconds(self.settings.reportInterval))
+
+    def _children_changed(self) -> None:
+        if self.engine is not None:
+            self.engine.report_soon()
 
     def sync_now(self) -> str:
         import uuid

@@ -97,6 +97,7 @@ async def child_status(request: web.Request) -> web.Response:
     if child is None or child.status != "Active":
         raise OciError("UNSUPPORTED", f"{name} is not active here: activate it first", status=409)
     await ctx.store.control.record_report(name, document, utc_timestamp())
+    ctx.on_children_changed()
     return web.Response(status=204)
 
 

@@ -203,8 +203,10 @@ class RegistryStore:
             pass
 
     async def put_manifest(
-        self, repository: str, reference: str, body: bytes, content_type: str | None, origin: str | None = None
+        self, repository: str, reference: str, body: bytes, content_type: str | None, origin: str | None = None,
+        from_parent: bool = False,
     ) -> PutResult:
+        """Store a manifest (and tag). `from_parent`: written by the sync, so nothing goes to the outbox."""
         if len(body) > MAX_MANIFEST_BYTES:
             raise OciError("MANIFEST_INVALID", "manifest is larger than the 4 MiB limit", status=413)
         if is_digest(reference):
@@ -229,7 +231,7 @@ class RegistryStore:
             created = not self.files.exists(digest)
             self.files.write_small(body, digest)
             try:
-                self._record_manifest(db, repository, digest, len(body), parsed, tag, origin, now)
+                self._record_manifest(db, repository, digest, len(body), parsed, tag, origin, now, from_parent)
             except BaseException:
                 if created:  # no row will name it: leave nothing behind
                     self.files.remove(digest)
@@ -274,6 +276,7 @@ class RegistryStore:
         tag: str | None,
         origin: str,
         now: float,
+        from_parent: bool = False,
     ) -> None:
         db.execute("INSERT OR IGNORE INTO repositories (name, created) VALUES (?, ?)", (repository, now))
         db.execute(
@@ -318,12 +321,14 @@ class RegistryStore:
                 )
                 self._event(db, "TagSet", repository, tag, digest, parsed.media_type, size, parsed.subject, origin, now)
                 changed = True
-        if changed:
+        if changed and not from_parent:
             self._outbox(db, repository, "PushManifest", tag, digest, now)
 
-    async def delete_manifest(self, repository: str, reference: str, origin: str | None = None) -> None:
+    async def delete_manifest(self, repository: str, reference: str, origin: str | None = None,
+                              from_parent: bool = False) -> None:
         """By digest: the manifest and its tags go (ManifestDeleted). By tag: only the tag (TagDeleted)."""
         origin = origin or self.origin
+        outbox = self._outbox if not from_parent else (lambda *args: None)
         now = time.time()
         if not is_digest(reference):
             validate_tag(reference, "MANIFEST_UNKNOWN")
@@ -340,7 +345,7 @@ class RegistryStore:
                 db.execute("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?", (repository, reference))
                 db.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, reference))
                 self._event(db, "ManifestDeleted", repository, None, reference, row[0], row[1], row[2], origin, now)
-                self._outbox(db, repository, "DeleteManifest", None, reference, now)
+                outbox(db, repository, "DeleteManifest", None, reference, now)
             else:
                 row = db.execute(
                     "SELECT t.digest, m.media_type, m.size FROM tags t JOIN manifests m "
@@ -351,7 +356,7 @@ class RegistryStore:
                     raise OciError("MANIFEST_UNKNOWN", f"tag {reference} is not in repository {repository}")
                 db.execute("DELETE FROM tags WHERE repository = ? AND tag = ?", (repository, reference))
                 self._event(db, "TagDeleted", repository, reference, row[0], row[1], row[2], None, origin, now)
-                self._outbox(db, repository, "DeleteTag", reference, row[0], now)
+                outbox(db, repository, "DeleteTag", reference, row[0], now)
 
         try:
             await self.metadata.write(delete)
@@ -383,6 +388,27 @@ class RegistryStore:
         )
         keys = ("seq", "type", "repository", "tag", "digest", "mediaType", "size", "subject", "origin", "time")
         return [{k: v for k, v in zip(keys, row) if v is not None} for row in rows]
+
+    async def finish_outbox_entry(self, entry_id: int) -> None:
+        await self.metadata.write(lambda db: db.execute("DELETE FROM outbox WHERE id = ?", (entry_id,)))
+
+    async def park_outbox_entry(self, entry_id: int, error: str) -> None:
+        await self.metadata.write(lambda db: db.execute(
+            "UPDATE outbox SET state = 'parked', attempts = attempts + 1, last_error = ? WHERE id = ?",
+            (error[:2000], entry_id)))
+
+    async def retry_outbox_entry(self, entry_id: int) -> bool:
+        return await self.metadata.write(lambda db: db.execute(
+            "UPDATE outbox SET state = 'pending', last_error = NULL WHERE id = ? AND state = 'parked'",
+            (entry_id,)).rowcount == 1)
+
+    async def drop_outbox_entry(self, entry_id: int) -> bool:
+        return await self.metadata.write(lambda db: db.execute("DELETE FROM outbox WHERE id = ?", (entry_id,)).rowcount == 1)
+
+    def undelivered_tag(self, repository: str, tag: str) -> bool:
+        """A local write of this tag the parent has not acknowledged yet (its events wait, SPEC 7.3)."""
+        return self.metadata.read_one("SELECT 1 FROM outbox WHERE repository = ? AND tag = ? LIMIT 1",
+                                      (repository, tag)) is not None
 
     def outbox(self) -> list[dict]:
         rows = self.metadata.read(

@@ -59,7 +59,8 @@ class Downstream:
                 await self.copy_manifest(repository, child.digest, origin=origin, seen=seen)
             for blob in parsed.blobs:
                 await self.ensure_blob(repository, blob.digest)
-        await self.store.put_manifest(repository, tag or digest, fetched.body, fetched.media_type, origin=origin)
+        await self.store.put_manifest(repository, tag or digest, fetched.body, fetched.media_type, origin=origin,
+                                      from_parent=True)
         await self.copy_referrers(repository, digest, origin, seen)
         return digest
 
@@ -83,7 +84,7 @@ class Downstream:
                 await self.copy_manifest(repository, child, origin=origin, seen=seen)
         if fallback is not None:  # keep the schema's index too, so children of a plain parent find it
             await self.store.put_manifest(repository, digest.replace(":", "-", 1), fallback.body,
-                                          fallback.media_type, origin=origin)
+                                          fallback.media_type, origin=origin, from_parent=True)
 
     async def ensure_blob(self, repository: str, digest: str) -> None:
         if self.store.blob_size(repository, digest) is not None:
@@ -113,6 +114,8 @@ class Downstream:
         digest, tag, origin = event.get("digest", ""), event.get("tag"), event.get("origin")
         if not self.in_scope(repository) or not is_digest(digest):
             return
+        if tag and self.store.undelivered_tag(repository, tag):
+            return  # our own write of this tag goes up first; the parent's answer to it comes back as an event
         if kind == "TagSet" and tag:
             await self.copy_manifest(repository, digest, tag=tag, origin=origin)
         elif kind == "ManifestPut":
@@ -120,10 +123,10 @@ class Downstream:
         elif kind == "TagDeleted" and tag:
             record = self.store.get_manifest(repository, tag)
             if record is not None and record.digest == digest:
-                await self.store.delete_manifest(repository, tag, origin=origin)
+                await self.store.delete_manifest(repository, tag, origin=origin, from_parent=True)
         elif kind == "ManifestDeleted":
             if self.store.get_manifest(repository, digest) is not None:
-                await self.store.delete_manifest(repository, digest, origin=origin)
+                await self.store.delete_manifest(repository, digest, origin=origin, from_parent=True)
 
     # --- full reconcile -------------------------------------------------------------------------------
 
@@ -133,13 +136,15 @@ class Downstream:
         if tags is None:
             return  # unknown at the parent: nothing to copy, and not a signal to delete
         for tag in tags:
+            if self.store.undelivered_tag(repository, tag):
+                continue
             fetched_digest = await self.copy_manifest(repository, tag, tag=tag)
             if fetched_digest is None:
                 log.info("tag %s:%s vanished at the parent during the reconcile", repository, tag)
         present = set(tags)
         for local in self.store.list_tags(repository, None, None):
-            if local not in present and not _is_referrers_tag(local):
-                await self.store.delete_manifest(repository, local)
+            if local not in present and not _is_referrers_tag(local) and not self.store.undelivered_tag(repository, local):
+                await self.store.delete_manifest(repository, local, from_parent=True)
 
 
 def _is_referrers_tag(tag: str) -> bool:

@@ -16,6 +16,7 @@ from connected_registry.storage import RegistryStore
 from connected_registry.storage.registry import utc_timestamp
 from connected_registry.sync.downstream import Downstream
 from connected_registry.sync.parent_client import ParentClient, ParentError, next_link
+from connected_registry.sync.upstream import Upstream
 
 log = logging.getLogger("connected_registry.sync")
 
@@ -58,12 +59,15 @@ class SyncState:
 
 class SyncEngine:
     def __init__(self, store: RegistryStore, parent: ParentClient, identity: SyncIdentity, status: StatusBoard,
-                 kind: str = "auto", report: Callable[[], dict] | None = None) -> None:
+                 kind: str = "auto", report: Callable[[], dict] | None = None, report_interval: float = 300) -> None:
         self.store, self.parent, self.identity, self.status = store, parent, identity, status
         self.kind = kind
         self.report = report or (lambda: {})
+        self.report_interval = report_interval
+        self._report_wanted = asyncio.Event()
         self.state = SyncState()
         self.downstream = Downstream(store, parent, identity.repositories)
+        self.upstream = Upstream(store, parent, status)
         saved = store.control.get("cursor")
         self.state.cursor = int(saved) if saved else None
         self._last_reconcile = 0.0
@@ -74,7 +78,10 @@ class SyncEngine:
         backoff = 1.0
         while True:
             try:
-                await self._iteration()
+                try:
+                    await self._iteration()
+                except BaseExceptionGroup as group:  # from the feed and upload tasks: handle the first
+                    raise group.exceptions[0] from None
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
@@ -104,6 +111,10 @@ class SyncEngine:
     def sync_now(self) -> None:
         self.state.wake.set()
 
+    def report_soon(self) -> None:
+        """Something below changed (a child activated or reported): tell the parent without waiting."""
+        self._report_wanted.set()
+
     def _parent_failed(self, error: ParentError) -> None:
         self.state.online = False
         self.state.errors += 1
@@ -132,7 +143,41 @@ class SyncEngine:
             return
         if self.state.activation != "Active":
             await self.activate()
-        await self._follow_feed()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._follow_feed_forever())
+            tasks.create_task(self._report_forever())
+            if self.identity.mode == "ReadWrite":
+                tasks.create_task(self._upload_forever())
+
+    async def _report_forever(self) -> None:
+        """This instance's reported document and its subtree go to the parent (SPEC 11), at most every 2 s."""
+        while True:
+            self._report_wanted.clear()
+            status, body = await self.parent.control("POST", f"/registries/{self.identity.name}/status",
+                                                     body=self.report())
+            if status != 204:
+                self._check_feed_status(status, body)
+            try:
+                await asyncio.wait_for(self._report_wanted.wait(), self.report_interval)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.sleep(2)  # coalesce bursts of reports from below
+
+    async def _follow_feed_forever(self) -> None:
+        while True:
+            await self._follow_feed()
+
+    async def _upload_forever(self) -> None:
+        """Drain the outbox whenever something was written here, and at least every few seconds."""
+        while True:
+            head = self.store.control.event_bounds()[1] - 1
+            if self.upstream.store.outbox():
+                self.state.syncing = True
+                try:
+                    await self.upstream.drain()
+                finally:
+                    self.state.syncing = False
+            await self.store.wait_for_events(head, 5)
 
     # --- activation (SPEC 6) ----------------------------------------------------------------------------
 

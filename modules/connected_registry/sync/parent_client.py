@@ -231,10 +231,76 @@ class ParentClient:
             raise ParentError(kind, f"parent answered {status} for blob {repository}@{digest}", status=status)
         return response
 
+    # --- writing (child to parent) --------------------------------------------------------------------
+
+    @staticmethod
+    def push_scope(repository: str) -> str:
+        return f"repository:{repository}:pull,push"
+
+    async def has_blob(self, repository: str, digest: str) -> bool:
+        async with await self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=self.push_scope(repository)) as r:
+            if r.status == 200:
+                return True
+            if r.status == 404:
+                return False
+            self._raise_for(r, f"blob {repository}@{digest}")
+            return False
+
+    async def mount_blob(self, repository: str, source: str, digest: str) -> bool:
+        scope = f"{self.push_scope(repository)} repository:{source}:pull"
+        async with await self.request("POST", f"/v2/{repository}/blobs/uploads/",
+                                      params={"mount": digest, "from": source}, scope=scope) as response:
+            if response.status == 201:
+                return True
+            if response.status == 202:  # not mountable: cancel the session the parent opened
+                location = response.headers.get("Location")
+                if location:
+                    async with await self.request("DELETE", urljoin(self.endpoint + "/", location),
+                                                  scope=self.push_scope(repository)):
+                        pass
+                return False
+            self._raise_for(response, f"mount of {digest} into {repository}")
+            return False
+
+    async def upload_blob(self, repository: str, digest: str, path: str, size: int) -> None:
+        scope = self.push_scope(repository)
+        async with await self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope) as response:
+            self._raise_for(response, f"upload to {repository}")
+            location = urljoin(self.endpoint + "/", response.headers.get("Location", ""))
+        separator = "&" if "?" in location else "?"
+        with open(path, "rb") as file:
+            async with await self.request("PUT", f"{location}{separator}digest={digest}", scope=scope, data=file,
+                                          headers={"Content-Type": "application/octet-stream",
+                                                   "Content-Length": str(size)}) as response:
+                self._raise_for(response, f"blob {digest} into {repository}")
+
+    async def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> None:
+        async with await self.request("PUT", f"/v2/{repository}/manifests/{reference}", data=body,
+                                      scope=self.push_scope(repository),
+                                      headers={"Content-Type": media_type}) as response:
+            if response.status >= 300:
+                detail = (await response.read())[:500].decode("utf-8", "replace")
+                self._raise_for(response, f"manifest {repository}:{reference} ({detail})")
+
+    async def delete_manifest(self, repository: str, reference: str) -> None:
+        """Idempotent: a reference the parent no longer has counts as deleted."""
+        scope = f"repository:{repository}:delete"
+        async with await self.request("DELETE", f"/v2/{repository}/manifests/{reference}", scope=scope) as response:
+            if response.status == 404:
+                return
+            if response.status >= 300:
+                detail = (await response.read())[:500].decode("utf-8", "replace")
+                self._raise_for(response, f"delete of {repository}:{reference} ({detail})")
+
     def _raise_for(self, response: aiohttp.ClientResponse, what: str) -> None:
         if response.status < 300:
             return
-        kind = "auth" if response.status in (401, 403) else "unreachable" if response.status >= 500 else "refused"
+        if response.status == 401:
+            kind = "auth"
+        elif response.status >= 500 or response.status == 429:
+            kind = "unreachable"
+        else:
+            kind = "refused"  # 400, 403, 404, 405, 413...: the parent will not take it
         raise ParentError(kind, f"parent {self.endpoint} answered {response.status} for {what}", status=response.status)
 
 

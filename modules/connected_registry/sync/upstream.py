@@ -1,0 +1,92 @@
+"""Child to parent (SPEC 7.3, ReadWrite): the outbox drained in commit order per repository, one entry
+at a time: missing blobs (HEAD, then a mount, then an upload), child manifests, the manifest, its tag.
+Delivery is at least once and idempotent; an entry the parent refuses for good is parked."""
+
+from __future__ import annotations
+
+import logging
+
+from connected_registry.oci.manifest import parse_manifest
+from connected_registry.status import StatusBoard
+from connected_registry.storage import RegistryStore
+from connected_registry.sync.parent_client import ParentClient, ParentError
+
+log = logging.getLogger("connected_registry.upstream")
+
+
+class Upstream:
+    def __init__(self, store: RegistryStore, parent: ParentClient, status: StatusBoard) -> None:
+        self.store, self.parent, self.status = store, parent, status
+        self.bytes_uploaded = 0
+
+    async def drain(self) -> int:
+        """Deliver every deliverable entry; returns how many were acknowledged. Transient failures raise."""
+        delivered = 0
+        blocked: set[str] = set()
+        for entry in self.store.outbox():
+            repository = entry["repository"]
+            if repository in blocked:
+                continue
+            if entry["state"] == "parked":
+                blocked.add(repository)  # later entries of this repository wait behind it
+                continue
+            try:
+                await self.deliver(entry)
+            except ParentError as error:
+                if error.kind != "refused":
+                    raise
+                reference = entry["tag"] or entry["digest"]
+                message = (f"the parent refused {entry['operation']} of {repository}:{reference}: {error}. "
+                           f"Later uploads of {repository} wait: `connected-registry outbox retry {entry['id']}` "
+                           f"or `outbox drop {entry['id']}`")
+                await self.store.park_outbox_entry(entry["id"], str(error))
+                self.status.set("Sync", "Error", "UPLOAD_REJECTED", message)
+                blocked.add(repository)
+                continue
+            await self.store.finish_outbox_entry(entry["id"])
+            delivered += 1
+        if not any(entry["state"] == "parked" for entry in self.store.outbox()):
+            self.status.clear("UPLOAD_REJECTED")
+        return delivered
+
+    async def deliver(self, entry: dict) -> None:
+        repository, operation = entry["repository"], entry["operation"]
+        if operation == "DeleteTag":
+            await self.parent.delete_manifest(repository, entry["tag"])
+        elif operation == "DeleteManifest":
+            await self.parent.delete_manifest(repository, entry["digest"])
+        else:
+            if not await self.push_manifest(repository, entry["digest"]):
+                return  # deleted locally since: a later entry says so
+            if entry["tag"]:
+                record = self.store.get_manifest(repository, entry["digest"])
+                await self.parent.put_manifest(repository, entry["tag"], record.body, record.media_type)
+
+    async def push_manifest(self, repository: str, digest: str) -> bool:
+        record = self.store.get_manifest(repository, digest)
+        if record is None:
+            return False
+        parsed = parse_manifest(record.body, record.media_type)
+        for child in parsed.manifests:
+            await self.push_manifest(repository, child.digest)
+        for blob in parsed.blobs:
+            await self.push_blob(repository, blob.digest)
+        await self.parent.put_manifest(repository, digest, record.body, record.media_type)
+        return True
+
+    async def push_blob(self, repository: str, digest: str) -> None:
+        if await self.parent.has_blob(repository, digest):
+            return
+        for source in self._other_repositories_with(repository, digest):
+            if await self.parent.mount_blob(repository, source, digest):
+                return
+        size = self.store.blob_size(repository, digest)
+        if size is None:
+            raise ParentError("refused", f"blob {digest} of {repository} is missing locally")
+        await self.parent.upload_blob(repository, digest, self.store.blob_path(digest), size)
+        self.bytes_uploaded += size
+
+    def _other_repositories_with(self, repository: str, digest: str) -> list[str]:
+        rows = self.store.metadata.read(
+            "SELECT repository FROM repository_blobs WHERE digest = ? AND repository != ? LIMIT 3", (digest, repository))
+        return [row[0] for row in rows]

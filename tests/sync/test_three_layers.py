@@ -1,0 +1,97 @@
+"""root -> middle (ReadWrite) -> leaf (ReadOnly), continuous, with real instances and skopeo (SPEC 5, 7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.http import basic, request
+from tests.support.layouts import make_image
+from tests.support.processes import wait_until
+from tests.sync.hierarchy import READER, WRITER, start_instance
+from tests.sync.test_downstream import manifest_at, skopeo_push
+
+
+@pytest.fixture
+def three_layers(tmp_path: Path):
+    root = start_instance(tmp_path, "factory-root", children=[("plant-middle", "ReadWrite")])
+    middle = start_instance(tmp_path, "plant-middle", parent=root, mode="ReadWrite", repositories=["factory/*"],
+                            children=[("line1-leaf", "ReadOnly")])
+    leaf = start_instance(tmp_path, "line1-leaf", parent=middle, repositories=["factory/*"])
+    try:
+        yield root, middle, leaf
+    finally:
+        for instance in (leaf, middle, root):
+            instance.stop()
+
+
+def digest_at(instance, repository: str, reference: str) -> str | None:
+    reply = manifest_at(instance, repository, reference)
+    return reply.headers["Docker-Content-Digest"] if reply else None
+
+
+def test_pushes_at_the_root_and_at_the_middle_reach_every_layer(three_layers, tmp_path: Path):
+    root, middle, leaf = three_layers
+    layout = tmp_path / "layout"
+    from_root = make_image(layout, "root")
+    from_middle = make_image(layout, "middle")
+
+    skopeo_push(layout, "root", root, "factory/app:root")
+    wait_until(lambda: digest_at(leaf, "factory/app", "root") == from_root, timeout=40, what="root's push at the leaf")
+
+    skopeo_push(layout, "middle", middle, "factory/app:middle")
+    wait_until(lambda: digest_at(root, "factory/app", "middle") == from_middle, timeout=40,
+               what="the middle's push at the root")
+    wait_until(lambda: digest_at(leaf, "factory/app", "middle") == from_middle, timeout=40,
+               what="the middle's push at the leaf")
+    wait_until(lambda: request(f"{middle.url}/acr/connected/v1/status", headers=basic(*READER)).json()
+               ["sync"]["pendingUploads"] == 0, what="the middle's outbox drained")
+
+
+def test_the_middle_keeps_taking_pushes_while_the_root_is_away_and_converges(three_layers, tmp_path: Path):
+    root, middle, leaf = three_layers
+    layout = tmp_path / "layout"
+    first, second = make_image(layout, "a"), make_image(layout, "b")
+    root.process.stop()
+
+    skopeo_push(layout, "a", middle, "factory/app:t")
+    reply = request(f"{middle.url}/v2/factory/app/manifests/t", "DELETE", headers=basic(*WRITER))
+    assert reply.status == 202
+    skopeo_push(layout, "b", middle, "factory/app:t")
+    status = wait_until(lambda: (lambda s: s if s["connectionState"] == "Offline" else None)(
+        request(f"{middle.url}/acr/connected/v1/status", headers=basic(*READER)).json()), what="the middle Offline")
+    assert status["sync"]["pendingUploads"] == 3
+
+    root.process.restart()
+    wait_until(lambda: digest_at(root, "factory/app", "t") == second and request(
+        f"{middle.url}/acr/connected/v1/status", headers=basic(*READER)).json()["sync"]["pendingUploads"] == 0,
+        timeout=60, what="the outbox delivered in commit order")
+    assert digest_at(root, "factory/app", first) == first  # the first push arrived too
+    assert digest_at(middle, "factory/app", "t") == second
+    wait_until(lambda: digest_at(leaf, "factory/app", "t") == second, timeout=40, what="t=B at the leaf")
+
+
+def test_the_leaf_refuses_pushes_and_the_root_sees_the_tree(three_layers, tmp_path: Path):
+    root, middle, leaf = three_layers
+    refused = request(f"{leaf.url}/v2/factory/app/blobs/uploads/", "POST", headers=basic(*WRITER))
+    assert refused.status == 403
+    layout = tmp_path / "layout"
+    make_image(layout, "x")
+    skopeo_push(layout, "x", root, "factory/app:x")
+    wait_until(lambda: digest_at(leaf, "factory/app", "x"), timeout=40, what="the image at the leaf")
+
+    def tree():
+        node = request(f"{root.url}/acr/connected/v1/registries", headers=basic(*READER)).json()
+        children = node["children"]
+        if len(children) != 1 or children[0]["activation"]["status"] != "Active":
+            return None
+        grandchildren = children[0]["children"]
+        if len(grandchildren) != 1 or grandchildren[0]["name"] != "line1-leaf":
+            return None
+        return node
+
+    node = wait_until(tree, timeout=60, what="both layers in the root's hierarchy view")
+    assert node["children"][0]["name"] == "plant-middle"
+    assert json.dumps(node).count('"Active"') >= 3
