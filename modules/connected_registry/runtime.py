@@ -264,6 +264,9 @@ class Runtime:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.engine is not None:
             await self.engine.parent.close()
+        if self.store is not None:  # children's long polls answer now rather than hold the shutdown
+            self.store.closing = True
+            self.store.after_change()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.store is not None:

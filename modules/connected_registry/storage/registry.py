@@ -83,6 +83,7 @@ class RegistryStore:
         self._manifest_cache: OrderedDict[tuple[str, str], ManifestRecord] = OrderedDict()
         self._manifest_cache_bytes = 0
         self._events_written: asyncio.Event | None = None
+        self.closing = False  # set at shutdown: long polls answer at once
         self.control = ControlState(self.metadata)
 
     def close(self) -> None:
@@ -192,6 +193,8 @@ class RegistryStore:
 
     async def wait_for_events(self, after: int, timeout: float) -> None:
         """Return when an event newer than `after` exists, or after `timeout` seconds."""
+        if self.closing:
+            return
         if self._events_written is None:
             self._events_written = asyncio.Event()
         signal = self._events_written
