@@ -60,6 +60,108 @@ def cmd_gc(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _call(arguments: argparse.Namespace, method: str, path: str) -> tuple[int, dict]:
+    """One request to a running instance with the operator's credentials (flags or environment)."""
+    import base64
+    import os
+    import urllib.error
+    import urllib.request
+
+    username = arguments.username or os.environ.get("CONNECTED_REGISTRY_USERNAME")
+    password = arguments.password or os.environ.get("CONNECTED_REGISTRY_PASSWORD")
+    request = urllib.request.Request(arguments.registry.rstrip("/") + path, method=method, data=b"" if method != "GET" else None)
+    if username:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = response.read()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        body, status = error.read(), error.code
+    except (urllib.error.URLError, OSError) as error:
+        raise SystemExit(f"error: cannot reach {arguments.registry}: {getattr(error, 'reason', error)}") from None
+    try:
+        document = json.loads(body) if body else {}
+    except ValueError:
+        document = {"raw": body[:500].decode("utf-8", "replace")}
+    return status, document if isinstance(document, dict) else {"value": document}
+
+
+def _fail(status: int, document: dict, what: str) -> int:
+    errors = document.get("errors") or [{}]
+    message = errors[0].get("message") if isinstance(errors, list) and errors else None
+    print(f"error: {what} failed ({status}): {message or document}", file=sys.stderr)
+    return 1
+
+
+def cmd_deactivate(arguments: argparse.Namespace) -> int:
+    status, document = _call(arguments, "POST", f"/acr/connected/v1/registries/{arguments.name}/deactivate")
+    if status != 200:
+        return _fail(status, document, f"deactivating {arguments.name}")
+    print(f"{arguments.name} is Inactive at {arguments.registry}; a new deployment of it can now activate. "
+          "The old instance stops syncing at its next call.")
+    return 0
+
+
+def cmd_sync_now(arguments: argparse.Namespace) -> int:
+    status, document = _call(arguments, "POST", "/acr/connected/v1/sync")
+    if status != 202:
+        return _fail(status, document, "sync-now")
+    print(f"sync started (operation {document.get('operationId')})")
+    return 0
+
+
+def cmd_outbox(arguments: argparse.Namespace) -> int:
+    if arguments.action == "list":
+        status, document = _call(arguments, "GET", "/acr/connected/v1/outbox")
+        if status != 200:
+            return _fail(status, document, "outbox list")
+        entries = document.get("entries", [])
+        if arguments.json:
+            print(json.dumps(entries, indent=2))
+        elif not entries:
+            print("the outbox is empty: every local push and delete reached the parent")
+        else:
+            print(f"{'ID':>6}  {'STATE':8}  {'OPERATION':14}  REFERENCE")
+            for entry in entries:
+                reference = f"{entry['repository']}:{entry['tag']}" if entry["tag"] else f"{entry['repository']}@{entry['digest']}"
+                print(f"{entry['id']:>6}  {entry['state']:8}  {entry['operation']:14}  {reference}")
+                if entry.get("lastError"):
+                    print(f"{'':>6}  {'':8}  refused: {entry['lastError']}")
+        return 0
+    if arguments.entry is None:
+        raise SystemExit(f"error: outbox {arguments.action} needs an entry id (see `outbox list`)")
+    method, path = ("POST", f"/acr/connected/v1/outbox/{arguments.entry}/retry") if arguments.action == "retry" \
+        else ("DELETE", f"/acr/connected/v1/outbox/{arguments.entry}")
+    status, document = _call(arguments, method, path)
+    if status not in (200, 204):
+        return _fail(status, document, f"outbox {arguments.action}")
+    print(f"entry {arguments.entry}: {'queued again' if arguments.action == 'retry' else 'dropped'}")
+    return 0
+
+
+def cmd_reset_identity(arguments: argparse.Namespace) -> int:
+    from connected_registry.runtime import default_data_dir
+    from connected_registry.storage import RegistryStore
+
+    store = RegistryStore(arguments.data or default_data_dir())
+    try:
+        old = store.control.get("instanceId")
+        new = store.control.reset_identity()
+        store.metadata.transaction(lambda db: db.execute("DELETE FROM state WHERE key = 'cursor'"))
+    finally:
+        store.close()
+    print(f"instanceId {old} -> {new}: this instance activates as new at its next start "
+          "(the name must be Inactive at the parent)")
+    return 0
+
+
+def _add_remote(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", default="http://127.0.0.1:8080", help="the instance (default http://127.0.0.1:8080)")
+    parser.add_argument("--username", help="token name (or CONNECTED_REGISTRY_USERNAME)")
+    parser.add_argument("--password", help="token password (or CONNECTED_REGISTRY_PASSWORD)")
+
+
 _REPOSITORY_ACTIONS = ("content/read", "content/write", "content/delete", "metadata/read", "metadata/write")
 _GATEWAY_ACTIONS = ("config/read", "config/write", "message/read", "message/write")
 
@@ -133,6 +235,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"a connected registry's name and its actions: {', '.join(_GATEWAY_ACTIONS)}")
     create.add_argument("--json", action="store_true", help='print {"name", "password", "token"} as JSON')
     create.set_defaults(handler=cmd_token_create)
+
+    deactivate = commands.add_parser(
+        "deactivate", help="deactivate child NAME at the parent given by --registry",
+        description="Make a child's name Inactive at its parent and revoke its instance, so a new deployment "
+        "can activate. The token needs gateway/NAME/config/write (the child's sync token has it).")
+    deactivate.add_argument("name", help="the child's connected registry name")
+    _add_remote(deactivate)
+    deactivate.set_defaults(handler=cmd_deactivate)
+
+    reset = commands.add_parser(
+        "reset-identity", help="give a deactivated instance a new instanceId (it must not be running)",
+        description="Give the instance whose data is in --data DIR a new instanceId, so it can activate again "
+        "after `deactivate`. Stop the instance first.")
+    reset.add_argument("--data", metavar="DIR", help="data directory (default: $ACR_REGISTRY_DATA_VOLUME or /var/acr/data)")
+    reset.set_defaults(handler=cmd_reset_identity)
+
+    sync_now = commands.add_parser("sync-now", help="start a sync at once on a running instance",
+                                   description="Start a sync now, outside any window. The token needs "
+                                   "gateway/<the instance's name>/config/write.")
+    _add_remote(sync_now)
+    sync_now.set_defaults(handler=cmd_sync_now)
+
+    outbox = commands.add_parser(
+        "outbox", help="the upload queue of a ReadWrite instance: list, retry or drop entries",
+        description="Local pushes and deletes waiting to go to the parent. An entry the parent refused is "
+        "parked and holds back later entries of its repository: retry it once fixed, or drop it.")
+    outbox.add_argument("action", choices=["list", "retry", "drop"])
+    outbox.add_argument("entry", nargs="?", type=int, help="entry id, for retry and drop")
+    outbox.add_argument("--json", action="store_true", help="list as JSON")
+    _add_remote(outbox)
+    outbox.set_defaults(handler=cmd_outbox)
 
     gc = commands.add_parser(
         "gc",

@@ -10,6 +10,7 @@ from connected_registry.auth.passwords import hash_password
 from tests.support.processes import RegistryProcess
 
 WRITER = ("writer1", "writer-password")
+OPERATOR = ("operator1", "operator-password")
 READER = ("reader1", "reader-password")
 
 _HASHES: dict[str, str] = {}
@@ -61,11 +62,13 @@ class Instance:
 
 def start_instance(base: Path, name: str, *, parent: Instance | None = None, mode: str = "ReadOnly",
                    repositories: list[str] | None = None, children: list[tuple[str, str]] = (),
-                   extra: dict | None = None) -> Instance:
+                   extra: dict | None = None, directory_name: str | None = None) -> Instance:
     """An instance named `name`; with `parent`, its sync token must be in the parent's tokens (see `children`)."""
-    directory = base / name
+    directory = base / (directory_name or name)
     directory.mkdir(parents=True, exist_ok=True)
     tokens = client_tokens()
+    tokens[OPERATOR[0]] = token(OPERATOR[1], [f"gateway/{name}/config/read", f"gateway/{name}/config/write",
+                                              "repositories/*/metadata/read"])
     for child, child_mode in children:
         sync_name, _, sync_entry = sync_token_for(child, child_mode)
         tokens[sync_name] = sync_entry

@@ -83,7 +83,9 @@ async def deactivate(request: web.Request) -> web.Response:
     ctx = context(request)
     name = _child_name(request)
     await ctx.access.require_gateway(request, name, "config_write")
-    await ctx.store.control.deactivate(name)
+    if not await ctx.store.control.deactivate(name):
+        raise OciError("NAME_UNKNOWN", f"{name} has never activated here", status=404)
+    ctx.store.after_change()  # the old instance's long poll returns, and its next call learns it is DEACTIVATED
     return web.json_response({"status": "Inactive"})
 
 
@@ -143,6 +145,37 @@ async def sync_now(request: web.Request) -> web.Response:
     return web.json_response({"status": 202, "operationId": operation}, status=202)
 
 
+async def outbox_list(request: web.Request) -> web.Response:
+    ctx = context(request)
+    await ctx.access.require_gateway(request, ctx.name, "config_read")
+    return web.json_response({"entries": ctx.store.outbox()})
+
+
+async def outbox_retry(request: web.Request) -> web.Response:
+    ctx = context(request)
+    await ctx.access.require_gateway(request, ctx.name, "config_write")
+    if not await ctx.store.retry_outbox_entry(_entry_id(request)):
+        raise OciError("NAME_UNKNOWN", "no parked outbox entry with that id", status=404)
+    ctx.on_sync_now()
+    return web.json_response({"status": "pending"})
+
+
+async def outbox_drop(request: web.Request) -> web.Response:
+    ctx = context(request)
+    await ctx.access.require_gateway(request, ctx.name, "config_write")
+    if not await ctx.store.drop_outbox_entry(_entry_id(request)):
+        raise OciError("NAME_UNKNOWN", "no outbox entry with that id", status=404)
+    ctx.on_sync_now()
+    return web.Response(status=204)
+
+
+def _entry_id(request: web.Request) -> int:
+    raw = request.match_info["entry"]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise OciError("NAME_INVALID", "an outbox entry id is a number (see `connected-registry outbox list`)")
+    return int(raw)
+
+
 def add_routes(app: web.Application) -> None:
     base = "/acr/connected/v1"
     app.router.add_get(f"{base}/info", info)
@@ -153,3 +186,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{base}/registries", hierarchy)
     app.router.add_get(f"{base}/status", own_status)
     app.router.add_post(f"{base}/sync", sync_now)
+    app.router.add_get(f"{base}/outbox", outbox_list)
+    app.router.add_post(f"{base}/outbox/{{entry}}/retry", outbox_retry)
+    app.router.add_delete(f"{base}/outbox/{{entry}}", outbox_drop)

@@ -90,7 +90,8 @@ class SyncEngine:
                 if not refused.retry:
                     log.error("sync stopped: %s", refused)
                     return
-                await self._pause(MAX_BACKOFF_SECONDS)
+                await self._pause(backoff)  # retried with backoff, at most every 60 s (SPEC 6)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except ParentError as error:
                 self._parent_failed(error)
                 await self._pause(backoff)

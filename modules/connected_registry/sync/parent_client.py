@@ -295,7 +295,7 @@ class ParentClient:
     def _raise_for(self, response: aiohttp.ClientResponse, what: str) -> None:
         if response.status < 300:
             return
-        if response.status == 401:
+        if response.status == 401 and "insufficient_scope" not in response.headers.get("WWW-Authenticate", ""):
             kind = "auth"
         elif response.status >= 500 or response.status == 429:
             kind = "unreachable"
