@@ -60,10 +60,11 @@ class Instance:
         self.process.stop()
 
 
-def start_instance(base: Path, name: str, *, parent: Instance | None = None, mode: str = "ReadOnly",
+def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly",
                    repositories: list[str] | None = None, children: list[tuple[str, str]] = (),
                    extra: dict | None = None, directory_name: str | None = None) -> Instance:
-    """An instance named `name`; with `parent`, its sync token must be in the parent's tokens (see `children`)."""
+    """An instance named `name`. `parent`: an Instance (its tokens must include this one's sync token, see
+    `children`) or any registry with `url` and `host` (a plain parent)."""
     directory = base / (directory_name or name)
     directory.mkdir(parents=True, exist_ok=True)
     tokens = client_tokens()

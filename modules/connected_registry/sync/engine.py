@@ -138,9 +138,11 @@ class SyncEngine:
             self.status.set("Parent", "Warning", "PARENT_NOT_CONNECTED",
                             f"{self.parent.endpoint} is a plain OCI registry: content syncs, but there is no activation "
                             "or event feed")
-            await self.reconcile_all()
-            self.state.activation, self.state.activated_since = "Active", self.state.activated_since or utc_timestamp()
-            await self._pause(PLAIN_PARENT_INTERVAL)
+            self.upstream.plain_parent = True
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._reconcile_forever())
+                if self.identity.mode == "ReadWrite":
+                    tasks.create_task(self._upload_forever())
             return
         if self.state.activation != "Active":
             await self.activate()
@@ -163,6 +165,14 @@ class SyncEngine:
             except asyncio.TimeoutError:
                 pass
             await asyncio.sleep(2)  # coalesce bursts of reports from below
+
+    async def _reconcile_forever(self) -> None:
+        """A plain parent has no feed: reconcile every minute (and at once on sync-now)."""
+        while True:
+            await self.reconcile_all()
+            if self.state.activation != "Active":  # authenticated: as Active as a plain parent allows (SPEC 6)
+                self.state.activation, self.state.activated_since = "Active", utc_timestamp()
+            await self._pause(PLAIN_PARENT_INTERVAL)
 
     async def _follow_feed_forever(self) -> None:
         while True:

@@ -4,9 +4,10 @@ Delivery is at least once and idempotent; an entry the parent refuses for good i
 
 from __future__ import annotations
 
+import json
 import logging
 
-from connected_registry.oci.manifest import parse_manifest
+from connected_registry.oci.manifest import OCI_INDEX, parse_manifest
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore
 from connected_registry.sync.parent_client import ParentClient, ParentError
@@ -18,6 +19,7 @@ class Upstream:
     def __init__(self, store: RegistryStore, parent: ParentClient, status: StatusBoard) -> None:
         self.store, self.parent, self.status = store, parent, status
         self.bytes_uploaded = 0
+        self.plain_parent = False  # no referrers API there: keep its referrers tag schema up to date
 
     async def drain(self) -> int:
         """Deliver every deliverable entry; returns how many were acknowledged. Transient failures raise."""
@@ -72,7 +74,33 @@ class Upstream:
         for blob in parsed.blobs:
             await self.push_blob(repository, blob.digest)
         await self.parent.put_manifest(repository, digest, record.body, record.media_type)
+        if parsed.subject and self.plain_parent:
+            await self._add_to_referrers_tag(repository, parsed.subject, digest, record, parsed.artifact_type,
+                                             parsed.annotations)
         return True
+
+    async def _add_to_referrers_tag(self, repository: str, subject: str, digest: str, record, artifact_type,
+                                    annotations) -> None:
+        """The OCI referrers tag schema: `<alg>-<hex>` of the subject names an index of its referrers."""
+        tag = subject.replace(":", "-", 1)
+        current = await self.parent.get_manifest(repository, tag)
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        if current is not None:
+            try:
+                loaded = json.loads(current.body)
+                if isinstance(loaded, dict) and isinstance(loaded.get("manifests"), list):
+                    index = loaded
+            except ValueError:
+                pass
+        if any(isinstance(m, dict) and m.get("digest") == digest for m in index["manifests"]):
+            return
+        descriptor = {"mediaType": record.media_type, "digest": digest, "size": record.size}
+        if artifact_type:
+            descriptor["artifactType"] = artifact_type
+        if annotations:
+            descriptor["annotations"] = annotations
+        index["manifests"].append(descriptor)
+        await self.parent.put_manifest(repository, tag, json.dumps(index).encode(), OCI_INDEX)
 
     async def push_blob(self, repository: str, digest: str) -> None:
         if await self.parent.has_blob(repository, digest):
