@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -58,8 +59,9 @@ def default_data_dir() -> str:
 
 
 class Runtime:
-    def __init__(self, options: InstanceOptions) -> None:
+    def __init__(self, options: InstanceOptions, clock=time.time) -> None:
         self.options = options
+        self.clock = clock  # injected: message TTLs (and later windows) are tested without waiting
         self.status = StatusBoard()
         self.store: RegistryStore | None = None
         self.context: ApiContext | None = None
@@ -92,7 +94,8 @@ class Runtime:
 
             self.config_source = FileConfigSource(options.config_path, self.status, self.apply_settings)
             self.settings = self.config_source.load_initial()
-        self.store = RegistryStore(options.data_dir, origin=self.name, record_outbox=self.mode == "ReadWrite" and not self.is_root)
+        self.store = RegistryStore(options.data_dir, origin=self.name,
+                                   record_outbox=self.mode == "ReadWrite" and not self.is_root, clock=self.clock)
         if self.settings is not None:
             signer = TokenSigner(load_or_create_key(options.data_dir))
             access = TokenAccess(signer, login_server or self.name, self.settings)
@@ -117,6 +120,7 @@ class Runtime:
         if not self.is_root:
             self.engine = self._sync_engine()
             self._tasks.append(asyncio.create_task(self.engine.run(), name="sync"))
+        self._tasks.append(asyncio.create_task(self._prune_events_forever(), name="event-retention"))
         log.info("connected registry %r (%s%s) serving http://%s:%d with data in %s", self.name, self.mode,
                  ", root" if self.is_root else "", options.host, self.port, options.data_dir)
 
@@ -139,6 +143,24 @@ class Runtime:
                                 parent.syncProperties.messageTtl, list(self.settings.repositories))
         return SyncEngine(self.store, client, identity, self.status, kind=parent.kind, report=self.hierarchy,
                           report_interval=duration_seconds(self.settings.reportInterval))
+
+    async def prune_events(self) -> int:
+        """Keep events for the longest messageTtl any active child sent (P2D without children), SPEC 7.4."""
+        from connected_registry.durations import duration_seconds
+        from connected_registry.storage.registry import utc_timestamp
+
+        ttls = [duration_seconds(child.message_ttl) for child in self.store.control.children()
+                if child.status == "Active" and child.message_ttl]
+        keep = max(ttls, default=2 * 24 * 3600)
+        return await self.store.control.prune_events(utc_timestamp(self.clock() - keep))
+
+    async def _prune_events_forever(self) -> None:
+        while True:
+            try:
+                await self.prune_events()
+            except Exception:  # retried next time
+                log.exception("pruning old events failed")
+            await asyncio.sleep(600)
 
     def _children_changed(self) -> None:
         if self.engine is not None:

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from croniter import croniter
+from connected_registry.durations import duration_seconds, parse_duration  # noqa: F401 - re-exported
 from connected_registry.errors import ConfigInvalid
 from connected_registry.identity import INSTANCE_NAME_RE
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,25 +22,6 @@ TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9-]{5,50}$")
 MAX_DOCUMENT_BYTES = 32 * 1024
 MAX_TOKENS_WITHOUT_GATEWAY = 20
 DEFAULT_SCHEDULE = "* * * * *"
-
-_DURATION_RE = re.compile(
-    r"^P(?!$)(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
-    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
-)
-
-
-def parse_duration(value: str) -> timedelta:
-    """ISO 8601 duration without years and months (their length varies): PnW, PnDTnHnMnS."""
-    match = _DURATION_RE.match(value)
-    if not match:
-        raise ValueError(f"{value!r} is not an ISO 8601 duration such as PT1H, P2D or P1DT12H")
-    parts = {key: float(number) for key, number in match.groupdict().items() if number}
-    return timedelta(**parts)
-
-
-def duration_seconds(value: str) -> float:
-    return parse_duration(value).total_seconds()
-
 
 def _duration_between(low: str, high: str | None):
     def check(value: str) -> str:

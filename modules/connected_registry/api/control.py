@@ -68,7 +68,7 @@ async def activate(request: web.Request) -> web.Response:
     if ctx.mode == "ReadOnly" and document.get("mode") == "ReadWrite":
         raise OciError("MODE_INCOMPATIBLE", f"{name} is ReadWrite but this parent, {ctx.name}, is ReadOnly: "
                                             "a ReadOnly parent may only have ReadOnly children; make the child ReadOnly")
-    outcome = await ctx.store.control.activate(name, document, utc_timestamp())
+    outcome = await ctx.store.control.activate(name, document, utc_timestamp(ctx.store.clock()))
     if outcome == "ALREADY_ACTIVE":
         raise OciError("ALREADY_ACTIVE", f"{name} is already active on another device or data volume: deactivate it "
                                          f"first (connected-registry deactivate {name} --registry <this parent>)")
@@ -98,7 +98,7 @@ async def child_status(request: web.Request) -> web.Response:
     _check_instance(child, (document.get("activation") or {}).get("instanceId"))
     if child is None or child.status != "Active":
         raise OciError("UNSUPPORTED", f"{name} is not active here: activate it first", status=409)
-    await ctx.store.control.record_report(name, document, utc_timestamp())
+    await ctx.store.control.record_report(name, document, utc_timestamp(ctx.store.clock()))
     ctx.on_children_changed()
     return web.Response(status=204)
 

@@ -67,11 +67,13 @@ class RegistryStore:
         origin: str = "local",
         record_outbox: bool = False,
         disk: Disk | None = None,
+        clock=time.time,
     ) -> None:
         self.data_dir = data_dir
         self.origin = origin
         self.record_outbox = record_outbox
         self.disk = disk or Disk()
+        self.clock = clock  # injected, so message TTLs are tested without waiting
         try:
             os.makedirs(data_dir, exist_ok=True)
         except OSError as error:
@@ -108,7 +110,7 @@ class RegistryStore:
         """Link a blob of `source` into `repository`; False when `source` does not have it."""
         if self.blob_size(source, digest) is None:
             return False
-        now = time.time()
+        now = self.clock()
 
         def link(db: sqlite3.Connection) -> bool:
             if db.execute("SELECT 1 FROM repository_blobs WHERE repository = ? AND digest = ?", (source, digest)).fetchone() is None:
@@ -124,7 +126,7 @@ class RegistryStore:
 
     async def link_blob(self, repository: str, digest: str) -> bool:
         """Make a blob already stored (in any repository) visible in `repository`: no transfer needed."""
-        now = time.time()
+        now = self.clock()
 
         def link(db: sqlite3.Connection) -> bool:
             if db.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is None:
@@ -227,7 +229,7 @@ class RegistryStore:
             digest = digest_of(body)
         parsed = parse_manifest(body, content_type)
         origin = origin or self.origin
-        now = time.time()
+        now = self.clock()
 
         def put(db: sqlite3.Connection) -> None:
             self._check_references(db, repository, parsed)
@@ -332,7 +334,7 @@ class RegistryStore:
         """By digest: the manifest and its tags go (ManifestDeleted). By tag: only the tag (TagDeleted)."""
         origin = origin or self.origin
         outbox = self._outbox if not from_parent else (lambda *args: None)
-        now = time.time()
+        now = self.clock()
         if not is_digest(reference):
             validate_tag(reference, "MANIFEST_UNKNOWN")
 

@@ -1,0 +1,80 @@
+"""Instances run inside the test's event loop, with an injected clock (for TTLs and windows)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+from connected_registry.runtime import InstanceOptions, Runtime
+from tests.support.oci import image_manifest, sha256
+
+
+class FakeClock:
+    """Real time plus an offset the test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+async def eventually(condition: Callable[[], Awaitable[object]], timeout: float = 30, what: str = "condition"):
+    """Poll an async condition with a deadline (the loop keeps running the instances meanwhile)."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = await condition()
+            if result:
+                return result
+        except Exception as error:  # noqa: BLE001 - keep polling
+            last_error = error
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f": {last_error!r}" if last_error else ""))
+
+
+async def start_runtime(directory: Path, document: dict, clock: FakeClock) -> Runtime:
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "desired.json"
+    config.write_text(json.dumps(document))
+    runtime = Runtime(InstanceOptions(str(directory / "data"), "127.0.0.1", 0, str(config)), clock=clock)
+    await runtime.start()
+    return runtime
+
+
+def url(runtime: Runtime, path: str) -> str:
+    return f"http://127.0.0.1:{runtime.port}{path}"
+
+
+def basic_header(name: str, password: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()}
+
+
+async def push_small_image(session: aiohttp.ClientSession, runtime: Runtime, repository: str, tag: str,
+                           headers: dict) -> str:
+    config, layer = json.dumps({"tag": tag, "t": time.time()}).encode(), tag.encode() * 100
+    for blob in (config, layer):
+        async with session.post(url(runtime, f"/v2/{repository}/blobs/uploads/"), params={"digest": sha256(blob)},
+                                data=blob, headers=headers) as response:
+            assert response.status == 201, await response.text()
+    body = image_manifest(config, [layer])
+    async with session.put(url(runtime, f"/v2/{repository}/manifests/{tag}"), data=body,
+                           headers={**headers, "Content-Type": "application/vnd.oci.image.manifest.v1+json"}) as response:
+        assert response.status == 201, await response.text()
+    return sha256(body)
+
+
+async def digest_at(session: aiohttp.ClientSession, runtime: Runtime, repository: str, reference: str,
+                    headers: dict) -> str | None:
+    async with session.get(url(runtime, f"/v2/{repository}/manifests/{reference}"), headers=headers) as response:
+        return response.headers.get("Docker-Content-Digest") if response.status == 200 else None

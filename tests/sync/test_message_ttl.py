@@ -1,0 +1,46 @@
+"""A child away longer than its messageTtl gets 410, reconciles and converges (SPEC 7.4), clock injected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from tests.sync.hierarchy import READER, WRITER, client_tokens, sync_token_for
+from tests.sync.inprocess import FakeClock, basic_header, digest_at, eventually, push_small_image, start_runtime
+
+
+async def test_a_child_away_longer_than_its_message_ttl_reconciles_and_converges(tmp_path: Path, monkeypatch):
+    clock = FakeClock()
+    sync_name, sync_password, sync_entry = sync_token_for("line1-leaf")
+    root = await start_runtime(tmp_path / "root", {"name": "factory-root",
+                                                  "tokens": {**client_tokens(), sync_name: sync_entry}}, clock)
+    monkeypatch.setenv("ACR_REGISTRY_CONNECTION_STRING", f"SyncTokenName={sync_name};SyncTokenPassword={sync_password}")
+    leaf_document = {"name": "line1-leaf", "tokens": client_tokens(), "repositories": ["factory/*"],
+                     "parent": {"endpoint": f"http://127.0.0.1:{root.port}", "syncToken": {"name": sync_name},
+                                "syncProperties": {"messageTtl": "P1D"}}}
+    leaf = await start_runtime(tmp_path / "leaf", leaf_document, clock)
+    writer, reader = basic_header(*WRITER), basic_header(*READER)
+    try:
+        async with aiohttp.ClientSession() as session:
+            first = await push_small_image(session, root, "factory/app", "a", writer)
+            await eventually(lambda: _has(session, leaf, "a", first, reader), what="tag a at the leaf")
+            await leaf.stop()
+
+            second = await push_small_image(session, root, "factory/app", "b", writer)
+            assert await root.prune_events() == 0  # within the child's messageTtl nothing goes
+            clock.advance(2 * 24 * 3600)
+            assert await root.prune_events() > 0
+
+            leaf = await start_runtime(tmp_path / "leaf", leaf_document, clock)
+            await eventually(lambda: _has(session, leaf, "b", second, reader), what="tag b after the reconcile")
+            details = {d["code"]: d for d in leaf.status_document()["statusDetails"]}
+            assert details["CURSOR_EXPIRED"]["severity"] == "Information"
+            assert leaf.engine.state.cursor >= root.store.control.event_bounds()[0]
+    finally:
+        await leaf.stop()
+        await root.stop()
+
+
+async def _has(session, runtime, tag, digest, headers) -> bool:
+    return await digest_at(session, runtime, "factory/app", tag, headers) == digest
