@@ -58,6 +58,10 @@ def default_data_dir() -> str:
     return os.path.join(base, "connected-registry")
 
 
+def _iso(moment) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
 class Runtime:
     def __init__(self, options: InstanceOptions, clock=time.time) -> None:
         self.options = options
@@ -131,6 +135,7 @@ class Runtime:
         from connected_registry.settings import duration_seconds
         from connected_registry.sync.engine import SyncEngine, SyncIdentity
         from connected_registry.sync.parent_client import ParentClient
+        from connected_registry.sync.schedule import SyncSchedule
 
         parent = self.settings.parent
         connection = parse_connection_string(os.environ.get("ACR_REGISTRY_CONNECTION_STRING"))
@@ -142,7 +147,8 @@ class Runtime:
         identity = SyncIdentity(self.name, self.mode, self.instance_id, device_id(), __version__,
                                 parent.syncProperties.messageTtl, list(self.settings.repositories))
         return SyncEngine(self.store, client, identity, self.status, kind=parent.kind, report=self.hierarchy,
-                          report_interval=duration_seconds(self.settings.reportInterval))
+                          report_interval=duration_seconds(self.settings.reportInterval),
+                          schedule=SyncSchedule.from_settings(parent.syncProperties), clock=self.clock)
 
     async def prune_events(self) -> int:
         """Keep events for the longest messageTtl any active child sent (P2D without children), SPEC 7.4."""
@@ -187,7 +193,7 @@ class Runtime:
                           "since": engine_state.activated_since}
         if any(detail["severity"] == "Error" for detail in details):
             connection_state = "Unhealthy"
-        elif engine_state is not None and not engine_state.online:
+        elif engine_state is not None and (not engine_state.online or not engine_state.in_window):
             connection_state = "Offline"
         elif engine_state is not None and engine_state.syncing:
             connection_state = "Syncing"
@@ -209,6 +215,8 @@ class Runtime:
                 "bytesDownloaded": self.engine.downstream.bytes_downloaded if self.engine else 0,
                 "bytesUploaded": 0,
                 "cursor": engine_state.cursor if engine_state else None,
+                "nextWindowStart": _iso(engine_state.window.start) if engine_state and engine_state.window else None,
+                "nextWindowEnd": _iso(engine_state.window.end) if engine_state and engine_state.window else None,
             },
             "loginServer": {"host": self.context.login_server if self.context else None, "tls": {"status": "Disabled"}},
             "statusDetails": details,
@@ -260,6 +268,10 @@ class Runtime:
             context.is_root = self.is_root
             context.repositories = tuple(settings.repositories)
             context.name = self.name
+        if self.engine is not None and settings.parent is not None:
+            from connected_registry.sync.schedule import SyncSchedule
+
+            self.engine.set_schedule(SyncSchedule.from_settings(settings.parent.syncProperties))
         self._schedule_gc(settings.garbageCollection.enabled, settings.garbageCollection.schedule)
 
     def _schedule_gc(self, enabled: bool, schedule: str) -> None:

@@ -78,3 +78,8 @@ async def digest_at(session: aiohttp.ClientSession, runtime: Runtime, repository
                     headers: dict) -> str | None:
     async with session.get(url(runtime, f"/v2/{repository}/manifests/{reference}"), headers=headers) as response:
         return response.headers.get("Docker-Content-Digest") if response.status == 200 else None
+
+
+def set_clock(clock: FakeClock, moment) -> None:
+    """Move the fake clock to a datetime (keeps running in real time from there)."""
+    clock.offset = moment.timestamp() - time.time()

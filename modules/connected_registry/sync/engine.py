@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from connected_registry.auth.permissions import repository_pattern_matches
 from connected_registry.status import StatusBoard
@@ -16,6 +17,7 @@ from connected_registry.storage import RegistryStore
 from connected_registry.storage.registry import utc_timestamp
 from connected_registry.sync.downstream import Downstream
 from connected_registry.sync.parent_client import ParentClient, ParentError, next_link
+from connected_registry.sync.schedule import SyncSchedule, Window
 from connected_registry.sync.upstream import Upstream
 
 log = logging.getLogger("connected_registry.sync")
@@ -54,13 +56,19 @@ class SyncState:
     cursor: int | None = None
     errors: int = 0
     syncs: int = 0
+    window: Window | None = None  # the current or next sync window
+    in_window: bool = True
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class SyncEngine:
     def __init__(self, store: RegistryStore, parent: ParentClient, identity: SyncIdentity, status: StatusBoard,
-                 kind: str = "auto", report: Callable[[], dict] | None = None, report_interval: float = 300) -> None:
+                 kind: str = "auto", report: Callable[[], dict] | None = None, report_interval: float = 300,
+                 schedule: SyncSchedule | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store, self.parent, self.identity, self.status = store, parent, identity, status
+        self.schedule = schedule or SyncSchedule()
+        self.clock = clock
+        self._sync_now_requested = False
         self.kind = kind
         self.report = report or (lambda: {})
         self.report_interval = report_interval
@@ -110,7 +118,16 @@ class SyncEngine:
             pass
 
     def sync_now(self) -> None:
+        self._sync_now_requested = True
         self.state.wake.set()
+
+    def set_schedule(self, schedule: SyncSchedule) -> None:
+        """A new schedule applies at once: the next window is recomputed (SPEC 7.4)."""
+        self.schedule = schedule
+        self.state.wake.set()
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), timezone.utc)
 
     def report_soon(self) -> None:
         """Something below changed (a child activated or reported): tell the parent without waiting."""
@@ -131,9 +148,69 @@ class SyncEngine:
         self.status.clear("PARENT_AUTH_FAILED")
 
     async def _iteration(self) -> None:
+        now = self.now()
+        window = self.schedule.current_window(now)
+        self.state.window = window or self.schedule.next_window(now)
+        self.state.in_window = window is not None
+        if window is None:
+            if self._sync_now_requested:  # syncNow: one round at once, outside any window
+                self._sync_now_requested = False
+                await self._one_round()
+            await self._pause(max(self.schedule.seconds_until_next_window(self.now()), 0.05))
+            return
+        self._sync_now_requested = False
+        if window.end is None:
+            await self._sync_in_window()
+            return
+        try:
+            async with asyncio.timeout((window.end - self.now()).total_seconds()):
+                await self._sync_in_window()
+        except TimeoutError:
+            log.info("the sync window ended at %s: sync resumes in the next one", window.end.isoformat())
+
+    async def _one_round(self) -> None:
+        await self._detect_parent_kind()
+        if self.state.parent_kind == "connected":
+            if self.state.activation != "Active":
+                await self.activate()
+            await self._catch_up_feed()
+        else:
+            await self.reconcile_all()
+        if self.identity.mode == "ReadWrite":
+            await self.upstream.drain()
+
+    async def _catch_up_feed(self) -> None:
+        headers = {"X-Instance-Id": self.identity.instance_id}
+        path = f"/registries/{self.identity.name}/events"
+        if self.state.cursor is None:
+            status, body = await self.parent.control("GET", path, headers=headers)
+            self._check_feed_status(status, body)
+            await self.reconcile_all()
+            await self._save_cursor(int(body.get("next", 1)))
+            return
+        while True:
+            status, body = await self.parent.control("GET", path, headers=headers,
+                                                     params={"cursor": str(self.state.cursor)})
+            if status == 410:
+                self.state.cursor = None
+                return await self._catch_up_feed()
+            self._check_feed_status(status, body)
+            for event in body.get("events") or []:
+                await self.downstream.apply_event(event)
+            next_cursor = int(body.get("next", self.state.cursor))
+            done = next_cursor == self.state.cursor
+            await self._save_cursor(next_cursor)
+            if done:
+                self.state.last_sync_time = utc_timestamp()
+                return
+
+    async def _detect_parent_kind(self) -> None:
         if self.state.parent_kind is None:
             connected = self.kind == "connected" or (self.kind == "auto" and await self.parent.is_connected_parent())
             self.state.parent_kind = "connected" if connected else "plain"
+
+    async def _sync_in_window(self) -> None:
+        await self._detect_parent_kind()
         if self.state.parent_kind == "plain":
             self.status.set("Parent", "Warning", "PARENT_NOT_CONNECTED",
                             f"{self.parent.endpoint} is a plain OCI registry: content syncs, but there is no activation "
