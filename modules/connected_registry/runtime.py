@@ -31,6 +31,7 @@ log = logging.getLogger("connected_registry")
 DEFAULT_DATA_VOLUME = "/var/acr/data"
 DEFAULT_NAME = "connected-registry"
 DEFAULT_GC_SCHEDULE = "0 5 * * *"
+REMOVAL_GRACE_SECONDS = 7 * 24 * 3600
 LOG_LEVELS = {"Debug": logging.DEBUG, "Information": logging.INFO, "Warning": logging.WARNING,
               "Error": logging.ERROR, "None": logging.CRITICAL + 10}
 
@@ -164,9 +165,51 @@ class Runtime:
         while True:
             try:
                 await self.prune_events()
+                await self.remove_out_of_scope()
             except Exception:  # retried next time
-                log.exception("pruning old events failed")
+                log.exception("event retention or scope clean-up failed")
             await asyncio.sleep(600)
+
+    async def remove_out_of_scope(self) -> list[str]:
+        """Repositories that left a ReadOnly child's scope are hidden at once and deleted after seven days
+        (SPEC 7.2); back in scope before then, they are kept. Returns what was deleted."""
+        import json
+
+        from connected_registry.auth.permissions import repository_in_scope
+        from connected_registry.storage.registry import utc_timestamp
+
+        if self.is_root or self.mode != "ReadOnly":
+            self.status.clear("REPOSITORY_PENDING_REMOVAL")
+            return []
+        now = self.clock()
+        pending: dict[str, float] = json.loads(self.store.control.get("pendingRemoval") or "{}")
+        removed = []
+        for repository in self.store.list_repositories(None, None):
+            if repository_in_scope(list(self.settings.repositories), repository):
+                pending.pop(repository, None)
+                continue
+            digests = [row[0] for row in self.store.metadata.read(
+                "SELECT digest FROM manifests WHERE repository = ?", (repository,))]
+            if not digests:
+                pending.pop(repository, None)
+                continue
+            since = pending.setdefault(repository, now)
+            if now - since >= REMOVAL_GRACE_SECONDS:
+                for digest in digests:
+                    if self.store.get_manifest(repository, digest) is not None:
+                        await self.store.delete_manifest(repository, digest, from_parent=True)
+                pending.pop(repository)
+                removed.append(repository)
+        await self.store.control.set("pendingRemoval", json.dumps(pending))
+        if pending:
+            when = ", ".join(f"{name} on {utc_timestamp(since + REMOVAL_GRACE_SECONDS)[:10]}"
+                             for name, since in sorted(pending.items()))
+            self.status.set("Sync", "Warning", "REPOSITORY_PENDING_REMOVAL",
+                            f"repositories no longer in `repositories` are hidden and will be deleted: {when}; "
+                            "add them back to keep them")
+        else:
+            self.status.clear("REPOSITORY_PENDING_REMOVAL")
+        return removed
 
     def _children_changed(self) -> None:
         if self.engine is not None:
@@ -272,6 +315,9 @@ class Runtime:
             from connected_registry.sync.schedule import SyncSchedule
 
             self.engine.set_schedule(SyncSchedule.from_settings(settings.parent.syncProperties))
+            self.engine.set_repositories(list(settings.repositories))
+        if self.store is not None and self.context is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(self.remove_out_of_scope(), name="scope-clean-up"))
         self._schedule_gc(settings.garbageCollection.enabled, settings.garbageCollection.schedule)
 
     def _schedule_gc(self, enabled: bool, schedule: str) -> None:

@@ -12,7 +12,7 @@ import re
 from aiohttp import web
 from multidict import CIMultiDict
 
-from connected_registry.api.context import context, require_write
+from connected_registry.api.context import context, require_read, require_write
 from connected_registry.oci.digest import parse_digest
 from connected_registry.oci.errors import OciError
 
@@ -69,7 +69,7 @@ def _unsatisfiable(size: int) -> OciError:
 async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamResponse:
     ctx = context(request)
     parse_digest(digest)
-    await ctx.access.require(request, name, "pull")
+    await require_read(request, name, "pull", "BLOB_UNKNOWN")
     size = ctx.store.blob_size(name, digest)
     if size is None:
         raise OciError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name}")

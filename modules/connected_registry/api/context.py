@@ -45,6 +45,20 @@ def external_url(request: web.Request, path: str) -> str:
     return f"{scheme}://{host}{path}"
 
 
+def hidden(ctx: ApiContext, repository: str) -> bool:
+    """A repository that left a ReadOnly child's scope is hidden at once (SPEC 7.2); a ReadWrite child keeps it."""
+    return ctx.mode == "ReadOnly" and not ctx.is_root and not repository_in_scope(list(ctx.repositories), repository)
+
+
+async def require_read(request: web.Request, repository: str, operation: str, unknown_code: str) -> Caller:
+    """The token decides; then a hidden repository answers as if it did not exist."""
+    ctx = context(request)
+    caller = await ctx.access.require(request, repository, operation)
+    if hidden(ctx, repository):
+        raise OciError(unknown_code, f"repository {repository} is not synchronized by this registry")
+    return caller
+
+
 async def require_write(request: web.Request, repository: str, operation: str) -> Caller:
     """ReadOnly refuses writes before any scope check; a ReadWrite child only takes its own
     repositories (SPEC 5); then the token decides."""

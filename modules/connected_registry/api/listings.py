@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from connected_registry.api.context import context, query_int
+from connected_registry.api.context import context, hidden, require_read, query_int
 from connected_registry.oci.errors import OciError
 
 MAX_PAGE = 10_000  # a larger `n` is answered with this many and a Link to the rest
@@ -29,7 +29,7 @@ def _page(request: web.Request, path: str, fetch, key: str, body: dict) -> web.R
 
 async def list_tags(request: web.Request, name: str) -> web.Response:
     ctx = context(request)
-    await ctx.access.require(request, name, "metadata")
+    await require_read(request, name, "metadata", "NAME_UNKNOWN")
     if not ctx.store.repository_exists(name):
         raise OciError("NAME_UNKNOWN", f"repository {name} is not known to this registry")
     return _page(
@@ -51,7 +51,8 @@ async def catalog(request: web.Request) -> web.Response:
         while len(found) < limit:
             batch = ctx.store.list_repositories(max(limit, 100), last)
             # The catalog scope lists what the token's metadata/read allows, whatever else the JWT carries.
-            found += [name for name in batch if caller.permissions.allows_operation(name, "metadata")]
+            found += [name for name in batch
+                      if caller.permissions.allows_operation(name, "metadata") and not hidden(ctx, name)]
             if len(batch) < max(limit, 100):
                 break
             last = batch[-1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from connected_registry.api.context import context, external_url, require_write
+from connected_registry.api.context import context, require_read, external_url, require_write
 from connected_registry.oci.digest import is_digest, parse_digest
 from connected_registry.oci.errors import OciError
 from connected_registry.oci.manifest import MAX_MANIFEST_BYTES
@@ -27,7 +27,7 @@ def _check_reference(reference: str, code: str) -> None:
 async def get_manifest(request: web.Request, name: str, reference: str) -> web.Response:
     ctx = context(request)
     _check_reference(reference, "MANIFEST_UNKNOWN")
-    await ctx.access.require(request, name, "pull")
+    await require_read(request, name, "pull", "MANIFEST_UNKNOWN")
     record = ctx.store.get_manifest(name, reference)
     if record is None:
         raise OciError("MANIFEST_UNKNOWN", f"manifest {reference} is not in repository {name}")

@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from connected_registry.api.context import context
+from connected_registry.api.context import context, require_read
 from connected_registry.oci.digest import parse_digest
 from connected_registry.oci.manifest import OCI_INDEX
 
@@ -14,7 +14,7 @@ from connected_registry.oci.manifest import OCI_INDEX
 async def list_referrers(request: web.Request, name: str, digest: str) -> web.Response:
     ctx = context(request)
     parse_digest(digest)
-    await ctx.access.require(request, name, "metadata")
+    await require_read(request, name, "metadata", "NAME_UNKNOWN")
     artifact_type = request.query.get("artifactType") or None
     descriptors = []
     for referrer in ctx.store.referrers(name, digest, artifact_type):

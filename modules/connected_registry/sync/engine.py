@@ -73,6 +73,7 @@ class SyncEngine:
         self.report = report or (lambda: {})
         self.report_interval = report_interval
         self._report_wanted = asyncio.Event()
+        self._reconcile_wanted = asyncio.Event()  # interrupts a long poll: the scope changed, or syncNow
         self.state = SyncState()
         self.downstream = Downstream(store, parent, identity.repositories)
         self.upstream = Upstream(store, parent, status)
@@ -124,6 +125,14 @@ class SyncEngine:
     def set_schedule(self, schedule: SyncSchedule) -> None:
         """A new schedule applies at once: the next window is recomputed (SPEC 7.4)."""
         self.schedule = schedule
+        self.state.wake.set()
+
+    def set_repositories(self, repositories: list[str]) -> None:
+        """A new repository list applies at the next sync (SPEC 3)."""
+        self.identity.repositories = repositories
+        self.downstream.repositories = repositories
+        self._last_reconcile = -RECONCILE_EVERY_SECONDS  # newly added repositories need a reconcile
+        self._reconcile_wanted.set()
         self.state.wake.set()
 
     def now(self) -> datetime:
@@ -305,15 +314,27 @@ class SyncEngine:
         headers = {"X-Instance-Id": self.identity.instance_id}
         path = f"/registries/{self.identity.name}/events"
         if self.state.cursor is None or time.monotonic() - self._last_reconcile > RECONCILE_EVERY_SECONDS:
+            self._reconcile_wanted.clear()
             status, body = await self.parent.control("GET", path, headers=headers)
             self._check_feed_status(status, body)
             head = int(body.get("next", 1))
             await self.reconcile_all()
             await self._save_cursor(head)
         while True:
-            status, body = await self.parent.control(
+            poll = asyncio.ensure_future(self.parent.control(
                 "GET", path, headers=headers, read_timeout=LONG_POLL_SECONDS + self.parent.first_byte_timeout,
-                params={"cursor": str(self.state.cursor), "wait": str(LONG_POLL_SECONDS)})
+                params={"cursor": str(self.state.cursor), "wait": str(LONG_POLL_SECONDS)}))
+            interrupt = asyncio.ensure_future(self._reconcile_wanted.wait())
+            try:
+                await asyncio.wait({poll, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                interrupt.cancel()
+                if not poll.done():
+                    poll.cancel()
+            if not poll.done() or poll.cancelled():
+                self._reconcile_wanted.clear()
+                return  # reconcile now (the caller loops back)
+            status, body = poll.result()
             if status == 410:
                 self.status.set("Sync", "Information", "CURSOR_EXPIRED",
                                 "the parent no longer had the events since the last sync (away longer than messageTtl): "
