@@ -6,19 +6,15 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.sync.hierarchy import READER, WRITER, client_tokens, sync_token_for
-from tests.sync.inprocess import FakeClock, basic_header, digest_at, eventually, push_small_image, start_runtime
+from tests.sync.hierarchy import READER, WRITER
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, push_small_image, start_root_for_leaf,
+                                  start_runtime)
 
 
 async def test_a_child_away_longer_than_its_message_ttl_reconciles_and_converges(tmp_path: Path, monkeypatch):
     clock = FakeClock()
-    sync_name, sync_password, sync_entry = sync_token_for("line1-leaf")
-    root = await start_runtime(tmp_path / "root", {"name": "factory-root",
-                                                  "tokens": {**client_tokens(), sync_name: sync_entry}}, clock)
-    monkeypatch.setenv("ACR_REGISTRY_CONNECTION_STRING", f"SyncTokenName={sync_name};SyncTokenPassword={sync_password}")
-    leaf_document = {"name": "line1-leaf", "tokens": client_tokens(), "repositories": ["factory/*"],
-                     "parent": {"endpoint": f"http://127.0.0.1:{root.port}", "syncToken": {"name": sync_name},
-                                "syncProperties": {"messageTtl": "P1D"}}}
+    root, leaf_document = await start_root_for_leaf(tmp_path, clock, monkeypatch,
+                                                    parent={"syncProperties": {"messageTtl": "P1D"}})
     leaf = await start_runtime(tmp_path / "leaf", leaf_document, clock)
     writer, reader = basic_header(*WRITER), basic_header(*READER)
     try:

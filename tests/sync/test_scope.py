@@ -9,19 +9,14 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.sync.hierarchy import READER, WRITER, client_tokens, sync_token_for
-from tests.sync.inprocess import FakeClock, basic_header, digest_at, eventually, push_small_image, start_runtime, url
+from tests.sync.hierarchy import READER, WRITER
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, push_small_image, start_root_for_leaf,
+                                  start_runtime, url)
 
 
 async def _root_and_leaf(tmp_path: Path, clock, monkeypatch, repositories, parent_url=None, kind="auto"):
-    sync_name, sync_password, sync_entry = sync_token_for("line1-leaf")
-    root = await start_runtime(tmp_path / "root", {"name": "factory-root",
-                                                  "tokens": {**client_tokens(), sync_name: sync_entry}}, clock)
-    monkeypatch.setenv("ACR_REGISTRY_CONNECTION_STRING", f"SyncTokenName={sync_name};SyncTokenPassword={sync_password}")
-    document = {"name": "line1-leaf", "tokens": client_tokens(), "repositories": repositories,
-                "parent": {"endpoint": parent_url or f"http://127.0.0.1:{root.port}", "kind": kind,
-                           "syncToken": {"name": sync_name}}}
-    return root, document
+    parent = {"kind": kind, **({"endpoint": parent_url} if parent_url else {})}
+    return await start_root_for_leaf(tmp_path, clock, monkeypatch, repositories=repositories, parent=parent)
 
 
 async def test_leaving_the_scope_hides_at_once_and_deletes_after_seven_days(tmp_path: Path, monkeypatch):

@@ -8,22 +8,15 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.sync.hierarchy import READER, WRITER, client_tokens, sync_token_for
+from tests.sync.hierarchy import READER, WRITER
 from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, push_small_image, set_clock,
-                                  start_runtime)
+                                  start_root_for_leaf, start_runtime)
 
 NINE = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 
 
 async def _hierarchy(tmp_path: Path, clock: FakeClock, monkeypatch, schedule: dict):
-    sync_name, sync_password, sync_entry = sync_token_for("line1-leaf")
-    root = await start_runtime(tmp_path / "root", {"name": "factory-root",
-                                                  "tokens": {**client_tokens(), sync_name: sync_entry}}, clock)
-    monkeypatch.setenv("ACR_REGISTRY_CONNECTION_STRING", f"SyncTokenName={sync_name};SyncTokenPassword={sync_password}")
-    document = {"name": "line1-leaf", "tokens": client_tokens(), "repositories": ["factory/*"],
-                "parent": {"endpoint": f"http://127.0.0.1:{root.port}", "syncToken": {"name": sync_name},
-                           "syncProperties": schedule}}
-    return root, document
+    return await start_root_for_leaf(tmp_path, clock, monkeypatch, parent={"syncProperties": schedule})
 
 
 async def test_sync_happens_only_inside_the_window(tmp_path: Path, monkeypatch):
