@@ -51,6 +51,9 @@ class ControlState:
             lambda db: db.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                                   "value = excluded.value", (key, value)))
 
+    async def forget(self, key: str) -> None:
+        await self.metadata.write(lambda db: db.execute("DELETE FROM state WHERE key = ?", (key,)))
+
     def set_now(self, key: str, value: str) -> None:
         """Synchronous variant for start-up and for commands that run without an event loop."""
         self.metadata.transaction(

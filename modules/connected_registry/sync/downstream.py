@@ -91,21 +91,36 @@ class Downstream:
             return
         if await self.store.link_blob(repository, digest):
             return  # present in another repository: never transferred again
-        response = await self.parent.open_blob(repository, digest)
+        session = await self._download_session(repository, digest)
+        response = await self.parent.open_blob(repository, digest, session.offset)
         try:
-            session = await self.store.uploads.create(repository, persistent=False)
-            try:
-                received = await self.store.uploads.append(session, response.content, None)
-                await self.store.uploads.complete(session, _Empty(), digest, self.store.origin)
-            except BaseException:
+            if response.status == 200 and session.offset:  # the parent ignored Range: start over
                 await self.store.uploads.cancel(session)
-                raise
+                session = await self._download_session(repository, digest, fresh=True)
+            received = await self.store.uploads.append(session, response.content, None)
             self.bytes_downloaded += received
-        except OciError as error:
-            raise ParentError("protocol", f"blob {repository}@{digest} from the parent failed verification: "
-                                          f"{error.message}") from None
+            try:
+                await self.store.uploads.complete(session, _Empty(), digest, self.store.origin)
+            except OciError as error:
+                raise ParentError("protocol", f"blob {repository}@{digest} from the parent failed verification: "
+                                              f"{error.message}") from None
+            finally:
+                await self.store.control.forget(f"download:{digest}")
         finally:
             response.release()
+
+    async def _download_session(self, repository: str, digest: str, fresh: bool = False):
+        """A persistent upload session per blob, so a cut transfer resumes with Range where it stopped."""
+        key = f"download:{digest}"
+        upload_id = None if fresh else self.store.control.get(key)
+        if upload_id:
+            try:
+                return self.store.uploads.get(repository, upload_id)
+            except OciError:
+                pass
+        session = await self.store.uploads.create(repository)
+        await self.store.control.set(key, session.id)
+        return session
 
     # --- events -------------------------------------------------------------------------------------
 

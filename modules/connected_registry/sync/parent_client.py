@@ -212,19 +212,22 @@ class ParentClient:
         manifests = document.get("manifests") if isinstance(document, dict) else None
         return [m for m in manifests if isinstance(m, dict)] if isinstance(manifests, list) else []
 
-    async def open_blob(self, repository: str, digest: str) -> aiohttp.ClientResponse:
-        """A streaming response for a blob; redirects (Azure data endpoints) followed without Authorization."""
-        response = await self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=self.pull_scope(repository))
+    async def open_blob(self, repository: str, digest: str, offset: int = 0) -> aiohttp.ClientResponse:
+        """A streaming response for a blob, from `offset` when it is not 0 (206, or 200 when the parent
+        ignores Range); redirects (Azure data endpoints) followed without Authorization."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        response = await self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=self.pull_scope(repository),
+                                      headers=headers)
         hops = 0
         while response.status in (301, 302, 303, 307, 308) and hops < 5:
             location = urljoin(str(response.url), response.headers.get("Location", ""))
             response.release()
             try:
-                response = await self.session.get(location, allow_redirects=False)
+                response = await self.session.get(location, headers=headers, allow_redirects=False)
             except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
                 raise ParentError("unreachable", f"blob redirect {location[:80]} is unreachable: {error}") from None
             hops += 1
-        if response.status != 200:
+        if response.status not in (200, 206):
             status = response.status
             response.release()
             kind = "refused" if status in (401, 403, 404) else "protocol"

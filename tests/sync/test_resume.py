@@ -1,0 +1,96 @@
+"""An interrupted blob transfer resumes with a Range request where it stopped (SPEC 7.2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from tests.support.oci import image_manifest, sha256
+from tests.sync.hierarchy import READER, WRITER
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, start_root_for_leaf, start_runtime,
+                                  url)
+
+CUT_AFTER = 3 << 20
+
+
+async def start_cutting_proxy(upstream: dict, seen: list):
+    """Forwards everything; the first blob GET is cut after CUT_AFTER bytes. Records each blob GET's Range."""
+    state = {"cut": False}
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        is_blob = "/blobs/sha256:" in request.path and request.method == "GET"
+        if is_blob:
+            seen.append(request.headers.get("Range"))
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            async with session.request(request.method, f"{upstream['url']}{request.path_qs}", data=await request.read(),
+                                       headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+                                       allow_redirects=False) as response:
+                headers = {k: v for k, v in response.headers.items()
+                           if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")}
+                reply = web.StreamResponse(status=response.status, headers=headers)
+                if response.content_length is not None:
+                    reply.content_length = response.content_length
+                await reply.prepare(request)
+                sent = 0
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    if is_blob and not state["cut"] and sent + len(chunk) > CUT_AFTER:
+                        state["cut"] = True
+                        await reply.write(chunk[: CUT_AFTER - sent])
+                        request.transport.close()  # the link drops mid-transfer
+                        return reply
+                    await reply.write(chunk)
+                    sent += len(chunk)
+                await reply.write_eof()
+                return reply
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
+async def test_a_cut_blob_transfer_resumes_with_range(tmp_path: Path, monkeypatch):
+    upstream: dict = {}
+    seen: list = []
+    runner, proxy_port = await start_cutting_proxy(upstream, seen)
+    clock = FakeClock()
+    root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch,
+                                                parent={"endpoint": f"http://127.0.0.1:{proxy_port}"})
+    upstream["url"] = f"http://127.0.0.1:{root.port}"
+    writer, reader = basic_header(*WRITER), basic_header(*READER)
+    big = os.urandom(8 << 20)
+    leaf = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            config = b'{"os":"linux"}'
+            for blob in (config, big):
+                async with session.post(url(root, "/v2/factory/app/blobs/uploads/"), params={"digest": sha256(blob)},
+                                        data=blob, headers=writer) as response:
+                    assert response.status == 201
+            manifest = image_manifest(config, [big])
+            async with session.put(url(root, "/v2/factory/app/manifests/v1"), data=manifest,
+                                   headers={**writer, "Content-Type": "application/vnd.oci.image.manifest.v1+json"}) as r:
+                assert r.status == 201
+            leaf = await start_runtime(tmp_path / "leaf", document, clock)
+
+            async def arrived():
+                return await digest_at(session, leaf, "factory/app", "v1", reader) == sha256(manifest)
+
+            await eventually(arrived, timeout=60, what="the image after the cut")
+            async with session.get(url(leaf, f"/v2/factory/app/blobs/{sha256(big)}"), headers=reader) as response:
+                assert sha256(await response.read()) == sha256(big)
+        ranges = [value for value in seen if value]
+        assert ranges, f"no Range request after the cut: {seen}"
+        resumed_from = int(ranges[0].removeprefix("bytes=").rstrip("-"))
+        assert 0 < resumed_from <= CUT_AFTER
+    finally:
+        if leaf is not None:
+            await leaf.stop()
+        await root.stop()
+        await runner.cleanup()
