@@ -278,7 +278,7 @@ class Runtime:
         from connected_registry.settings import duration_seconds
 
         interval = duration_seconds(self.settings.reportInterval) if self.settings else 300
-        now = datetime.now(timezone.utc)
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
         node = dict(self.status_document(), children=[])
         for child in self.store.control.children():
             report = dict(child.report or {})
