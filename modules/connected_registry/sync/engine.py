@@ -79,7 +79,7 @@ class SyncEngine:
         self.upstream = Upstream(store, parent, status)
         saved = store.control.get("cursor")
         self.state.cursor = int(saved) if saved else None
-        self._last_reconcile = 0.0
+        self._last_reconcile = time.monotonic()  # a restart with a cursor follows the feed; the daily reconcile counts from here
 
     # --- the loop -------------------------------------------------------------------------------------
 
