@@ -12,7 +12,6 @@ from tests.support.oci import serve_store
 from tests.support.processes import RegistryProcess
 
 
-
 @pytest.fixture
 def registry(tmp_path: Path):
     """A real `connected-registry serve` process with a fresh data directory; yields the RegistryProcess."""
