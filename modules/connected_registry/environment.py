@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 
@@ -27,6 +28,9 @@ def sync_token_password(connection: dict[str, str]) -> str | None:
     return connection.get("SyncTokenPassword")
 
 
+_AZURE_DATA_ENDPOINT = re.compile(r"^(?P<registry>[A-Za-z0-9]+)\.[A-Za-z0-9-]+\.data\.azurecr\.io(?P<port>:\d+)?$")
+
+
 def resolve_parent_endpoint(endpoint: str, protocol: str | None = None) -> str:
     """`https://host[:port]`, `http://host[:port]` or `host[:port]` (https); `$upstream` and
     `$IOTEDGE_PARENTHOSTNAME` stand for the parent device, `$upstream` without a port meaning 8000."""
@@ -41,6 +45,9 @@ def resolve_parent_endpoint(endpoint: str, protocol: str | None = None) -> str:
         rest = endpoint[len("$upstream"):]
         endpoint = parent_host + (rest if rest else ":8000")
     endpoint = endpoint.replace("$IOTEDGE_PARENTHOSTNAME", parent_host)
+    azure = _AZURE_DATA_ENDPOINT.match(endpoint)
+    if azure:  # Azure's connection strings name the data endpoint; the OCI API and tokens are at the login server
+        endpoint = f"{azure.group('registry')}.azurecr.io{azure.group('port') or ''}"
     return f"{scheme}://{endpoint}"
 
 

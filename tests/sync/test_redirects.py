@@ -1,0 +1,79 @@
+"""Blob GETs that the parent redirects (as Azure's data endpoints do) are followed without Authorization."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from tests.support.oci import image_manifest, sha256
+from tests.sync.hierarchy import READER, WRITER
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, start_root_for_leaf, start_runtime,
+                                  url)
+
+
+async def start_redirecting_proxy(upstream: dict, storage_requests: list):
+    async def forward(request: web.Request, path: str, headers: dict) -> web.Response:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            async with session.request(request.method, f"{upstream['url']}{path}", data=await request.read(),
+                                       headers=headers, allow_redirects=False) as response:
+                body = await response.read()
+                kept = {k: v for k, v in response.headers.items()
+                        if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")}
+                return web.Response(status=response.status, body=body, headers=kept)
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/storage/"):  # the "blob storage": signed URL, no registry credentials
+            storage_requests.append(dict(request.headers))
+            repository, digest = request.query["repository"], request.path.removeprefix("/storage/")
+            return await forward(request, f"/v2/{repository}/blobs/{digest}", basic_header(*READER))
+        if "/blobs/sha256:" in request.path and request.method == "GET" and request.headers.get("Authorization"):
+            repository, _, digest = request.path.removeprefix("/v2/").rpartition("/blobs/")
+            raise web.HTTPTemporaryRedirect(f"/storage/{digest}?repository={repository}&sig=expires-soon")
+        return await forward(request, request.path_qs,
+                             {k: v for k, v in request.headers.items() if k.lower() != "host"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
+async def test_blob_redirects_are_followed_without_the_registry_credentials(tmp_path: Path, monkeypatch):
+    upstream: dict = {}
+    storage_requests: list = []
+    runner, port = await start_redirecting_proxy(upstream, storage_requests)
+    clock = FakeClock()
+    root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch, parent={"endpoint": f"http://127.0.0.1:{port}"})
+    upstream["url"] = f"http://127.0.0.1:{root.port}"
+    writer, reader = basic_header(*WRITER), basic_header(*READER)
+    leaf = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            config, layer = b'{"os":"linux"}', os.urandom(200_000)
+            for blob in (config, layer):
+                async with session.post(url(root, "/v2/factory/app/blobs/uploads/"), params={"digest": sha256(blob)},
+                                        data=blob, headers=writer) as response:
+                    assert response.status == 201
+            manifest = image_manifest(config, [layer])
+            async with session.put(url(root, "/v2/factory/app/manifests/v1"), data=manifest,
+                                   headers={**writer, "Content-Type": "application/vnd.oci.image.manifest.v1+json"}) as r:
+                assert r.status == 201
+            leaf = await start_runtime(tmp_path / "leaf", document, clock)
+
+            async def arrived():
+                return await digest_at(session, leaf, "factory/app", "v1", reader) == sha256(manifest)
+
+            await eventually(arrived, what="the image through redirected blob GETs")
+        assert len(storage_requests) == 2  # config and layer, each fetched from "storage"
+        assert all("Authorization" not in headers for headers in storage_requests)
+    finally:
+        if leaf is not None:
+            await leaf.stop()
+        await root.stop()
+        await runner.cleanup()
