@@ -34,8 +34,12 @@ def _duration_between(low: str, high: str | None):
 
 
 def _cron(value: str) -> str:
-    if len(value.split()) != 5 or not croniter.is_valid(value):
+    if len(value.split()) != 5 or not croniter.is_valid(value) or "R" in value.upper().split():
         raise ValueError(f"{value!r} is not a 5-field cron expression (minute hour day month weekday, UTC)")
+    try:
+        croniter(value).get_next(float)
+    except Exception:  # croniter gives up on schedules such as "0 0 30 2 *"
+        raise ValueError(f"{value!r} never fires: pick days that exist") from None
     return value
 
 

@@ -661,3 +661,60 @@ def engine_request(socket_path: Path, method: str, path: str, headers: dict[str,
         return response.status, response.read()
     finally:
         connection.close()
+
+
+# --- CNCF distribution with token auth (appended for tests/sync/test_plain_parent_token_auth.py) -----------------
+
+class TokenAuthDistribution(Distribution):
+    """CNCF distribution as `Distribution`, but with `auth.token`: every request needs a Bearer token from `realm`
+    (signed by a certificate in `rootcertbundle`, issued by `issuer` for `service`). `token_server` may be a
+    tests.support.tokenserver.TokenServer, which supplies all four; explicit arguments override it."""
+
+    def __init__(self, workdir: Path, token_server=None, *, realm: str | None = None, service: str | None = None,
+                 issuer: str | None = None, rootcertbundle: Path | None = None, port: int | None = None,
+                 timeout: float = 20.0) -> None:
+        require("docker-registry")
+        self.realm = realm or token_server.realm
+        self.service = service or token_server.service
+        self.issuer = issuer or token_server.issuer
+        self.rootcertbundle = Path(rootcertbundle or token_server.cert_path)
+        self.port = port or free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "config.yml"
+        self.config.write_text(textwrap.dedent(f"""\
+            version: 0.1
+            log:
+              level: info
+              formatter: text
+            storage:
+              filesystem:
+                rootdirectory: {workdir / 'data'}
+              delete:
+                enabled: true
+              maintenance:
+                uploadpurging:
+                  enabled: false
+            http:
+              addr: {self.host}
+              secret: connected-registry-tests
+            auth:
+              token:
+                realm: {self.realm}
+                service: {self.service}
+                issuer: {self.issuer}
+                rootcertbundle: {self.rootcertbundle}
+            """))
+        self.daemon = Daemon("docker-registry", ["docker-registry", "serve", self.config], workdir / "registry.log")
+        self.daemon.wait_ready(self._ready, timeout=timeout)
+
+    def _ready(self) -> bool:
+        """Up when /v2/ answers the anonymous request with a Bearer challenge naming our realm."""
+        if not port_open(self.port):
+            return False
+        try:
+            urllib.request.urlopen(f"{self.url}/v2/", timeout=2).close()
+        except urllib.error.HTTPError as error:
+            return error.code == 401 and f'realm="{self.realm}"' in error.headers.get("WWW-Authenticate", "")
+        raise RuntimeError(f"distribution on {self.host} answered /v2/ without asking for a token")

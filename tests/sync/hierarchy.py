@@ -62,9 +62,11 @@ class Instance:
 
 def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly",
                    repositories: list[str] | None = None, children: list[tuple[str, str]] = (),
-                   extra: dict | None = None, directory_name: str | None = None) -> Instance:
+                   extra: dict | None = None, directory_name: str | None = None,
+                   sync_password: str | None = None) -> Instance:
     """An instance named `name`. `parent`: an Instance (its tokens must include this one's sync token, see
-    `children`) or any registry with `url` and `host` (a plain parent)."""
+    `children`) or any registry with `url` and `host` (a plain parent). `sync_password` replaces the sync token's
+    password in the connection string (e.g. a wrong one)."""
     directory = base / (directory_name or name)
     directory.mkdir(parents=True, exist_ok=True)
     tokens = client_tokens()
@@ -76,7 +78,8 @@ def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly"
     document: dict = {"name": name, "mode": mode, "tokens": tokens, "repositories": repositories or ["*"]}
     env = {}
     if parent is not None:
-        sync_name, sync_password, _ = sync_token_for(name, mode)
+        sync_name, right_password, _ = sync_token_for(name, mode)
+        sync_password = right_password if sync_password is None else sync_password
         document["parent"] = {"endpoint": parent.url, "syncToken": {"name": sync_name}}
         env["ACR_REGISTRY_CONNECTION_STRING"] = (f"ConnectedRegistryName={name};SyncTokenName={sync_name};"
                                                  f"SyncTokenPassword={sync_password};ParentGatewayEndpoint={parent.host};"

@@ -49,6 +49,8 @@ def test_parent_defaults():
     ({"reportInterval": "5 minutes"}, "reportInterval"),
     ({"logging": {"logLevel": "Verbose"}}, "logLevel"),
     ({"garbageCollection": {"schedule": "daily"}}, "schedule"),
+    ({"garbageCollection": {"schedule": "0 0 30 2 *"}}, "never fires"),
+    ({"parent": {"syncProperties": {"schedule": "R 9 * * *", "syncWindow": "PT1H"}}}, "schedule"),
 ])
 def test_bad_documents_name_the_field(document, field):
     with pytest.raises(ConfigInvalid) as raised:

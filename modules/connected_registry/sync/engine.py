@@ -112,11 +112,12 @@ class SyncEngine:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def _pause(self, seconds: float) -> None:
-        self.state.wake.clear()
+        """Wait, or less when woken. A wake-up that came while we were busy is not lost: it ends this pause."""
         try:
             await asyncio.wait_for(self.state.wake.wait(), seconds)
         except asyncio.TimeoutError:
             pass
+        self.state.wake.clear()
 
     def sync_now(self) -> None:
         self._sync_now_requested = True
