@@ -4,6 +4,7 @@ becomes visible. Deletes happen only on a positive signal."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -17,6 +18,7 @@ from connected_registry.sync.parent_client import ParentClient, ParentError
 log = logging.getLogger("connected_registry.sync")
 
 _EMPTY_STREAM_CHUNK = b""
+BLOB_CONCURRENCY = 3
 
 
 class _Empty:
@@ -57,8 +59,7 @@ class Downstream:
             parsed = parse_manifest(fetched.body, fetched.media_type)
             for child in parsed.manifests:
                 await self.copy_manifest(repository, child.digest, origin=origin, seen=seen)
-            for blob in parsed.blobs:
-                await self.ensure_blob(repository, blob.digest)
+            await self._ensure_blobs(repository, [blob.digest for blob in parsed.blobs])
         await self.store.put_manifest(repository, tag or digest, fetched.body, fetched.media_type, origin=origin,
                                       from_parent=True)
         await self.copy_referrers(repository, digest, origin, seen)
@@ -85,6 +86,21 @@ class Downstream:
         if fallback is not None:  # keep the schema's index too, so children of a plain parent find it
             await self.store.put_manifest(repository, digest.replace(":", "-", 1), fallback.body,
                                           fallback.media_type, origin=origin, from_parent=True)
+
+    async def _ensure_blobs(self, repository: str, digests: list[str]) -> None:
+        """A few blobs at a time: one finishing (verify, fsync) while the next ones stream."""
+        limit = asyncio.Semaphore(BLOB_CONCURRENCY)
+
+        async def one(digest: str) -> None:
+            async with limit:
+                await self.ensure_blob(repository, digest)
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for digest in dict.fromkeys(digests):
+                    tasks.create_task(one(digest))
+        except BaseExceptionGroup as group:  # callers expect the error itself (ParentError...)
+            raise first_error(group) from None
 
     async def ensure_blob(self, repository: str, digest: str) -> None:
         if self.store.blob_size(repository, digest) is not None:
@@ -160,6 +176,13 @@ class Downstream:
         for local in self.store.list_tags(repository, None, None):
             if local not in present and not _is_referrers_tag(local) and not self.store.undelivered_tag(repository, local):
                 await self.store.delete_manifest(repository, local, from_parent=True)
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _is_referrers_tag(tag: str) -> bool:

@@ -15,7 +15,7 @@ from connected_registry.auth.permissions import repository_pattern_matches
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore
 from connected_registry.storage.registry import utc_timestamp
-from connected_registry.sync.downstream import Downstream
+from connected_registry.sync.downstream import Downstream, first_error
 from connected_registry.sync.parent_client import ParentClient, ParentError, next_link
 from connected_registry.sync.schedule import SyncSchedule, Window
 from connected_registry.sync.upstream import Upstream
@@ -90,7 +90,7 @@ class SyncEngine:
                 try:
                     await self._iteration()
                 except BaseExceptionGroup as group:  # from the feed and upload tasks: handle the first
-                    raise group.exceptions[0] from None
+                    raise first_error(group) from None
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise

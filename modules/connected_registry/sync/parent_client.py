@@ -115,9 +115,9 @@ class ParentClient:
         realm = params.get("realm")
         if not realm:
             raise ParentError("auth", f"parent {self.endpoint} sent a Bearer challenge without a realm")
-        query = {"service": params.get("service", "")}
-        if scope or params.get("scope"):
-            query["scope"] = scope or params["scope"]
+        query = [("service", params.get("service", ""))]
+        # one scope parameter per scope, as docker sends them (strict token services take only that form)
+        query += [("scope", item) for item in (scope or params.get("scope") or "").split() if item]
         headers = {"Authorization": self._basic()} if self._basic() else {}
         try:
             async with self.session.get(f"{realm}?{urlencode(query)}", headers=headers) as response:
