@@ -211,6 +211,22 @@ class Runtime:
             self.status.clear("REPOSITORY_PENDING_REMOVAL")
         return removed
 
+    def _hold_back_identity_changes(self, settings: "DesiredProperties") -> "DesiredProperties":
+        """A change of mode or name while Active waits for a deactivation (SPEC 3); the rest applies."""
+        if self.engine is None or self.engine.state.activation != "Active" or self.settings is None:
+            self.status.clear("CHANGE_NEEDS_DEACTIVATION")
+            return settings
+        held = {key: getattr(self.settings, key) for key in ("mode", "name")
+                if getattr(settings, key) != getattr(self.settings, key)}
+        if not held:
+            self.status.clear("CHANGE_NEEDS_DEACTIVATION")
+            return settings
+        wanted = ", ".join(f"{key} {getattr(settings, key)!r}" for key in held)
+        self.status.set("Config", "Warning", "CHANGE_NEEDS_DEACTIVATION",
+                        f"{wanted} not applied while {self.name} is Active: deactivate it at the parent "
+                        f"(connected-registry deactivate {self.name} --registry <parent>), then restart it")
+        return settings.model_copy(update=held)
+
     def _children_changed(self) -> None:
         if self.engine is not None:
             self.engine.report_soon()
@@ -296,6 +312,7 @@ class Runtime:
 
     def apply_settings(self, settings: "DesiredProperties") -> None:
         """Apply a validated configuration to every part that holds some of it, without a restart."""
+        settings = self._hold_back_identity_changes(settings)
         self.settings = settings
         logging.getLogger("connected_registry").setLevel(LOG_LEVELS[settings.logging.logLevel])
         if self.is_root and "mode" in settings.model_fields_set and settings.mode != "ReadWrite":

@@ -70,15 +70,14 @@ def test_out_of_scope_repositories_do_not_sync_and_the_leaf_refuses_pushes(root_
     assert refused.status == 403 and refused.error_message == "This operation is not allowed on this registry."
 
 
-def test_a_multiplatform_index_with_a_signature_arrives_whole(root_and_leaf, tmp_path: Path):
-    root, leaf = root_and_leaf
-    layout = tmp_path / "layout"
+def push_index_with_signature(instance, layout: Path) -> tuple[str, bytes, str]:
+    """A two-platform index pushed with skopeo --all, and a signature attached to it through subject."""
     index_digest = make_multiplatform_index(layout, "multi")
-    skopeo_push(layout, "multi", root, "factory/multi:1.0", "--all")
-    # a signature attached through subject, pushed as an artifact
+    skopeo_push(layout, "multi", instance, "factory/multi:1.0", "--all")
     config, payload = b"{}", b"signature-bytes"
     for blob in (config, payload):
-        reply = request(f"{root.url}/v2/factory/multi/blobs/uploads/?digest={sha256(blob)}", "POST", blob, basic(*WRITER))
+        reply = request(f"{instance.url}/v2/factory/multi/blobs/uploads/?digest={sha256(blob)}", "POST", blob,
+                        basic(*WRITER))
         assert reply.status == 201
     index_body = read_blob(layout, index_digest)
     signature = json.loads(image_manifest(config, [payload], config_type="application/vnd.oci.empty.v1+json",
@@ -86,20 +85,30 @@ def test_a_multiplatform_index_with_a_signature_arrives_whole(root_and_leaf, tmp
     signature["subject"] = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest,
                             "size": len(index_body)}
     signature_body = json.dumps(signature).encode()
-    reply = request(f"{root.url}/v2/factory/multi/manifests/{sha256(signature_body)}", "PUT", signature_body,
+    reply = request(f"{instance.url}/v2/factory/multi/manifests/{sha256(signature_body)}", "PUT", signature_body,
                     {**basic(*WRITER), "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
     assert reply.status == 201
+    return index_digest, index_body, sha256(signature_body)
 
-    arrived = wait_until(lambda: manifest_at(leaf, "factory/multi", "1.0"), timeout=30, what="the index at the leaf")
+
+def assert_index_with_signature_arrives(instance, layout: Path, index_digest: str, index_body: bytes,
+                                        signature_digest: str) -> None:
+    arrived = wait_until(lambda: manifest_at(instance, "factory/multi", "1.0"), timeout=40, what="the index")
     assert arrived.body == index_body
     for child in json.loads(index_body)["manifests"]:
-        assert manifest_at(leaf, "factory/multi", child["digest"]).body == read_blob(layout, child["digest"])
+        assert manifest_at(instance, "factory/multi", child["digest"]).body == read_blob(layout, child["digest"])
 
-    def signature_at_leaf():
-        reply = request(f"{leaf.url}/v2/factory/multi/referrers/{index_digest}", headers=basic(*READER))
-        return reply.status == 200 and [m["digest"] for m in reply.json()["manifests"]] == [sha256(signature_body)]
+    def signature_listed():
+        reply = request(f"{instance.url}/v2/factory/multi/referrers/{index_digest}", headers=basic(*READER))
+        return reply.status == 200 and [m["digest"] for m in reply.json()["manifests"]] == [signature_digest]
 
-    wait_until(signature_at_leaf, timeout=30, what="the signature at the leaf")
+    wait_until(signature_listed, timeout=40, what="the signature")
+
+
+def test_a_multiplatform_index_with_a_signature_arrives_whole(root_and_leaf, tmp_path: Path):
+    root, leaf = root_and_leaf
+    layout = tmp_path / "layout"
+    assert_index_with_signature_arrives(leaf, layout, *push_index_with_signature(root, layout))
 
 
 def test_tag_deletes_follow_and_a_restarted_child_catches_up(root_and_leaf, tmp_path: Path):

@@ -11,7 +11,8 @@ from tests.support.http import basic, request
 from tests.support.layouts import make_image
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import READER, WRITER, start_instance
-from tests.sync.test_downstream import manifest_at, skopeo_push
+from tests.sync.test_downstream import (assert_index_with_signature_arrives, manifest_at, push_index_with_signature,
+                                       skopeo_push)
 
 
 @pytest.fixture
@@ -95,3 +96,9 @@ def test_the_leaf_refuses_pushes_and_the_root_sees_the_tree(three_layers, tmp_pa
     node = wait_until(tree, timeout=60, what="both layers in the root's hierarchy view")
     assert node["children"][0]["name"] == "plant-middle"
     assert json.dumps(node).count('"Active"') >= 3
+
+
+def test_a_multiplatform_index_with_a_signature_arrives_whole_at_the_leaf(three_layers, tmp_path: Path):
+    root, middle, leaf = three_layers
+    layout = tmp_path / "layout"
+    assert_index_with_signature_arrives(leaf, layout, *push_index_with_signature(root, layout))

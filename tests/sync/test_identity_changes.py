@@ -1,0 +1,40 @@
+"""A change of mode or name while Active is held back with CHANGE_NEEDS_DEACTIVATION; the rest applies (SPEC 3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.sync.inprocess import FakeClock, eventually, start_root_for_leaf, start_runtime
+
+
+async def test_mode_and_name_changes_wait_for_deactivation_while_the_rest_applies(tmp_path: Path, monkeypatch):
+    clock = FakeClock()
+    root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch)
+    leaf = await start_runtime(tmp_path / "leaf", document, clock)
+    try:
+        async def active():
+            return leaf.engine.state.activation == "Active"
+
+        await eventually(active, what="the leaf Active")
+        changed = dict(document, mode="ReadWrite", name="line1-renamed", anonymousPull=True)
+        (tmp_path / "leaf" / "desired.json").write_text(json.dumps(changed))
+
+        async def held_back():
+            return {d["code"]: d for d in leaf.status_document()["statusDetails"]}.get("CHANGE_NEEDS_DEACTIVATION")
+
+        detail = await eventually(held_back, what="CHANGE_NEEDS_DEACTIVATION")
+        assert detail["severity"] == "Warning" and "mode 'ReadWrite'" in detail["description"]
+        assert "name 'line1-renamed'" in detail["description"]
+        assert leaf.mode == "ReadOnly" and leaf.name == "line1-leaf"
+        assert leaf.settings.anonymousPull is True  # the rest of the same change applied
+
+        (tmp_path / "leaf" / "desired.json").write_text(json.dumps(dict(document, anonymousPull=True)))
+
+        async def cleared():
+            return "CHANGE_NEEDS_DEACTIVATION" not in {d["code"] for d in leaf.status_document()["statusDetails"]}
+
+        await eventually(cleared, what="the warning cleared when the change is withdrawn")
+    finally:
+        await leaf.stop()
+        await root.stop()
