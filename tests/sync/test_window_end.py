@@ -1,0 +1,106 @@
+"""A large transfer cut by the window's end resumes in the next window without starting over (SPEC 7.4):
+the parent sees a Range request. The link is slowed down on purpose so the window ends mid-blob."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from tests.support.oci import image_manifest, sha256
+from tests.sync.hierarchy import READER, WRITER
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, set_clock, start_root_for_leaf,
+                                  start_runtime, url)
+
+NINE = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+BLOB_BYTES = 8 << 20
+TRICKLE = 1 << 17  # bytes per step of the slow link
+
+
+async def start_slow_link(upstream: dict, blob_ranges: list):
+    """Forwards to the parent; blob bodies trickle (128 KiB per 50 ms) so a short window ends mid-transfer."""
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        is_blob = "/blobs/sha256:" in request.path and request.method == "GET"
+        if is_blob:
+            blob_ranges.append(request.headers.get("Range"))
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            async with session.request(request.method, f"{upstream['url']}{request.path_qs}", data=await request.read(),
+                                       headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+                                       allow_redirects=False) as response:
+                headers = {k: v for k, v in response.headers.items()
+                           if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")}
+                reply = web.StreamResponse(status=response.status, headers=headers)
+                if response.content_length is not None:
+                    reply.content_length = response.content_length
+                await reply.prepare(request)
+                async for chunk in response.content.iter_chunked(TRICKLE):
+                    await reply.write(chunk)
+                    if is_blob:
+                        await asyncio.sleep(0.05)  # the slow link itself: the fault being injected
+                await reply.write_eof()
+                return reply
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
+async def test_a_transfer_cut_by_the_window_end_resumes_with_range_in_the_next_window(tmp_path: Path, monkeypatch):
+    upstream: dict = {}
+    blob_ranges: list = []
+    runner, port = await start_slow_link(upstream, blob_ranges)
+    clock = FakeClock()
+    set_clock(clock, NINE - timedelta(minutes=5))  # outside 09:00 + PT1H
+    root, document = await start_root_for_leaf(
+        tmp_path, clock, monkeypatch,
+        parent={"endpoint": f"http://127.0.0.1:{port}", "syncProperties": {"schedule": "0 9 * * *", "syncWindow": "PT1H"}})
+    upstream["url"] = f"http://127.0.0.1:{root.port}"
+    writer, reader = basic_header(*WRITER), basic_header(*READER)
+    big = os.urandom(BLOB_BYTES)
+    leaf = await start_runtime(tmp_path / "leaf", document, clock)
+    try:
+        async with aiohttp.ClientSession() as session:
+            config = b'{"os":"linux"}'
+            for blob in (config, big):
+                async with session.post(url(root, "/v2/factory/app/blobs/uploads/"), params={"digest": sha256(blob)},
+                                        data=blob, headers=writer) as response:
+                    assert response.status == 201
+            manifest = image_manifest(config, [big])
+            async with session.put(url(root, "/v2/factory/app/manifests/v1"), data=manifest,
+                                   headers={**writer, "Content-Type": "application/vnd.oci.image.manifest.v1+json"}) as r:
+                assert r.status == 201
+
+            # the window opens with one second left: the 8 MiB blob needs about three on the slow link
+            set_clock(clock, NINE + timedelta(hours=1) - timedelta(seconds=1))
+            leaf.engine.state.wake.set()
+
+            async def cut():
+                return leaf.engine.state.in_window is False and blob_ranges
+
+            await eventually(cut, timeout=20, what="the window to end during the transfer")
+            assert await digest_at(session, leaf, "factory/app", "v1", reader) is None
+
+            set_clock(clock, NINE + timedelta(days=1, seconds=1))  # the next window
+            leaf.engine.state.wake.set()
+
+            async def arrived():
+                return await digest_at(session, leaf, "factory/app", "v1", reader) == sha256(manifest)
+
+            await eventually(arrived, timeout=60, what="the image in the next window")
+        big_requests = [value for value in blob_ranges if value]
+        assert big_requests, f"the next window started over instead of resuming: {blob_ranges}"
+        resumed_from = int(big_requests[-1].removeprefix("bytes=").rstrip("-"))
+        assert 0 < resumed_from < BLOB_BYTES
+    finally:
+        await leaf.stop()
+        await root.stop()
+        await runner.cleanup()
