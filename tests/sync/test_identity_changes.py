@@ -38,3 +38,33 @@ async def test_mode_and_name_changes_wait_for_deactivation_while_the_rest_applie
     finally:
         await leaf.stop()
         await root.stop()
+
+
+async def test_a_cloned_data_volume_on_another_device_is_already_active(tmp_path: Path, monkeypatch):
+    import shutil
+
+    clock = FakeClock()
+    root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch)
+    monkeypatch.setenv("IOTEDGE_DEVICEID", "line1-device")
+    original = await start_runtime(tmp_path / "leaf", document, clock)
+    clone = None
+    try:
+        async def active():
+            return original.engine.state.activation == "Active"
+
+        await eventually(active, what="the original Active")
+        await original.stop()
+        shutil.copytree(tmp_path / "leaf", tmp_path / "clone")  # the same instanceId on another device
+        monkeypatch.setenv("IOTEDGE_DEVICEID", "other-device")
+        clone = await start_runtime(tmp_path / "clone", document, clock)
+        assert clone.instance_id == original.instance_id
+
+        async def refused():
+            return {d["code"] for d in clone.status_document()["statusDetails"]} & {"ALREADY_ACTIVE"}
+
+        await eventually(refused, what="ALREADY_ACTIVE for the clone")
+        assert clone.engine.state.activation == "Inactive"
+    finally:
+        if clone is not None:
+            await clone.stop()
+        await root.stop()
