@@ -130,6 +130,8 @@ class SyncEngine:
 
     def set_repositories(self, repositories: list[str]) -> None:
         """A new repository list applies at the next sync (SPEC 3)."""
+        if repositories == self.identity.repositories:
+            return  # another part of the configuration changed: no reconcile needed
         self.identity.repositories = repositories
         self.downstream.repositories = repositories
         self._last_reconcile = -RECONCILE_EVERY_SECONDS  # newly added repositories need a reconcile
