@@ -98,3 +98,49 @@ async def start_root_for_leaf(base: Path, clock: FakeClock, monkeypatch, *, repo
     leaf = {"name": "line1-leaf", "tokens": client_tokens(), "repositories": repositories or ["factory/*"],
             "parent": {"endpoint": f"http://127.0.0.1:{root.port}", "syncToken": {"name": sync_name}, **(parent or {})}}
     return root, leaf
+
+
+async def serve_on_free_port(handler) -> tuple:
+    """An aiohttp app answering every path with `handler`, on a free loopback port: (runner, port)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
+_HOP_HEADERS = ("content-length", "transfer-encoding", "content-encoding")
+
+
+async def forward(request, target: str, *, headers: dict | None = None, chunk_delay: float = 0.0,
+                  cut_after: int | None = None):
+    """Send `request` on to the URL `target` and stream the answer back: the test proxies' one forwarding path.
+    `chunk_delay` paces the body (a slow link); `cut_after` drops the connection after that many body bytes."""
+    from aiohttp import web
+
+    sent_headers = headers if headers is not None else {k: v for k, v in request.headers.items()
+                                                         if k.lower() not in ("host", "proxy-connection")}
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.request(request.method, target, data=await request.read(), headers=sent_headers,
+                                   allow_redirects=False) as response:
+            reply = web.StreamResponse(status=response.status, headers={
+                k: v for k, v in response.headers.items() if k.lower() not in _HOP_HEADERS})
+            if response.content_length is not None:
+                reply.content_length = response.content_length
+            await reply.prepare(request)
+            sent = 0
+            async for chunk in response.content.iter_chunked(1 << 17):
+                if cut_after is not None and sent + len(chunk) > cut_after:
+                    await reply.write(chunk[: cut_after - sent])
+                    request.transport.close()  # the link drops mid-transfer
+                    return reply
+                await reply.write(chunk)
+                sent += len(chunk)
+                if chunk_delay:
+                    await asyncio.sleep(chunk_delay)  # the slow link itself: the fault being injected
+            await reply.write_eof()
+            return reply

@@ -5,36 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 from tests.sync.hierarchy import READER, WRITER
-from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, push_small_image, start_root_for_leaf,
-                                  start_runtime)
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, push_small_image,
+                                  serve_on_free_port, start_root_for_leaf, start_runtime)
 
 
 async def start_forward_proxy(seen: list):
     """A plain forward proxy: requests arrive in absolute form and are sent on to the Host they name."""
 
-    async def forward(request: web.Request) -> web.StreamResponse:
-        target = request.headers["Host"]  # absolute-form request: the Host names the parent
+    async def proxy(request):
+        target = request.headers["Host"]
         seen.append(f"{request.method} {target}{request.path}")
-        async with aiohttp.ClientSession(auto_decompress=False) as session:
-            async with session.request(request.method, f"http://{target}{request.path_qs}",
-                                       data=await request.read(), allow_redirects=False,
-                                       headers={k: v for k, v in request.headers.items()
-                                                if k.lower() not in ("host", "proxy-connection")}) as response:
-                body = await response.read()
-                headers = {k: v for k, v in response.headers.items()
-                           if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")}
-                return web.Response(status=response.status, body=body, headers=headers)
+        return await forward(request, f"http://{target}{request.path_qs}")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]
+    return await serve_on_free_port(proxy)
 
 
 async def test_the_parent_is_reached_through_http_proxy(tmp_path: Path, monkeypatch):

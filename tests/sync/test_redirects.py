@@ -10,38 +10,23 @@ from aiohttp import web
 
 from tests.support.oci import image_manifest, sha256
 from tests.sync.hierarchy import READER, WRITER
-from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, start_root_for_leaf, start_runtime,
-                                  url)
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, serve_on_free_port,
+                                  start_root_for_leaf, start_runtime, url)
 
 
 async def start_redirecting_proxy(upstream: dict, storage_requests: list):
-    async def forward(request: web.Request, path: str, headers: dict) -> web.Response:
-        async with aiohttp.ClientSession(auto_decompress=False) as session:
-            async with session.request(request.method, f"{upstream['url']}{path}", data=await request.read(),
-                                       headers=headers, allow_redirects=False) as response:
-                body = await response.read()
-                kept = {k: v for k, v in response.headers.items()
-                        if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")}
-                return web.Response(status=response.status, body=body, headers=kept)
-
     async def proxy(request: web.Request) -> web.StreamResponse:
         if request.path.startswith("/storage/"):  # the "blob storage": signed URL, no registry credentials
             storage_requests.append(dict(request.headers))
             repository, digest = request.query["repository"], request.path.removeprefix("/storage/")
-            return await forward(request, f"/v2/{repository}/blobs/{digest}", basic_header(*READER))
+            return await forward(request, f"{upstream['url']}/v2/{repository}/blobs/{digest}",
+                                 headers=basic_header(*READER))
         if "/blobs/sha256:" in request.path and request.method == "GET" and request.headers.get("Authorization"):
             repository, _, digest = request.path.removeprefix("/v2/").rpartition("/blobs/")
             raise web.HTTPTemporaryRedirect(f"/storage/{digest}?repository={repository}&sig=expires-soon")
-        return await forward(request, request.path_qs,
-                             {k: v for k, v in request.headers.items() if k.lower() != "host"})
+        return await forward(request, f"{upstream['url']}{request.path_qs}")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", proxy)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]
+    return await serve_on_free_port(proxy)
 
 
 async def test_blob_redirects_are_followed_without_the_registry_credentials(tmp_path: Path, monkeypatch):

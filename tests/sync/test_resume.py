@@ -6,12 +6,11 @@ import os
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 from tests.support.oci import image_manifest, sha256
 from tests.sync.hierarchy import READER, WRITER
-from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, start_root_for_leaf, start_runtime,
-                                  url)
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, serve_on_free_port,
+                                  start_root_for_leaf, start_runtime, url)
 
 CUT_AFTER = 3 << 20
 
@@ -20,39 +19,17 @@ async def start_cutting_proxy(upstream: dict, seen: list):
     """Forwards everything; the first blob GET is cut after CUT_AFTER bytes. Records each blob GET's Range."""
     state = {"cut": False}
 
-    async def proxy(request: web.Request) -> web.StreamResponse:
+    async def proxy(request):
         is_blob = "/blobs/sha256:" in request.path and request.method == "GET"
         if is_blob:
             seen.append(request.headers.get("Range"))
-        async with aiohttp.ClientSession(auto_decompress=False) as session:
-            async with session.request(request.method, f"{upstream['url']}{request.path_qs}", data=await request.read(),
-                                       headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-                                       allow_redirects=False) as response:
-                headers = {k: v for k, v in response.headers.items()
-                           if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")}
-                reply = web.StreamResponse(status=response.status, headers=headers)
-                if response.content_length is not None:
-                    reply.content_length = response.content_length
-                await reply.prepare(request)
-                sent = 0
-                async for chunk in response.content.iter_chunked(1 << 16):
-                    if is_blob and not state["cut"] and sent + len(chunk) > CUT_AFTER:
-                        state["cut"] = True
-                        await reply.write(chunk[: CUT_AFTER - sent])
-                        request.transport.close()  # the link drops mid-transfer
-                        return reply
-                    await reply.write(chunk)
-                    sent += len(chunk)
-                await reply.write_eof()
-                return reply
+        reply = await forward(request, f"{upstream['url']}{request.path_qs}",
+                              cut_after=CUT_AFTER if is_blob and not state["cut"] else None)
+        if is_blob and (request.transport is None or request.transport.is_closing()):
+            state["cut"] = True  # only the first blob long enough to be cut is cut
+        return reply
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", proxy)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]
+    return await serve_on_free_port(proxy)
 
 
 async def test_a_cut_blob_transfer_resumes_with_range(tmp_path: Path, monkeypatch):

@@ -10,8 +10,8 @@ import aiohttp
 from aiohttp import web
 
 from tests.sync.hierarchy import READER, WRITER
-from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, push_small_image, start_root_for_leaf,
-                                  start_runtime, url)
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, push_small_image,
+                                  serve_on_free_port, start_root_for_leaf, start_runtime, url)
 
 
 async def _root_and_leaf(tmp_path: Path, clock, monkeypatch, repositories, parent_url=None, kind="auto"):
@@ -68,22 +68,9 @@ async def test_failing_or_truncated_listings_delete_nothing(tmp_path: Path, monk
                                          headers={"Link": '</v2/factory/app/tags/list?n=1&last=a>; rel="next"'})
             status = {"401": 401, "403": 403, "500": 500, "truncated": 500}[mode["value"]]
             return web.json_response({"errors": [{"code": "UNKNOWN", "message": "injected"}]}, status=status)
-        async with aiohttp.ClientSession(auto_decompress=False) as session:
-            async with session.request(request.method, f"{upstream['url']}{request.path_qs}", data=await request.read(),
-                                       headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-                                       allow_redirects=False) as response:
-                body = await response.read()
-                headers = {k: v for k, v in response.headers.items()
-                           if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")}
-                return web.Response(status=response.status, body=body, headers=headers)
+        return await forward(request, f"{upstream['url']}{request.path_qs}")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", proxy)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    proxy_port = site._server.sockets[0].getsockname()[1]
+    runner, proxy_port = await serve_on_free_port(proxy)
 
     root, document = await _root_and_leaf(tmp_path, clock, monkeypatch, ["factory/app"],
                                           parent_url=f"http://127.0.0.1:{proxy_port}", kind="plain")

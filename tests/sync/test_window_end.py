@@ -3,55 +3,31 @@ the parent sees a Range request. The link is slowed down on purpose so the windo
 
 from __future__ import annotations
 
-import asyncio
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 from tests.support.oci import image_manifest, sha256
 from tests.sync.hierarchy import READER, WRITER
-from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, set_clock, start_root_for_leaf,
-                                  start_runtime, url)
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, serve_on_free_port,
+                                  set_clock, start_root_for_leaf, start_runtime, url)
 
 NINE = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 BLOB_BYTES = 8 << 20
-TRICKLE = 1 << 17  # bytes per step of the slow link
 
 
 async def start_slow_link(upstream: dict, blob_ranges: list):
     """Forwards to the parent; blob bodies trickle (128 KiB per 50 ms) so a short window ends mid-transfer."""
 
-    async def proxy(request: web.Request) -> web.StreamResponse:
+    async def proxy(request):
         is_blob = "/blobs/sha256:" in request.path and request.method == "GET"
         if is_blob:
             blob_ranges.append(request.headers.get("Range"))
-        async with aiohttp.ClientSession(auto_decompress=False) as session:
-            async with session.request(request.method, f"{upstream['url']}{request.path_qs}", data=await request.read(),
-                                       headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-                                       allow_redirects=False) as response:
-                headers = {k: v for k, v in response.headers.items()
-                           if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")}
-                reply = web.StreamResponse(status=response.status, headers=headers)
-                if response.content_length is not None:
-                    reply.content_length = response.content_length
-                await reply.prepare(request)
-                async for chunk in response.content.iter_chunked(TRICKLE):
-                    await reply.write(chunk)
-                    if is_blob:
-                        await asyncio.sleep(0.05)  # the slow link itself: the fault being injected
-                await reply.write_eof()
-                return reply
+        return await forward(request, f"{upstream['url']}{request.path_qs}", chunk_delay=0.05 if is_blob else 0.0)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", proxy)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]
+    return await serve_on_free_port(proxy)
 
 
 async def test_a_transfer_cut_by_the_window_end_resumes_with_range_in_the_next_window(tmp_path: Path, monkeypatch):
