@@ -442,7 +442,8 @@ http {{
 class Distribution:
     """CNCF distribution (`docker-registry serve CONFIG`) on a free loopback port, storage under `workdir`."""
 
-    def __init__(self, workdir: Path, port: int | None = None, timeout: float = 20.0) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, timeout: float = 20.0, extra_config: str = "") -> None:
+        """`extra_config`: more top-level YAML for the config (an `auth:` section, say)."""
         require("docker-registry")
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -465,7 +466,7 @@ class Distribution:
             http:
               addr: {self.host}
               secret: connected-registry-tests
-            """))
+            """) + textwrap.dedent(extra_config))
         self.daemon = Daemon("docker-registry", ["docker-registry", "serve", self.config], workdir / "registry.log")
         self.daemon.wait_ready(self._ready, timeout=timeout)
 
@@ -673,41 +674,18 @@ class TokenAuthDistribution(Distribution):
     def __init__(self, workdir: Path, token_server=None, *, realm: str | None = None, service: str | None = None,
                  issuer: str | None = None, rootcertbundle: Path | None = None, port: int | None = None,
                  timeout: float = 20.0) -> None:
-        require("docker-registry")
         self.realm = realm or token_server.realm
         self.service = service or token_server.service
         self.issuer = issuer or token_server.issuer
         self.rootcertbundle = Path(rootcertbundle or token_server.cert_path)
-        self.port = port or free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.config = workdir / "config.yml"
-        self.config.write_text(textwrap.dedent(f"""\
-            version: 0.1
-            log:
-              level: info
-              formatter: text
-            storage:
-              filesystem:
-                rootdirectory: {workdir / 'data'}
-              delete:
-                enabled: true
-              maintenance:
-                uploadpurging:
-                  enabled: false
-            http:
-              addr: {self.host}
-              secret: connected-registry-tests
+        super().__init__(workdir, port=port, timeout=timeout, extra_config=f"""\
             auth:
               token:
                 realm: {self.realm}
                 service: {self.service}
                 issuer: {self.issuer}
                 rootcertbundle: {self.rootcertbundle}
-            """))
-        self.daemon = Daemon("docker-registry", ["docker-registry", "serve", self.config], workdir / "registry.log")
-        self.daemon.wait_ready(self._ready, timeout=timeout)
+            """)
 
     def _ready(self) -> bool:
         """Up when /v2/ answers the anonymous request with a Bearer challenge naming our realm."""
