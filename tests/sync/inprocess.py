@@ -61,8 +61,9 @@ def basic_header(name: str, password: str) -> dict:
 
 
 async def push_small_image(session: aiohttp.ClientSession, runtime: Runtime, repository: str, tag: str,
-                           headers: dict) -> str:
-    config, layer = json.dumps({"tag": tag, "t": time.time()}).encode(), tag.encode() * 100
+                           headers: dict, layer: bytes | None = None) -> str:
+    """A config, one layer (small unless given) and a manifest pushed to `runtime`; returns the manifest digest."""
+    config, layer = json.dumps({"tag": tag, "t": time.time()}).encode(), layer or tag.encode() * 100
     for blob in (config, layer):
         async with session.post(url(runtime, f"/v2/{repository}/blobs/uploads/"), params={"digest": sha256(blob)},
                                 data=blob, headers=headers) as response:

@@ -8,10 +8,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.support.oci import image_manifest, sha256
 from tests.sync.hierarchy import READER, WRITER
-from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, serve_on_free_port,
-                                  start_root_for_leaf, start_runtime, url)
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, push_small_image,
+                                  serve_on_free_port,
+                                  start_root_for_leaf, start_runtime)
 
 
 async def start_redirecting_proxy(upstream: dict, storage_requests: list):
@@ -40,19 +40,12 @@ async def test_blob_redirects_are_followed_without_the_registry_credentials(tmp_
     leaf = None
     try:
         async with aiohttp.ClientSession() as session:
-            config, layer = b'{"os":"linux"}', os.urandom(200_000)
-            for blob in (config, layer):
-                async with session.post(url(root, "/v2/factory/app/blobs/uploads/"), params={"digest": sha256(blob)},
-                                        data=blob, headers=writer) as response:
-                    assert response.status == 201
-            manifest = image_manifest(config, [layer])
-            async with session.put(url(root, "/v2/factory/app/manifests/v1"), data=manifest,
-                                   headers={**writer, "Content-Type": "application/vnd.oci.image.manifest.v1+json"}) as r:
-                assert r.status == 201
+            manifest_digest = await push_small_image(session, root, "factory/app", "v1", writer,
+                                                     layer=os.urandom(200_000))
             leaf = await start_runtime(tmp_path / "leaf", document, clock)
 
             async def arrived():
-                return await digest_at(session, leaf, "factory/app", "v1", reader) == sha256(manifest)
+                return await digest_at(session, leaf, "factory/app", "v1", reader) == manifest_digest
 
             await eventually(arrived, what="the image through redirected blob GETs")
         assert len(storage_requests) == 2  # config and layer, each fetched from "storage"

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support.oci import image_manifest, sha256
+from tests.support.oci import sha256
 from tests.sync.hierarchy import READER, WRITER
-from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, serve_on_free_port,
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, push_small_image,
+                                  serve_on_free_port,
                                   start_root_for_leaf, start_runtime, url)
 
 CUT_AFTER = 3 << 20
@@ -45,19 +46,11 @@ async def test_a_cut_blob_transfer_resumes_with_range(tmp_path: Path, monkeypatc
     leaf = None
     try:
         async with aiohttp.ClientSession() as session:
-            config = b'{"os":"linux"}'
-            for blob in (config, big):
-                async with session.post(url(root, "/v2/factory/app/blobs/uploads/"), params={"digest": sha256(blob)},
-                                        data=blob, headers=writer) as response:
-                    assert response.status == 201
-            manifest = image_manifest(config, [big])
-            async with session.put(url(root, "/v2/factory/app/manifests/v1"), data=manifest,
-                                   headers={**writer, "Content-Type": "application/vnd.oci.image.manifest.v1+json"}) as r:
-                assert r.status == 201
+            manifest_digest = await push_small_image(session, root, "factory/app", "v1", writer, layer=big)
             leaf = await start_runtime(tmp_path / "leaf", document, clock)
 
             async def arrived():
-                return await digest_at(session, leaf, "factory/app", "v1", reader) == sha256(manifest)
+                return await digest_at(session, leaf, "factory/app", "v1", reader) == manifest_digest
 
             await eventually(arrived, timeout=60, what="the image after the cut")
             async with session.get(url(leaf, f"/v2/factory/app/blobs/{sha256(big)}"), headers=reader) as response:

@@ -34,8 +34,10 @@ async def test_leaving_the_scope_hides_at_once_and_deletes_after_seven_days(tmp_
             document["repositories"] = ["factory/a"]
             (tmp_path / "leaf" / "desired.json").write_text(json.dumps(document))
             await eventually(lambda: _gone(session, leaf, "factory/b", reader), what="factory/b hidden")
-            details = {d["code"]: d for d in leaf.status_document()["statusDetails"]}
-            assert "factory/b" in details["REPOSITORY_PENDING_REMOVAL"]["description"]
+            async def pending_removal():  # the clean-up task that reports it runs just after the change
+                return {d["code"]: d for d in leaf.status_document()["statusDetails"]}.get("REPOSITORY_PENDING_REMOVAL")
+
+            assert "factory/b" in (await eventually(pending_removal, what="REPOSITORY_PENDING_REMOVAL"))["description"]
             assert leaf.store.get_manifest("factory/b", b) is not None  # hidden, not deleted
 
             clock.advance(6 * 24 * 3600)

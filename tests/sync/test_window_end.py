@@ -9,10 +9,10 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support.oci import image_manifest, sha256
 from tests.sync.hierarchy import READER, WRITER
-from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, serve_on_free_port,
-                                  set_clock, start_root_for_leaf, start_runtime, url)
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, push_small_image,
+                                  serve_on_free_port,
+                                  set_clock, start_root_for_leaf, start_runtime)
 
 NINE = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 BLOB_BYTES = 8 << 20
@@ -45,15 +45,7 @@ async def test_a_transfer_cut_by_the_window_end_resumes_with_range_in_the_next_w
     leaf = await start_runtime(tmp_path / "leaf", document, clock)
     try:
         async with aiohttp.ClientSession() as session:
-            config = b'{"os":"linux"}'
-            for blob in (config, big):
-                async with session.post(url(root, "/v2/factory/app/blobs/uploads/"), params={"digest": sha256(blob)},
-                                        data=blob, headers=writer) as response:
-                    assert response.status == 201
-            manifest = image_manifest(config, [big])
-            async with session.put(url(root, "/v2/factory/app/manifests/v1"), data=manifest,
-                                   headers={**writer, "Content-Type": "application/vnd.oci.image.manifest.v1+json"}) as r:
-                assert r.status == 201
+            manifest_digest = await push_small_image(session, root, "factory/app", "v1", writer, layer=big)
 
             # the window opens with one second left: the 8 MiB blob needs about three on the slow link
             set_clock(clock, NINE + timedelta(hours=1) - timedelta(seconds=1))
@@ -69,7 +61,7 @@ async def test_a_transfer_cut_by_the_window_end_resumes_with_range_in_the_next_w
             leaf.engine.state.wake.set()
 
             async def arrived():
-                return await digest_at(session, leaf, "factory/app", "v1", reader) == sha256(manifest)
+                return await digest_at(session, leaf, "factory/app", "v1", reader) == manifest_digest
 
             await eventually(arrived, timeout=60, what="the image in the next window")
         big_requests = [value for value in blob_ranges if value]
