@@ -77,6 +77,7 @@ class Runtime:
         self._gc_task: asyncio.Task | None = None
         self.port: int | None = None
         self.engine = None  # SyncEngine when there is a parent
+        self.pull_through = None  # PullThrough (on-demand fills, SPEC 8) when there is a parent
 
     @property
     def name(self) -> str:
@@ -123,8 +124,13 @@ class Runtime:
         if self.config_source:
             self._tasks.append(asyncio.create_task(self.config_source.watch(), name="config-watch"))
         if not self.is_root:
+            from connected_registry.sync.ondemand import PullThrough
+
             self.engine = self._sync_engine()
             self._tasks.append(asyncio.create_task(self.engine.run(), name="sync"))
+            self.pull_through = PullThrough(self.store, self.engine.downstream, self.settings,
+                                            in_window=lambda: self.engine.state.in_window)
+            self.context.pull_through = self.pull_through
         self._tasks.append(asyncio.create_task(self._prune_events_forever(), name="event-retention"))
         log.info("connected registry %r (%s%s) serving http://%s:%d with data in %s", self.name, self.mode,
                  ", root" if self.is_root else "", options.host, self.port, options.data_dir)
@@ -279,6 +285,7 @@ class Runtime:
             },
             "loginServer": {"host": self.context.login_server if self.context else None, "tls": {"status": "Disabled"}},
             "statusDetails": details,
+            "cache": self.pull_through.document() if self.pull_through else None,
         }
         if self.engine is not None:
             sync_properties = self.settings.parent.syncProperties.model_dump()
@@ -333,6 +340,8 @@ class Runtime:
 
             self.engine.set_schedule(SyncSchedule.from_settings(settings.parent.syncProperties))
             self.engine.set_repositories(list(settings.repositories))
+        if self.pull_through is not None and settings.parent is not None:
+            self.pull_through.configure(settings)
         if self.store is not None and self.context is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self.remove_out_of_scope(), name="scope-clean-up"))
         self._schedule_gc(settings.garbageCollection.enabled, settings.garbageCollection.schedule)
@@ -359,6 +368,8 @@ class Runtime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.pull_through is not None:
+            await self.pull_through.close()
         if self.engine is not None:
             await self.engine.parent.close()
         if self.store is not None:  # children's long polls answer now rather than hold the shutdown

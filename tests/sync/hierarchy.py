@@ -63,10 +63,10 @@ class Instance:
 def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly",
                    repositories: list[str] | None = None, children: list[tuple[str, str]] = (),
                    extra: dict | None = None, directory_name: str | None = None,
-                   sync_password: str | None = None) -> Instance:
+                   sync_password: str | None = None, parent_settings: dict | None = None) -> Instance:
     """An instance named `name`. `parent`: an Instance (its tokens must include this one's sync token, see
     `children`) or any registry with `url` and `host` (a plain parent). `sync_password` replaces the sync token's
-    password in the connection string (e.g. a wrong one)."""
+    password in the connection string (e.g. a wrong one); `parent_settings` adds to the `parent` section."""
     directory = base / (directory_name or name)
     directory.mkdir(parents=True, exist_ok=True)
     tokens = client_tokens()
@@ -80,7 +80,7 @@ def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly"
     if parent is not None:
         sync_name, right_password, _ = sync_token_for(name, mode)
         sync_password = right_password if sync_password is None else sync_password
-        document["parent"] = {"endpoint": parent.url, "syncToken": {"name": sync_name}}
+        document["parent"] = {"endpoint": parent.url, "syncToken": {"name": sync_name}, **(parent_settings or {})}
         env["ACR_REGISTRY_CONNECTION_STRING"] = (f"ConnectedRegistryName={name};SyncTokenName={sync_name};"
                                                  f"SyncTokenPassword={sync_password};ParentGatewayEndpoint={parent.host};"
                                                  "ParentEndpointProtocol=http")

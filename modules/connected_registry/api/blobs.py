@@ -6,8 +6,10 @@ error and malformed or multi-part ranges are ignored (a full 200), as RFC 9110 a
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+from contextlib import aclosing
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -15,6 +17,8 @@ from multidict import CIMultiDict
 from connected_registry.api.context import context, require_read, require_write
 from connected_registry.oci.digest import parse_digest
 from connected_registry.oci.errors import OciError
+
+log = logging.getLogger("connected_registry.api")
 
 _RANGE = re.compile(r"^bytes=(\d{0,40})-(\d{0,40})$", re.IGNORECASE)  # units are case-insensitive
 _DECIDED_HERE = ("If-Match", "If-None-Match", "If-Unmodified-Since", "If-Range", "Range")
@@ -71,8 +75,6 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     parse_digest(digest)
     await require_read(request, name, "pull", "BLOB_UNKNOWN")
     size = ctx.store.blob_size(name, digest)
-    if size is None:
-        raise OciError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name}")
     etag = f'"{digest}"'
     headers = {
         "Content-Type": "application/octet-stream",
@@ -80,6 +82,16 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
         "Accept-Ranges": "bytes",
         "Cache-Control": "max-age=31536000",
     }
+    if ctx.pull_through is not None:
+        if size is not None:
+            ctx.pull_through.served(name, digest)
+        elif request.method == "GET":  # a HEAD does not start a transfer (pushes HEAD every layer first)
+            reader = await ctx.pull_through.open_blob(name, digest)
+            if reader is not None:
+                return await _stream_from_parent(request, reader, headers, etag)
+            size = ctx.store.blob_size(name, digest)
+    if size is None:
+        raise OciError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name}")
     path = ctx.store.blob_path(digest)
     _check_preconditions(request, path, etag)
     if etag in request.headers.get("If-None-Match", ""):
@@ -89,6 +101,33 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     if byte_range:
         clean["Range"] = byte_range
     return _BlobFileResponse(clean, path, chunk_size=1 << 20, headers=headers)
+
+
+async def _stream_from_parent(request: web.Request, reader, headers: dict, etag: str) -> web.StreamResponse:
+    """A blob still arriving from the parent (SPEC 8), whole or one range, as its bytes land. If the transfer
+    fails or the digest turns out wrong, the connection is cut short of Content-Length: a broken transfer."""
+    try:
+        byte_range = _single_range(request, reader.size, etag)
+        start, end, status = 0, reader.size, 200
+        if byte_range:
+            first, last = byte_range.removeprefix("bytes=").split("-")
+            start, end, status = int(first), int(last) + 1, 206
+            headers["Content-Range"] = f"bytes {first}-{last}/{reader.size}"
+        response = web.StreamResponse(status=status, headers={**headers, "ETag": etag})
+        response.content_length = end - start
+        await response.prepare(request)
+        async with aclosing(reader.chunks(start, end)) as chunks:
+            async for chunk in chunks:
+                await response.write(chunk)
+        if reader.failure is not None:
+            log.warning("GET %s: cut short, the transfer from the parent failed: %s", request.path[:300], reader.failure)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
+    finally:
+        reader.close()
 
 
 class _BlobFileResponse(web.FileResponse):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -25,6 +26,8 @@ class ApiContext:
     repositories: tuple[str, ...] = ()  # what a child syncs; a ReadWrite child takes pushes only there
     login_server: str | None = None  # ACR_REGISTRY_LOGIN_SERVER: requests to other hosts are refused
     name: str = "connected-registry"
+    # sync.ondemand.PullThrough on an instance with a parent: fills misses (SPEC 8); None on a root.
+    pull_through: Any = None
     # Hooks into the rest of the instance, set by the runtime.
     status_document: Callable[[], dict] = field(default=lambda: {})
     hierarchy: Callable[[], dict] = field(default=lambda: {})

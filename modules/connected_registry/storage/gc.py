@@ -72,6 +72,7 @@ def _remove_unreferenced_blobs(db: sqlite3.Connection, cutoff: float) -> list[tu
     for digest, _ in rows:
         db.execute("DELETE FROM repository_blobs WHERE digest = ?", (digest,))
         db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+        db.execute("DELETE FROM on_demand WHERE digest = ?", (digest,))
     return rows
 
 

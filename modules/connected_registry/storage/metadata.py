@@ -118,6 +118,14 @@ MIGRATIONS: list[str] = [
         reported TEXT
     );
     """,
+    """
+    CREATE TABLE on_demand (
+        digest TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        last_used REAL NOT NULL
+    );
+    CREATE INDEX on_demand_last_used ON on_demand(last_used);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

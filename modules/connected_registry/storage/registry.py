@@ -209,9 +209,12 @@ class RegistryStore:
 
     async def put_manifest(
         self, repository: str, reference: str, body: bytes, content_type: str | None, origin: str | None = None,
-        from_parent: bool = False,
+        from_parent: bool = False, on_demand: bool = False,
     ) -> PutResult:
-        """Store a manifest (and tag). `from_parent`: written by the sync, so nothing goes to the outbox."""
+        """Store a manifest (and tag). `from_parent`: written by the sync, so nothing goes to the outbox.
+        `on_demand`: fetched for a client's miss (implies from_parent); its blobs may still be at the parent,
+        the client asks for them next. Anything else makes the manifest's content permanent."""
+        from_parent = from_parent or on_demand
         if len(body) > MAX_MANIFEST_BYTES:
             raise OciError("MANIFEST_INVALID", "manifest is larger than the 4 MiB limit", status=413)
         if is_digest(reference):
@@ -232,11 +235,15 @@ class RegistryStore:
         now = self.clock()
 
         def put(db: sqlite3.Connection) -> None:
-            self._check_references(db, repository, parsed)
+            if not on_demand:
+                self._check_references(db, repository, parsed)
             created = not self.files.exists(digest)
             self.files.write_small(body, digest)
             try:
                 self._record_manifest(db, repository, digest, len(body), parsed, tag, origin, now, from_parent)
+                if not on_demand:  # synced or pushed: what it references is no longer cache content
+                    db.executemany("DELETE FROM on_demand WHERE digest = ?",
+                                   [(child,) for child in (digest, *(b.digest for b in parsed.blobs))])
             except BaseException:
                 if created:  # no row will name it: leave nothing behind
                     self.files.remove(digest)
@@ -247,6 +254,19 @@ class RegistryStore:
         finally:
             self.after_change()
         return PutResult(digest, parsed.subject)
+
+    def incomplete(self, repository: str, digest: str) -> bool:
+        """A manifest stored on demand whose blobs or child manifests (at any depth) are not all here yet."""
+        row = self.metadata.read_one(
+            "WITH RECURSIVE tree(digest) AS (SELECT ? UNION SELECT r.child FROM manifest_references r "
+            "JOIN tree ON r.manifest = tree.digest WHERE r.repository = ? AND r.kind = 'manifest') "
+            "SELECT 1 FROM manifest_references r JOIN tree ON r.manifest = tree.digest WHERE r.repository = ? AND ("
+            "(r.kind = 'blob' AND NOT EXISTS (SELECT 1 FROM repository_blobs b WHERE b.repository = r.repository "
+            "AND b.digest = r.child)) OR (r.kind = 'manifest' AND NOT EXISTS (SELECT 1 FROM manifests m "
+            "WHERE m.repository = r.repository AND m.digest = r.child))) LIMIT 1",
+            (digest, repository, repository),
+        )
+        return row is not None
 
     @staticmethod
     def _check_references(db: sqlite3.Connection, repository: str, parsed: ParsedManifest) -> None:

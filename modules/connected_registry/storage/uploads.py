@@ -14,7 +14,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 from connected_registry.oci.digest import parse_digest
 from connected_registry.oci.errors import OciError
@@ -102,16 +102,19 @@ class Uploads:
 
     # --- receiving bytes ------------------------------------------------------------------------
 
-    async def append(self, session: UploadSession, stream: ByteStream, start: int | None) -> int:
-        """Append a request body to the session; `start` (from Content-Range) must be the current offset."""
+    async def append(self, session: UploadSession, stream: ByteStream, start: int | None,
+                     progress: Callable[[int], None] | None = None) -> int:
+        """Append a request body to the session; `start` (from Content-Range) must be the current offset.
+        `progress` hears the session's offset each time a block is on disk (readers of a blob being filled)."""
         async with session.lock:
             if start is not None and start != session.offset:
                 raise upload_range_error(
                     session, f"chunk starts at {start} but the upload has {session.offset} bytes: resume from there"
                 )
-            return await self._receive(session, stream)
+            return await self._receive(session, stream, progress)
 
-    async def _receive(self, session: UploadSession, stream: ByteStream) -> int:
+    async def _receive(self, session: UploadSession, stream: ByteStream,
+                       progress: Callable[[int], None] | None = None) -> int:
         loop = asyncio.get_running_loop()
         await self._ensure_hasher(session)
         try:
@@ -133,6 +136,8 @@ class Uploads:
                     parts, buffered = [], 0
                     if pending is not None:
                         await pending
+                        if progress is not None:
+                            progress(session.offset)
                     pending = loop.run_in_executor(self.io, self._write_block, session, fd, block)
                     received += len(block)
                 if not chunk:
@@ -140,6 +145,8 @@ class Uploads:
             if pending is not None:
                 await pending
                 pending = None
+                if progress is not None:
+                    progress(session.offset)
         except BaseException:
             if pending is not None:
                 try:
@@ -178,8 +185,11 @@ class Uploads:
 
     # --- finishing --------------------------------------------------------------------------------
 
-    async def complete(self, session: UploadSession, stream: ByteStream, digest: str, origin: str) -> int:
-        """Receive the last bytes, verify the digest, make the blob durable and visible. Returns its size."""
+    async def complete(self, session: UploadSession, stream: ByteStream, digest: str, origin: str,
+                       on_demand: bool = False) -> int:
+        """Receive the last bytes, verify the digest, make the blob durable and visible. Returns its size.
+        `on_demand`: filled for a client's miss, so it counts against cache.maxBytes until something
+        synced or pushed references it; any other completion makes the blob permanent."""
         algorithm, hex_part = parse_digest(digest)
         async with session.lock:
             await self._receive(session, stream)
@@ -205,16 +215,21 @@ class Uploads:
 
             def commit(db):
                 self.files.install(session.path, digest, data_synced=not already_stored)
-                db.execute(
+                new_blob = db.execute(
                     "INSERT OR IGNORE INTO blobs (digest, size, origin, created, last_used) VALUES (?, ?, ?, ?, ?)",
                     (digest, size, origin, now, now),
-                )
+                ).rowcount
                 db.execute("UPDATE blobs SET last_used = ? WHERE digest = ?", (now, digest))
                 db.execute(
                     "INSERT OR IGNORE INTO repository_blobs (repository, digest, created) VALUES (?, ?, ?)",
                     (session.repository, digest, now),
                 )
                 db.execute("DELETE FROM uploads WHERE id = ?", (session.id,))
+                if on_demand and new_blob:  # content already here stays what it was (maybe permanent)
+                    db.execute("INSERT OR IGNORE INTO on_demand (digest, size, last_used) VALUES (?, ?, ?)",
+                               (digest, size, now))
+                elif not on_demand:
+                    db.execute("DELETE FROM on_demand WHERE digest = ?", (digest,))
 
             await self.metadata.write(commit)
             return size

@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 
 from connected_registry.auth.permissions import repository_in_scope
 from connected_registry.oci.digest import digest_of, is_digest, parse_digest
 from connected_registry.oci.errors import OciError
 from connected_registry.oci.manifest import parse_manifest
 from connected_registry.storage import RegistryStore
-from connected_registry.sync.parent_client import ParentClient, ParentError
+from connected_registry.sync.fills import BlobFill
+from connected_registry.sync.parent_client import ParentClient, ParentError, ParentManifest
 
 log = logging.getLogger("connected_registry.sync")
 
@@ -32,6 +34,9 @@ class Downstream:
         self.parent = parent
         self.repositories = repositories
         self.bytes_downloaded = 0
+        self.bytes_on_demand = 0
+        self.fills: dict[str, BlobFill] = {}  # digest -> the one transfer in progress
+        self.after_on_demand_fill: Callable[[str], Awaitable[None]] | None = None  # the disk budget's check
 
     def in_scope(self, repository: str) -> bool:
         return repository_in_scope(self.repositories, repository)
@@ -45,17 +50,12 @@ class Downstream:
         fetched = await self.parent.get_manifest(repository, reference)
         if fetched is None:
             return None
-        algorithm = parse_digest(reference).algorithm if is_digest(reference) else "sha256"
-        digest = digest_of(fetched.body, algorithm)
-        if (is_digest(reference) and digest != reference) or (fetched.digest and fetched.digest.startswith(algorithm)
-                                                               and fetched.digest != digest):
-            raise ParentError("protocol", f"parent sent manifest bytes for {repository}:{reference} that do not "
-                                          f"match their digest {fetched.digest or reference}")
+        digest = verified_digest(fetched, repository, reference)
         if digest in seen:
             return digest
         seen.add(digest)
         local = self.store.get_manifest(repository, digest)
-        if local is None:
+        if local is None or self.store.incomplete(repository, digest):  # stored on demand: blobs may lack
             parsed = parse_manifest(fetched.body, fetched.media_type)
             for child in parsed.manifests:
                 await self.copy_manifest(repository, child.digest, origin=origin, seen=seen)
@@ -107,16 +107,58 @@ class Downstream:
             return
         if await self.store.link_blob(repository, digest):
             return  # present in another repository: never transferred again
+        fill = self.join_fill(repository, digest)
+        try:
+            await fill.wait_done()
+        finally:
+            fill.leave()
+        if fill.error is not None:
+            raise fill.error
+        if fill.repository != repository:
+            await self.store.link_blob(repository, digest)
+
+    def join_fill(self, repository: str, digest: str, on_demand: bool = False) -> BlobFill:
+        """The one transfer of `digest` from the parent, started now if none runs (single flight). The caller
+        must `leave()` it; the transfer stops when nobody waits for it any more."""
+        fill = self.fills.get(digest)
+        if fill is None:
+            fill = self.fills[digest] = BlobFill(repository, digest)
+            fill.task = asyncio.create_task(self._transfer(fill, on_demand), name=f"blob transfer {digest[:19]}")
+        fill.waiters += 1
+        return fill
+
+    async def _transfer(self, fill: BlobFill, on_demand: bool) -> None:
+        error: BaseException | None = None
+        try:
+            await self._download(fill, on_demand)
+        except asyncio.CancelledError:
+            error = ParentError("unreachable", f"the transfer of {fill.digest} was stopped; it resumes with the next request")
+            raise
+        except Exception as failure:  # noqa: BLE001 - handed to every waiter
+            error = failure
+            log.warning("transfer of %s@%s from the parent failed: %s", fill.repository, fill.digest, failure)
+        finally:
+            self.fills.pop(fill.digest, None)
+            fill.finish(error)
+        if on_demand and self.after_on_demand_fill is not None:
+            await self.after_on_demand_fill(fill.digest)
+
+    async def _download(self, fill: BlobFill, on_demand: bool) -> None:
+        repository, digest = fill.repository, fill.digest
         session = await self._download_session(repository, digest)
         response = await self.parent.open_blob(repository, digest, session.offset)
         try:
             if response.status == 200 and session.offset:  # the parent ignored Range: start over
                 await self.store.uploads.cancel(session)
                 session = await self._download_session(repository, digest, fresh=True)
-            received = await self.store.uploads.append(session, response.content, None)
-            self.bytes_downloaded += received
+            fill.start_reading(session.path, session.offset, _announced_size(response, session.offset))
+            received = await self.store.uploads.append(session, response.content, None, fill.progress)
+            if on_demand:
+                self.bytes_on_demand += received
+            else:
+                self.bytes_downloaded += received
             try:
-                await self.store.uploads.complete(session, _Empty(), digest, self.store.origin)
+                await self.store.uploads.complete(session, _Empty(), digest, self.store.origin, on_demand=on_demand)
             except OciError as error:
                 raise ParentError("protocol", f"blob {repository}@{digest} from the parent failed verification: "
                                               f"{error.message}") from None
@@ -176,6 +218,27 @@ class Downstream:
         for local in self.store.list_tags(repository, None, None):
             if local not in present and not _is_referrers_tag(local) and not self.store.undelivered_tag(repository, local):
                 await self.store.delete_manifest(repository, local, from_parent=True)
+
+
+def verified_digest(fetched: ParentManifest, repository: str, reference: str) -> str:
+    """The digest of manifest bytes from the parent, checked against the reference and the parent's header."""
+    algorithm = parse_digest(reference).algorithm if is_digest(reference) else "sha256"
+    digest = digest_of(fetched.body, algorithm)
+    if (is_digest(reference) and digest != reference) or (fetched.digest and fetched.digest.startswith(algorithm)
+                                                           and fetched.digest != digest):
+        raise ParentError("protocol", f"parent sent manifest bytes for {repository}:{reference} that do not "
+                                      f"match their digest {fetched.digest or reference}")
+    return digest
+
+
+def _announced_size(response, offset: int) -> int | None:
+    """The blob's whole size as the parent's answer states it (Content-Range of a 206, else Content-Length)."""
+    if response.status == 206:
+        total = response.headers.get("Content-Range", "").rpartition("/")[2]
+        if total.isdigit():
+            return int(total)
+        return offset + response.content_length if response.content_length is not None else None
+    return response.content_length
 
 
 def first_error(group: BaseExceptionGroup) -> BaseException:

@@ -1,0 +1,124 @@
+"""A blob on its way from the parent, readable while it arrives (SPEC 8).
+
+One transfer per digest (Downstream keeps the registry): it writes into a download session's file, and
+every reader, first or late, reads that growing file from its own position, waking on each block that
+lands. The last byte is held back until the digest is verified, so a reader of a corrupt transfer gets a
+short body (a broken transfer) and never a silent success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+
+READ_CHUNK = 1 << 20
+HELD_BACK = 1  # bytes a reader gets only once the digest is verified
+
+
+class BlobFill:
+    def __init__(self, repository: str, digest: str) -> None:
+        self.repository, self.digest = repository, digest
+        self.size: int | None = None  # known once the parent answered (its Content-Length)
+        self.available = 0  # bytes on disk in the partial file
+        self.opened = False
+        self.done = False
+        self.error: BaseException | None = None
+        self.task: asyncio.Task | None = None
+        self.waiters = 0  # the transfer stops (and resumes later with Range) when the last one leaves
+        self._fd: int | None = None
+        self._changed = asyncio.Event()
+
+    # --- the transfer's side -----------------------------------------------------------------------
+
+    def start_reading(self, path: str, offset: int, size: int | None) -> None:
+        """The parent answered: bytes go to `path`, `offset` of them already there (a resumed transfer)."""
+        self._fd = os.open(path, os.O_RDONLY)  # readers keep reading it after it is renamed into place
+        self.size, self.available, self.opened = size, offset, True
+        self._notify()
+
+    def progress(self, offset: int) -> None:
+        self.available = offset
+        self._notify()
+
+    def finish(self, error: BaseException | None) -> None:
+        self.done, self.error, self.opened = True, error, True
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    # --- the readers' side ----------------------------------------------------------------------
+
+    def leave(self) -> None:
+        self.waiters -= 1
+        if self.waiters <= 0 and not self.done and self.task is not None:
+            self.task.cancel()
+
+    async def wait_opened(self) -> None:
+        while not self.opened:
+            await self._changed.wait()
+
+    async def wait_done(self) -> None:
+        while not self.done:
+            await self._changed.wait()
+
+    def reader(self) -> "FillReader | None":
+        """A reader of the growing file, or None when there is nothing to stream from: the transfer has
+        ended (the blob is in the store, or it failed) or the parent did not say the size."""
+        if self._fd is None or self.size is None or self.done:
+            return None
+        return FillReader(self, os.dup(self._fd))
+
+    def _readable(self) -> int:
+        if self.done and self.error is None:
+            return self.size
+        return min(self.available, self.size - HELD_BACK)
+
+
+class FillReader:
+    """One client's view of a fill; `close()` (also at the end of `chunks`) lets go of the transfer."""
+
+    def __init__(self, fill: BlobFill, fd: int) -> None:
+        self.fill, self._fd = fill, fd
+        self.size: int = fill.size
+        self.on_close: Callable[[BlobFill], None] | None = None
+        self.failure: str | None = None  # set when the bytes cannot be completed: the client's transfer breaks
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None
+        self.fill.leave()
+        if self.on_close is not None:
+            self.on_close(self.fill)
+
+    async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) as they land. Ends early, with `failure` set, when the transfer fails or the
+        bytes turn out wrong."""
+        loop = asyncio.get_running_loop()
+        fill, position = self.fill, start
+        try:
+            while position < end:
+                changed = fill._changed
+                if fill.done and fill.error is not None:
+                    self.failure = str(fill.error) or type(fill.error).__name__
+                    return
+                limit = min(fill._readable(), end)
+                if limit > position:
+                    data = await loop.run_in_executor(None, os.pread, self._fd, min(limit - position, READ_CHUNK),
+                                                      position)
+                    if not data:
+                        self.failure = "the partial file is shorter than the transfer said"
+                        return
+                    position += len(data)
+                    yield data
+                    continue
+                await changed.wait()
+        finally:
+            self.close()

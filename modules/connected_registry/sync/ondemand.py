@@ -1,0 +1,218 @@
+"""On-demand pull-through (SPEC 8): a miss in an in-scope repository is filled from the parent while the
+client waits, and the store keeps it within the disk budget.
+
+- Manifests are small: fetched (one fetch per repository and reference at a time), verified, stored with
+  the tag when asked by tag, then served as any stored manifest; their referrers follow in the background.
+- Blobs stream: the one transfer per digest (Downstream's fills, shared with the sync) writes a partial
+  file that every client reads as bytes land; the digest is verified before the last byte goes out.
+- The parent gets `parent.connectTimeout` + `parent.firstByteTimeout` to start answering; after that the
+  client gets the usual 404 naming the parent and the timeouts. `onDemand: false` never asks;
+  `"windowOnly"` asks only inside a sync window.
+
+The API reaches this through `ApiContext.pull_through` (api imports nothing of sync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from connected_registry.durations import duration_seconds
+from connected_registry.oci.digest import is_digest
+from connected_registry.oci.errors import OciError
+from connected_registry.storage import RegistryStore
+from connected_registry.storage.cache import budget_bytes, evict, is_on_demand, on_demand_bytes, touch
+from connected_registry.sync.downstream import Downstream, verified_digest
+from connected_registry.sync.fills import BlobFill, FillReader
+from connected_registry.sync.parent_client import ParentError
+
+log = logging.getLogger("connected_registry.ondemand")
+
+
+@dataclass
+class CacheStats:
+    """The counters /metrics and the status document read (SPEC 4, 12)."""
+
+    hits: int = 0  # requests in a pull-through repository answered from what was here
+    misses: int = 0  # requests that had to ask the parent
+    evictions: int = 0
+    bytes_evicted: int = 0
+
+
+class PullThrough:
+    def __init__(self, store: RegistryStore, downstream: Downstream, settings, in_window: Callable[[], bool]) -> None:
+        self.store, self.downstream, self.in_window = store, downstream, in_window
+        self.parent = downstream.parent
+        self.stats = CacheStats()
+        self._manifest_fetches: dict[tuple[str, str], asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()
+        downstream.after_on_demand_fill = self._keep_within_budget
+        self.configure(settings)
+
+    def configure(self, settings) -> None:
+        """`onDemand`, `cache.maxBytes` and the parent's timeouts from a newly applied configuration."""
+        self.on_demand = settings.onDemand
+        self.max_bytes = settings.cache.maxBytes
+        self.timeouts = f"parent.connectTimeout {settings.parent.connectTimeout} and " \
+                        f"parent.firstByteTimeout {settings.parent.firstByteTimeout}"
+        self.open_timeout = duration_seconds(settings.parent.connectTimeout) + \
+            duration_seconds(settings.parent.firstByteTimeout)
+
+    def allowed(self, repository: str) -> bool:
+        if self.on_demand is False or (self.on_demand == "windowOnly" and not self.in_window()):
+            return False
+        return self.downstream.in_scope(repository)
+
+    async def close(self) -> None:
+        tasks = [*self._background, *self._manifest_fetches.values(),
+                 *(fill.task for fill in self.downstream.fills.values() if fill.task)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- hits ---------------------------------------------------------------------------------------
+
+    def served(self, repository: str, digest: str | None = None) -> None:
+        """Content that was here answered a request: a hit, and a blob filled on demand is used again."""
+        if not self.downstream.in_scope(repository):
+            return
+        self.stats.hits += 1
+        if digest is not None and is_on_demand(self.store, digest):
+            self._in_background(touch(self.store, digest))
+
+    # --- manifests ----------------------------------------------------------------------------------
+
+    async def fetch_manifest(self, repository: str, reference: str) -> bool:
+        """Fill a missing manifest; False when this repository is not filled on demand (now). A parent that
+        lacks it, fails or is too slow gives MANIFEST_UNKNOWN saying so."""
+        if not self.allowed(repository):
+            return False
+        self.stats.misses += 1
+        what = f"manifest {reference}"
+        key = (repository, reference)
+        task = self._manifest_fetches.get(key)
+        if task is None:
+            task = self._manifest_fetches[key] = asyncio.create_task(self._fetch_manifest(repository, reference))
+            task.add_done_callback(lambda _: self._manifest_fetches.pop(key, None))
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                digest = await asyncio.shield(task)
+        except TimeoutError:
+            raise self._timed_out("MANIFEST_UNKNOWN", what, repository) from None
+        except (ParentError, OciError, OSError) as error:
+            raise self._failed("MANIFEST_UNKNOWN", what, repository, error) from None
+        if digest is None:
+            raise OciError("MANIFEST_UNKNOWN", f"{what} is not in repository {repository}, here or at the parent "
+                                               f"{self.parent.endpoint}")
+        return True
+
+    async def _fetch_manifest(self, repository: str, reference: str) -> str | None:
+        fetched = await self.parent.get_manifest(repository, reference)
+        if fetched is None:
+            return None
+        digest = verified_digest(fetched, repository, reference)
+        await self.store.put_manifest(repository, digest if is_digest(reference) else reference, fetched.body,
+                                      fetched.media_type, on_demand=True)
+        log.info("filled %s:%s (%s) from the parent on demand", repository, reference, digest)
+        self._in_background(self._bring_referrers(repository, digest))
+        return digest
+
+    async def _bring_referrers(self, repository: str, digest: str) -> None:
+        try:
+            await self.downstream.copy_referrers(repository, digest, None, {digest})
+        except Exception as error:  # noqa: BLE001 - the next sync (or the next miss) brings them
+            log.warning("referrers of %s@%s not brought from the parent: %s", repository, digest, error)
+
+    async def parent_referrers(self, repository: str, digest: str) -> list[dict]:
+        """The parent's referrers of `digest`, to merge with ours; empty when it cannot answer in time."""
+        if not self.allowed(repository):
+            return []
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                return await self.parent.referrers(repository, digest) or []
+        except (ParentError, TimeoutError, OSError, ValueError) as error:
+            log.info("referrers of %s@%s answered without the parent's: %s", repository, digest, error)
+            return []
+
+    # --- blobs ----------------------------------------------------------------------------------------
+
+    async def open_blob(self, repository: str, digest: str) -> FillReader | None:
+        """A reader of the blob as it arrives from the parent; None when it is not filled on demand here, or
+        is in the store by now. BLOB_UNKNOWN when the parent lacks it, fails or is too slow to start."""
+        if not self.allowed(repository):
+            return None
+        self.stats.misses += 1
+        if await self.store.link_blob(repository, digest):
+            return None  # here already, in another repository
+        what = f"blob {digest}"
+        fill = self.downstream.join_fill(repository, digest, on_demand=True)
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                await fill.wait_opened()
+            reader = fill.reader()
+            if reader is None:  # finished already, or the parent did not say the size: wait for the store
+                await fill.wait_done()
+        except TimeoutError:
+            fill.leave()
+            raise self._timed_out("BLOB_UNKNOWN", what, repository) from None
+        except BaseException:
+            fill.leave()
+            raise
+        if reader is None:
+            fill.leave()
+            if fill.error is not None:
+                raise self._failed("BLOB_UNKNOWN", what, repository, fill.error)
+            await self._link_after(fill, repository)
+            return None
+        reader.on_close = lambda finished: self._in_background(self._link_after(finished, repository))
+        return reader
+
+    async def _link_after(self, fill: BlobFill, repository: str) -> None:
+        """The fill ran for another repository's request: once verified, the blob is visible here too."""
+        if fill.repository != repository:
+            await fill.wait_done()
+            if fill.error is None:
+                await self.store.link_blob(repository, fill.digest)
+
+    async def _keep_within_budget(self, digest: str) -> None:
+        budget = budget_bytes(self.max_bytes, self.store.data_dir)
+        evicted = await evict(self.store, budget, busy=set(self.downstream.fills))
+        self.stats.evictions += len(evicted)
+        self.stats.bytes_evicted += sum(size for _, size in evicted)
+
+    # --- reporting --------------------------------------------------------------------------------------
+
+    def document(self) -> dict:
+        return {
+            "onDemand": self.on_demand,
+            "maxBytes": budget_bytes(self.max_bytes, self.store.data_dir),
+            "onDemandBytes": on_demand_bytes(self.store),
+            "hits": self.stats.hits,
+            "misses": self.stats.misses,
+            "bytesFetchedOnDemand": self.downstream.bytes_on_demand,
+            "evictions": self.stats.evictions,
+            "bytesEvicted": self.stats.bytes_evicted,
+            "transfersInProgress": len(self.downstream.fills),
+        }
+
+    # --- helpers ----------------------------------------------------------------------------------------
+
+    def _in_background(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _timed_out(self, code: str, what: str, repository: str) -> OciError:
+        return OciError(code, f"{what} is not in repository {repository}, and the parent {self.parent.endpoint} did "
+                              f"not answer within {self.timeouts}: pull again once the parent is reachable")
+
+    def _failed(self, code: str, what: str, repository: str, error: BaseException) -> OciError:
+        if isinstance(error, ParentError) and error.status == 404:
+            return OciError(code, f"{what} is not in repository {repository}, here or at the parent "
+                                  f"{self.parent.endpoint}")
+        if isinstance(error, TimeoutError):
+            return self._timed_out(code, what, repository)
+        return OciError(code, f"{what} is not in repository {repository}, and the parent {self.parent.endpoint} "
+                              f"could not provide it: {error or type(error).__name__}")

@@ -1,0 +1,38 @@
+"""Hierarchies whose lower layers have no sync window during the test, so everything they hold arrived on
+demand; and the small helpers the pull-through tests share."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.support.http import basic, request
+from tests.sync.hierarchy import READER, start_instance
+
+# A window only on 1 January: no scheduled sync runs while a test does.
+NO_SYNC_DURING_THE_TEST = {"syncProperties": {"schedule": "0 0 1 1 *", "syncWindow": "PT1H"}}
+
+
+def start_cold_child(base: Path, name: str, parent, *, children=(), extra: dict | None = None,
+                     parent_settings: dict | None = None):
+    """A ReadOnly child of `parent` for factory/*, which never syncs during the test."""
+    return start_instance(base, name, parent=parent, repositories=["factory/*"], children=children, extra=extra,
+                          parent_settings={**NO_SYNC_DURING_THE_TEST, **(parent_settings or {})})
+
+
+def cache_status(instance) -> dict:
+    document = request(f"{instance.url}/acr/connected/v1/status", headers=basic(*READER)).json()
+    return {**document["cache"], "lastSyncTime": document["lastSyncTime"]}
+
+
+def skopeo_pull(instance, reference: str, destination: Path, *extra: str, check: bool = True):
+    result = subprocess.run(["skopeo", "copy", "--src-tls-verify=false", "--src-creds", f"{READER[0]}:{READER[1]}",
+                             *extra, f"docker://{instance.host}/{reference}", f"oci:{destination}:pulled"],
+                            capture_output=True, text=True, timeout=180)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def blob_at(instance, repository: str, digest: str):
+    return request(f"{instance.url}/v2/{repository}/blobs/{digest}", headers=basic(*READER))
