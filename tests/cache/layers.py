@@ -36,3 +36,32 @@ def skopeo_pull(instance, reference: str, destination: Path, *extra: str, check:
 
 def blob_at(instance, repository: str, digest: str):
     return request(f"{instance.url}/v2/{repository}/blobs/{digest}", headers=basic(*READER))
+
+
+def push_blob(instance, repository: str, data: bytes) -> str:
+    from tests.support.oci import sha256
+    from tests.sync.hierarchy import WRITER
+
+    digest = sha256(data)
+    reply = request(f"{instance.url}/v2/{repository}/blobs/uploads/?digest={digest}", "POST", data, basic(*WRITER),
+                    timeout=120)
+    assert reply.status == 201, reply.body
+    return digest
+
+
+def blob_transfers(proxy, digest: str) -> list:
+    """The blob GETs the parent answered with content, as the proxy in front of it saw them."""
+    return [exchange for exchange in proxy.exchanges
+            if exchange.method == "GET" and exchange.path.endswith(f"/blobs/{digest}") and exchange.status in (200, 206)]
+
+
+async def pull_blob(session, instance, repository: str, digest: str) -> tuple[int, str, int]:
+    """(status, sha256 of the body as it streamed, bytes received); a cut transfer raises."""
+    import hashlib
+
+    hasher, received = hashlib.sha256(), 0
+    async with session.get(f"{instance.url}/v2/{repository}/blobs/{digest}", headers=basic(*READER)) as response:
+        async for chunk in response.content.iter_chunked(1 << 20):
+            hasher.update(chunk)
+            received += len(chunk)
+        return response.status, "sha256:" + hasher.hexdigest(), received
