@@ -65,3 +65,52 @@ async def pull_blob(session, instance, repository: str, digest: str) -> tuple[in
             hasher.update(chunk)
             received += len(chunk)
         return response.status, "sha256:" + hasher.hexdigest(), received
+
+
+class SwitchableParentProxy:
+    """An in-process proxy between a child and its parent (on the test's event loop) whose behaviour the test
+    switches: "forward", "corrupt" (blob bodies come with one byte flipped, same length) or "hang" (requests
+    are accepted and never answered). Counts the blob GETs it forwarded."""
+
+    def __init__(self, parent) -> None:
+        import asyncio
+
+        self.parent, self.mode, self.blob_gets = parent, "forward", 0
+        self.runner = None
+        self._released = asyncio.Event()  # ends the hanging requests when the proxy stops
+
+    async def start(self) -> "SwitchableParentProxy":
+        from tests.sync.inprocess import serve_on_free_port
+
+        self.runner, port = await serve_on_free_port(self._handle)
+        self.host, self.url = f"127.0.0.1:{port}", f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        self._released.set()
+        await self.runner.cleanup()
+
+    async def _handle(self, request):
+        import asyncio
+
+        import aiohttp
+        from aiohttp import web
+
+        from tests.sync.inprocess import forward
+
+        target = f"{self.parent.url}{request.path_qs}"
+        if self.mode == "hang":
+            await self._released.wait()  # the fault being injected: a parent that never answers
+        is_blob_get = request.method == "GET" and "/blobs/sha256:" in request.path
+        self.blob_gets += is_blob_get
+        if not (is_blob_get and self.mode == "corrupt"):
+            return await forward(request, target)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",)}
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            async with session.get(target, headers={**headers, "Host": request.host}) as answer:
+                body = bytearray(await answer.read())
+                if answer.status != 200:
+                    return web.Response(status=answer.status, body=bytes(body), headers=answer.headers)
+        body[len(body) // 2] ^= 0xFF
+        return web.Response(body=bytes(body), headers={"Content-Type": "application/octet-stream",
+                                                        "Docker-Content-Digest": request.path.rsplit("/", 1)[1]})

@@ -212,7 +212,7 @@ class PullThrough:
         if isinstance(error, ParentError) and error.status == 404:
             return OciError(code, f"{what} is not in repository {repository}, here or at the parent "
                                   f"{self.parent.endpoint}")
-        if isinstance(error, TimeoutError):
+        if isinstance(error, TimeoutError) or getattr(error, "timed_out", False):
             return self._timed_out(code, what, repository)
         return OciError(code, f"{what} is not in repository {repository}, and the parent {self.parent.endpoint} "
                               f"could not provide it: {error or type(error).__name__}")

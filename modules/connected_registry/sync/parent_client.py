@@ -32,8 +32,9 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 class ParentError(Exception):
     """The parent could not be used. `kind`: unreachable, auth, refused, protocol."""
 
-    def __init__(self, kind: str, message: str, status: int | None = None, code: str | None = None) -> None:
-        self.kind, self.status, self.code = kind, status, code
+    def __init__(self, kind: str, message: str, status: int | None = None, code: str | None = None,
+                 timed_out: bool = False) -> None:
+        self.kind, self.status, self.code, self.timed_out = kind, status, code, timed_out
         super().__init__(message)
 
 
@@ -90,7 +91,8 @@ class ParentClient:
             try:
                 response = await self.session.request(method, url, headers=sent, allow_redirects=False, **kwargs)
             except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
-                raise ParentError("unreachable", f"parent {self.endpoint} is unreachable: {error}") from None
+                raise ParentError("unreachable", f"parent {self.endpoint} is unreachable: {error}",
+                                  timed_out=isinstance(error, TimeoutError)) from None
             if response.status != 401 or attempt == 1:
                 return response
             challenge = response.headers.get("WWW-Authenticate", "")
