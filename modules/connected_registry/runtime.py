@@ -32,6 +32,7 @@ DEFAULT_DATA_VOLUME = "/var/acr/data"
 DEFAULT_NAME = "connected-registry"
 DEFAULT_GC_SCHEDULE = "0 5 * * *"
 REMOVAL_GRACE_SECONDS = 7 * 24 * 3600
+REFUSED_BY_PARENT = ("DEACTIVATED", "ALREADY_ACTIVE", "MODE_INCOMPATIBLE")  # neither syncs nor fills on demand
 LOG_LEVELS = {"Debug": logging.DEBUG, "Information": logging.INFO, "Warning": logging.WARNING,
               "Error": logging.ERROR, "None": logging.CRITICAL + 10}
 
@@ -129,7 +130,8 @@ class Runtime:
             self.engine = self._sync_engine()
             self._tasks.append(asyncio.create_task(self.engine.run(), name="sync"))
             self.pull_through = PullThrough(self.store, self.engine.downstream, self.settings,
-                                            in_window=lambda: self.engine.state.in_window)
+                                            in_window=lambda: self.engine.state.in_window,
+                                            refused=lambda: any(self.status.has(code) for code in REFUSED_BY_PARENT))
             self.context.pull_through = self.pull_through
         self._tasks.append(asyncio.create_task(self._prune_events_forever(), name="event-retention"))
         log.info("connected registry %r (%s%s) serving http://%s:%d with data in %s", self.name, self.mode,

@@ -42,8 +42,11 @@ class CacheStats:
 
 
 class PullThrough:
-    def __init__(self, store: RegistryStore, downstream: Downstream, settings, in_window: Callable[[], bool]) -> None:
-        self.store, self.downstream, self.in_window = store, downstream, in_window
+    def __init__(self, store: RegistryStore, downstream: Downstream, settings, in_window: Callable[[], bool],
+                 refused: Callable[[], bool] = lambda: False) -> None:
+        """`in_window`: whether the sync window is open now; `refused`: whether the parent refused this
+        instance (deactivated, a clone of an active one, an incompatible mode): then it fills nothing either."""
+        self.store, self.downstream, self.in_window, self.refused = store, downstream, in_window, refused
         self.parent = downstream.parent
         self.stats = CacheStats()
         self._manifest_fetches: dict[tuple[str, str], asyncio.Task] = {}
@@ -61,7 +64,7 @@ class PullThrough:
             duration_seconds(settings.parent.firstByteTimeout)
 
     def allowed(self, repository: str) -> bool:
-        if self.on_demand is False or (self.on_demand == "windowOnly" and not self.in_window()):
+        if self.on_demand is False or (self.on_demand == "windowOnly" and not self.in_window()) or self.refused():
             return False
         return self.downstream.in_scope(repository)
 
