@@ -89,9 +89,12 @@ def one_round(arguments, work: Path, root, number: int, size: int, blob_digest: 
         order = ("root", "leaf") if number % 2 else ("leaf", "root")  # alternate who goes first
         for which in order:
             run(["sync"], timeout=120, what="sync")
+            cpu_before = {instance.name: instance.cpu() for instance in (root, middle, leaf)}
             seconds = skopeo_pull(root if which == "root" else leaf, work / f"pulled-{which}-{number}")
-            result[which] = seconds
-            progress(f"round {number}: {which} {seconds:.2f}s ({size / seconds / 1e6:.0f} MB/s)")
+            cpu = {name: round(instance.cpu() - cpu_before[name], 2)
+                   for name, instance in ((i.name, i) for i in (root, middle, leaf))}
+            result[which], result[f"cpu_{which}"] = seconds, cpu
+            progress(f"round {number}: {which} {seconds:.2f}s ({size / seconds / 1e6:.0f} MB/s), CPU s {cpu}")
         result["ttfb_leaf"], result["whole_leaf"] = first_byte(leaf, blob_digest)  # cold at both layers
         result["ttfb_root"], result["whole_root"] = first_byte(root, blob_digest)
         progress(f"round {number}: cold blob at the leaf: first byte {result['ttfb_leaf'] * 1000:.0f} ms, "

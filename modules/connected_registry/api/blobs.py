@@ -6,6 +6,7 @@ error and malformed or multi-part ranges are ignored (a full 200), as RFC 9110 a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -115,10 +116,15 @@ async def _stream_from_parent(request: web.Request, reader, headers: dict, etag:
             headers["Content-Range"] = f"bytes {first}-{last}/{reader.size}"
         response = web.StreamResponse(status=status, headers={**headers, "ETag": etag})
         response.content_length = end - start
-        await response.prepare(request)
-        async with aclosing(reader.chunks(start, end)) as chunks:
-            async for chunk in chunks:
-                await response.write(chunk)
+        writer = await response.prepare(request)
+        writer.send_headers()
+        loop = asyncio.get_running_loop()
+        async with aclosing(reader.windows(start, end)) as windows:
+            async for offset, length in windows:
+                if request.transport is None:
+                    raise ConnectionResetError("the client went away")
+                await writer.drain()
+                await loop.sendfile(request.transport, reader.file, offset, length)
         if reader.failure is not None:
             log.warning("GET %s: cut short, the transfer from the parent failed: %s", request.path[:300], reader.failure)
             if request.transport is not None:

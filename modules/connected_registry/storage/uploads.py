@@ -23,6 +23,7 @@ from connected_registry.storage.disk import StorageError, storage_error_from_os
 from connected_registry.storage.metadata import MetadataDB
 
 BLOCK = 1 << 20  # bytes handed to the writer thread at a time
+FIRST_BLOCK = 64 << 10  # the first write comes sooner: a client streaming a fill gets its first byte early
 _HASH_READ = 4 << 20
 WRITEBACK_STEP = 8 << 20
 
@@ -131,22 +132,20 @@ class Uploads:
                 if chunk:
                     parts.append(chunk)
                     buffered += len(chunk)
-                if buffered >= BLOCK or (not chunk and buffered):
+                if buffered >= (BLOCK if received else FIRST_BLOCK) or (not chunk and buffered):
                     block = b"".join(parts) if len(parts) > 1 else parts[0]
                     parts, buffered = [], 0
                     if pending is not None:
                         await pending
-                        if progress is not None:
-                            progress(session.offset)
                     pending = loop.run_in_executor(self.io, self._write_block, session, fd, block)
+                    if progress is not None:  # as soon as the block is on disk, not when the next one is ready
+                        pending.add_done_callback(lambda done: done.exception() or progress(session.offset))
                     received += len(block)
                 if not chunk:
                     break
             if pending is not None:
                 await pending
                 pending = None
-                if progress is not None:
-                    progress(session.offset)
         except BaseException:
             if pending is not None:
                 try:
@@ -186,10 +185,11 @@ class Uploads:
     # --- finishing --------------------------------------------------------------------------------
 
     async def complete(self, session: UploadSession, stream: ByteStream, digest: str, origin: str,
-                       on_demand: bool = False) -> int:
+                       on_demand: bool = False, verified: Callable[[], None] | None = None) -> int:
         """Receive the last bytes, verify the digest, make the blob durable and visible. Returns its size.
         `on_demand`: filled for a client's miss, so it counts against cache.maxBytes until something
-        synced or pushed references it; any other completion makes the blob permanent."""
+        synced or pushed references it; any other completion makes the blob permanent. `verified` hears that
+        the digest matched, before the data is made durable (readers of a fill may have the last bytes then)."""
         algorithm, hex_part = parse_digest(digest)
         async with session.lock:
             await self._receive(session, stream)
@@ -206,6 +206,8 @@ class Uploads:
                     f"uploaded content has digest {algorithm}:{actual}, not {digest}: the upload was discarded",
                     detail={"expected": digest, "actual": f"{algorithm}:{actual}"},
                 )
+            if verified is not None:  # the bytes are right; making them durable and visible follows
+                verified()
             size = session.offset
             already_stored = self.files.exists(digest)
             if not already_stored:

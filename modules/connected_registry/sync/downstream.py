@@ -158,7 +158,8 @@ class Downstream:
             else:
                 self.bytes_downloaded += received
             try:
-                await self.store.uploads.complete(session, _Empty(), digest, self.store.origin, on_demand=on_demand)
+                await self.store.uploads.complete(session, _Empty(), digest, self.store.origin, on_demand=on_demand,
+                                                  verified=fill.mark_verified)
             except OciError as error:
                 raise ParentError("protocol", f"blob {repository}@{digest} from the parent failed verification: "
                                               f"{error.message}") from None

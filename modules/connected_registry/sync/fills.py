@@ -3,7 +3,8 @@
 One transfer per digest (Downstream keeps the registry): it writes into a download session's file, and
 every reader, first or late, reads that growing file from its own position, waking on each block that
 lands. The last byte is held back until the digest is verified, so a reader of a corrupt transfer gets a
-short body (a broken transfer) and never a silent success.
+short body (a broken transfer) and never a silent success. (Verified bytes go out while the store makes
+them durable: the client need not wait for each layer's fsync in turn.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 
-READ_CHUNK = 1 << 20
 HELD_BACK = 1  # bytes a reader gets only once the digest is verified
 
 
@@ -22,6 +22,7 @@ class BlobFill:
         self.size: int | None = None  # known once the parent answered (its Content-Length)
         self.available = 0  # bytes on disk in the partial file
         self.opened = False
+        self.verified = False  # the digest matched: the held-back bytes may go out
         self.done = False
         self.error: BaseException | None = None
         self.task: asyncio.Task | None = None
@@ -39,6 +40,11 @@ class BlobFill:
 
     def progress(self, offset: int) -> None:
         self.available = offset
+        self._notify()
+
+    def mark_verified(self) -> None:
+        """The digest matched: readers may have every byte (storing it durably goes on meanwhile)."""
+        self.verified = True
         self._notify()
 
     def finish(self, error: BaseException | None) -> None:
@@ -75,49 +81,44 @@ class BlobFill:
         return FillReader(self, os.dup(self._fd))
 
     def _readable(self) -> int:
-        if self.done and self.error is None:
+        if self.verified:
             return self.size
         return min(self.available, self.size - HELD_BACK)
 
 
 class FillReader:
-    """One client's view of a fill; `close()` (also at the end of `chunks`) lets go of the transfer."""
+    """One client's view of a fill: `file` and the windows of it that may be sent; `close()` (also at the
+    end of `windows`) lets go of the transfer."""
 
     def __init__(self, fill: BlobFill, fd: int) -> None:
-        self.fill, self._fd = fill, fd
+        self.fill = fill
+        self.file = os.fdopen(fd, "rb", buffering=0)  # for sendfile; every read names its offset
         self.size: int = fill.size
         self.on_close: Callable[[BlobFill], None] | None = None
         self.failure: str | None = None  # set when the bytes cannot be completed: the client's transfer breaks
 
     def close(self) -> None:
-        if self._fd is None:
+        if self.file.closed:
             return
-        os.close(self._fd)
-        self._fd = None
+        self.file.close()
         self.fill.leave()
         if self.on_close is not None:
             self.on_close(self.fill)
 
-    async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes [start, end) as they land. Ends early, with `failure` set, when the transfer fails or the
-        bytes turn out wrong."""
-        loop = asyncio.get_running_loop()
+    async def windows(self, start: int, end: int) -> AsyncIterator[tuple[int, int]]:
+        """(offset, length) of the bytes in [start, end) as they land, in order. Ends early, with `failure`
+        set, when the transfer fails or the bytes turn out wrong."""
         fill, position = self.fill, start
         try:
             while position < end:
                 changed = fill._changed
-                if fill.done and fill.error is not None:
+                if fill.done and fill.error is not None and not fill.verified:
                     self.failure = str(fill.error) or type(fill.error).__name__
                     return
                 limit = min(fill._readable(), end)
                 if limit > position:
-                    data = await loop.run_in_executor(None, os.pread, self._fd, min(limit - position, READ_CHUNK),
-                                                      position)
-                    if not data:
-                        self.failure = "the partial file is shorter than the transfer said"
-                        return
-                    position += len(data)
-                    yield data
+                    yield position, limit - position
+                    position = limit
                     continue
                 await changed.wait()
         finally:
