@@ -33,6 +33,7 @@ DEFAULT_NAME = "connected-registry"
 DEFAULT_GC_SCHEDULE = "0 5 * * *"
 REMOVAL_GRACE_SECONDS = 7 * 24 * 3600
 DISK_RECHECK_SECONDS = 2.0
+IDLE_CONNECTION_SECONDS = 75.0  # a connection silent this long before a whole request arrived is closed
 DISK_CODES = ("DISK_STORAGE_FULL", "DISK_PERMISSION_DENIED", "DISK_ERROR")
 LOG_LEVELS = {"Debug": logging.DEBUG, "Information": logging.INFO, "Warning": logging.WARNING,
               "Error": logging.ERROR, "None": logging.CRITICAL + 10}
@@ -118,7 +119,8 @@ class Runtime:
             self.apply_settings(self.settings)
         else:
             self._schedule_gc(True, DEFAULT_GC_SCHEDULE)
-        self._runner = web.AppRunner(create_app(self.context), access_log=None, handle_signals=False, shutdown_timeout=5)
+        self._runner = web.AppRunner(create_app(self.context), access_log=None, handle_signals=False, shutdown_timeout=5,
+                                     keepalive_timeout=IDLE_CONNECTION_SECONDS)
         await self._runner.setup()
         site = web.TCPSite(self._runner, options.host, options.port, backlog=1024, reuse_address=True)
         await site.start()
