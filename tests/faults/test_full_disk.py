@@ -74,6 +74,17 @@ def _push_image(url: str, repository: str, tag: str, layer: bytes, headers: dict
     return manifest
 
 
+def _fill_to_the_last_byte(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, bytes(512))
+    except OSError as error:
+        assert error.errno == 28, error  # ENOSPC
+    finally:
+        os.close(fd)
+
+
 def _status_codes(url: str, headers: dict | None = None) -> set[str]:
     reply = request(f"{url}/acr/connected/v1/status", headers=headers or {})
     assert reply.status == 200, reply.body[:300]
@@ -123,6 +134,12 @@ def test_pushes_on_a_full_volume_fail_with_disk_storage_full_reads_go_on_and_it_
         assert request(f"{registry.url}/v2/full/app/tags/list").json()["tags"] == ["v1"]
         assert request(f"{registry.url}/readyz").status == 200
         figures["full disk: pulls served while full"] += 2
+        # Down to the last byte, and restarted so: it starts, and serves what it has.
+        _fill_to_the_last_byte(volume / "filler")
+        registry.restart()
+        _pull_intact(registry.url, "full/app", "v1", manifest, layer)
+        assert _push_blob(registry.url, "full/again", blob).error_code == "DISK_STORAGE_FULL"
+        figures["full disk: restarts on a completely full volume"] += 1
 
         volumes.grow(volume, 96)
         wait_until(lambda: "DISK_STORAGE_FULL" not in _status_codes(registry.url), timeout=30,
