@@ -35,6 +35,15 @@ class Budget:
             self.done += 1
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Soaking outlasts the suite's per-test timeout: give the fault tests their budget and some."""
+    if soaking():
+        limit = float(os.environ.get("CONNECTED_REGISTRY_SOAK_SECONDS", "600")) + 600
+        for item in items:
+            if "tests/faults/" in str(item.fspath).replace(os.sep, "/"):
+                item.add_marker(pytest.mark.timeout(limit))
+
+
 @pytest.fixture
 def budget():
     """`budget(quick_rounds, quick_seconds)`: the rounds of one suite."""

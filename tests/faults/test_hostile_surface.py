@@ -296,11 +296,13 @@ def test_control_api_without_the_childs_token_changes_nothing(surface, data, rou
     figures["hostile: control API inputs tried"] += 1
 
 
-@settings(FUZZ, max_examples=80)
-@given(route=st.sampled_from(CONTROL_ROUTES[:4]), body=BODIES)
-def test_a_child_gone_wrong_gets_4xx_not_5xx_and_breaks_nothing(surface, route, body):
+@settings(FUZZ, max_examples=100)
+@given(route=st.sampled_from(CONTROL_ROUTES[:4]), body=BODIES,
+       query=st.dictionaries(st.sampled_from(["cursor", "limit"]), QUERY_NUMBERS, max_size=2))
+def test_a_child_gone_wrong_gets_4xx_not_5xx_and_breaks_nothing(surface, route, body, query):
     method, template = route
-    reply = check_answer(call(surface.port, method, template.format(child=CHILD, entry="1") + "?cursor=1&wait=0",
+    target = template.format(child=CHILD, entry="1") + "?" + urlencode({**query, "wait": "0"})
+    reply = check_answer(call(surface.port, method, target,
                               body if method != "GET" else None,
                               {**basic(surface.sync_name, surface.sync_password), "Content-Type": "application/json"}))
     note(reply.describe()[:500])
