@@ -19,7 +19,7 @@ from connected_registry.api import create_app
 from connected_registry.api.context import ApiContext
 from connected_registry.auth import OpenAccess, TokenAccess
 from connected_registry.status import StatusBoard
-from connected_registry.storage import RegistryStore
+from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.gc import collect_garbage
 
 if TYPE_CHECKING:  # pydantic and the JWT machinery load only with a configuration (idle memory)
@@ -33,6 +33,9 @@ DEFAULT_NAME = "connected-registry"
 DEFAULT_GC_SCHEDULE = "0 5 * * *"
 REMOVAL_GRACE_SECONDS = 7 * 24 * 3600
 REFUSED_BY_PARENT = ("DEACTIVATED", "ALREADY_ACTIVE", "MODE_INCOMPATIBLE")  # neither syncs nor fills on demand
+DISK_RECHECK_SECONDS = 2.0
+IDLE_CONNECTION_SECONDS = 75.0  # a connection silent this long before a whole request arrived is closed
+DISK_CODES = ("DISK_STORAGE_FULL", "DISK_PERMISSION_DENIED", "DISK_ERROR")
 LOG_LEVELS = {"Debug": logging.DEBUG, "Information": logging.INFO, "Warning": logging.WARNING,
               "Error": logging.ERROR, "None": logging.CRITICAL + 10}
 
@@ -76,6 +79,7 @@ class Runtime:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._gc_task: asyncio.Task | None = None
+        self._disk_watch: asyncio.Task | None = None
         self.port: int | None = None
         self.engine = None  # SyncEngine when there is a parent
         self.pull_through = None  # PullThrough (on-demand fills, SPEC 8) when there is a parent
@@ -110,13 +114,15 @@ class Runtime:
             access = OpenAccess()
         self.context = ApiContext(store=self.store, access=access, login_server=login_server, name=self.name,
                                   status_document=self.status_document, hierarchy=self.hierarchy,
-                                  on_sync_now=self.sync_now, on_children_changed=self._children_changed)
+                                  on_sync_now=self.sync_now, on_children_changed=self._children_changed,
+                                  on_storage_error=self.storage_failed)
         self.instance_id = self.store.control.instance_id()
         if self.settings is not None:
             self.apply_settings(self.settings)
         else:
             self._schedule_gc(True, DEFAULT_GC_SCHEDULE)
-        self._runner = web.AppRunner(create_app(self.context), access_log=None, handle_signals=False, shutdown_timeout=5)
+        self._runner = web.AppRunner(create_app(self.context), access_log=None, handle_signals=False, shutdown_timeout=5,
+                                     keepalive_timeout=IDLE_CONNECTION_SECONDS)
         await self._runner.setup()
         site = web.TCPSite(self._runner, options.host, options.port, backlog=1024, reuse_address=True)
         await site.start()
@@ -157,7 +163,8 @@ class Runtime:
                                 parent.syncProperties.messageTtl, list(self.settings.repositories))
         return SyncEngine(self.store, client, identity, self.status, kind=parent.kind, report=self.hierarchy,
                           report_interval=duration_seconds(self.settings.reportInterval),
-                          schedule=SyncSchedule.from_settings(parent.syncProperties), clock=self.clock)
+                          schedule=SyncSchedule.from_settings(parent.syncProperties), clock=self.clock,
+                          on_storage_error=self.storage_failed)
 
     async def prune_events(self) -> int:
         """Keep events for the longest messageTtl any active child sent (P2D without children), SPEC 7.4."""
@@ -234,6 +241,31 @@ class Runtime:
                         f"{wanted} not applied while {self.name} is Active: deactivate it at the parent "
                         f"(connected-registry deactivate {self.name} --registry <parent>), then restart it")
         return settings.model_copy(update=held)
+
+    def storage_failed(self, error: StorageError) -> None:
+        """A write failed on the data volume (SPEC 12): report it, and watch for the volume to recover."""
+        self.status.set("Disk", "Error", error.code,
+                        f"{error}; reads go on, and writes resume by themselves once the volume can take them")
+        if self._disk_watch is None or self._disk_watch.done():
+            self._disk_watch = asyncio.get_running_loop().create_task(self._watch_disk_recovery(), name="disk-recovery")
+
+    async def _watch_disk_recovery(self) -> None:
+        """Probe the volume every few seconds; once a small durable write succeeds, the disk detail clears
+        and the sync retries at once."""
+        while True:
+            await asyncio.sleep(DISK_RECHECK_SECONDS)
+            try:
+                await self.store.check_writable()
+            except StorageError:
+                continue
+            except Exception:  # noqa: BLE001 - keep watching; the log says why
+                log.exception("checking the data volume failed")
+                continue
+            for code in DISK_CODES:
+                self.status.clear(code)
+            if self.engine is not None:
+                self.engine.state.wake.set()
+            return
 
     def _children_changed(self) -> None:
         if self.engine is not None:
@@ -366,7 +398,7 @@ class Runtime:
                 log.exception("garbage collection failed; it runs again at the next scheduled time")
 
     async def stop(self) -> None:
-        tasks = self._tasks + ([self._gc_task] if self._gc_task else [])
+        tasks = self._tasks + [task for task in (self._gc_task, self._disk_watch) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

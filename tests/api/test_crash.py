@@ -36,9 +36,10 @@ def _path(location: str) -> str:
 class Pusher(threading.Thread):
     """Pushes blobs (monolithic or chunked) and small images until the registry dies."""
 
-    def __init__(self, registry, repository: str, seed: int, acknowledged: list, sessions: list) -> None:
+    def __init__(self, registry, repository: str, seed: int, acknowledged: list, sessions: list,
+                 headers: dict | None = None) -> None:
         super().__init__(daemon=True)
-        self.registry, self.repository = registry, repository
+        self.registry, self.repository, self.headers = registry, repository, headers or {}
         self.random = random.Random(seed)
         self.acknowledged, self.sessions = acknowledged, sessions
 
@@ -59,14 +60,15 @@ class Pusher(threading.Thread):
     def _monolithic(self, connection) -> None:
         data = self._blob()
         digest = sha256(data)
-        response, _ = _request(connection, "POST", f"/v2/{self.repository}/blobs/uploads/?digest={digest}", data)
+        response, _ = _request(connection, "POST", f"/v2/{self.repository}/blobs/uploads/?digest={digest}", data,
+                               self.headers)
         if response.status == 201:
             self.acknowledged.append(("blob", self.repository, digest, data))
 
     def _chunked(self, connection) -> None:
         data = self._blob() + os.urandom(1)
         digest = sha256(data)
-        response, _ = _request(connection, "POST", f"/v2/{self.repository}/blobs/uploads/")
+        response, _ = _request(connection, "POST", f"/v2/{self.repository}/blobs/uploads/", None, self.headers)
         assert response.status == 202
         location = _path(response.getheader("Location"))
         chunk = max(len(data) // 3, 1)
@@ -74,22 +76,24 @@ class Pusher(threading.Thread):
         while sent < len(data):
             piece = data[sent : sent + chunk]
             response, _ = _request(connection, "PATCH", location, piece,
-                                   {"Content-Range": f"{sent}-{sent + len(piece) - 1}",
+                                   {**self.headers, "Content-Range": f"{sent}-{sent + len(piece) - 1}",
                                     "Content-Type": "application/octet-stream"})
             assert response.status == 202, response.status
             sent += len(piece)
             # The server acknowledged these bytes: a restart must resume from at least here.
             self.sessions.append((self.repository, location, sent, data))
-        response, _ = _request(connection, "PUT", f"{location}&digest={digest}" if "?" in location else f"{location}?digest={digest}")
+        response, _ = _request(connection, "PUT", f"{location}&digest={digest}" if "?" in location else f"{location}?digest={digest}",
+                               None, self.headers)
         if response.status == 201:
             self.acknowledged.append(("blob", self.repository, digest, data))
             config = json.dumps({"n": digest}).encode()
-            response, _ = _request(connection, "POST", f"/v2/{self.repository}/blobs/uploads/?digest={sha256(config)}", config)
+            response, _ = _request(connection, "POST", f"/v2/{self.repository}/blobs/uploads/?digest={sha256(config)}",
+                                   config, self.headers)
             assert response.status == 201
             manifest = image_manifest(config, [data])
             tag = f"t{self.random.randrange(1_000_000)}"
             response, _ = _request(connection, "PUT", f"/v2/{self.repository}/manifests/{tag}", manifest,
-                                   {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+                                   {**self.headers, "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
             if response.status == 201:
                 self.acknowledged.append(("manifest", self.repository, tag, manifest))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -87,29 +89,29 @@ def set_clock(clock: FakeClock, moment) -> None:
 
 
 async def start_root_for_leaf(base: Path, clock: FakeClock, monkeypatch, *, repositories: list[str] | None = None,
-                              parent: dict | None = None) -> tuple[Runtime, dict]:
+                              parent: dict | None = None, mode: str = "ReadOnly") -> tuple[Runtime, dict]:
     """A root with the client tokens and line1-leaf's sync token, running; and the leaf's desired document
     (not started), its connection string set in the environment. `parent` adds to the leaf's parent settings."""
     from tests.sync.hierarchy import client_tokens, sync_token_for
 
-    sync_name, sync_password, sync_entry = sync_token_for("line1-leaf")
+    sync_name, sync_password, sync_entry = sync_token_for("line1-leaf", mode)
     root = await start_runtime(base / "root", {"name": "factory-root",
                                               "tokens": {**client_tokens(), sync_name: sync_entry}}, clock)
     monkeypatch.setenv("ACR_REGISTRY_CONNECTION_STRING", f"SyncTokenName={sync_name};SyncTokenPassword={sync_password}")
-    leaf = {"name": "line1-leaf", "tokens": client_tokens(), "repositories": repositories or ["factory/*"],
+    leaf = {"name": "line1-leaf", "mode": mode, "tokens": client_tokens(), "repositories": repositories or ["factory/*"],
             "parent": {"endpoint": f"http://127.0.0.1:{root.port}", "syncToken": {"name": sync_name}, **(parent or {})}}
     return root, leaf
 
 
-async def serve_on_free_port(handler) -> tuple:
-    """An aiohttp app answering every path with `handler`, on a free loopback port: (runner, port)."""
+async def serve_on_free_port(handler, port: int = 0) -> tuple:
+    """An aiohttp app answering every path with `handler`, on a free loopback port (or `port`): (runner, port)."""
     from aiohttp import web
 
-    app = web.Application()
+    app = web.Application(client_max_size=64 << 20)
     app.router.add_route("*", "/{tail:.*}", handler)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]
 
@@ -118,9 +120,12 @@ _HOP_HEADERS = ("content-length", "transfer-encoding", "content-encoding")
 
 
 async def forward(request, target: str, *, headers: dict | None = None, chunk_delay: float = 0.0,
-                  cut_after: int | None = None):
+                  cut_after: int | None = None, reset: bool = False, stall: asyncio.Event | None = None,
+                  chunk_size: int = 1 << 17, lose_answer: bool = False):
     """Send `request` on to the URL `target` and stream the answer back: the test proxies' one forwarding path.
-    `chunk_delay` paces the body (a slow link); `cut_after` drops the connection after that many body bytes."""
+    `chunk_delay` paces the body (a slow link); `cut_after` drops the connection after that many body bytes
+    (with a TCP reset when `reset`), or, given `stall`, stops sending there until `stall` is set; `lose_answer`
+    lets the target do the work and then closes the connection without an answer."""
     from aiohttp import web
 
     sent_headers = headers if headers is not None else {k: v for k, v in request.headers.items()
@@ -128,20 +133,116 @@ async def forward(request, target: str, *, headers: dict | None = None, chunk_de
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         async with session.request(request.method, target, data=await request.read(), headers=sent_headers,
                                    allow_redirects=False) as response:
+            if lose_answer:
+                await response.read()
+                break_connection(request, reset=False)
+                return web.Response()
             reply = web.StreamResponse(status=response.status, headers={
                 k: v for k, v in response.headers.items() if k.lower() not in _HOP_HEADERS})
             if response.content_length is not None:
                 reply.content_length = response.content_length
             await reply.prepare(request)
             sent = 0
-            async for chunk in response.content.iter_chunked(1 << 17):
+            async for chunk in response.content.iter_chunked(chunk_size):
                 if cut_after is not None and sent + len(chunk) > cut_after:
                     await reply.write(chunk[: cut_after - sent])
-                    request.transport.close()  # the link drops mid-transfer
-                    return reply
+                    if stall is not None:  # the link goes silent mid-transfer, then comes back
+                        await stall.wait()
+                        cut_after = None
+                    else:
+                        break_connection(request, reset)  # the link drops mid-transfer
+                        return reply
                 await reply.write(chunk)
                 sent += len(chunk)
                 if chunk_delay:
                     await asyncio.sleep(chunk_delay)  # the slow link itself: the fault being injected
             await reply.write_eof()
             return reply
+
+
+def break_connection(request, reset: bool) -> None:
+    """Close the client's connection: a FIN, or with `reset` a TCP RST (SO_LINGER 0), as a link that fails does."""
+    if request.transport is None:
+        return
+    if reset:
+        sock = request.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        request.transport.abort()
+    else:
+        request.transport.close()
+
+
+LINK_FAULTS = ("drop", "stall", "reset", "trickle", "refuse")
+
+
+class FaultyLink:
+    """The test proxy between two layers, with one fault switched on at a time (`fault`, None for a good link):
+    drop (every connection closed without an answer, after the request was forwarded: the answer is lost),
+    stall (blob bodies stop after `cut_after` bytes until the fault ends), reset (blob bodies cut with a TCP RST
+    after `cut_after` bytes, uploads reset before they are forwarded), trickle (bodies paced in small slow
+    chunks) and refuse (nothing listens on the port). Counts what it did in `injected`."""
+
+    def __init__(self, cut_after: int = 256 << 10) -> None:
+        self.upstream = ""
+        self.cut_after = cut_after
+        self.fault: str | None = None
+        self.port = 0
+        self.injected: dict[str, int] = {}
+        self._runner = None
+        self._fault_over = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> "FaultyLink":
+        self._runner, self.port = await serve_on_free_port(self._handle, self.port)
+        return self
+
+    async def close(self) -> None:
+        self._fault_over.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def set(self, fault: str | None) -> None:
+        if self.fault == "refuse" and fault != "refuse":
+            await self.start()
+        self.fault = fault
+        if fault is None:
+            self._fault_over.set()
+        else:
+            self._fault_over = asyncio.Event()
+        if fault == "refuse":
+            await self._runner.cleanup()  # closes the listener and every open connection
+            self._runner = None
+            self._count("refuse")
+
+    def _count(self, fault: str) -> None:
+        self.injected[fault] = self.injected.get(fault, 0) + 1
+
+    async def _handle(self, request):
+        from aiohttp import web
+
+        fault, target = self.fault, f"{self.upstream}{request.path_qs}"
+        is_blob_body = "/blobs/sha256:" in request.path and request.method == "GET"
+        if fault == "drop":
+            self._count("drop")
+            if request.method == "GET":
+                break_connection(request, reset=False)
+                return web.Response()
+            return await forward(request, target, lose_answer=True)  # the parent did the work; the answer is lost
+        if fault == "reset" and request.method in ("PUT", "PATCH", "POST") and request.can_read_body:
+            await request.read()
+            self._count("reset")
+            break_connection(request, reset=True)
+            return web.Response()
+        if fault in ("stall", "reset") and is_blob_body:
+            self._count(fault)
+            return await forward(request, target, cut_after=self.cut_after, reset=True,
+                                 stall=self._fault_over if fault == "stall" else None)
+        if fault == "trickle" and is_blob_body:
+            self._count("trickle")
+            return await forward(request, target, chunk_delay=0.01, chunk_size=16 << 10)
+        return await forward(request, target)

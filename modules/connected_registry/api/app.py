@@ -127,6 +127,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error_response(error)
     except StorageError as error:
         log.error("%s %s -> storage failure %s: %s", request.method, request.path[:300], error.code, error)
+        request.app[CONTEXT].on_storage_error(error)
         return _error_response(OciError(error.code, str(error)))
     except web.HTTPException as error:
         if error.status == 404 and not error.text.startswith("{"):

@@ -12,7 +12,7 @@ from connected_registry.auth import Access, Caller
 from connected_registry.auth.access import request_origin
 from connected_registry.auth.permissions import repository_in_scope
 from connected_registry.oci.errors import OciError
-from connected_registry.storage import RegistryStore
+from connected_registry.storage import RegistryStore, StorageError
 
 
 @dataclass
@@ -33,6 +33,7 @@ class ApiContext:
     hierarchy: Callable[[], dict] = field(default=lambda: {})
     on_sync_now: Callable[[], str] = field(default=lambda: "")
     on_children_changed: Callable[[], None] = field(default=lambda: None)
+    on_storage_error: Callable[[StorageError], None] = field(default=lambda error: None)
 
 
 CONTEXT = web.AppKey("context", ApiContext)

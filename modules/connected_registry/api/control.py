@@ -9,6 +9,7 @@ from aiohttp import web
 
 from connected_registry import __version__
 from connected_registry.api.context import context, query_int
+from connected_registry.durations import duration_seconds
 from connected_registry.oci.errors import OciError
 from connected_registry.identity import INSTANCE_NAME_RE
 from connected_registry.storage.registry import utc_timestamp
@@ -17,6 +18,7 @@ API_VERSION = "1"
 MAX_EVENTS = 1000
 MAX_WAIT_SECONDS = 60
 _MAX_BODY = 1 << 20
+MIN_MESSAGE_TTL, MAX_MESSAGE_TTL = 24 * 3600, 90 * 24 * 3600  # P1D to P90D, as the settings allow (SPEC 3)
 
 
 def _child_name(request: web.Request) -> str:
@@ -33,7 +35,7 @@ async def _json_body(request: web.Request) -> dict:
         raise OciError("SIZE_INVALID", "the body is larger than 1 MiB", status=413)
     try:
         document = json.loads(body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to be a real document
         raise OciError("UNSUPPORTED", "the body must be a JSON object", status=400) from None
     if not isinstance(document, dict):
         raise OciError("UNSUPPORTED", "the body must be a JSON object", status=400)
@@ -62,9 +64,7 @@ async def activate(request: web.Request) -> web.Response:
     name = _child_name(request)
     await ctx.access.require_gateway(request, name, "config_write")
     document = await _json_body(request)
-    instance_id, device_id = document.get("instanceId"), document.get("deviceId")
-    if not isinstance(instance_id, str) or not isinstance(device_id, str) or not instance_id or not device_id:
-        raise OciError("UNSUPPORTED", "activation needs instanceId and deviceId", status=400)
+    _check_activation(document)
     if ctx.mode == "ReadOnly" and document.get("mode") == "ReadWrite":
         raise OciError("MODE_INCOMPATIBLE", f"{name} is ReadWrite but this parent, {ctx.name}, is ReadOnly: "
                                             "a ReadOnly parent may only have ReadOnly children; make the child ReadOnly")
@@ -77,6 +77,33 @@ async def activate(request: web.Request) -> web.Response:
                                       "reset-identity --data <its data volume>` to activate it again")
     ctx.on_children_changed()
     return web.json_response({"status": "Active", "messageTtl": document.get("messageTtl"), "parentMode": ctx.mode})
+
+
+def _check_activation(document: dict) -> None:
+    """What a child sends at activation is kept and used later (its messageTtl sets event retention): refuse
+    anything malformed at the door (SPEC 6)."""
+    problems = []
+    for key in ("instanceId", "deviceId"):
+        if not isinstance(document.get(key), str) or not 0 < len(document[key]) <= 200:
+            problems.append(f"{key} must be a string of 1 to 200 characters")
+    if document.get("mode") not in (None, "ReadWrite", "ReadOnly"):
+        problems.append("mode must be ReadWrite or ReadOnly")
+    if not isinstance(document.get("version"), (str, type(None))):
+        problems.append("version must be a string")
+    ttl = document.get("messageTtl")
+    if ttl is not None:
+        try:
+            seconds = duration_seconds(ttl) if isinstance(ttl, str) else -1
+        except ValueError:
+            seconds = -1
+        if not MIN_MESSAGE_TTL <= seconds <= MAX_MESSAGE_TTL:
+            problems.append("messageTtl must be an ISO 8601 duration from P1D to P90D")
+    repositories = document.get("repositories")
+    if repositories is not None and not (isinstance(repositories, list)
+                                         and all(isinstance(item, str) for item in repositories)):
+        problems.append("repositories must be a list of names or patterns")
+    if problems:
+        raise OciError("UNSUPPORTED", f"malformed activation: {'; '.join(problems)}", status=400)
 
 
 async def deactivate(request: web.Request) -> web.Response:
@@ -95,7 +122,8 @@ async def child_status(request: web.Request) -> web.Response:
     await ctx.access.require_gateway(request, name, "config_write")
     document = await _json_body(request)
     child = ctx.store.control.child(name)
-    _check_instance(child, (document.get("activation") or {}).get("instanceId"))
+    activation = document.get("activation")
+    _check_instance(child, activation.get("instanceId") if isinstance(activation, dict) else None)
     if child is None or child.status != "Active":
         raise OciError("UNSUPPORTED", f"{name} is not active here: activate it first", status=409)
     await ctx.store.control.record_report(name, document, utc_timestamp(ctx.store.clock()))

@@ -72,10 +72,10 @@ async def start_upload(request: web.Request, name: str) -> web.Response:
         session = await store.uploads.create(name, persistent=False)
         try:
             _check_received(request, await store.uploads.append(session, request.content, None))
-        except BaseException:
+            await store.uploads.complete(session, _EMPTY, digest, store.origin)
+        except BaseException:  # nobody can resume this session: leave nothing behind (a full disk needs the room)
             await store.uploads.cancel(session)
             raise
-        await store.uploads.complete(session, _EMPTY, digest, store.origin)
         return _created(request, name, digest)
     session = await store.uploads.create(name)
     return web.Response(status=202, headers=_session_headers(request, name, session))

@@ -85,10 +85,7 @@ class BlobFiles:
             raise storage_error_from_os(error, f"storing {digest}") from error
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                _write_all(fd, data)
                 self.disk.fsync_file(fd)
             finally:
                 os.close(fd)
@@ -99,8 +96,30 @@ class BlobFiles:
             if os.path.exists(temporary):
                 os.unlink(temporary)
 
+    def write_probe(self, size: int) -> None:
+        """Write, fsync and remove `size` bytes in the uploads folder: can the volume take data now?"""
+        temporary = self.temporary_path()
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _write_all(fd, bytes(size))
+                self.disk.fsync_file(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise storage_error_from_os(error, "checking the data volume") from error
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+
     def remove(self, digest: str) -> None:
         try:
             os.unlink(self.path(digest))
         except FileNotFoundError:
             pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

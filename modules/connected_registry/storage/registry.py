@@ -28,6 +28,7 @@ from connected_registry.storage.metadata import MetadataDB
 from connected_registry.storage.uploads import Uploads
 
 _MANIFEST_CACHE_BYTES = 32 << 20
+_PROBE_BYTES = 1 << 20  # room a recovered volume must have: a little more than a metadata commit needs
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,17 @@ class RegistryStore:
     def close(self) -> None:
         self.metadata.close()
         self.io.shutdown(wait=True)
+
+    async def check_writable(self) -> None:
+        """A small durable write (a file fsynced, a metadata commit); raises StorageError while the volume
+        cannot take it. The probe that tells a full disk has recovered."""
+
+        def probe(db: sqlite3.Connection) -> None:
+            self.files.write_probe(_PROBE_BYTES)
+            db.execute("INSERT INTO state (key, value) VALUES ('diskChecked', ?) ON CONFLICT (key) DO UPDATE SET "
+                       "value = excluded.value", (utc_timestamp(self.clock()),))
+
+        await self.metadata.write(probe)
 
     # --- blobs ----------------------------------------------------------------------------------
 

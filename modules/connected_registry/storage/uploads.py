@@ -26,6 +26,7 @@ BLOCK = 1 << 20  # bytes handed to the writer thread at a time
 FIRST_BLOCK = 64 << 10  # the first write comes sooner: a client streaming a fill gets its first byte early
 _HASH_READ = 4 << 20
 WRITEBACK_STEP = 8 << 20
+BODY_IDLE_SECONDS = 60.0  # a body that sends nothing for this long ends the request (and frees its session)
 
 
 class ByteStream(Protocol):
@@ -57,6 +58,7 @@ class Uploads:
         self.files = files
         self.metadata = metadata
         self.io = io_executor
+        self.body_idle_seconds = BODY_IDLE_SECONDS
         self._sessions: dict[str, UploadSession] = {}
 
     # --- sessions ------------------------------------------------------------------------------
@@ -126,39 +128,54 @@ class Uploads:
         parts: list[bytes] = []
         buffered = 0
         received = 0
+        idle = asyncio.timeout(self.body_idle_seconds)
         try:
-            while True:
-                chunk = await stream.readany()
-                if chunk:
-                    parts.append(chunk)
-                    buffered += len(chunk)
-                if buffered >= (BLOCK if received else FIRST_BLOCK) or (not chunk and buffered):
-                    block = b"".join(parts) if len(parts) > 1 else parts[0]
-                    parts, buffered = [], 0
-                    if pending is not None:
-                        await pending
-                    pending = loop.run_in_executor(self.io, self._write_block, session, fd, block)
-                    if progress is not None:  # as soon as the block is on disk, not when the next one is ready
-                        pending.add_done_callback(lambda done: done.exception() or progress(session.offset))
-                    received += len(block)
-                if not chunk:
-                    break
+            async with idle:
+                while True:
+                    chunk = await stream.readany()
+                    idle.reschedule(loop.time() + self.body_idle_seconds)
+                    if chunk:
+                        parts.append(chunk)
+                        buffered += len(chunk)
+                    if buffered >= (BLOCK if received else FIRST_BLOCK) or (not chunk and buffered):
+                        block = b"".join(parts) if len(parts) > 1 else parts[0]
+                        parts, buffered = [], 0
+                        if pending is not None:
+                            await pending
+                        pending = loop.run_in_executor(self.io, self._write_block, session, fd, block)
+                        if progress is not None:  # as soon as the block is on disk, not when the next one is ready
+                            pending.add_done_callback(lambda done: done.exception() or progress(session.offset))
+                        received += len(block)
+                    if not chunk:
+                        break
             if pending is not None:
                 await pending
                 pending = None
+        except TimeoutError:
+            await self._settle(session, fd, pending)
+            if not idle.expired():  # not ours (e.g. the parent's read timeout during a sync)
+                raise
+            raise OciError("BLOB_UPLOAD_INVALID", f"the upload sent nothing for {self.body_idle_seconds:g} s and was "
+                           f"stopped at {session.offset} bytes: check its status and resume from there",
+                           status=400) from None
         except BaseException:
-            if pending is not None:
-                try:
-                    await asyncio.shield(pending)
-                except Exception:
-                    pass
-            # The hash may no longer match the file: rebuild it from the file next time.
-            session.hasher = None
-            session.offset = os.fstat(fd).st_size
+            await self._settle(session, fd, pending)
             raise
         finally:
             os.close(fd)
         return received
+
+    @staticmethod
+    async def _settle(session: UploadSession, fd: int, pending: asyncio.Future | None) -> None:
+        """After a broken receive: let the last block land, then take the offset from the file."""
+        if pending is not None:
+            try:
+                await asyncio.shield(pending)
+            except Exception:
+                pass
+        # The hash may no longer match the file: rebuild it from the file next time.
+        session.hasher = None
+        session.offset = os.fstat(fd).st_size
 
     def _write_block(self, session: UploadSession, fd: int, block: bytes) -> None:
         view = memoryview(block)

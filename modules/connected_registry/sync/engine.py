@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 
 from connected_registry.auth.permissions import repository_pattern_matches
 from connected_registry.status import StatusBoard
-from connected_registry.storage import RegistryStore
+from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.registry import utc_timestamp
 from connected_registry.sync.downstream import Downstream, first_error
-from connected_registry.sync.parent_client import ParentClient, ParentError, next_link
+from connected_registry.sync.parent_client import LINK_ERRORS, ParentClient, ParentError, next_link
 from connected_registry.sync.schedule import SyncSchedule, Window
 from connected_registry.sync.upstream import Upstream
 
@@ -64,8 +64,10 @@ class SyncState:
 class SyncEngine:
     def __init__(self, store: RegistryStore, parent: ParentClient, identity: SyncIdentity, status: StatusBoard,
                  kind: str = "auto", report: Callable[[], dict] | None = None, report_interval: float = 300,
-                 schedule: SyncSchedule | None = None, clock: Callable[[], float] = time.time) -> None:
+                 schedule: SyncSchedule | None = None, clock: Callable[[], float] = time.time,
+                 on_storage_error: Callable[[StorageError], None] | None = None) -> None:
         self.store, self.parent, self.identity, self.status = store, parent, identity, status
+        self.on_storage_error = on_storage_error or (lambda error: None)
         self.schedule = schedule or SyncSchedule()
         self.clock = clock
         self._sync_now_requested = False
@@ -103,6 +105,17 @@ class SyncEngine:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except ParentError as error:
                 self._parent_failed(error)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            except LINK_ERRORS as error:  # the link broke while a body was streaming: the parent is away
+                self._parent_failed(ParentError("unreachable", f"the link to parent {self.parent.endpoint} broke: "
+                                                               f"{error!r}"))
+                await self._pause(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            except StorageError as error:  # e.g. a full disk: reported; retried, and at once when it recovers
+                log.error("sync stopped by the data volume: %s", error)
+                self.state.errors += 1
+                self.on_storage_error(error)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except Exception:  # one bad iteration must not end the loop

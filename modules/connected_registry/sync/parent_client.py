@@ -29,6 +29,10 @@ MANIFEST_ACCEPT = ", ".join([
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
+# What a broken link raises once a response's body is streaming (request() itself turns these into ParentError).
+LINK_ERRORS = (aiohttp.ClientError, TimeoutError)
+
+
 class ParentError(Exception):
     """The parent could not be used. `kind`: unreachable, auth, refused, protocol."""
 

@@ -1,0 +1,117 @@
+"""SIGKILL at random moments of a two-layer hierarchy at work: clients push to a ReadWrite child (its
+outbox goes up) and to the root (the child syncs it down), and every other round garbage collection runs
+on the child's volume and is killed too. After each kill the instance restarts on the same volume and port:
+every push it acknowledged is there and intact, and no blob file on either volume is anything but whole.
+At the end the outbox drains and both layers hold every acknowledged image (sync converged).
+
+Rounds are bounded in time; CONNECTED_REGISTRY_SOAK=1 runs many more."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from tests.api.test_crash import Pusher, _check_every_served_blob_matches_its_digest
+from tests.faults.conftest import figures
+from tests.support.http import basic, request
+from tests.support.processes import ManagedProcess, wait_until
+from tests.sync.hierarchy import READER, WRITER, start_instance
+
+
+def _present(url: str, kind: str, repository: str, reference: str, content: bytes) -> bool:
+    section = "blobs" if kind == "blob" else "manifests"
+    reply = request(f"{url}/v2/{repository}/{section}/{reference}", headers=basic(*READER), timeout=60)
+    return reply.status == 200 and reply.body == content
+
+
+def _push_and_kill(targets: list, chooser: random.Random, round_number: int) -> list:
+    """Pushers on every target; after a random number of acknowledgements, SIGKILL the chosen victims."""
+    acknowledged: list = []
+    pushers = []
+    for number, (instance, repository, _) in enumerate(targets):
+        pusher = Pusher(instance.process, f"{repository}{round_number % 3}", round_number * 10 + number,
+                        acknowledged, [], headers=basic(*WRITER))
+        pushers.append((instance, pusher))
+        pusher.start()
+    target = chooser.randint(2, 12)
+    wait_until(lambda: len(acknowledged) >= target, timeout=60, what="acknowledged pushes", interval=0.001)
+    victims = chooser.choice([["child"], ["child"], ["root"], ["child", "root"]])
+    for instance, _, name in sorted(targets, key=lambda target: target[2] not in victims):
+        if name in victims:
+            instance.process.kill()
+        else:  # the others stop politely, which ends their pushers too
+            instance.process.stop()
+    for _, pusher in pushers:
+        pusher.join(timeout=30)
+    for name in victims:
+        figures[f"crash: SIGKILL of the {name} mid-push/sync"] += 1
+    return acknowledged
+
+
+def _collect_and_kill(child, chooser: random.Random) -> None:
+    """Age the child's volume so garbage collection has work, run `connected-registry gc`, kill it at random."""
+    database = sqlite3.connect(child.process.data_dir / "metadata.db")
+    with database:
+        database.execute("UPDATE blobs SET last_used = 0")
+    database.close()
+    gc = ManagedProcess([sys.executable, "-m", "connected_registry", "gc", "--data", str(child.process.data_dir)])
+    deadline = time.monotonic() + chooser.uniform(0.05, 1.0)
+    wait_until(lambda: gc.process.poll() is not None or time.monotonic() > deadline, timeout=30, what="gc at work")
+    if gc.process.poll() is None:
+        gc.kill()
+        figures["crash: SIGKILL of garbage collection"] += 1
+    else:
+        assert gc.process.returncode == 0, gc.log()
+        figures["crash: garbage collections run to the end"] += 1
+
+
+def test_sigkill_during_pushes_syncs_and_gc_loses_nothing_and_converges(tmp_path: Path, budget):
+    root = start_instance(tmp_path, "factory-root", children=[("line1-child", "ReadWrite")])
+    child = start_instance(tmp_path, "line1-child", parent=root, mode="ReadWrite", repositories=["up/*", "down/*"])
+    chooser = random.Random(8)
+    everything: list[tuple] = []  # (where pushed, kind, repository, reference, content)
+    collected = False
+    try:
+        for round_number in budget(5, 60):
+            targets = [(child, "up/app", "child"), (root, "down/app", "root")]
+            acknowledged = _push_and_kill(targets, chooser, round_number)
+            if round_number % 2 == 1:
+                _collect_and_kill(child, chooser)
+                collected = True
+            root.process.restart()
+            child.process.restart()
+            # Every acknowledged write is there, intact, where it was pushed.
+            for kind, repository, reference, content in acknowledged:
+                where = child if repository.startswith("up/") else root
+                everything.append((where, kind, repository, reference, content))
+            lost = []
+            for where, kind, repository, reference, content in everything:
+                if kind == "blob" and collected and where is child:
+                    continue  # a lone blob on the child's volume is garbage once aged: collected legitimately
+                if not _present(where.url, kind, repository, reference, content):
+                    lost.append(f"acknowledged {kind} {repository}:{reference} lost or changed at {where.name}")
+                figures["crash: acknowledged writes checked after a restart"] += 1
+            figures["crash: losses"] += len(lost)
+            assert not lost, "\n".join(lost[:20])
+            figures["crash: rounds"] += 1
+
+        # The outbox drains and the layers converge: images pushed at either end are at both.
+        def drained():
+            return request(f"{child.url}/acr/connected/v1/status", headers=basic(*READER)).json()["sync"]["pendingUploads"] == 0
+
+        wait_until(drained, timeout=120, what="the child's outbox to drain")
+        for where, kind, repository, reference, content in everything:
+            if kind != "manifest":
+                continue
+            other = root if where is child else child
+            wait_until(lambda: _present(other.url, kind, repository, reference, content), timeout=120,
+                       what=f"{repository}:{reference} at {other.name}")
+            figures["crash: acknowledged images checked at the other layer after convergence"] += 1
+    finally:
+        child.stop()
+        root.stop()
+    for instance in (root, child):
+        figures["crash: blob files checked whole"] += _check_every_served_blob_matches_its_digest(instance.process.data_dir)

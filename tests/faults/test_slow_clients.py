@@ -1,0 +1,106 @@
+"""Slow and silent clients (SPEC 9, 12): timeouts hold. A connection that never finishes its request is
+closed after the idle timeout; an upload body that stops arriving ends its request after the body idle
+timeout, so the session (held by that request) can be resumed from a new connection. Both timeouts are
+shortened here; the defaults are 75 s and 60 s."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from connected_registry import runtime as runtime_module
+from connected_registry.runtime import InstanceOptions, Runtime
+from connected_registry.storage import RegistryStore
+from tests.api.test_hostile_input import raw_exchange
+from tests.faults.conftest import figures
+from tests.support.oci import serve_store, sha256
+from tests.sync.inprocess import eventually
+
+
+def _receive_until_closed(sock: socket.socket, seconds: float) -> bytes:
+    sock.settimeout(seconds)
+    received = b""
+    while True:
+        block = sock.recv(65536)
+        if not block:
+            return received
+        received += block
+
+
+async def test_a_connection_that_never_finishes_its_request_is_closed(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(runtime_module, "IDLE_CONNECTION_SECONDS", 1.0)
+    instance = Runtime(InstanceOptions(str(tmp_path / "data"), "127.0.0.1", 0))
+    await instance.start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", instance.port))
+        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic ")
+        # Closed by the server well before the client's own 10 s patience runs out.
+        received = await asyncio.get_running_loop().run_in_executor(None, _receive_until_closed, sock, 10)
+        sock.close()
+        assert b"200 OK" not in received
+        figures["slow clients: half-sent requests closed by the idle timeout"] += 1
+    finally:
+        await instance.stop()
+
+
+async def test_a_stalled_upload_body_ends_its_request_and_the_upload_resumes(tmp_path: Path):
+    store = RegistryStore(str(tmp_path / "data"))
+    store.uploads.body_idle_seconds = 0.5
+    data = os.urandom(200_000)
+    try:
+        async with serve_store(store) as api:
+            async with api.request("POST", "/v2/slow/app/blobs/uploads/") as response:
+                location = response.headers["Location"]
+            # A client that sends part of a PATCH body and then goes silent, its connection left open.
+            target = urlsplit(location)
+            request = (f"PATCH {target.path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
+                       "Content-Type: application/octet-stream\r\n\r\n").encode() + data[:3000]
+            answers = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: raw_exchange(target.port, request, responses=1, deadline=10))
+            assert answers and answers[0].status == 400 and b"BLOB_UPLOAD_INVALID" in answers[0].body, answers
+
+            # The same session resumes from another connection, from what it says it has.
+            async def resumed():
+                async with api.session.get(location) as status:
+                    have = int(status.headers["Range"].split("-")[1]) + 1 if status.headers.get("Range") != "0-0" else 0
+                async with api.session.patch(location, data=data[have:], headers={
+                        "Content-Range": f"{have}-{len(data) - 1}"}) as patch:
+                    assert patch.status == 202, await patch.text()
+                async with api.session.put(location, params={"digest": sha256(data)}) as put:
+                    return put.status == 201
+
+            await asyncio.wait_for(eventually(resumed, timeout=10, what="the resumed upload"), 15)
+            async with api.request("GET", f"/v2/slow/app/blobs/{sha256(data)}") as response:
+                assert await response.read() == data
+        figures["slow clients: stalled upload bodies ended and resumed"] += 1
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("stall_after", [0, 1])
+async def test_a_parent_read_timeout_is_not_mistaken_for_a_stalled_client(tmp_path: Path, stall_after):
+    """The body idle timeout is the upload's own; any other timeout inside a receive passes through untouched
+    (the sync relies on it to see a stalled parent as a link fault)."""
+    store = RegistryStore(str(tmp_path / "data"))
+
+    class TimingOut:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def readany(self) -> bytes:
+            self.calls += 1
+            if self.calls > stall_after:
+                raise TimeoutError("the parent's read timeout")
+            return b"x" * 10
+
+    try:
+        session = await store.uploads.create("slow/app")
+        with pytest.raises(TimeoutError, match="parent's read timeout"):
+            await store.uploads.append(session, TimingOut(), None)
+    finally:
+        store.close()
