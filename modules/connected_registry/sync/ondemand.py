@@ -173,11 +173,15 @@ class PullThrough:
         return reader
 
     async def _link_after(self, fill: BlobFill, repository: str) -> None:
-        """The fill ran for another repository's request: once verified, the blob is visible here too."""
+        """Once stored, a blob a client read from a fill counts as used now; and if the fill ran for another
+        repository's request, it becomes visible in this one too."""
+        used = self.store.clock()
+        await fill.wait_done()
+        if fill.error is not None:
+            return
         if fill.repository != repository:
-            await fill.wait_done()
-            if fill.error is None:
-                await self.store.link_blob(repository, fill.digest)
+            await self.store.link_blob(repository, fill.digest)
+        await touch(self.store, fill.digest, used)
 
     async def _keep_within_budget(self, digest: str) -> None:
         budget = budget_bytes(self.max_bytes, self.store.data_dir)
