@@ -19,7 +19,7 @@ MiB = 1 << 20
 
 
 def stored(instance, repository: str, digest: str) -> bool:
-    """A HEAD answers from what is stored (it never starts a transfer)."""
+    """A HEAD answers from what is stored (it neither starts a transfer nor counts as a use)."""
     return request(f"{instance.url}/v2/{repository}/blobs/{digest}", "HEAD", headers=basic(*READER)).status == 200
 
 

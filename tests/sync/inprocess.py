@@ -91,14 +91,17 @@ def set_clock(clock: FakeClock, moment) -> None:
 async def start_root_for_leaf(base: Path, clock: FakeClock, monkeypatch, *, repositories: list[str] | None = None,
                               parent: dict | None = None, mode: str = "ReadOnly") -> tuple[Runtime, dict]:
     """A root with the client tokens and line1-leaf's sync token, running; and the leaf's desired document
-    (not started), its connection string set in the environment. `parent` adds to the leaf's parent settings."""
+    (not started), its connection string set in the environment, with on-demand fills off. `parent` adds to the
+    leaf's parent settings."""
     from tests.sync.hierarchy import client_tokens, sync_token_for
 
     sync_name, sync_password, sync_entry = sync_token_for("line1-leaf", mode)
     root = await start_runtime(base / "root", {"name": "factory-root",
                                               "tokens": {**client_tokens(), sync_name: sync_entry}}, clock)
     monkeypatch.setenv("ACR_REGISTRY_CONNECTION_STRING", f"SyncTokenName={sync_name};SyncTokenPassword={sync_password}")
+    # onDemand false: these tests watch the sync, so a GET at the leaf must not fill the content itself
     leaf = {"name": "line1-leaf", "mode": mode, "tokens": client_tokens(), "repositories": repositories or ["factory/*"],
+            "onDemand": False,
             "parent": {"endpoint": f"http://127.0.0.1:{root.port}", "syncToken": {"name": sync_name}, **(parent or {})}}
     return root, leaf
 

@@ -83,10 +83,11 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
         "Accept-Ranges": "bytes",
         "Cache-Control": "max-age=31536000",
     }
-    if ctx.pull_through is not None:
+    # A HEAD neither counts as a use nor starts a transfer: pushes HEAD every layer first.
+    if ctx.pull_through is not None and request.method == "GET":
         if size is not None:
             ctx.pull_through.served(name, digest)
-        elif request.method == "GET":  # a HEAD does not start a transfer (pushes HEAD every layer first)
+        else:
             reader = await ctx.pull_through.open_blob(name, digest)
             if reader is not None:
                 return await _stream_from_parent(request, reader, headers, etag)

@@ -32,11 +32,11 @@ def is_on_demand(store: RegistryStore, digest: str) -> bool:
     return store.metadata.read_one("SELECT 1 FROM on_demand WHERE digest = ?", (digest,)) is not None
 
 
-async def touch(store: RegistryStore, digest: str) -> None:
-    """Served again: the blob moves to the back of the eviction queue."""
-    now = store.clock()
-    await store.metadata.write(lambda db: db.execute("UPDATE on_demand SET last_used = ? WHERE digest = ?",
-                                                     (now, digest)))
+async def touch(store: RegistryStore, digest: str, used: float | None = None) -> None:
+    """Served again (at `used`, default now): the blob moves to the back of the eviction queue."""
+    used = store.clock() if used is None else used
+    await store.metadata.write(lambda db: db.execute(
+        "UPDATE on_demand SET last_used = MAX(last_used, ?) WHERE digest = ?", (used, digest)))
 
 
 async def evict(store: RegistryStore, budget: int, busy: set[str] = frozenset()) -> list[tuple[str, int]]:

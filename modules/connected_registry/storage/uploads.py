@@ -223,6 +223,7 @@ class Uploads:
                     f"uploaded content has digest {algorithm}:{actual}, not {digest}: the upload was discarded",
                     detail={"expected": digest, "actual": f"{algorithm}:{actual}"},
                 )
+            now = time.time()  # when the content was last used: readers of a fill may have it from here on
             if verified is not None:  # the bytes are right; making them durable and visible follows
                 verified()
             size = session.offset
@@ -230,7 +231,6 @@ class Uploads:
             if not already_stored:
                 await loop.run_in_executor(self.io, self.files.sync_data, session.path)
             self._sessions.pop(session.id, None)
-            now = time.time()
 
             def commit(db):
                 self.files.install(session.path, digest, data_synced=not already_stored)

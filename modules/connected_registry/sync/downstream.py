@@ -136,7 +136,9 @@ class Downstream:
             raise
         except Exception as failure:  # noqa: BLE001 - handed to every waiter
             error = failure
-            log.warning("transfer of %s@%s from the parent failed: %s", fill.repository, fill.digest, failure)
+            missing = isinstance(failure, ParentError) and failure.status == 404
+            log.log(logging.INFO if missing else logging.WARNING, "transfer of %s@%s from the parent failed: %s",
+                    fill.repository, fill.digest, failure)
         finally:
             self.fills.pop(fill.digest, None)
             fill.finish(error)

@@ -26,7 +26,7 @@ class BlobFill:
         self.done = False
         self.error: BaseException | None = None
         self.task: asyncio.Task | None = None
-        self.waiters = 0  # the transfer stops (and resumes later with Range) when the last one leaves
+        self.waiters = 0  # the transfer stops (and resumes later with Range) when the last one leaves early
         self._fd: int | None = None
         self._changed = asyncio.Event()
 
@@ -62,7 +62,7 @@ class BlobFill:
 
     def leave(self) -> None:
         self.waiters -= 1
-        if self.waiters <= 0 and not self.done and self.task is not None:
+        if self.waiters <= 0 and not self.verified and not self.done and self.task is not None:
             self.task.cancel()
 
     async def wait_opened(self) -> None:

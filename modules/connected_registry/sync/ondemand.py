@@ -19,6 +19,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import aiohttp
+
 from connected_registry.durations import duration_seconds
 from connected_registry.oci.digest import is_digest
 from connected_registry.oci.errors import OciError
@@ -98,13 +100,14 @@ class PullThrough:
         task = self._manifest_fetches.get(key)
         if task is None:
             task = self._manifest_fetches[key] = asyncio.create_task(self._fetch_manifest(repository, reference))
-            task.add_done_callback(lambda _: self._manifest_fetches.pop(key, None))
+            task.add_done_callback(lambda done: self._manifest_fetches.pop(key, None) and (
+                done.cancelled() or done.exception()))  # a failure after every client timed out: retrieved
         try:
             async with asyncio.timeout(self.open_timeout):
                 digest = await asyncio.shield(task)
         except TimeoutError:
             raise self._timed_out("MANIFEST_UNKNOWN", what, repository) from None
-        except (ParentError, OciError, OSError) as error:
+        except (ParentError, OciError, OSError, aiohttp.ClientError) as error:
             raise self._failed("MANIFEST_UNKNOWN", what, repository, error) from None
         if digest is None:
             raise OciError("MANIFEST_UNKNOWN", f"{what} is not in repository {repository}, here or at the parent "
@@ -135,7 +138,7 @@ class PullThrough:
         try:
             async with asyncio.timeout(self.open_timeout):
                 return await self.parent.referrers(repository, digest) or []
-        except (ParentError, TimeoutError, OSError, ValueError) as error:
+        except (ParentError, TimeoutError, OSError, ValueError, aiohttp.ClientError) as error:
             log.info("referrers of %s@%s answered without the parent's: %s", repository, digest, error)
             return []
 
@@ -146,9 +149,10 @@ class PullThrough:
         is in the store by now. BLOB_UNKNOWN when the parent lacks it, fails or is too slow to start."""
         if not self.allowed(repository):
             return None
-        self.stats.misses += 1
         if await self.store.link_blob(repository, digest):
+            self.stats.hits += 1
             return None  # here already, in another repository
+        self.stats.misses += 1
         what = f"blob {digest}"
         fill = self.downstream.join_fill(repository, digest, on_demand=True)
         try:
@@ -173,11 +177,15 @@ class PullThrough:
         return reader
 
     async def _link_after(self, fill: BlobFill, repository: str) -> None:
-        """The fill ran for another repository's request: once verified, the blob is visible here too."""
+        """Once stored, a blob a client read from a fill counts as used now; and if the fill ran for another
+        repository's request, it becomes visible in this one too."""
+        used = self.store.clock()
+        await fill.wait_done()
+        if fill.error is not None:
+            return
         if fill.repository != repository:
-            await fill.wait_done()
-            if fill.error is None:
-                await self.store.link_blob(repository, fill.digest)
+            await self.store.link_blob(repository, fill.digest)
+        await touch(self.store, fill.digest, used)
 
     async def _keep_within_budget(self, digest: str) -> None:
         budget = budget_bytes(self.max_bytes, self.store.data_dir)
