@@ -16,7 +16,7 @@ from tests.faults.conftest import figures
 from tests.support.http import basic, request
 from tests.support.oci import image_manifest, sha256
 from tests.support.processes import RegistryProcess, wait_until
-from tests.sync.hierarchy import READER, WRITER, start_instance
+from tests.sync.hierarchy import OPERATOR, READER, WRITER, start_instance
 
 MiB = 1 << 20
 
@@ -179,6 +179,36 @@ def test_a_sync_onto_a_full_volume_fails_with_disk_storage_full_and_finishes_whe
         wait_until(lambda: "DISK_STORAGE_FULL" not in _status_codes(child.url, reader), timeout=30,
                    what="DISK_STORAGE_FULL to clear")
         _pull_intact(child.url, "factory/app", "v2", big, big_layer, reader)
+        figures["full disk: recoveries without a restart"] += 1
+    finally:
+        child.stop()
+        root.stop()
+
+
+def test_a_full_parent_keeps_the_childs_upload_pending_until_it_has_room(tmp_path: Path, volumes: SmallVolumes):
+    """SPEC 7.3: an acknowledged local push is never lost, not by a full disk elsewhere. The parent's 507 is
+    not a refusal: the outbox entry stays pending (never parked) and goes up once the parent has room."""
+    volume = volumes.mount("root", 20)
+    root = start_instance(volume, "factory-root", children=[("line1-child", "ReadWrite")])
+    child = start_instance(tmp_path, "line1-child", parent=root, mode="ReadWrite", repositories=["factory/*"])
+    writer, reader = basic(*WRITER), basic(*READER)
+    operator = basic(*OPERATOR)
+    try:
+        layer = os.urandom(24 * MiB)
+        manifest = _push_image(child.url, "factory/up", "v1", layer, writer)
+        wait_until(lambda: "DISK_STORAGE_FULL" in _status_codes(root.url, reader), timeout=60,
+                   what="the parent to run out of room")
+        entries = request(f"{child.url}/acr/connected/v1/outbox", headers=operator).json()["entries"]
+        assert entries and all(entry["state"] == "pending" for entry in entries), entries
+        assert "UPLOAD_REJECTED" not in _status_codes(child.url, reader)
+        figures["full disk: uploads held pending at a full parent"] += 1
+
+        volumes.grow(volume, 128)
+        wait_until(lambda: request(f"{root.url}/v2/factory/up/manifests/v1", headers=reader).body == manifest,
+                   timeout=120, what="the child's image at the parent once it has room")
+        _pull_intact(root.url, "factory/up", "v1", manifest, layer, reader)
+        wait_until(lambda: not request(f"{child.url}/acr/connected/v1/outbox", headers=operator).json()["entries"],
+                   timeout=30, what="the outbox to drain")
         figures["full disk: recoveries without a restart"] += 1
     finally:
         child.stop()

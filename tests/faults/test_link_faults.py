@@ -66,6 +66,7 @@ async def test_every_link_fault_ends_offline_then_online_with_nothing_lost_or_co
                              what="the leaf Online")
             for round_number in budget(1, 90):
                 for fault in LINK_FAULTS:
+                    injected = dict(link.injected)
                     await link.set(fault)
                     states.seen = states.seen[-1:]
                     tag = f"{fault}-{round_number}"
@@ -75,6 +76,9 @@ async def test_every_link_fault_ends_offline_then_online_with_nothing_lost_or_co
                     if fault != "trickle":
                         await eventually(lambda: _async("Offline" in states.seen), timeout=30,
                                          what=f"the leaf to report Offline under {fault}")
+                    await eventually(lambda: _async(link.injected.get(fault, 0) > injected.get(fault, 0)),
+                                     timeout=30, what=f"{fault} to hit a transfer")
+                    injected = dict(link.injected)
                     await link.set(None)
 
                     async def converged():

@@ -217,3 +217,58 @@ async def test_the_replay_catches_a_rename_that_was_never_made_durable(tmp_path:
     journal, _ = await run_workload(tmp_path / "data", 7, 1.0)
     _, problems = replay_cuts(tmp_path, journal, [len(journal)])
     assert any("lost" in problem or "missing" in problem for problem in problems), problems[:5]
+
+
+class Killed(Exception):
+    pass
+
+
+class KilledBeforeDirectoryFsync(JournalingDisk):
+    """The process dies right after a rename, before the directory fsync (SIGKILL keeps the page cache, so the
+    file is still there when the instance starts again, but its directory entry is not yet durable)."""
+
+    armed = False
+
+    def fsync_dir(self, path: str) -> None:
+        if self.armed:
+            self.armed = False
+            raise Killed("SIGKILL between the rename and the directory fsync")
+        super().fsync_dir(path)
+
+
+@pytest.mark.parametrize("kind", ["blob", "manifest"])
+async def test_a_file_left_by_a_kill_is_made_durable_when_the_same_content_is_pushed_again(tmp_path: Path, kind):
+    """Found by this replay: a push that found its file already in place (left by a killed push) committed
+    without fsyncing the directory, so a power cut later could lose an acknowledged write."""
+    disk = KilledBeforeDirectoryFsync(str(tmp_path / "data"))
+    store = RegistryStore(str(tmp_path / "data"), disk=disk)
+    config, layer = b"{}", b"pushed twice"
+    body = image_manifest(config, [layer])
+    try:
+        async with serve_store(store) as api:
+
+            async def push() -> int:
+                if kind == "blob":
+                    request = api.request("POST", "/v2/cut/twice/blobs/uploads/", params={"digest": sha256(layer)},
+                                          data=layer)
+                else:
+                    request = api.request("PUT", "/v2/cut/twice/manifests/v1", data=body,
+                                          headers={"Content-Type": OCI_MANIFEST})
+                async with request as response:
+                    return response.status
+
+            if kind == "manifest":
+                for blob in (config, layer):
+                    async with api.request("POST", "/v2/cut/twice/blobs/uploads/", params={"digest": sha256(blob)},
+                                           data=blob) as response:
+                        assert response.status == 201
+            disk.armed = True
+            assert await push() == 500  # the first push dies between its rename and its directory fsync
+            assert await push() == 201  # pushed again after the restart: acknowledged
+            disk.ack("push", kind)
+    finally:
+        store.close()
+    rebuild(disk.journal, len(disk.journal), tmp_path / "after")
+    digest = sha256(layer if kind == "blob" else body)
+    path = tmp_path / "after" / "blobs" / "sha256" / digest[7:9] / digest[7:]
+    assert path.exists() and digest_matches(path, digest), f"acknowledged {kind} {digest} lost in the power cut"

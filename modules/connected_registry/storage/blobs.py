@@ -66,6 +66,8 @@ class BlobFiles:
         try:
             if os.path.exists(target):
                 os.unlink(temporary)
+                # Left by a push killed between its rename and its directory fsync: make the entry durable now.
+                self.disk.fsync_dir(os.path.dirname(target))
                 return
             if not data_synced:
                 self.sync_data(temporary)
@@ -77,6 +79,10 @@ class BlobFiles:
     def write_small(self, data: bytes, digest: str) -> None:
         """Durably store a small blob (a manifest) held in memory. Call on the metadata writer thread."""
         if self.exists(digest):
+            try:  # as in `install`: the file may have been left by a killed push
+                self.disk.fsync_dir(os.path.dirname(self.path(digest)))
+            except OSError as error:
+                raise storage_error_from_os(error, f"storing {digest}") from error
             return
         temporary = self.temporary_path()
         try:
