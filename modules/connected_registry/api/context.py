@@ -30,6 +30,7 @@ class ApiContext:
     hierarchy: Callable[[], dict] = field(default=lambda: {})
     on_sync_now: Callable[[], str] = field(default=lambda: "")
     on_children_changed: Callable[[], None] = field(default=lambda: None)
+    on_gc: Callable[[], str] = field(default=lambda: "")
 
 
 CONTEXT = web.AppKey("context", ApiContext)

@@ -26,6 +26,18 @@ class _Empty:
         return _EMPTY_STREAM_CHUNK
 
 
+class _Counted:
+    """A body stream that adds to the downloaded bytes as chunks arrive, so progress shows inside a big blob."""
+
+    def __init__(self, stream, downstream: "Downstream") -> None:
+        self.stream, self.downstream = stream, downstream
+
+    async def readany(self) -> bytes:
+        chunk = await self.stream.readany()
+        self.downstream.bytes_downloaded += len(chunk)
+        return chunk
+
+
 class Downstream:
     def __init__(self, store: RegistryStore, parent: ParentClient, repositories: list[str]) -> None:
         self.store = store
@@ -113,8 +125,7 @@ class Downstream:
             if response.status == 200 and session.offset:  # the parent ignored Range: start over
                 await self.store.uploads.cancel(session)
                 session = await self._download_session(repository, digest, fresh=True)
-            received = await self.store.uploads.append(session, response.content, None)
-            self.bytes_downloaded += received
+            await self.store.uploads.append(session, _Counted(response.content, self), None)
             try:
                 await self.store.uploads.complete(session, _Empty(), digest, self.store.origin)
             except OciError as error:

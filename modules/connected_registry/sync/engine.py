@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -61,6 +62,30 @@ class SyncState:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+@dataclass
+class SyncOperation:
+    """One sync-now, as the status document shows it while it runs (the command line follows it)."""
+
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    state: str = "Queued"  # Queued | Running | Succeeded | Failed
+    repository: str | None = None  # the one being reconciled now
+    repositoriesDone: int = 0
+    repositoriesTotal: int | None = None
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    error: str | None = None
+
+    def start(self) -> None:
+        if self.state == "Queued":
+            self.state, self.startedAt = "Running", utc_timestamp()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if self.state in ("Queued", "Running"):
+            self.state = "Failed" if error else "Succeeded"
+            self.error = str(error) if error else None
+            self.finishedAt, self.repository = utc_timestamp(), None
+
+
 class SyncEngine:
     def __init__(self, store: RegistryStore, parent: ParentClient, identity: SyncIdentity, status: StatusBoard,
                  kind: str = "auto", report: Callable[[], dict] | None = None, report_interval: float = 300,
@@ -75,6 +100,7 @@ class SyncEngine:
         self._report_wanted = asyncio.Event()
         self._reconcile_wanted = asyncio.Event()  # interrupts a long poll: the scope changed, or syncNow
         self.state = SyncState()
+        self.operation: SyncOperation | None = None  # the latest sync-now
         self.downstream = Downstream(store, parent, identity.repositories)
         self.upstream = Upstream(store, parent, status)
         saved = store.control.get("cursor")
@@ -95,6 +121,7 @@ class SyncEngine:
             except asyncio.CancelledError:
                 raise
             except ActivationRefused as refused:
+                self._operation_failed(refused)
                 self.state.activation = "Inactive"
                 if not refused.retry:
                     log.error("sync stopped: %s", refused)
@@ -102,11 +129,13 @@ class SyncEngine:
                 await self._pause(backoff)  # retried with backoff, at most every 60 s (SPEC 6)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except ParentError as error:
+                self._operation_failed(error)
                 self._parent_failed(error)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except Exception:  # one bad iteration must not end the loop
                 log.exception("sync iteration failed; retrying")
+                self._operation_failed(RuntimeError("the sync iteration failed: see the registry log"))
                 self.state.errors += 1
                 await self._pause(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -119,9 +148,20 @@ class SyncEngine:
             pass
         self.state.wake.clear()
 
-    def sync_now(self) -> None:
+    def sync_now(self) -> str:
+        """A full round at once, in or outside a window (SPEC 7.4); returns the operation's id. A sync-now while
+        one is queued or running joins it."""
+        if self.operation is None or self.operation.state not in ("Queued", "Running"):
+            self.operation = SyncOperation()
         self._sync_now_requested = True
+        self._last_reconcile = -RECONCILE_EVERY_SECONDS  # in a window: the feed loop reconciles everything now
+        self._reconcile_wanted.set()
         self.state.wake.set()
+        return self.operation.id
+
+    def _operation_failed(self, error: BaseException) -> None:
+        if self.operation is not None:
+            self.operation.finish(error)
 
     def set_schedule(self, schedule: SyncSchedule) -> None:
         """A new schedule applies at once: the next window is recomputed (SPEC 7.4)."""
@@ -181,6 +221,8 @@ class SyncEngine:
             log.info("the sync window ended at %s: sync resumes in the next one", window.end.isoformat())
 
     async def _one_round(self) -> None:
+        if self.operation is not None:
+            self.operation.start()
         await self._detect_parent_kind()
         if self.state.parent_kind == "connected":
             if self.state.activation != "Active":
@@ -190,6 +232,8 @@ class SyncEngine:
             await self.reconcile_all()
         if self.identity.mode == "ReadWrite":
             await self.upstream.drain()
+        if self.operation is not None:
+            self.operation.finish()
 
     async def _catch_up_feed(self) -> None:
         headers = {"X-Instance-Id": self.identity.instance_id}
@@ -413,13 +457,27 @@ class SyncEngine:
         return names
 
     async def reconcile_all(self) -> None:
+        operation = self.operation if self.operation is not None and self.operation.state in ("Queued", "Running") \
+            else None
+        if operation is not None:
+            operation.start()
         self.state.syncing = True
         try:
-            for repository in await self.repositories_in_scope():
+            repositories = await self.repositories_in_scope()
+            if operation is not None:
+                operation.repositoriesTotal, operation.repositoriesDone = len(repositories), 0
+            for repository in repositories:
+                if operation is not None:
+                    operation.repository = repository
                 await self.downstream.reconcile_repository(repository)
+                if operation is not None:
+                    operation.repositoriesDone += 1
         finally:
             self.state.syncing = False
+        if operation is not None:
+            operation.finish()
         self._parent_answered()
-        self._last_reconcile = time.monotonic()
+        if self.operation is None or self.operation.state != "Queued":  # a sync-now that came meanwhile: again
+            self._last_reconcile = time.monotonic()
         self.state.last_sync_time = utc_timestamp()
         self.state.syncs += 1

@@ -158,13 +158,19 @@ class ParentClient:
         return response.status, document if isinstance(document, dict) else {}
 
     async def is_connected_parent(self) -> bool:
+        """Only an answer decides: a parent that cannot be reached (or fails) now is asked again, not taken for plain."""
         try:
             async with self.session.get(f"{self.endpoint}/acr/connected/v1/info") as response:
+                if response.status >= 500:
+                    raise ParentError("unreachable", f"parent {self.endpoint} answered {response.status}",
+                                      status=response.status)
                 if response.status != 200:
                     return False
                 document = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        except ValueError:
             return False
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
+            raise ParentError("unreachable", f"parent {self.endpoint} is unreachable: {error}") from None
         return isinstance(document, dict) and document.get("kind") == "connected-registry"
 
     # --- the OCI API -----------------------------------------------------------------------------------
