@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.support.http import basic, request
 from tests.support.layouts import make_image
-from tests.support.processes import wait_until
+from tests.support.processes import run_cli, wait_until
 from tests.sync.hierarchy import OPERATOR, READER, start_instance, sync_token_for
 from tests.sync.test_downstream import manifest_at, skopeo_push
 
@@ -22,8 +21,7 @@ def codes(document: dict) -> set[str]:
 
 
 def cli(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "connected_registry", *arguments], capture_output=True, text=True,
-                          timeout=60)
+    return run_cli(*arguments)
 
 
 def test_a_second_deployment_waits_until_the_name_is_deactivated(tmp_path: Path):

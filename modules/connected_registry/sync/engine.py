@@ -227,6 +227,8 @@ class SyncEngine:
         if self.state.parent_kind == "connected":
             if self.state.activation != "Active":
                 await self.activate()
+            if self.operation is not None and self.operation.state == "Running":
+                self.state.cursor = None  # sync-now compares everything, then goes on from the feed's head
             await self._catch_up_feed()
         else:
             await self.reconcile_all()
@@ -234,6 +236,8 @@ class SyncEngine:
             await self.upstream.drain()
         if self.operation is not None:
             self.operation.finish()
+        if self.state.parent_kind == "connected":
+            await self._send_report()  # outside a window the parent hears from us only now
 
     async def _catch_up_feed(self) -> None:
         headers = {"X-Instance-Id": self.identity.instance_id}
@@ -289,15 +293,17 @@ class SyncEngine:
         """This instance's reported document and its subtree go to the parent (SPEC 11), at most every 2 s."""
         while True:
             self._report_wanted.clear()
-            status, body = await self.parent.control("POST", f"/registries/{self.identity.name}/status",
-                                                     body=self.report())
-            if status != 204:
-                self._check_feed_status(status, body)
+            await self._send_report()
             try:
                 await asyncio.wait_for(self._report_wanted.wait(), self.report_interval)
             except asyncio.TimeoutError:
                 pass
             await asyncio.sleep(2)  # coalesce bursts of reports from below
+
+    async def _send_report(self) -> None:
+        status, body = await self.parent.control("POST", f"/registries/{self.identity.name}/status", body=self.report())
+        if status != 204:
+            self._check_feed_status(status, body)
 
     async def _reconcile_forever(self) -> None:
         """A plain parent has no feed: reconcile every minute (and at once on sync-now)."""
