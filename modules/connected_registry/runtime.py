@@ -17,6 +17,7 @@ from croniter import croniter
 
 from connected_registry.api import create_app
 from connected_registry.api.context import ApiContext
+from connected_registry.api.requests import RequestRecorder
 from connected_registry.auth import OpenAccess, TokenAccess
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore
@@ -121,7 +122,8 @@ class Runtime:
             self.apply_settings(self.settings)
         else:
             self._schedule_gc(True, DEFAULT_GC_SCHEDULE)
-        self._runner = web.AppRunner(create_app(self.context), access_log=None, handle_signals=False, shutdown_timeout=5)
+        self._runner = web.AppRunner(create_app(self.context), access_log_class=RequestRecorder, access_log=log,
+                                     handle_signals=False, shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, options.host, options.port, backlog=1024, reuse_address=True)
         await site.start()

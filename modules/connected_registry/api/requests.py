@@ -4,15 +4,14 @@ Counting is plain dictionaries: prometheus_client is loaded only when someone sc
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from connected_registry.logs import current_request_id
 
@@ -21,7 +20,6 @@ log = logging.getLogger("connected_registry.api")
 REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:@+=/-]{1,128}$")  # nothing that could forge a log line
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-CLIENT_CLOSED = 499  # nginx's code for a client that went away before the answer
 
 
 @dataclass
@@ -45,7 +43,7 @@ class RequestStats:
 REQUEST_STATS = web.AppKey("request_stats", RequestStats)
 
 
-def route_label(request: web.Request) -> str:
+def route_label(request: web.BaseRequest) -> str:
     """The route's template, never the path itself (repository names would make the label set unbounded)."""
     route = request.get("route")
     if route:
@@ -55,39 +53,21 @@ def route_label(request: web.Request) -> str:
     return canonical if canonical and not canonical.startswith("/v2") else "unmatched"
 
 
-def _response_bytes(request: web.Request, response: web.StreamResponse) -> int:
+def _response_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
     if request.method == "HEAD":
         return 0
-    length = response.content_length
+    length = response.content_length  # a sendfile response knows it once prepared; its body_length stays 0
     return length if length is not None else response.body_length
 
 
 @web.middleware
 async def request_middleware(request: web.Request, handler) -> web.StreamResponse:
     offered = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = offered if _SANE_ID.match(offered) else os.urandom(8).hex()
-    request["request_id"] = request_id
-    token = current_request_id.set(request_id)
-    started = time.monotonic()
-    status, bytes_out = 500, 0
+    request["request_id"] = offered if _SANE_ID.match(offered) else os.urandom(8).hex()
+    token = current_request_id.set(request["request_id"])
     try:
-        response = await handler(request)
-        status, bytes_out = response.status, _response_bytes(request, response)
-        return response
-    except web.HTTPException as error:
-        status = error.status
-        raise
-    except (asyncio.CancelledError, ConnectionResetError):
-        status = CLIENT_CLOSED
-        raise
+        return await handler(request)
     finally:
-        elapsed = time.monotonic() - started
-        bytes_in = request.content.total_bytes
-        route = route_label(request)
-        method = request.method if request.method in _METHODS else "other"
-        request.app[REQUEST_STATS].record(route, method, status, elapsed, bytes_in, bytes_out)
-        log.debug("%s %s -> %d in %.1f ms (%d bytes in, %d bytes out)", request.method, request.path[:300], status,
-                  elapsed * 1000, bytes_in, bytes_out)
         current_request_id.reset(token)
 
 
@@ -95,3 +75,23 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
     request_id = request.get("request_id")
     if request_id:
         response.headers[REQUEST_ID_HEADER] = request_id
+
+
+class RequestRecorder(AbstractAccessLogger):
+    """Called by aiohttp once a response is completely sent, so status and size are final (a blob's status and
+    length are decided while it is sent): counts it for /metrics and, at Debug, writes one line with its id."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        stats = request.app.get(REQUEST_STATS) if hasattr(request, "app") else None
+        if stats is None:
+            return
+        bytes_in, bytes_out = request.content.total_bytes, _response_bytes(request, response)
+        method = request.method if request.method in _METHODS else "other"
+        stats.record(route_label(request), method, response.status, time, bytes_in, bytes_out)
+        if log.isEnabledFor(logging.DEBUG):
+            token = current_request_id.set(request.get("request_id", "-"))
+            try:
+                log.debug("%s %s -> %d in %.1f ms (%d bytes in, %d bytes out)", request.method, request.path[:300],
+                          response.status, time * 1000, bytes_in, bytes_out)
+            finally:
+                current_request_id.reset(token)
