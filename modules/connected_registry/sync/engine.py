@@ -181,6 +181,12 @@ class SyncEngine:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), timezone.utc)
 
+    def _synced(self) -> None:
+        """A sync round ended; the first one since start is news for the parent's view, so report it soon."""
+        if self.state.last_sync_time is None:
+            self.report_soon()
+        self.state.last_sync_time = utc_timestamp()
+
     def report_soon(self) -> None:
         """Something below changed (a child activated or reported): tell the parent without waiting."""
         self._report_wanted.set()
@@ -261,7 +267,7 @@ class SyncEngine:
             done = next_cursor == self.state.cursor
             await self._save_cursor(next_cursor)
             if done:
-                self.state.last_sync_time = utc_timestamp()
+                self._synced()
                 return
 
     async def _detect_parent_kind(self) -> None:
@@ -405,7 +411,7 @@ class SyncEngine:
                     self.state.syncing = False
             await self._save_cursor(int(body.get("next", self.state.cursor)))
             if events:
-                self.state.last_sync_time = utc_timestamp()
+                self._synced()
                 self.state.syncs += 1
             if time.monotonic() - self._last_reconcile > RECONCILE_EVERY_SECONDS:
                 return
@@ -485,5 +491,5 @@ class SyncEngine:
         self._parent_answered()
         if self.operation is None or self.operation.state != "Queued":  # a sync-now that came meanwhile: again
             self._last_reconcile = time.monotonic()
-        self.state.last_sync_time = utc_timestamp()
+        self._synced()
         self.state.syncs += 1
