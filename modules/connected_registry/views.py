@@ -59,13 +59,13 @@ def hierarchy_rows(node: dict, now: datetime) -> list[tuple[str, ...]]:
     """One row per registry, depth first; the root node is a status document, the others child entries."""
     rows: list[tuple[str, ...]] = []
 
-    def state_of(entry: dict, report: dict, stale_above: str | None) -> str:
+    def state_of(entry: dict, report: dict, stale_above: bool) -> str:
         state = entry.get("connectionState") or report.get("connectionState") or "Offline"
         if state.startswith("Offline (stale since "):
             return f"STALE, silent {ago(state[len('Offline (stale since '):-1], now).removesuffix(' ago')}"
-        return f"{state} (via stale {stale_above})" if stale_above else state
+        return f"{state} (stale above)" if stale_above else state
 
-    def add(entry: dict, report: dict, prefix: str, branch: str, stale_above: str | None) -> None:
+    def add(entry: dict, report: dict, prefix: str, branch: str, stale_above: bool) -> None:
         sync = report.get("sync") or {}
         state = state_of(entry, report, stale_above)
         last_sync = "-" if report.get("parent") is None and report else ago(report.get("lastSyncTime"), now)
@@ -76,13 +76,13 @@ def hierarchy_rows(node: dict, now: datetime) -> list[tuple[str, ...]]:
                      str(sync.get("pendingUploads", "-")), str(sync.get("rejectedUploads", "-")),
                      worst_detail(report.get("statusDetails"))))
         children = entry.get("children") or []
-        stale_here = stale_above or (entry.get("name") if state.startswith("STALE") else None)
+        stale_here = stale_above or state.startswith("STALE")  # what is below was last heard through it
         child_prefix = prefix + ("" if not branch else ("│  " if branch == "├─ " else "   "))
         for index, child in enumerate(children):
             add(child, child.get("report") or {}, child_prefix, "└─ " if index == len(children) - 1 else "├─ ",
                 stale_here)
 
-    add(node, node, "", "", None)
+    add(node, node, "", "", False)
     return rows
 
 

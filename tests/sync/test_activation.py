@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.support.http import basic, request
 from tests.support.layouts import make_image
-from tests.support.processes import run_cli, wait_until
+from tests.support.processes import free_port, run_cli, wait_until
 from tests.sync.hierarchy import OPERATOR, READER, start_instance, sync_token_for
 from tests.sync.test_downstream import manifest_at, skopeo_push
 
@@ -96,3 +96,21 @@ def test_a_readwrite_child_under_a_readonly_parent_is_refused(tmp_path: Path):
     finally:
         for instance in (child, middle, root):
             instance.stop()
+
+
+def test_a_child_started_before_its_parent_activates_once_the_parent_answers(tmp_path: Path):
+    """An unreachable parent is not a plain parent: the child keeps asking, and activates when the parent is up."""
+    port = free_port()
+    parent_address = type("Address", (), {"url": f"http://127.0.0.1:{port}", "host": f"127.0.0.1:{port}"})()
+    leaf = start_instance(tmp_path, "line1-leaf", parent=parent_address, repositories=["factory/*"])
+    root = None
+    try:
+        wait_until(lambda: "PARENT_UNREACHABLE" in codes(status_of(leaf)), what="the first failed attempt")
+        root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")], port=port)
+        document = wait_until(lambda: (lambda d: d if d["activation"]["status"] == "Active" else None)(status_of(leaf)),
+                              timeout=60, what="the leaf's activation")
+        assert document["parent"]["kind"] == "connected" and "PARENT_NOT_CONNECTED" not in codes(document)
+    finally:
+        leaf.stop()
+        if root is not None:
+            root.stop()
