@@ -79,7 +79,10 @@ def _gc_summary(result: dict) -> str:
 
 
 def _gc_remote(arguments: argparse.Namespace) -> int:
-    status, document = _call(arguments, "POST", "/acr/connected/v1/gc")
+    try:
+        status, document = _call(arguments, "POST", "/acr/connected/v1/gc")
+    except SystemExit as unreachable:
+        raise SystemExit(f"{unreachable}; with no instance running, give --data DIR to collect there") from None
     if status != 202:
         return _fail(status, document, "gc", "gateway/<the instance's name>/config/write")
     operation = document.get("operationId")
@@ -136,7 +139,8 @@ def _call(arguments: argparse.Namespace, method: str, path: str) -> tuple[int, d
     except urllib.error.HTTPError as error:
         body, status = error.read(), error.code
     except (urllib.error.URLError, OSError) as error:
-        raise SystemExit(f"error: cannot reach {arguments.registry}: {getattr(error, 'reason', error)}") from None
+        raise SystemExit(f"error: cannot reach {arguments.registry}: {getattr(error, 'reason', error)}; is the instance "
+                         "running there? (--registry URL)") from None
     try:
         document = json.loads(body) if body else {}
     except ValueError:

@@ -302,7 +302,8 @@ def run_demo(headless: bool = False, base_directory: str | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the clean-up short
+        for signum in (signal.SIGTERM, signal.SIGINT):  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(signum, signal.SIG_IGN)
         if demo is not None:
             print("\nStopping the leaf, the middle and the root ...", flush=True)
             demo.stop()
@@ -311,3 +312,4 @@ def run_demo(headless: bool = False, base_directory: str | None = None) -> int:
         print("stopped; nothing is left running" + ("" if base_directory else f", and {folder} is removed"),
               flush=True)
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -89,7 +89,7 @@ class ParentClient:
                 sent["Authorization"] = authorization
             try:
                 response = await self.session.request(method, url, headers=sent, allow_redirects=False, **kwargs)
-            except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 raise ParentError("unreachable", f"parent {self.endpoint} is unreachable: {error}") from None
             if response.status != 401 or attempt == 1:
                 return response
@@ -128,7 +128,7 @@ class ParentClient:
                 if response.status != 200:
                     raise ParentError("protocol", f"token service {realm} answered {response.status}")
                 body = await response.json(content_type=None)
-        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise ParentError("unreachable", f"token service {realm} is unreachable: {error}") from None
         token = body.get("token") or body.get("access_token")
         if not token:
@@ -169,7 +169,7 @@ class ParentClient:
                 document = await response.json(content_type=None)
         except ValueError:
             return False
-        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise ParentError("unreachable", f"parent {self.endpoint} is unreachable: {error}") from None
         return isinstance(document, dict) and document.get("kind") == "connected-registry"
 
@@ -230,7 +230,7 @@ class ParentClient:
             response.release()
             try:
                 response = await self.session.get(location, headers=headers, allow_redirects=False)
-            except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 raise ParentError("unreachable", f"blob redirect {location[:80]} is unreachable: {error}") from None
             hops += 1
         if response.status not in (200, 206):
