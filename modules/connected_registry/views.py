@@ -159,3 +159,12 @@ def render_status(document: dict, now: datetime | None = None) -> str:
     else:
         lines.append("  details      none: nothing is wrong")
     return "\n".join(lines)
+
+
+def gc_summary(result: dict) -> str:
+    def get(key: str) -> int:  # the offline report is snake_case, the status document camelCase
+        camel = key.split("_")[0] + "".join(part.title() for part in key.split("_")[1:])
+        return result.get(key, result.get(camel, 0)) or 0
+
+    return (f"{get('blobs_removed')} blobs ({format_bytes(get('bytes_freed'))}), {get('manifests_removed')} "
+            f"manifests, {get('uploads_removed')} abandoned uploads and {get('stray_files_removed')} stray files removed")

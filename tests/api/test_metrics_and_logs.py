@@ -124,3 +124,13 @@ def test_the_on_demand_cache_counters_are_exported_when_the_status_document_has_
     assert not any(name.startswith("connected_registry_cache_enabled") for name, _ in metrics)
     without = samples(render({**document, "cache": None}, RequestStats())[0].decode())
     assert not any(name.startswith("connected_registry_cache") for name, _ in without)
+
+
+def test_a_request_refused_before_routing_is_answered_without_a_traceback(registry):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", registry.port), timeout=10) as sock:
+        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: nine\r\n\r\n")
+        assert b" 400 " in sock.recv(100)
+    assert request(f"{registry.url}/metrics").status == 200
+    assert "Unhandled exception" not in registry.log() and "requests.py" not in registry.log(), registry.log()

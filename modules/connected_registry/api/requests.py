@@ -82,8 +82,9 @@ class RequestRecorder(AbstractAccessLogger):
     length are decided while it is sent): counts it for /metrics and, at Debug, writes one line with its id."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        stats = request.app.get(REQUEST_STATS) if hasattr(request, "app") else None
-        if stats is None:
+        try:
+            stats = request.app[REQUEST_STATS]
+        except (AttributeError, AssertionError, KeyError):  # refused before routing (a malformed request): no app
             return
         bytes_in, bytes_out = request.content.total_bytes, _response_bytes(request, response)
         method = request.method if request.method in _METHODS else "other"
