@@ -149,6 +149,8 @@ class Demo:
     # --- processes ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Top down, each once the one above answers: a child that finds its parent down backs off for a while."""
+        deadline = time.monotonic() + START_SECONDS
         for layer in self.layers:
             log = open(layer.log_path, "ab")  # noqa: SIM115 - the child holds it; closed with the process
             env = {key: value for key, value in os.environ.items()
@@ -160,14 +162,24 @@ class Demo:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**env, **layer.env},
                 start_new_session=True, preexec_fn=_die_with_parent)
             log.close()
-        deadline = time.monotonic() + START_SECONDS
-        for layer in self.layers:
             while not self._healthy(layer):
                 if layer.process.poll() is not None:
                     raise RuntimeError(f"the {layer.role} ({layer.name}) exited with {layer.process.returncode}:\n"
                                        + layer.log_path.read_text(errors="replace")[-2000:])
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the {layer.role} did not answer within {START_SECONDS} s; see {layer.log_path}")
+                time.sleep(0.02)
+
+    def wait_active(self) -> None:
+        """The children activate at their parents (a first attempt may have come before the parent listened)."""
+        deadline = time.monotonic() + START_SECONDS
+        for layer in (self.middle, self.leaf):
+            while True:
+                status, body, _ = _request("GET", f"{layer.url}/acr/connected/v1/status", self.password)
+                if status == 200 and json.loads(body)["activation"]["status"] == "Active":
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the {layer.role} did not activate within {START_SECONDS} s; see {layer.log_path}")
                 time.sleep(0.05)
 
     @staticmethod
@@ -280,6 +292,7 @@ def run_demo(headless: bool = False, base_directory: str | None = None) -> int:
         demo = Demo(folder)
         print(f"Starting a three-layer hierarchy in {folder} ...", flush=True)
         demo.start()
+        demo.wait_active()
         for layer in demo.layers:
             print(f"  {layer.role:6}  {layer.name:12} {layer.mode:9}  {layer.url}  (pid {layer.process.pid})", flush=True)
         print(f"ready in {time.monotonic() - started:.1f} s", flush=True)
