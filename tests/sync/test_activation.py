@@ -71,6 +71,10 @@ def test_reset_identity_lets_a_deactivated_instance_activate_again(tmp_path: Pat
         assert cli("deactivate", "line1-leaf", "--registry", root.url, "--username", sync_name,
                    "--password", sync_password).returncode == 0
         wait_until(lambda: "DEACTIVATED" in codes(status_of(leaf)), what="DEACTIVATED")
+        refused = cli("sync-now", "--registry", leaf.url, "--username", OPERATOR[0], "--password", OPERATOR[1],
+                      "--timeout", "30")
+        assert refused.returncode == 1 and "no longer syncs" in refused.stderr and "reset-identity" in refused.stderr, \
+            refused.stdout + refused.stderr
         leaf.process.stop()
         result = cli("reset-identity", "--data", str(leaf.process.data_dir))
         assert result.returncode == 0 and old_id in result.stdout, result.stdout + result.stderr

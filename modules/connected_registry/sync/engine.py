@@ -101,6 +101,7 @@ class SyncEngine:
         self._reconcile_wanted = asyncio.Event()  # interrupts a long poll: the scope changed, or syncNow
         self.state = SyncState()
         self.operation: SyncOperation | None = None  # the latest sync-now
+        self.stopped: str | None = None  # why the loop ended for good (DEACTIVATED, MODE_INCOMPATIBLE)
         self.downstream = Downstream(store, parent, identity.repositories)
         self.upstream = Upstream(store, parent, status)
         saved = store.control.get("cursor")
@@ -125,6 +126,7 @@ class SyncEngine:
                 self.state.activation = "Inactive"
                 if not refused.retry:
                     log.error("sync stopped: %s", refused)
+                    self.stopped = str(refused)
                     return
                 await self._pause(backoff)  # retried with backoff, at most every 60 s (SPEC 6)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -153,6 +155,8 @@ class SyncEngine:
         one is queued or running joins it."""
         if self.operation is None or self.operation.state not in ("Queued", "Running"):
             self.operation = SyncOperation()
+        if self.stopped:  # nothing will pick it up: say why at once
+            self.operation.finish(RuntimeError(f"this instance no longer syncs: {self.stopped}"))
         self._sync_now_requested = True
         self._last_reconcile = -RECONCILE_EVERY_SECONDS  # in a window: the feed loop reconciles everything now
         self._reconcile_wanted.set()
