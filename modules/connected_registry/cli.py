@@ -6,12 +6,11 @@ import argparse
 import asyncio
 import json
 import logging
-import sys
 
 from connected_registry import __version__
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
+from connected_registry.remote import (cmd_deactivate, cmd_list, cmd_outbox, cmd_status, cmd_sync_now,
+                                       gc_on_instance)
+from connected_registry.views import gc_summary
 
 def _listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
@@ -44,100 +43,73 @@ def cmd_serve(arguments: argparse.Namespace) -> int:
 
 
 def cmd_gc(arguments: argparse.Namespace) -> int:
-    from connected_registry.runtime import default_data_dir
+    if arguments.data is None:
+        return gc_on_instance(arguments)
     from connected_registry.storage import RegistryStore
     from connected_registry.storage.gc import collect_garbage
 
     async def collect() -> dict:
-        store = RegistryStore(arguments.data or default_data_dir())
+        store = RegistryStore(arguments.data)
         try:
             return vars(await collect_garbage(store, read_only=arguments.read_only))
         finally:
             store.close()
 
     result = asyncio.run(collect())
-    print(json.dumps(result, indent=2))
+    if arguments.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"garbage collection of {arguments.data}: {gc_summary(result)}")
     return 0
 
 
-def _call(arguments: argparse.Namespace, method: str, path: str) -> tuple[int, dict]:
-    """One request to a running instance with the operator's credentials (flags or environment)."""
-    import base64
-    import os
-    import urllib.error
-    import urllib.request
+def cmd_get_settings(arguments: argparse.Namespace) -> int:
+    from connected_registry import child_settings
+    from connected_registry.identity import INSTANCE_NAME_RE
+    from connected_registry.settings import ConfigInvalid, validate_desired
 
-    username = arguments.username or os.environ.get("CONNECTED_REGISTRY_USERNAME")
-    password = arguments.password or os.environ.get("CONNECTED_REGISTRY_PASSWORD")
-    request = urllib.request.Request(arguments.registry.rstrip("/") + path, method=method, data=b"" if method != "GET" else None)
-    if username:
-        request.add_header("Authorization", "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode())
+    child = arguments.child
+    if not INSTANCE_NAME_RE.match(child):
+        raise SystemExit(f"error: {child!r} is not a connected registry name: 5 to 40 letters, digits, '_' or '-', "
+                         "starting with a letter")
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = response.read()
-            status = response.status
-    except urllib.error.HTTPError as error:
-        body, status = error.read(), error.code
-    except (urllib.error.URLError, OSError) as error:
-        raise SystemExit(f"error: cannot reach {arguments.registry}: {getattr(error, 'reason', error)}") from None
-    try:
-        document = json.loads(body) if body else {}
-    except ValueError:
-        document = {"raw": body[:500].decode("utf-8", "replace")}
-    return status, document if isinstance(document, dict) else {"value": document}
+        child_settings.parent_gateway(arguments.parent_endpoint)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    token_name = arguments.sync_token or child_settings.default_sync_token_name(child)
+    password, entry = None, None
+    if arguments.generate_password:
+        from connected_registry.auth.passwords import hash_password, new_password
 
-
-def _fail(status: int, document: dict, what: str) -> int:
-    errors = document.get("errors") or [{}]
-    message = errors[0].get("message") if isinstance(errors, list) and errors else None
-    print(f"error: {what} failed ({status}): {message or document}", file=sys.stderr)
-    return 1
-
-
-def cmd_deactivate(arguments: argparse.Namespace) -> int:
-    status, document = _call(arguments, "POST", f"/acr/connected/v1/registries/{arguments.name}/deactivate")
-    if status != 200:
-        return _fail(status, document, f"deactivating {arguments.name}")
-    print(f"{arguments.name} is Inactive at {arguments.registry}; a new deployment of it can now activate. "
-          "The old instance stops syncing at its next call.")
-    return 0
-
-
-def cmd_sync_now(arguments: argparse.Namespace) -> int:
-    status, document = _call(arguments, "POST", "/acr/connected/v1/sync")
-    if status != 202:
-        return _fail(status, document, "sync-now")
-    print(f"sync started (operation {document.get('operationId')})")
-    return 0
-
-
-def cmd_outbox(arguments: argparse.Namespace) -> int:
-    if arguments.action == "list":
-        status, document = _call(arguments, "GET", "/acr/connected/v1/outbox")
-        if status != 200:
-            return _fail(status, document, "outbox list")
-        entries = document.get("entries", [])
-        if arguments.json:
-            print(json.dumps(entries, indent=2))
-        elif not entries:
-            print("the outbox is empty: every local push and delete reached the parent")
-        else:
-            print(f"{'ID':>6}  {'STATE':8}  {'OPERATION':14}  REFERENCE")
-            for entry in entries:
-                reference = f"{entry['repository']}:{entry['tag']}" if entry["tag"] else f"{entry['repository']}@{entry['digest']}"
-                print(f"{entry['id']:>6}  {entry['state']:8}  {entry['operation']:14}  {reference}")
-                if entry.get("lastError"):
-                    print(f"{'':>6}  {'':8}  refused: {entry['lastError']}")
+        repositories = arguments.repository or []
+        if not repositories:
+            raise SystemExit("error: --generate-password makes the sync token, which needs the repositories the child "
+                             "syncs: add --repository REPO... (names, prefix/* or *)")
+        password = new_password()
+        entry = {"passwordHashes": [hash_password(password)],
+                 "actions": child_settings.sync_token_actions(child, arguments.mode, repositories), "status": "enabled"}
+        try:
+            validate_desired({"tokens": {token_name: entry}})
+        except ConfigInvalid as invalid:
+            raise SystemExit("error: " + "; ".join(invalid.problems)) from None
+    values = child_settings.settings(child, arguments.parent_endpoint, token_name, password)
+    if arguments.manifest:
+        values = child_settings.manifest_env(values)
+    if arguments.json:
+        print(json.dumps({"settings": values, "tokens": {token_name: entry} if entry else {}}, indent=2))
         return 0
-    if arguments.entry is None:
-        raise SystemExit(f"error: outbox {arguments.action} needs an entry id (see `outbox list`)")
-    method, path = ("POST", f"/acr/connected/v1/outbox/{arguments.entry}/retry") if arguments.action == "retry" \
-        else ("DELETE", f"/acr/connected/v1/outbox/{arguments.entry}")
-    status, document = _call(arguments, method, path)
-    if status not in (200, 204):
-        return _fail(status, document, f"outbox {arguments.action}")
-    print(f"entry {arguments.entry}: {'queued again' if arguments.action == 'retry' else 'dropped'}")
+    print(json.dumps(values, indent=2, sort_keys=True))
+    if entry is not None:
+        print(f"\nThe password is shown only this once. Add this entry to the \"tokens\" of the parent's desired "
+              f"properties (module twin or --config file), so {child} can sync:\n")
+        print(json.dumps({token_name: entry}, indent=2))
     return 0
+
+
+def cmd_demo(arguments: argparse.Namespace) -> int:
+    from connected_registry.demo import run_demo
+
+    return run_demo(headless=arguments.headless, base_directory=arguments.data)
 
 
 def cmd_reset_identity(arguments: argparse.Namespace) -> int:
@@ -157,9 +129,17 @@ def cmd_reset_identity(arguments: argparse.Namespace) -> int:
 
 
 def _add_remote(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--registry", default="http://127.0.0.1:8080", help="the instance (default http://127.0.0.1:8080)")
-    parser.add_argument("--username", help="token name (or CONNECTED_REGISTRY_USERNAME)")
-    parser.add_argument("--password", help="token password (or CONNECTED_REGISTRY_PASSWORD)")
+    parser.add_argument("--registry", metavar="URL", default="http://127.0.0.1:8080",
+                        help="the instance to talk to (default http://127.0.0.1:8080)")
+    parser.add_argument("--username", metavar="TOKEN", help="token name (or CONNECTED_REGISTRY_USERNAME)")
+    parser.add_argument("--password", metavar="PASSWORD",
+                        help="token password (or CONNECTED_REGISTRY_PASSWORD; asked for at a terminal when missing)")
+
+
+def _add_wait(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--no-wait", action="store_true", help=f"start {what} and return at once")
+    parser.add_argument("--timeout", type=float, default=600, metavar="SECONDS",
+                        help=f"how long to follow {what} (default 600)")
 
 
 _REPOSITORY_ACTIONS = ("content/read", "content/write", "content/delete", "metadata/read", "metadata/write")
@@ -204,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Open connected registry for Azure IoT Edge: an OCI registry that syncs with its parent.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log level before a configuration sets logging.logLevel (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -251,11 +232,68 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--data", metavar="DIR", help="data directory (default: $ACR_REGISTRY_DATA_VOLUME or /var/acr/data)")
     reset.set_defaults(handler=cmd_reset_identity)
 
-    sync_now = commands.add_parser("sync-now", help="start a sync at once on a running instance",
-                                   description="Start a sync now, outside any window. The token needs "
-                                   "gateway/<the instance's name>/config/write.")
+    sync_now = commands.add_parser(
+        "sync-now", help="sync a running instance with its parent now, showing repositories and bytes as they move",
+        description="Start a full sync now, in or outside a sync window: every repository in scope is compared with "
+        "the parent and what differs is copied; a ReadWrite instance also sends its outbox up. Progress is shown "
+        "until it ends. The token needs gateway/<the instance's name>/config/write and metadata/read on *. "
+        "Example:  connected-registry sync-now --registry http://127.0.0.1:8081 --username ops")
     _add_remote(sync_now)
+    _add_wait(sync_now, "the sync")
     sync_now.set_defaults(handler=cmd_sync_now)
+
+    listing = commands.add_parser(
+        "list", help="the hierarchy below an instance at a glance: state, last sync, uploads, what is wrong",
+        description="The registries below --registry as a tree: name, mode, activation, connection state (a child "
+        "silent for three report intervals is marked STALE, and what is below it too), last sync, pending and rejected "
+        "uploads, and the worst status detail. Fits the terminal width (COLUMNS). The token needs metadata/read on *.")
+    listing.add_argument("--json", action="store_true", help="print the hierarchy document (SPEC 11) as JSON")
+    _add_remote(listing)
+    listing.set_defaults(handler=cmd_list)
+
+    status = commands.add_parser(
+        "status", help="an instance's reported properties as a readable summary",
+        description="The reported document (SPEC 4) of --registry: activation, connection state, parent and "
+        "schedule, last sync, bytes moved, uploads, the last sync-now and gc, and every status detail with what to do. "
+        "The token needs metadata/read on *.")
+    status.add_argument("--json", action="store_true", help="print the reported document as JSON")
+    _add_remote(status)
+    status.set_defaults(handler=cmd_status)
+
+    get_settings = commands.add_parser(
+        "get-settings", help="the environment block for a child's deployment manifest (as az acr connected-registry "
+        "get-settings)",
+        description="Print ACR_REGISTRY_CONNECTION_STRING and the rest of a child's environment, keyed as "
+        "`az acr connected-registry get-settings` prints them. With --generate-password also a new sync token: its "
+        "password goes into the connection string (shown once), its entry (a hash) into the parent's \"tokens\". "
+        "Example:  connected-registry get-settings line1-leaf --parent-endpoint http://10.0.0.4:8000 "
+        "--generate-password --repository 'factory/*'")
+    get_settings.add_argument("child", help="the child's connected registry name")
+    get_settings.add_argument("--parent-endpoint", required=True, metavar="URL",
+                              help="how the child reaches its parent: https://host:port, http://host:port, host:port "
+                              "(https), or $IOTEDGE_PARENTHOSTNAME:8000 for a nested IoT Edge device")
+    get_settings.add_argument("--generate-password", action="store_true",
+                              help="make a new sync token password and print the token entry for the parent")
+    get_settings.add_argument("--mode", choices=["ReadOnly", "ReadWrite"], default="ReadOnly",
+                              help="the child's mode: what its sync token may do on the repositories (default ReadOnly)")
+    get_settings.add_argument("--repository", nargs="+", metavar="REPO",
+                              help="repositories the child syncs (names, prefix/* or *): the sync token's scope")
+    get_settings.add_argument("--sync-token", metavar="NAME", help="the sync token's name (default <child>-sync-token)")
+    get_settings.add_argument("--manifest", action="store_true",
+                              help='print the values as a deployment manifest\'s env section ({"NAME": {"value": ...}})')
+    get_settings.add_argument("--json", action="store_true", help='print {"settings", "tokens"} as one JSON document')
+    get_settings.set_defaults(handler=cmd_get_settings)
+
+    demo = commands.add_parser(
+        "demo", help="a three-layer hierarchy on this machine: push at the top, watch it arrive at the bottom",
+        description="Start a root, a ReadWrite middle and a ReadOnly leaf on free local ports with their tokens and "
+        "data in a temporary folder, push a small sample image at the root, show it arrive at the leaf, and print "
+        "commands to try next. Ctrl-C stops everything and removes the folder.")
+    demo.add_argument("--headless", "--once", action="store_true",
+                      help="stop as soon as the image has arrived and the commands are printed (for scripts and tests)")
+    demo.add_argument("--data", metavar="DIR", help="keep the three instances' configuration and data under DIR "
+                      "instead of a temporary folder (not removed at the end)")
+    demo.set_defaults(handler=cmd_demo)
 
     outbox = commands.add_parser(
         "outbox", help="the upload queue of a ReadWrite instance: list, retry or drop entries",
@@ -269,11 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     gc = commands.add_parser(
         "gc",
-        help="garbage-collect a data directory no instance is running on",
-        description="Remove unreferenced blobs and abandoned uploads older than 24 hours from --data DIR.",
+        help="garbage collection now: on a running instance, or on --data DIR when none runs on it",
+        description="Remove blobs no manifest references and uploads abandoned for 24 hours (and, on a ReadOnly "
+        "instance, untagged manifests). Without --data it asks the running instance at --registry (the token needs "
+        "gateway/<its name>/config/write) and waits for the result; with --data it works on that directory, which "
+        "no instance may be using.",
     )
-    gc.add_argument("--data", metavar="DIR", help="data directory (default: $ACR_REGISTRY_DATA_VOLUME or /var/acr/data)")
-    gc.add_argument("--read-only", action="store_true", help="also remove untagged manifests, as a ReadOnly instance does")
+    gc.add_argument("--data", metavar="DIR", help="collect in this data directory directly (stop the instance first)")
+    gc.add_argument("--read-only", action="store_true",
+                    help="with --data: also remove untagged manifests, as a ReadOnly instance does")
+    gc.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_remote(gc)
+    _add_wait(gc, "the collection")
     gc.set_defaults(handler=cmd_gc)
     return parser
 
@@ -282,9 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     from connected_registry.errors import ConfigInvalid
     from connected_registry.storage import StorageError
 
+    from connected_registry.logs import configure
+
     arguments = build_parser().parse_args(argv)
-    logging.basicConfig(level=arguments.log_level, format=LOG_FORMAT, stream=sys.stdout)
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    configure(arguments.log_level)
     try:
         return arguments.handler(arguments)
     except StorageError as error:

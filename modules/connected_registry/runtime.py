@@ -17,6 +17,7 @@ from croniter import croniter
 
 from connected_registry.api import create_app
 from connected_registry.api.context import ApiContext
+from connected_registry.api.requests import RequestRecorder
 from connected_registry.auth import OpenAccess, TokenAccess
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore, StorageError
@@ -63,6 +64,11 @@ def default_data_dir() -> str:
     return os.path.join(base, "connected-registry")
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
 def _iso(moment) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
 
@@ -80,6 +86,7 @@ class Runtime:
         self._tasks: list[asyncio.Task] = []
         self._gc_task: asyncio.Task | None = None
         self._disk_watch: asyncio.Task | None = None
+        self.last_gc: dict | None = None  # the latest garbage collection, scheduled or asked for (status document)
         self.port: int | None = None
         self.engine = None  # SyncEngine when there is a parent
         self.pull_through = None  # PullThrough (on-demand fills, SPEC 8) when there is a parent
@@ -115,14 +122,14 @@ class Runtime:
         self.context = ApiContext(store=self.store, access=access, login_server=login_server, name=self.name,
                                   status_document=self.status_document, hierarchy=self.hierarchy,
                                   on_sync_now=self.sync_now, on_children_changed=self._children_changed,
-                                  on_storage_error=self.storage_failed)
+                                  on_storage_error=self.storage_failed, on_gc=self.gc_now)
         self.instance_id = self.store.control.instance_id()
         if self.settings is not None:
             self.apply_settings(self.settings)
         else:
             self._schedule_gc(True, DEFAULT_GC_SCHEDULE)
-        self._runner = web.AppRunner(create_app(self.context), access_log=None, handle_signals=False, shutdown_timeout=5,
-                                     keepalive_timeout=IDLE_CONNECTION_SECONDS)
+        self._runner = web.AppRunner(create_app(self.context), access_log_class=RequestRecorder, access_log=log,
+                                     handle_signals=False, shutdown_timeout=5, keepalive_timeout=IDLE_CONNECTION_SECONDS)
         await self._runner.setup()
         site = web.TCPSite(self._runner, options.host, options.port, backlog=1024, reuse_address=True)
         await site.start()
@@ -275,8 +282,35 @@ class Runtime:
         import uuid
 
         if self.engine is not None:
-            self.engine.sync_now()
-        return str(uuid.uuid4())
+            return self.engine.sync_now()
+        return str(uuid.uuid4())  # a root has no parent to sync with
+
+    def gc_now(self) -> str:
+        """Garbage collection at once (SPEC 11); joins one that is running. Returns its operation id."""
+        if self.last_gc is None or self.last_gc["state"] != "Running":
+            self._tasks.append(asyncio.get_running_loop().create_task(self._collect_garbage(), name="gc-now"))
+        return self.last_gc["operationId"]
+
+    def _collect_garbage(self):
+        """Starts a run now (visible at once in the status document); returns the coroutine that does it."""
+        import uuid
+
+        from connected_registry.storage.registry import utc_timestamp
+
+        run = self.last_gc = {"operationId": str(uuid.uuid4()), "state": "Running", "startedAt": utc_timestamp()}
+        return self._run_gc(run)
+
+    async def _run_gc(self, run: dict) -> None:
+        from connected_registry.storage.registry import utc_timestamp
+
+        try:
+            report = await collect_garbage(self.store, read_only=self.mode == "ReadOnly")
+            run.update(state="Succeeded", **{_camel(key): value for key, value in vars(report).items()})
+        except Exception as error:  # one failed run must not end the schedule
+            log.exception("garbage collection failed; it runs again at the next scheduled time")
+            run.update(state="Failed", error=str(error))
+        finally:
+            run["finishedAt"] = utc_timestamp()
 
     def status_document(self) -> dict:
         """The reported properties (SPEC 4), as served at /acr/connected/v1/status."""
@@ -312,14 +346,18 @@ class Runtime:
                 "rejectedUploads": sum(1 for entry in self.store.outbox() if entry["state"] == "parked"),
                 "repositories": len(self.store.list_repositories(None, None)),
                 "bytesDownloaded": self.engine.downstream.bytes_downloaded if self.engine else 0,
-                "bytesUploaded": 0,
+                "bytesUploaded": self.engine.upstream.bytes_uploaded if self.engine else 0,
                 "cursor": engine_state.cursor if engine_state else None,
+                "runs": engine_state.syncs if engine_state else 0,
+                "errors": engine_state.errors if engine_state else 0,
+                "operation": vars(self.engine.operation).copy() if self.engine and self.engine.operation else None,
                 "nextWindowStart": _iso(engine_state.window.start) if engine_state and engine_state.window else None,
                 "nextWindowEnd": _iso(engine_state.window.end) if engine_state and engine_state.window else None,
             },
             "loginServer": {"host": self.context.login_server if self.context else None, "tls": {"status": "Disabled"}},
             "statusDetails": details,
             "cache": self.pull_through.document() if self.pull_through else None,
+            "garbageCollection": {"lastRun": self.last_gc},
         }
         if self.engine is not None:
             sync_properties = self.settings.parent.syncProperties.model_dump()
@@ -392,10 +430,7 @@ class Runtime:
             now = datetime.now(timezone.utc)
             next_run = croniter(schedule, now).get_next(datetime)
             await asyncio.sleep((next_run - now).total_seconds())
-            try:
-                await collect_garbage(self.store, read_only=self.mode == "ReadOnly")
-            except Exception:  # one failed run must not end the loop
-                log.exception("garbage collection failed; it runs again at the next scheduled time")
+            await self._collect_garbage()
 
     async def stop(self) -> None:
         tasks = self._tasks + [task for task in (self._gc_task, self._disk_watch) if task is not None]

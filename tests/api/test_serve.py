@@ -79,7 +79,7 @@ def test_a_busy_port_is_a_clear_error(tmp_path: Path):
 def test_gc_command_reports_what_it_removed(tmp_path: Path):
     RegistryProcess(tmp_path / "data").stop()
     result = subprocess.run(
-        [sys.executable, "-m", "connected_registry", "gc", "--data", str(tmp_path / "data")],
+        [sys.executable, "-m", "connected_registry", "gc", "--data", str(tmp_path / "data"), "--json"],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr

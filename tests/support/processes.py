@@ -134,3 +134,16 @@ def ready_line(pattern: str, process: ManagedProcess) -> re.Match | None:
         if match:
             return match
     return None
+
+
+def run_cli(*arguments: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m connected_registry ARGUMENTS...` to its end; `env` adds to (or, with None values, removes from)
+    the environment."""
+    environment = {**os.environ}
+    for key, value in (env or {}).items():
+        if value is None:
+            environment.pop(key, None)
+        else:
+            environment[key] = value
+    return subprocess.run([sys.executable, "-m", "connected_registry", *arguments], capture_output=True, text=True,
+                          timeout=timeout, env=environment, stdin=subprocess.DEVNULL)

@@ -63,10 +63,12 @@ class Instance:
 def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly",
                    repositories: list[str] | None = None, children: list[tuple[str, str]] = (),
                    extra: dict | None = None, directory_name: str | None = None,
-                   sync_password: str | None = None, parent_settings: dict | None = None) -> Instance:
+                   sync_password: str | None = None, parent_settings: dict | None = None,
+                   port: int | None = None) -> Instance:
     """An instance named `name`. `parent`: an Instance (its tokens must include this one's sync token, see
     `children`) or any registry with `url` and `host` (a plain parent). `sync_password` replaces the sync token's
-    password in the connection string (e.g. a wrong one); `parent_settings` adds to the `parent` section."""
+    password in the connection string (e.g. a wrong one); `parent_settings` adds to the `parent` section. `port`:
+    where it listens (default: a free one)."""
     directory = base / (directory_name or name)
     directory.mkdir(parents=True, exist_ok=True)
     tokens = client_tokens()
@@ -87,5 +89,5 @@ def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly"
     document.update(extra or {})
     config_path = directory / "desired.json"
     config_path.write_text(json.dumps(document))
-    process = RegistryProcess(directory / "data", extra_args=["--config", str(config_path)], env=env)
+    process = RegistryProcess(directory / "data", port=port, extra_args=["--config", str(config_path)], env=env)
     return Instance(name, process, config_path, document)

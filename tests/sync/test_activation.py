@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.support.http import basic, request
 from tests.support.layouts import make_image
-from tests.support.processes import wait_until
+from tests.support.processes import free_port, run_cli, wait_until
 from tests.sync.hierarchy import OPERATOR, READER, start_instance, sync_token_for
 from tests.sync.test_downstream import manifest_at, skopeo_push
 
@@ -22,8 +21,7 @@ def codes(document: dict) -> set[str]:
 
 
 def cli(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "connected_registry", *arguments], capture_output=True, text=True,
-                          timeout=60)
+    return run_cli(*arguments)
 
 
 def test_a_second_deployment_waits_until_the_name_is_deactivated(tmp_path: Path):
@@ -73,6 +71,10 @@ def test_reset_identity_lets_a_deactivated_instance_activate_again(tmp_path: Pat
         assert cli("deactivate", "line1-leaf", "--registry", root.url, "--username", sync_name,
                    "--password", sync_password).returncode == 0
         wait_until(lambda: "DEACTIVATED" in codes(status_of(leaf)), what="DEACTIVATED")
+        refused = cli("sync-now", "--registry", leaf.url, "--username", OPERATOR[0], "--password", OPERATOR[1],
+                      "--timeout", "30")
+        assert refused.returncode == 1 and "no longer syncs" in refused.stderr and "reset-identity" in refused.stderr, \
+            refused.stdout + refused.stderr
         leaf.process.stop()
         result = cli("reset-identity", "--data", str(leaf.process.data_dir))
         assert result.returncode == 0 and old_id in result.stdout, result.stdout + result.stderr
@@ -98,3 +100,21 @@ def test_a_readwrite_child_under_a_readonly_parent_is_refused(tmp_path: Path):
     finally:
         for instance in (child, middle, root):
             instance.stop()
+
+
+def test_a_child_started_before_its_parent_activates_once_the_parent_answers(tmp_path: Path):
+    """An unreachable parent is not a plain parent: the child keeps asking, and activates when the parent is up."""
+    port = free_port()
+    parent_address = type("Address", (), {"url": f"http://127.0.0.1:{port}", "host": f"127.0.0.1:{port}"})()
+    leaf = start_instance(tmp_path, "line1-leaf", parent=parent_address, repositories=["factory/*"])
+    root = None
+    try:
+        wait_until(lambda: "PARENT_UNREACHABLE" in codes(status_of(leaf)), what="the first failed attempt")
+        root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")], port=port)
+        document = wait_until(lambda: (lambda d: d if d["activation"]["status"] == "Active" else None)(status_of(leaf)),
+                              timeout=60, what="the leaf's activation")
+        assert document["parent"]["kind"] == "connected" and "PARENT_NOT_CONNECTED" not in codes(document)
+    finally:
+        leaf.stop()
+        if root is not None:
+            root.stop()

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import re
 from typing import Awaitable, Callable
 
 from aiohttp import web
 
 from connected_registry.api import blobs, control, listings, manifests, referrers, token, uploads
+from connected_registry.api.metrics import metrics
+from connected_registry.api.requests import REQUEST_STATS, RequestStats, add_request_id, request_middleware
 from connected_registry.api.context import CONTEXT, ApiContext
 from connected_registry.auth.access import request_origin
 from connected_registry.oci.errors import OciError
@@ -53,6 +53,9 @@ _ROUTES: list[tuple[re.Pattern, dict[str, Handler]]] = [
     (re.compile(r"^/v2/(?P<name>.+)/tags/list$"), {"GET": listings.list_tags}),
     (re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$"), {"GET": referrers.list_referrers}),
 ]
+# The route templates /metrics counts requests by: "/v2/{name}/manifests/{reference}", ...
+_ROUTE_LABELS = {pattern: re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern.pattern).strip("^$").replace("/?", "")
+                 for pattern, _ in _ROUTES}
 
 
 async def v2_base(request: web.Request) -> web.Response:
@@ -83,11 +86,13 @@ async def dispatch_v2(request: web.Request) -> web.StreamResponse:
     if path in ("/v2", "/v2/", "/v2/_catalog"):
         if request.method not in ("GET", "HEAD"):
             raise OciError("UNSUPPORTED", f"{request.method} is not supported on {path}", headers={"Allow": "GET, HEAD"})
+        request["route"] = "/v2/_catalog" if path == "/v2/_catalog" else "/v2/"
         return await (listings.catalog(request) if path == "/v2/_catalog" else v2_base(request))
     for pattern, methods in _ROUTES:
         match = pattern.match(path)
         if match is None:
             continue
+        request["route"] = _ROUTE_LABELS[pattern]
         handler = methods.get(request.method)
         if handler is None:
             raise OciError(
@@ -99,10 +104,6 @@ async def dispatch_v2(request: web.Request) -> web.StreamResponse:
         validate_name(arguments.pop("name"))
         return await handler(request, match.group("name"), **arguments)
     raise OciError("UNSUPPORTED", f"no such endpoint: {request.method} {path[:200]}", status=404)
-
-
-_request_numbers = itertools.count(1)
-_process_tag = os.urandom(3).hex()
 
 
 def _error_response(error: OciError) -> web.Response:
@@ -143,7 +144,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.info("%s %s: connection lost: %s", request.method, request.path[:300], error)
         raise
     except Exception:
-        request_id = f"{_process_tag}-{next(_request_numbers)}"
+        request_id = request.get("request_id", "-")
         log.exception("%s %s failed (request id %s)", request.method, request.path[:300], request_id)
         return web.json_response(
             {"errors": [{"code": "UNKNOWN", "message": f"internal error; see the registry log for request {request_id}"}]},
@@ -169,8 +170,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_app(context: ApiContext) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, login_server_middleware], client_max_size=8 << 20)
+    app = web.Application(middlewares=[request_middleware, error_middleware, login_server_middleware],
+                          client_max_size=8 << 20)
     app[CONTEXT] = context
+    app[REQUEST_STATS] = RequestStats()
     app.router.add_route("*", "/v2{tail:.*}", dispatch_v2)
     for path in ("/acr/oauth2/token", "/oauth2/token"):
         app.router.add_get(path, token.token_endpoint, allow_head=False)
@@ -178,5 +181,7 @@ def create_app(context: ApiContext) -> web.Application:
     control.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.on_response_prepare.append(_add_api_version)
+    app.on_response_prepare.append(add_request_id)
     return app

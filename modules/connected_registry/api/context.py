@@ -34,6 +34,7 @@ class ApiContext:
     on_sync_now: Callable[[], str] = field(default=lambda: "")
     on_children_changed: Callable[[], None] = field(default=lambda: None)
     on_storage_error: Callable[[StorageError], None] = field(default=lambda error: None)
+    on_gc: Callable[[], str] = field(default=lambda: "")
 
 
 CONTEXT = web.AppKey("context", ApiContext)

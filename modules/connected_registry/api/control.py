@@ -173,6 +173,12 @@ async def sync_now(request: web.Request) -> web.Response:
     return web.json_response({"status": 202, "operationId": operation}, status=202)
 
 
+async def gc_now(request: web.Request) -> web.Response:
+    ctx = context(request)
+    await ctx.access.require_gateway(request, ctx.name, "config_write")
+    return web.json_response({"status": 202, "operationId": ctx.on_gc()}, status=202)
+
+
 async def outbox_list(request: web.Request) -> web.Response:
     ctx = context(request)
     await ctx.access.require_gateway(request, ctx.name, "config_read")
@@ -214,6 +220,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{base}/registries", hierarchy)
     app.router.add_get(f"{base}/status", own_status)
     app.router.add_post(f"{base}/sync", sync_now)
+    app.router.add_post(f"{base}/gc", gc_now)
     app.router.add_get(f"{base}/outbox", outbox_list)
     app.router.add_post(f"{base}/outbox/{{entry}}/retry", outbox_retry)
     app.router.add_delete(f"{base}/outbox/{{entry}}", outbox_drop)

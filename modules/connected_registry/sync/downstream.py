@@ -28,6 +28,18 @@ class _Empty:
         return _EMPTY_STREAM_CHUNK
 
 
+class _Counted:
+    """A body stream that adds to the downloaded bytes as chunks arrive, so progress shows inside a big blob."""
+
+    def __init__(self, stream, downstream: "Downstream", counter: str) -> None:
+        self.stream, self.downstream, self.counter = stream, downstream, counter
+
+    async def readany(self) -> bytes:
+        chunk = await self.stream.readany()
+        setattr(self.downstream, self.counter, getattr(self.downstream, self.counter) + len(chunk))
+        return chunk
+
+
 class Downstream:
     def __init__(self, store: RegistryStore, parent: ParentClient, repositories: list[str]) -> None:
         self.store = store
@@ -154,11 +166,8 @@ class Downstream:
                 await self.store.uploads.cancel(session)
                 session = await self._download_session(repository, digest, fresh=True)
             fill.start_reading(session.path, session.offset, _announced_size(response, session.offset))
-            received = await self.store.uploads.append(session, response.content, None, fill.progress)
-            if on_demand:
-                self.bytes_on_demand += received
-            else:
-                self.bytes_downloaded += received
+            counter = "bytes_on_demand" if on_demand else "bytes_downloaded"
+            await self.store.uploads.append(session, _Counted(response.content, self, counter), None, fill.progress)
             try:
                 await self.store.uploads.complete(session, _Empty(), digest, self.store.origin, on_demand=on_demand,
                                                   verified=fill.mark_verified)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -61,6 +62,30 @@ class SyncState:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+@dataclass
+class SyncOperation:
+    """One sync-now, as the status document shows it while it runs (the command line follows it)."""
+
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    state: str = "Queued"  # Queued | Running | Succeeded | Failed
+    repository: str | None = None  # the one being reconciled now
+    repositoriesDone: int = 0
+    repositoriesTotal: int | None = None
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    error: str | None = None
+
+    def start(self) -> None:
+        if self.state == "Queued":
+            self.state, self.startedAt = "Running", utc_timestamp()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if self.state in ("Queued", "Running"):
+            self.state = "Failed" if error else "Succeeded"
+            self.error = str(error) if error else None
+            self.finishedAt, self.repository = utc_timestamp(), None
+
+
 class SyncEngine:
     def __init__(self, store: RegistryStore, parent: ParentClient, identity: SyncIdentity, status: StatusBoard,
                  kind: str = "auto", report: Callable[[], dict] | None = None, report_interval: float = 300,
@@ -77,6 +102,8 @@ class SyncEngine:
         self._report_wanted = asyncio.Event()
         self._reconcile_wanted = asyncio.Event()  # interrupts a long poll: the scope changed, or syncNow
         self.state = SyncState()
+        self.operation: SyncOperation | None = None  # the latest sync-now
+        self.stopped: str | None = None  # why the loop ended for good (DEACTIVATED, MODE_INCOMPATIBLE)
         self.downstream = Downstream(store, parent, identity.repositories)
         self.upstream = Upstream(store, parent, status)
         saved = store.control.get("cursor")
@@ -97,13 +124,16 @@ class SyncEngine:
             except asyncio.CancelledError:
                 raise
             except ActivationRefused as refused:
+                self._operation_failed(refused)
                 self.state.activation = "Inactive"
                 if not refused.retry:
                     log.error("sync stopped: %s", refused)
+                    self.stopped = str(refused)
                     return
                 await self._pause(backoff)  # retried with backoff, at most every 60 s (SPEC 6)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except ParentError as error:
+                self._operation_failed(error)
                 self._parent_failed(error)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -120,6 +150,7 @@ class SyncEngine:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except Exception:  # one bad iteration must not end the loop
                 log.exception("sync iteration failed; retrying")
+                self._operation_failed(RuntimeError("the sync iteration failed: see the registry log"))
                 self.state.errors += 1
                 await self._pause(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -132,9 +163,22 @@ class SyncEngine:
             pass
         self.state.wake.clear()
 
-    def sync_now(self) -> None:
+    def sync_now(self) -> str:
+        """A full round at once, in or outside a window (SPEC 7.4); returns the operation's id. A sync-now while
+        one is queued or running joins it."""
+        if self.operation is None or self.operation.state not in ("Queued", "Running"):
+            self.operation = SyncOperation()
+        if self.stopped:  # nothing will pick it up: say why at once
+            self.operation.finish(RuntimeError(f"this instance no longer syncs: {self.stopped}"))
         self._sync_now_requested = True
+        self._last_reconcile = -RECONCILE_EVERY_SECONDS  # in a window: the feed loop reconciles everything now
+        self._reconcile_wanted.set()
         self.state.wake.set()
+        return self.operation.id
+
+    def _operation_failed(self, error: BaseException) -> None:
+        if self.operation is not None:
+            self.operation.finish(error)
 
     def set_schedule(self, schedule: SyncSchedule) -> None:
         """A new schedule applies at once: the next window is recomputed (SPEC 7.4)."""
@@ -153,6 +197,12 @@ class SyncEngine:
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), timezone.utc)
+
+    def _synced(self) -> None:
+        """A sync round ended; the first one since start is news for the parent's view, so report it soon."""
+        if self.state.last_sync_time is None:
+            self.report_soon()
+        self.state.last_sync_time = utc_timestamp()
 
     def report_soon(self) -> None:
         """Something below changed (a child activated or reported): tell the parent without waiting."""
@@ -194,15 +244,23 @@ class SyncEngine:
             log.info("the sync window ended at %s: sync resumes in the next one", window.end.isoformat())
 
     async def _one_round(self) -> None:
+        if self.operation is not None:
+            self.operation.start()
         await self._detect_parent_kind()
         if self.state.parent_kind == "connected":
             if self.state.activation != "Active":
                 await self.activate()
+            if self.operation is not None and self.operation.state == "Running":
+                self.state.cursor = None  # sync-now compares everything, then goes on from the feed's head
             await self._catch_up_feed()
         else:
             await self.reconcile_all()
         if self.identity.mode == "ReadWrite":
             await self.upstream.drain()
+        if self.operation is not None:
+            self.operation.finish()
+        if self.state.parent_kind == "connected":
+            await self._send_report()  # outside a window the parent hears from us only now
 
     async def _catch_up_feed(self) -> None:
         headers = {"X-Instance-Id": self.identity.instance_id}
@@ -226,7 +284,7 @@ class SyncEngine:
             done = next_cursor == self.state.cursor
             await self._save_cursor(next_cursor)
             if done:
-                self.state.last_sync_time = utc_timestamp()
+                self._synced()
                 return
 
     async def _detect_parent_kind(self) -> None:
@@ -258,15 +316,17 @@ class SyncEngine:
         """This instance's reported document and its subtree go to the parent (SPEC 11), at most every 2 s."""
         while True:
             self._report_wanted.clear()
-            status, body = await self.parent.control("POST", f"/registries/{self.identity.name}/status",
-                                                     body=self.report())
-            if status != 204:
-                self._check_feed_status(status, body)
+            await self._send_report()
             try:
                 await asyncio.wait_for(self._report_wanted.wait(), self.report_interval)
             except asyncio.TimeoutError:
                 pass
             await asyncio.sleep(2)  # coalesce bursts of reports from below
+
+    async def _send_report(self) -> None:
+        status, body = await self.parent.control("POST", f"/registries/{self.identity.name}/status", body=self.report())
+        if status != 204:
+            self._check_feed_status(status, body)
 
     async def _reconcile_forever(self) -> None:
         """A plain parent has no feed: reconcile every minute (and at once on sync-now)."""
@@ -368,7 +428,7 @@ class SyncEngine:
                     self.state.syncing = False
             await self._save_cursor(int(body.get("next", self.state.cursor)))
             if events:
-                self.state.last_sync_time = utc_timestamp()
+                self._synced()
                 self.state.syncs += 1
             if time.monotonic() - self._last_reconcile > RECONCILE_EVERY_SECONDS:
                 return
@@ -426,13 +486,27 @@ class SyncEngine:
         return names
 
     async def reconcile_all(self) -> None:
+        operation = self.operation if self.operation is not None and self.operation.state in ("Queued", "Running") \
+            else None
+        if operation is not None:
+            operation.start()
         self.state.syncing = True
         try:
-            for repository in await self.repositories_in_scope():
+            repositories = await self.repositories_in_scope()
+            if operation is not None:
+                operation.repositoriesTotal, operation.repositoriesDone = len(repositories), 0
+            for repository in repositories:
+                if operation is not None:
+                    operation.repository = repository
                 await self.downstream.reconcile_repository(repository)
+                if operation is not None:
+                    operation.repositoriesDone += 1
         finally:
             self.state.syncing = False
+        if operation is not None:
+            operation.finish()
         self._parent_answered()
-        self._last_reconcile = time.monotonic()
-        self.state.last_sync_time = utc_timestamp()
+        if self.operation is None or self.operation.state != "Queued":  # a sync-now that came meanwhile: again
+            self._last_reconcile = time.monotonic()
+        self._synced()
         self.state.syncs += 1

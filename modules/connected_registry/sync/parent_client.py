@@ -95,7 +95,7 @@ class ParentClient:
                 sent["Authorization"] = authorization
             try:
                 response = await self.session.request(method, url, headers=sent, allow_redirects=False, **kwargs)
-            except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 raise ParentError("unreachable", f"parent {self.endpoint} is unreachable: {error}",
                                   timed_out=isinstance(error, TimeoutError)) from None
             if response.status != 401 or attempt == 1:
@@ -135,7 +135,7 @@ class ParentClient:
                 if response.status != 200:
                     raise ParentError("protocol", f"token service {realm} answered {response.status}")
                 body = await response.json(content_type=None)
-        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise ParentError("unreachable", f"token service {realm} is unreachable: {error}") from None
         token = body.get("token") or body.get("access_token")
         if not token:
@@ -165,13 +165,19 @@ class ParentClient:
         return response.status, document if isinstance(document, dict) else {}
 
     async def is_connected_parent(self) -> bool:
+        """Only an answer decides: a parent that cannot be reached (or fails) now is asked again, not taken for plain."""
         try:
             async with self.session.get(f"{self.endpoint}/acr/connected/v1/info") as response:
+                if response.status >= 500:
+                    raise ParentError("unreachable", f"parent {self.endpoint} answered {response.status}",
+                                      status=response.status)
                 if response.status != 200:
                     return False
                 document = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        except ValueError:
             return False
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            raise ParentError("unreachable", f"parent {self.endpoint} is unreachable: {error}") from None
         return isinstance(document, dict) and document.get("kind") == "connected-registry"
 
     # --- the OCI API -----------------------------------------------------------------------------------
@@ -231,7 +237,7 @@ class ParentClient:
             response.release()
             try:
                 response = await self.session.get(location, headers=headers, allow_redirects=False)
-            except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 raise ParentError("unreachable", f"blob redirect {location[:80]} is unreachable: {error}") from None
             hops += 1
         if response.status not in (200, 206):

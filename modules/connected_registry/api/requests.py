@@ -1,0 +1,98 @@
+"""Every request gets an id (the client's X-Request-Id when it is sane, else a new one), returned in the response
+and carried by every log line written while it is handled; and it is counted for /metrics by route and status.
+Counting is plain dictionaries: prometheus_client is loaded only when someone scrapes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from connected_registry.logs import current_request_id
+
+log = logging.getLogger("connected_registry.api")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:@+=/-]{1,128}$")  # nothing that could forge a log line
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@dataclass
+class RequestStats:
+    """What the listener saw since start: requests by (route, method, status), time per route, bytes each way."""
+
+    requests: dict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    count: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    def record(self, route: str, method: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
+        self.requests[(route, method, str(status))] += 1
+        self.seconds[route] += seconds
+        self.count[route] += 1
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
+
+
+REQUEST_STATS = web.AppKey("request_stats", RequestStats)
+
+
+def route_label(request: web.BaseRequest) -> str:
+    """The route's template, never the path itself (repository names would make the label set unbounded)."""
+    route = request.get("route")
+    if route:
+        return route
+    resource = request.match_info.route.resource if request.match_info.route else None
+    canonical = resource.canonical if resource is not None else ""
+    return canonical if canonical and not canonical.startswith("/v2") else "unmatched"
+
+
+def _response_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
+    if request.method == "HEAD":
+        return 0
+    length = response.content_length  # a sendfile response knows it once prepared; its body_length stays 0
+    return length if length is not None else response.body_length
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler) -> web.StreamResponse:
+    offered = request.headers.get(REQUEST_ID_HEADER, "")
+    request["request_id"] = offered if _SANE_ID.match(offered) else os.urandom(8).hex()
+    token = current_request_id.set(request["request_id"])
+    try:
+        return await handler(request)
+    finally:
+        current_request_id.reset(token)
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    request_id = request.get("request_id")
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
+class RequestRecorder(AbstractAccessLogger):
+    """Called by aiohttp once a response is completely sent, so status and size are final (a blob's status and
+    length are decided while it is sent): counts it for /metrics and, at Debug, writes one line with its id."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        try:
+            stats = request.app[REQUEST_STATS]
+        except (AttributeError, AssertionError, KeyError):  # refused before routing (a malformed request): no app
+            return
+        bytes_in, bytes_out = request.content.total_bytes, _response_bytes(request, response)
+        method = request.method if request.method in _METHODS else "other"
+        stats.record(route_label(request), method, response.status, time, bytes_in, bytes_out)
+        if log.isEnabledFor(logging.DEBUG):
+            token = current_request_id.set(request.get("request_id", "-"))
+            try:
+                log.debug("%s %s -> %d in %.1f ms (%d bytes in, %d bytes out)", request.method, request.path[:300],
+                          response.status, time * 1000, bytes_in, bytes_out)
+            finally:
+                current_request_id.reset(token)
