@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.api.test_metrics_and_logs import scrape
 from tests.cache.layers import blob_transfers, cache_status, pull_blob, push_blob, start_cold_child
 from tests.support.clients import RecordingProxy
 from tests.sync.hierarchy import start_instance
@@ -37,6 +38,9 @@ async def test_twenty_concurrent_pulls_of_one_cold_blob_make_one_transfer(tmp_pa
         # several clients missed together and shared the one transfer (any that came after it ended were hits)
         assert status["misses"] >= 2 and status["misses"] + status["hits"] == CLIENTS, status
         assert elapsed < 60, f"twenty pulls of 100 MiB took {elapsed:.1f}s"
+        metrics = scrape(leaf)  # /metrics carries the same counters (SPEC 12)
+        assert metrics[("connected_registry_cache_misses_total", ())] == status["misses"]
+        assert metrics[("connected_registry_cache_bytes_fetched_on_demand_total", ())] == SIZE
     finally:
         leaf.stop()
         proxy.stop()

@@ -17,7 +17,7 @@ PREFIX = "connected_registry"
 CONNECTION_STATES = ("Online", "Offline", "Syncing", "Unhealthy")
 SEVERITIES = ("Error", "Warning", "Information")
 # Cache fields that only grow are counters; anything else numeric in the section is a gauge.
-_CACHE_COUNTER = re.compile(r"(hits|misses|evictions|fills|errors|bytes_served|bytes_filled|bytes_evicted)$")
+_CACHE_COUNTER = re.compile(r"(hits|misses|evictions|fills|errors|bytes_served|bytes_filled|bytes_fetched_on_demand|bytes_evicted)$")
 
 
 def _snake(name: str) -> str:
