@@ -3,6 +3,7 @@ demand; and the small helpers the pull-through tests share."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -123,3 +124,21 @@ class SwitchableParentProxy:
         body[len(body) // 2] ^= 0xFF
         return web.Response(body=bytes(body), headers={"Content-Type": "application/octet-stream",
                                                         "Docker-Content-Digest": request.path.rsplit("/", 1)[1]})
+
+
+@contextlib.asynccontextmanager
+async def cold_leaf_behind_proxy(base: Path, parent_settings: dict | None = None):
+    """A root, a SwitchableParentProxy in front of it, and a cold leaf whose parent is the proxy:
+    (root, proxy, leaf), all stopped afterwards."""
+    root = start_instance(base, "factory-root", children=[("line1-leaf", "ReadOnly")])
+    proxy = leaf = None
+    try:
+        proxy = await SwitchableParentProxy(root).start()
+        leaf = start_cold_child(base, "line1-leaf", proxy, parent_settings=parent_settings)
+        yield root, proxy, leaf
+    finally:
+        if leaf is not None:
+            leaf.stop()
+        if proxy is not None:
+            await proxy.stop()
+        root.stop()

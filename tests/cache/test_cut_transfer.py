@@ -8,18 +8,14 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.cache.layers import SwitchableParentProxy, cache_status, pull_blob, push_blob, start_cold_child
-from tests.sync.hierarchy import start_instance
+from tests.cache.layers import cache_status, cold_leaf_behind_proxy, pull_blob, push_blob
 
 SIZE = 16 << 20
 CUT_AFTER = 5 << 20
 
 
 async def test_a_transfer_that_breaks_off_resumes_with_range_while_the_client_waits(tmp_path: Path):
-    root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")])
-    proxy = await SwitchableParentProxy(root).start()
-    leaf = start_cold_child(tmp_path, "line1-leaf", proxy)
-    try:
+    async with cold_leaf_behind_proxy(tmp_path) as (root, proxy, leaf):
         digest = push_blob(root, "factory/big", os.urandom(SIZE))
         proxy.mode, proxy.cut_after = "cut", CUT_AFTER
 
@@ -30,7 +26,3 @@ async def test_a_transfer_that_breaks_off_resumes_with_range_while_the_client_wa
         resumed_from = int(proxy.ranges[1].removeprefix("bytes=").rstrip("-"))
         assert 0 < resumed_from <= CUT_AFTER
         assert cache_status(leaf)["bytesFetchedOnDemand"] == SIZE  # nothing fetched twice
-    finally:
-        leaf.stop()
-        await proxy.stop()
-        root.stop()
