@@ -3,6 +3,7 @@ demand; and the small helpers the pull-through tests share."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -55,12 +56,14 @@ def blob_transfers(proxy, digest: str) -> list:
             if exchange.method == "GET" and exchange.path.endswith(f"/blobs/{digest}") and exchange.status in (200, 206)]
 
 
-async def pull_blob(session, instance, repository: str, digest: str) -> tuple[int, str, int]:
+async def pull_blob(session, instance, repository: str, digest: str, byte_range: str | None = None
+                    ) -> tuple[int, str, int]:
     """(status, sha256 of the body as it streamed, bytes received); a cut transfer raises."""
     import hashlib
 
     hasher, received = hashlib.sha256(), 0
-    async with session.get(f"{instance.url}/v2/{repository}/blobs/{digest}", headers=basic(*READER)) as response:
+    headers = {**basic(*READER), **({"Range": byte_range} if byte_range else {})}
+    async with session.get(f"{instance.url}/v2/{repository}/blobs/{digest}", headers=headers) as response:
         async for chunk in response.content.iter_chunked(1 << 20):
             hasher.update(chunk)
             received += len(chunk)
@@ -69,13 +72,14 @@ async def pull_blob(session, instance, repository: str, digest: str) -> tuple[in
 
 class SwitchableParentProxy:
     """An in-process proxy between a child and its parent (on the test's event loop) whose behaviour the test
-    switches: "forward", "corrupt" (blob bodies come with one byte flipped, same length) or "hang" (requests
-    are accepted and never answered). Counts the blob GETs it forwarded."""
+    switches: "forward", "corrupt" (blob bodies come with one byte flipped, same length), "cut" (the next
+    blob GET breaks off after `cut_after` bytes, then "forward") or "hang" (requests are accepted and never
+    answered). Counts the blob GETs it forwarded and records their Range headers."""
 
     def __init__(self, parent) -> None:
         import asyncio
 
-        self.parent, self.mode, self.blob_gets = parent, "forward", 0
+        self.parent, self.mode, self.blob_gets, self.ranges, self.cut_after = parent, "forward", 0, [], 0
         self.runner = None
         self._released = asyncio.Event()  # ends the hanging requests when the proxy stops
 
@@ -101,8 +105,14 @@ class SwitchableParentProxy:
         target = f"{self.parent.url}{request.path_qs}"
         if self.mode == "hang":
             await self._released.wait()  # the fault being injected: a parent that never answers
-        is_blob_get = request.method == "GET" and "/blobs/sha256:" in request.path
+        # (an unauthenticated GET only fetches the token challenge: not counted)
+        is_blob_get = request.method == "GET" and "/blobs/sha256:" in request.path and "Authorization" in request.headers
         self.blob_gets += is_blob_get
+        if is_blob_get:
+            self.ranges.append(request.headers.get("Range"))
+        if is_blob_get and self.mode == "cut":
+            self.mode = "forward"
+            return await forward(request, target, cut_after=self.cut_after)
         if not (is_blob_get and self.mode == "corrupt"):
             return await forward(request, target)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",)}
@@ -114,3 +124,21 @@ class SwitchableParentProxy:
         body[len(body) // 2] ^= 0xFF
         return web.Response(body=bytes(body), headers={"Content-Type": "application/octet-stream",
                                                         "Docker-Content-Digest": request.path.rsplit("/", 1)[1]})
+
+
+@contextlib.asynccontextmanager
+async def cold_leaf_behind_proxy(base: Path, parent_settings: dict | None = None):
+    """A root, a SwitchableParentProxy in front of it, and a cold leaf whose parent is the proxy:
+    (root, proxy, leaf), all stopped afterwards."""
+    root = start_instance(base, "factory-root", children=[("line1-leaf", "ReadOnly")])
+    proxy = leaf = None
+    try:
+        proxy = await SwitchableParentProxy(root).start()
+        leaf = start_cold_child(base, "line1-leaf", proxy, parent_settings=parent_settings)
+        yield root, proxy, leaf
+    finally:
+        if leaf is not None:
+            leaf.stop()
+        if proxy is not None:
+            await proxy.stop()
+        root.stop()

@@ -11,11 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.cache.layers import SwitchableParentProxy, cache_status, pull_blob, push_blob, skopeo_pull, start_cold_child
+from tests.cache.layers import cache_status, cold_leaf_behind_proxy, pull_blob, push_blob, skopeo_pull
 from tests.support.http import basic, request
 from tests.support.layouts import make_image, read_blob
 from tests.support.oci import sha256
-from tests.sync.hierarchy import READER, start_instance
+from tests.sync.hierarchy import READER
 from tests.sync.test_downstream import skopeo_push
 
 SIZE = 8 << 20
@@ -27,10 +27,7 @@ def present_at(instance, repository: str, digest: str) -> bool:
 
 
 async def test_wrong_bytes_from_the_parent_break_the_transfer_and_leave_nothing(tmp_path: Path):
-    root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")])
-    proxy = await SwitchableParentProxy(root).start()
-    leaf = start_cold_child(tmp_path, "line1-leaf", proxy)
-    try:
+    async with cold_leaf_behind_proxy(tmp_path) as (root, proxy, leaf):
         digest = push_blob(root, "factory/big", os.urandom(SIZE))
         layout = tmp_path / "layout"
         image = make_image(layout, "v1", layers=1, size="2M")
@@ -55,7 +52,3 @@ async def test_wrong_bytes_from_the_parent_break_the_transfer_and_leave_nothing(
         await asyncio.to_thread(skopeo_pull, leaf, "factory/app:v1", tmp_path / "pulled")
         assert sha256(read_blob(tmp_path / "pulled", layer)) == layer
         assert present_at(leaf, "factory/app", layer) and present_at(leaf, "factory/big", digest)
-    finally:
-        leaf.stop()
-        await proxy.stop()
-        root.stop()

@@ -8,10 +8,10 @@ import json
 import time
 from pathlib import Path
 
-from tests.cache.layers import SwitchableParentProxy, blob_at, skopeo_pull, start_cold_child
+from tests.cache.layers import blob_at, cold_leaf_behind_proxy, skopeo_pull
 from tests.support.http import basic, request
 from tests.support.layouts import make_image, read_blob
-from tests.sync.hierarchy import READER, start_instance
+from tests.sync.hierarchy import READER
 from tests.sync.test_downstream import ACCEPT, skopeo_push
 
 TIMEOUTS = {"connectTimeout": "PT1S", "firstByteTimeout": "PT2S"}
@@ -22,10 +22,7 @@ def manifest_reply(instance, repository: str, reference: str):
 
 
 async def test_a_miss_fails_within_the_timeouts_and_cached_content_is_still_served(tmp_path: Path):
-    root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")])
-    proxy = await SwitchableParentProxy(root).start()
-    leaf = start_cold_child(tmp_path, "line1-leaf", proxy, parent_settings=TIMEOUTS)
-    try:
+    async with cold_leaf_behind_proxy(tmp_path, TIMEOUTS) as (root, proxy, leaf):
         layout = tmp_path / "layout"
         cached, missing = make_image(layout, "cached", layers=1), make_image(layout, "missing", layers=1)
         skopeo_push(layout, "cached", root, "factory/app:cached")
@@ -54,7 +51,3 @@ async def test_a_miss_fails_within_the_timeouts_and_cached_content_is_still_serv
         assert reply.status == 404 and reply.error_code == "MANIFEST_UNKNOWN" and proxy.url in reply.error_message
         assert time.monotonic() - started < 3
         assert manifest_reply(leaf, "factory/app", "cached").status == 200
-    finally:
-        leaf.stop()
-        await proxy.stop()
-        root.stop()

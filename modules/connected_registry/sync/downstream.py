@@ -9,6 +9,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
+import aiohttp
+
 from connected_registry.auth.permissions import repository_in_scope
 from connected_registry.oci.digest import digest_of, is_digest, parse_digest
 from connected_registry.oci.errors import OciError
@@ -21,6 +23,7 @@ log = logging.getLogger("connected_registry.sync")
 
 _EMPTY_STREAM_CHUNK = b""
 BLOB_CONCURRENCY = 3
+RESUMES_PER_TRANSFER = 2  # a transfer that breaks off goes on at once with Range, this many times
 
 
 class _Empty:
@@ -160,24 +163,38 @@ class Downstream:
     async def _download(self, fill: BlobFill, on_demand: bool) -> None:
         repository, digest = fill.repository, fill.digest
         session = await self._download_session(repository, digest)
-        response = await self.parent.open_blob(repository, digest, session.offset)
-        try:
-            if response.status == 200 and session.offset:  # the parent ignored Range: start over
-                await self.store.uploads.cancel(session)
-                session = await self._download_session(repository, digest, fresh=True)
-            fill.start_reading(session.path, session.offset, _announced_size(response, session.offset))
-            counter = "bytes_on_demand" if on_demand else "bytes_downloaded"
-            await self.store.uploads.append(session, _Counted(response.content, self, counter), None, fill.progress)
+        counter = "bytes_on_demand" if on_demand else "bytes_downloaded"  # counted as chunks arrive (progress)
+        for attempt in range(1 + RESUMES_PER_TRANSFER):
+            response = await self.parent.open_blob(repository, digest, session.offset)
             try:
-                await self.store.uploads.complete(session, _Empty(), digest, self.store.origin, on_demand=on_demand,
-                                                  verified=fill.mark_verified)
-            except OciError as error:
-                raise ParentError("protocol", f"blob {repository}@{digest} from the parent failed verification: "
-                                              f"{error.message}") from None
+                if response.status == 200 and session.offset:  # the parent ignored Range: start over
+                    if fill.opened:  # readers have the bytes so far: they cannot start over with us
+                        raise ParentError("protocol", f"parent ignored the Range request resuming {digest}")
+                    await self.store.uploads.cancel(session)
+                    session = await self._download_session(repository, digest, fresh=True)
+                if not fill.opened:
+                    fill.start_reading(session.path, session.offset, _announced_size(response, session.offset))
+                try:
+                    await self.store.uploads.append(session, _Counted(response.content, self, counter), None,
+                                                    fill.progress)
+                except (aiohttp.ClientError, TimeoutError) as cut:
+                    if attempt == RESUMES_PER_TRANSFER:
+                        raise ParentError("unreachable", f"the transfer of {digest} from the parent broke off at "
+                                                         f"{session.offset} bytes: {cut!r}") from None
+                    log.info("transfer of %s@%s broke off at %d bytes (%r): resuming with Range", repository, digest,
+                             session.offset, cut)
+                    continue
             finally:
-                await self.store.control.forget(f"download:{digest}")
+                response.release()
+            break
+        try:
+            await self.store.uploads.complete(session, _Empty(), digest, self.store.origin, on_demand=on_demand,
+                                              verified=fill.mark_verified)
+        except OciError as error:
+            raise ParentError("protocol", f"blob {repository}@{digest} from the parent failed verification: "
+                                          f"{error.message}") from None
         finally:
-            response.release()
+            await self.store.control.forget(f"download:{digest}")
 
     async def _download_session(self, repository: str, digest: str, fresh: bool = False):
         """A persistent upload session per blob, so a cut transfer resumes with Range where it stopped."""

@@ -1,0 +1,28 @@
+"""A fill whose transfer from the parent breaks off goes on at once with a Range request: the client that
+is streaming it sees nothing but a complete, correct body (SPEC 7.2, 8)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import aiohttp
+
+from tests.cache.layers import cache_status, cold_leaf_behind_proxy, pull_blob, push_blob
+
+SIZE = 16 << 20
+CUT_AFTER = 5 << 20
+
+
+async def test_a_transfer_that_breaks_off_resumes_with_range_while_the_client_waits(tmp_path: Path):
+    async with cold_leaf_behind_proxy(tmp_path) as (root, proxy, leaf):
+        digest = push_blob(root, "factory/big", os.urandom(SIZE))
+        proxy.mode, proxy.cut_after = "cut", CUT_AFTER
+
+        async with aiohttp.ClientSession() as session:
+            assert await pull_blob(session, leaf, "factory/big", digest) == (200, digest, SIZE)
+
+        assert proxy.ranges[0] is None and len(proxy.ranges) == 2, proxy.ranges
+        resumed_from = int(proxy.ranges[1].removeprefix("bytes=").rstrip("-"))
+        assert 0 < resumed_from <= CUT_AFTER
+        assert cache_status(leaf)["bytesFetchedOnDemand"] == SIZE  # nothing fetched twice
