@@ -8,6 +8,7 @@ Rounds are bounded in time; CONNECTED_REGISTRY_SOAK=1 runs many more."""
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 import sys
@@ -17,14 +18,32 @@ from pathlib import Path
 from tests.api.test_crash import Pusher, _check_every_served_blob_matches_its_digest
 from tests.faults.conftest import figures
 from tests.support.http import basic, request
+from tests.support.oci import sha256
 from tests.support.processes import ManagedProcess, wait_until
-from tests.sync.hierarchy import READER, WRITER, start_instance
+from tests.sync.hierarchy import OPERATOR, READER, WRITER, start_instance
 
 
 def _present(url: str, kind: str, repository: str, reference: str, content: bytes) -> bool:
     section = "blobs" if kind == "blob" else "manifests"
     reply = request(f"{url}/v2/{repository}/{section}/{reference}", headers=basic(*READER), timeout=60)
     return reply.status == 200 and reply.body == content
+
+
+def _everything_visible_is_whole(url: str) -> int:
+    """Every tag the registry lists serves its manifest, and every blob that manifest names, whole."""
+    reader = basic(*READER)
+    checked = 0
+    for repository in request(f"{url}/v2/_catalog", headers=reader).json()["repositories"]:
+        for tag in request(f"{url}/v2/{repository}/tags/list", headers=reader).json().get("tags") or []:
+            reply = request(f"{url}/v2/{repository}/manifests/{tag}", headers=reader)
+            assert reply.status == 200, f"{repository}:{tag} is listed but its manifest is not served"
+            document = json.loads(reply.body)
+            for blob in [document["config"], *document["layers"]]:
+                reply = request(f"{url}/v2/{repository}/blobs/{blob['digest']}", headers=reader, timeout=60)
+                assert reply.status == 200 and sha256(reply.body) == blob["digest"], \
+                    f"{repository}:{tag} is listed but its blob {blob['digest']} is not served whole"
+            checked += 1
+    return checked
 
 
 def _push_and_kill(targets: list, chooser: random.Random, round_number: int) -> list:
@@ -96,13 +115,20 @@ def test_sigkill_during_pushes_syncs_and_gc_loses_nothing_and_converges(tmp_path
                 figures["crash: acknowledged writes checked after a restart"] += 1
             figures["crash: losses"] += len(lost)
             assert not lost, "\n".join(lost[:20])
+            for instance in (root, child):
+                figures["crash: listed images served whole after a restart"] += _everything_visible_is_whole(instance.url)
             figures["crash: rounds"] += 1
 
         # The outbox drains and the layers converge: images pushed at either end are at both.
         def drained():
             return request(f"{child.url}/acr/connected/v1/status", headers=basic(*READER)).json()["sync"]["pendingUploads"] == 0
 
-        wait_until(drained, timeout=120, what="the child's outbox to drain")
+        try:
+            wait_until(drained, timeout=120, what="the child's outbox to drain")
+        except TimeoutError:
+            outbox = request(f"{child.url}/acr/connected/v1/outbox", headers=basic(*OPERATOR)).body
+            raise AssertionError(f"the outbox did not drain: {outbox[:2000]!r}\nchild log:\n"
+                                 + "\n".join(child.process.output[-60:])) from None
         for where, kind, repository, reference, content in everything:
             if kind != "manifest":
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import aiohttp
@@ -22,6 +23,7 @@ from tests.sync.inprocess import (LINK_FAULTS, FakeClock, FaultyLink, basic_head
                                   push_small_image, start_root_for_leaf, start_runtime, url)
 
 MiB = 1 << 20
+RECOVERY_SECONDS = 15
 
 
 class StateRecorder:
@@ -64,7 +66,7 @@ async def test_every_link_fault_ends_offline_then_online_with_nothing_lost_or_co
         async with aiohttp.ClientSession() as session:
             await eventually(lambda: _async(leaf.status_document()["connectionState"] == "Online"), timeout=30,
                              what="the leaf Online")
-            for round_number in budget(1, 90):
+            for round_number in budget(2, 120):
                 for fault in LINK_FAULTS:
                     injected = dict(link.injected)
                     await link.set(fault)
@@ -80,6 +82,7 @@ async def test_every_link_fault_ends_offline_then_online_with_nothing_lost_or_co
                                      timeout=30, what=f"{fault} to hit a transfer")
                     injected = dict(link.injected)
                     await link.set(None)
+                    back = time.monotonic()
 
                     async def converged():
                         return (await digest_at(session, leaf, "factory/down", tag, reader) == down
@@ -88,6 +91,11 @@ async def test_every_link_fault_ends_offline_then_online_with_nothing_lost_or_co
                                 and leaf.status_document()["connectionState"] == "Online")
 
                     await eventually(converged, timeout=120, what=f"both images at both layers after {fault}")
+                    # However many faults came before, a good link is used again within seconds (backoff resets).
+                    took = time.monotonic() - back
+                    figures["link: slowest recovery once the link was good (s)"] = max(
+                        figures["link: slowest recovery once the link was good (s)"], round(took))
+                    assert took < RECOVERY_SECONDS, f"{took:.0f} s after {fault}"
                     assert await _blob_bytes(session, leaf, "factory/down", sha256(down_layer), reader) == down_layer
                     assert await _blob_bytes(session, root, "factory/up", sha256(up_layer), reader) == up_layer
                     if fault != "trickle":
