@@ -2,8 +2,8 @@
 FaultyLink) sits between a ReadWrite leaf and its root and injects, one at a time, a dropped connection (the
 answer to a forwarded write lost), a stalled transfer, a TCP reset mid-transfer, a slow trickle and a refused
 connection, while images are pushed at both ends. Under each fault the leaf reports Offline (a trickle only
-slows it); once the link is good it reports Online again, the cut transfers resume, the outbox drains, and
-both images are at both layers, byte for byte.
+slows it); once the link is good it reports Online again within seconds (however many faults came before),
+the cut transfers resume, the outbox drains, and both images are at both layers, byte for byte.
 
 On-demand pulls through the link (issue 5, built on another branch) are not covered here yet."""
 
@@ -80,7 +80,6 @@ async def test_every_link_fault_ends_offline_then_online_with_nothing_lost_or_co
                                          what=f"the leaf to report Offline under {fault}")
                     await eventually(lambda: _async(link.injected.get(fault, 0) > injected.get(fault, 0)),
                                      timeout=30, what=f"{fault} to hit a transfer")
-                    injected = dict(link.injected)
                     await link.set(None)
                     back = time.monotonic()
 
