@@ -9,18 +9,24 @@ Rounds are bounded in time; CONNECTED_REGISTRY_SOAK=1 runs many more."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
 import sys
 import time
 from pathlib import Path
 
+import aiohttp
+
+from connected_registry.storage import RegistryStore
 from tests.api.test_crash import Pusher, _check_every_served_blob_matches_its_digest
 from tests.faults.conftest import figures
 from tests.support.http import basic, request
 from tests.support.oci import sha256
 from tests.support.processes import ManagedProcess, wait_until
 from tests.sync.hierarchy import OPERATOR, READER, WRITER, start_instance
+from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, push_small_image,
+                                  start_root_for_leaf, start_runtime)
 
 
 def _present(url: str, kind: str, repository: str, reference: str, content: bytes) -> bool:
@@ -155,3 +161,43 @@ def test_sigkill_during_pushes_syncs_and_gc_loses_nothing_and_converges(tmp_path
         root.stop()
     for instance in (root, child):
         figures["crash: blob files checked whole"] += _check_every_served_blob_matches_its_digest(instance.process.data_dir)
+
+
+async def test_a_download_that_was_whole_when_the_child_died_is_finished_after_the_restart(tmp_path: Path,
+                                                                                          monkeypatch):
+    """Found by the rounds above: a child killed after the last byte of a blob arrived but before it was
+    verified asked for `Range: bytes=<size>-` after its restart, got 416, and retried that forever."""
+    clock = FakeClock()
+    root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch)
+    layer = os.urandom(300_000)
+    leaf = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            digest = await push_small_image(session, root, "factory/app", "v1", basic_header(*WRITER), layer=layer)
+            # What the child left behind: the whole layer in its download session, not yet verified.
+            store = RegistryStore(str(tmp_path / "leaf" / "data"))
+            download = await store.uploads.create("factory/app")
+
+            class Whole:
+                sent = False
+
+                async def readany(self) -> bytes:
+                    if self.sent:
+                        return b""
+                    self.sent = True
+                    return layer
+
+            await store.uploads.append(download, Whole(), None)
+            await store.control.set(f"download:{sha256(layer)}", download.id)
+            store.close()
+            leaf = await start_runtime(tmp_path / "leaf", document, clock)
+
+            async def arrived():
+                return await digest_at(session, leaf, "factory/app", "v1", basic_header(*READER)) == digest
+
+            await eventually(arrived, timeout=60, what="the image whose layer was whole before the restart")
+        figures["crash: downloads finished after a restart without a transfer"] += 1
+    finally:
+        if leaf is not None:
+            await leaf.stop()
+        await root.stop()

@@ -108,22 +108,33 @@ class Downstream:
         if await self.store.link_blob(repository, digest):
             return  # present in another repository: never transferred again
         session = await self._download_session(repository, digest)
-        response = await self.parent.open_blob(repository, digest, session.offset)
+        try:
+            response = await self.parent.open_blob(repository, digest, session.offset)
+        except ParentError as error:
+            if error.status != 416 or not session.offset:
+                raise
+            # A Range past the end: every byte arrived before a restart, only the verification was left.
+            await self._verify_and_keep(session, repository, digest)
+            return
         try:
             if response.status == 200 and session.offset:  # the parent ignored Range: start over
                 await self.store.uploads.cancel(session)
                 session = await self._download_session(repository, digest, fresh=True)
             received = await self.store.uploads.append(session, response.content, None)
             self.bytes_downloaded += received
-            try:
-                await self.store.uploads.complete(session, _Empty(), digest, self.store.origin)
-            except OciError as error:
-                raise ParentError("protocol", f"blob {repository}@{digest} from the parent failed verification: "
-                                              f"{error.message}") from None
-            finally:
-                await self.store.control.forget(f"download:{digest}")
+            await self._verify_and_keep(session, repository, digest)
         finally:
             response.release()
+
+    async def _verify_and_keep(self, session, repository: str, digest: str) -> None:
+        """Verify the downloaded bytes and make them visible; a mismatch discards them (the next try starts over)."""
+        try:
+            await self.store.uploads.complete(session, _Empty(), digest, self.store.origin)
+        except OciError as error:
+            raise ParentError("protocol", f"blob {repository}@{digest} from the parent failed verification: "
+                                          f"{error.message}") from None
+        finally:
+            await self.store.control.forget(f"download:{digest}")
 
     async def _download_session(self, repository: str, digest: str, fresh: bool = False):
         """A persistent upload session per blob, so a cut transfer resumes with Range where it stopped."""
