@@ -165,7 +165,12 @@ class Downstream:
         session = await self._download_session(repository, digest)
         counter = "bytes_on_demand" if on_demand else "bytes_downloaded"  # counted as chunks arrive (progress)
         for attempt in range(1 + RESUMES_PER_TRANSFER):
-            response = await self.parent.open_blob(repository, digest, session.offset)
+            try:
+                response = await self.parent.open_blob(repository, digest, session.offset)
+            except ParentError as error:
+                if error.status != 416 or not session.offset:
+                    raise
+                break  # a Range past the end: every byte arrived before a restart, only the verification is left
             try:
                 if response.status == 200 and session.offset:  # the parent ignored Range: start over
                     if fill.opened:  # readers have the bytes so far: they cannot start over with us

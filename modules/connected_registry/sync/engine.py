@@ -109,18 +109,19 @@ class SyncEngine:
         saved = store.control.get("cursor")
         self.state.cursor = int(saved) if saved else None
         self._last_reconcile = time.monotonic()  # a restart with a cursor follows the feed; the daily reconcile counts from here
+        self._backoff = 1.0  # after a failure; back to 1 s once the sync works again (the feed answers)
 
     # --- the loop -------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        backoff = 1.0
         while True:
             try:
                 try:
                     await self._iteration()
                 except BaseExceptionGroup as group:  # from the feed and upload tasks: handle the first
                     raise first_error(group) from None
-                backoff = 1.0
+                self._backoff = 1.0
+                continue
             except asyncio.CancelledError:
                 raise
             except ActivationRefused as refused:
@@ -130,30 +131,23 @@ class SyncEngine:
                     log.error("sync stopped: %s", refused)
                     self.stopped = str(refused)
                     return
-                await self._pause(backoff)  # retried with backoff, at most every 60 s (SPEC 6)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except ParentError as error:
                 self._operation_failed(error)
                 self._parent_failed(error)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except LINK_ERRORS as error:  # the link broke while a body was streaming: the parent is away
-                self._parent_failed(ParentError("unreachable", f"the link to parent {self.parent.endpoint} broke: "
-                                                               f"{error!r}"))
-                await self._pause(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                away = ParentError("unreachable", f"the link to parent {self.parent.endpoint} broke: {error!r}")
+                self._operation_failed(away)
+                self._parent_failed(away)
             except StorageError as error:  # e.g. a full disk: reported; retried, and at once when it recovers
                 log.error("sync stopped by the data volume: %s", error)
                 self.state.errors += 1
                 self.on_storage_error(error)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except Exception:  # one bad iteration must not end the loop
                 log.exception("sync iteration failed; retrying")
                 self._operation_failed(RuntimeError("the sync iteration failed: see the registry log"))
                 self.state.errors += 1
-                await self._pause(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            await self._pause(self._backoff)  # retried with backoff, at most every 60 s (SPEC 6)
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def _pause(self, seconds: float) -> None:
         """Wait, or less when woken. A wake-up that came while we were busy is not lost: it ends this pause."""
@@ -438,6 +432,7 @@ class SyncEngine:
         code = (errors[0] if errors else {}).get("code", "")
         if status == 200:
             self._parent_answered()
+            self._backoff = 1.0  # the feed works: the next blip is retried at once, however bad it was before
             return
         if code in ("DEACTIVATED", "ALREADY_ACTIVE"):
             message = (errors[0] or {}).get("message", code)
@@ -506,6 +501,7 @@ class SyncEngine:
         if operation is not None:
             operation.finish()
         self._parent_answered()
+        self._backoff = 1.0
         if self.operation is None or self.operation.state != "Queued":  # a sync-now that came meanwhile: again
             self._last_reconcile = time.monotonic()
         self._synced()
