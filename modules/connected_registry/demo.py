@@ -285,6 +285,7 @@ def run_demo(headless: bool = False, base_directory: str | None = None) -> int:
     from connected_registry.views import render_hierarchy
 
     previous = signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background of a script
     folder = Path(base_directory) if base_directory else Path(tempfile.mkdtemp(prefix="connected-registry-demo-"))
     demo = None
     started = time.monotonic()

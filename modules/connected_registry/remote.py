@@ -132,8 +132,8 @@ def cmd_sync_now(arguments: argparse.Namespace) -> int:
                 print()
             elapsed = time.monotonic() - started
             if current["state"] == "Failed":
-                print(f"error: the sync failed after {elapsed:.1f} s: {current.get('error')}; it is retried by itself "
-                      "(`connected-registry status` shows how it goes)", file=sys.stderr)
+                print(f"error: the sync failed after {elapsed:.1f} s: {current.get('error')} "
+                      "(`connected-registry status` shows what the instance does next)", file=sys.stderr)
                 return 1
             print(f"sync finished in {elapsed:.1f} s: {total or 0} repositories checked, {down} downloaded, "
                   f"{up} uploaded; {sync.get('pendingUploads', 0)} uploads pending, "

@@ -128,7 +128,7 @@ def render_status(document: dict, now: datetime | None = None) -> str:
         lines.append(f"  parent       {parent.get('endpoint')} ({parent.get('kind') or 'not reached yet'}), "
                      f"schedule \"{properties.get('schedule')}\", {window}")
         lines.append(f"  last sync    {document.get('lastSyncTime') or 'never'} ({ago(document.get('lastSyncTime'), now)})")
-        if sync.get("nextWindowStart"):
+        if sync.get("nextWindowEnd"):  # continuous sync has a start and no end: nothing to say
             lines.append(f"  window       {sync.get('nextWindowStart')} to {sync.get('nextWindowEnd')}")
     else:
         lines.append("  parent       none: this is a root")

@@ -51,7 +51,8 @@ def test_the_demo_runs_to_the_end_headless_and_leaves_nothing_behind():
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_the_demo_stops_every_instance_on_a_signal(signum):
-    demo = ManagedProcess([sys.executable, "-m", "connected_registry", "demo"])
+    # Started as a script's background job would start it: with SIGINT inherited as ignored.
+    demo = ManagedProcess(["sh", "-c", f'trap "" INT; exec "{sys.executable}" -m connected_registry demo'])
     try:
         wait_until(lambda: "Press Ctrl-C to stop them." in demo.log() or demo.process.poll() is not None,
                    timeout=120, what="the demo to be up")

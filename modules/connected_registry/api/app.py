@@ -10,7 +10,8 @@ from aiohttp import web
 
 from connected_registry.api import blobs, control, listings, manifests, referrers, token, uploads
 from connected_registry.api.metrics import metrics
-from connected_registry.api.requests import REQUEST_STATS, RequestStats, add_request_id, request_middleware
+from connected_registry.api.requests import (REQUEST_ID, REQUEST_STATS, ROUTE, RequestStats, add_request_id,
+                                              request_middleware)
 from connected_registry.api.context import CONTEXT, ApiContext
 from connected_registry.auth.access import request_origin
 from connected_registry.oci.errors import OciError
@@ -86,13 +87,13 @@ async def dispatch_v2(request: web.Request) -> web.StreamResponse:
     if path in ("/v2", "/v2/", "/v2/_catalog"):
         if request.method not in ("GET", "HEAD"):
             raise OciError("UNSUPPORTED", f"{request.method} is not supported on {path}", headers={"Allow": "GET, HEAD"})
-        request["route"] = "/v2/_catalog" if path == "/v2/_catalog" else "/v2/"
+        request[ROUTE] = "/v2/_catalog" if path == "/v2/_catalog" else "/v2/"
         return await (listings.catalog(request) if path == "/v2/_catalog" else v2_base(request))
     for pattern, methods in _ROUTES:
         match = pattern.match(path)
         if match is None:
             continue
-        request["route"] = _ROUTE_LABELS[pattern]
+        request[ROUTE] = _ROUTE_LABELS[pattern]
         handler = methods.get(request.method)
         if handler is None:
             raise OciError(
@@ -144,7 +145,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.info("%s %s: connection lost: %s", request.method, request.path[:300], error)
         raise
     except Exception:
-        request_id = request.get("request_id", "-")
+        request_id = request.get(REQUEST_ID, "-")
         log.exception("%s %s failed (request id %s)", request.method, request.path[:300], request_id)
         return web.json_response(
             {"errors": [{"code": "UNKNOWN", "message": f"internal error; see the registry log for request {request_id}"}]},

@@ -41,11 +41,14 @@ class RequestStats:
 
 
 REQUEST_STATS = web.AppKey("request_stats", RequestStats)
+# Typed request keys where aiohttp has them (3.13+), plain names before.
+ROUTE = web.RequestKey("route", str) if hasattr(web, "RequestKey") else "route"
+REQUEST_ID = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
 
 
 def route_label(request: web.BaseRequest) -> str:
     """The route's template, never the path itself (repository names would make the label set unbounded)."""
-    route = request.get("route")
+    route = request.get(ROUTE)
     if route:
         return route
     resource = request.match_info.route.resource if request.match_info.route else None
@@ -63,8 +66,8 @@ def _response_bytes(request: web.BaseRequest, response: web.StreamResponse) -> i
 @web.middleware
 async def request_middleware(request: web.Request, handler) -> web.StreamResponse:
     offered = request.headers.get(REQUEST_ID_HEADER, "")
-    request["request_id"] = offered if _SANE_ID.match(offered) else os.urandom(8).hex()
-    token = current_request_id.set(request["request_id"])
+    request[REQUEST_ID] = offered if _SANE_ID.match(offered) else os.urandom(8).hex()
+    token = current_request_id.set(request[REQUEST_ID])
     try:
         return await handler(request)
     finally:
@@ -72,7 +75,7 @@ async def request_middleware(request: web.Request, handler) -> web.StreamRespons
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    request_id = request.get("request_id")
+    request_id = request.get(REQUEST_ID)
     if request_id:
         response.headers[REQUEST_ID_HEADER] = request_id
 
@@ -90,7 +93,7 @@ class RequestRecorder(AbstractAccessLogger):
         method = request.method if request.method in _METHODS else "other"
         stats.record(route_label(request), method, response.status, time, bytes_in, bytes_out)
         if log.isEnabledFor(logging.DEBUG):
-            token = current_request_id.set(request.get("request_id", "-"))
+            token = current_request_id.set(request.get(REQUEST_ID, "-"))
             try:
                 log.debug("%s %s -> %d in %.1f ms (%d bytes in, %d bytes out)", request.method, request.path[:300],
                           response.status, time * 1000, bytes_in, bytes_out)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,6 +16,7 @@ from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.registry import utc_timestamp
 from connected_registry.sync.downstream import Downstream, first_error
+from connected_registry.sync.operation import SyncOperation
 from connected_registry.sync.parent_client import LINK_ERRORS, ParentClient, ParentError, next_link
 from connected_registry.sync.schedule import SyncSchedule, Window
 from connected_registry.sync.upstream import Upstream
@@ -60,30 +60,6 @@ class SyncState:
     window: Window | None = None  # the current or next sync window
     in_window: bool = True
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass
-class SyncOperation:
-    """One sync-now, as the status document shows it while it runs (the command line follows it)."""
-
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    state: str = "Queued"  # Queued | Running | Succeeded | Failed
-    repository: str | None = None  # the one being reconciled now
-    repositoriesDone: int = 0
-    repositoriesTotal: int | None = None
-    startedAt: str | None = None
-    finishedAt: str | None = None
-    error: str | None = None
-
-    def start(self) -> None:
-        if self.state == "Queued":
-            self.state, self.startedAt = "Running", utc_timestamp()
-
-    def finish(self, error: BaseException | None = None) -> None:
-        if self.state in ("Queued", "Running"):
-            self.state = "Failed" if error else "Succeeded"
-            self.error = str(error) if error else None
-            self.finishedAt, self.repository = utc_timestamp(), None
 
 
 class SyncEngine:
