@@ -24,6 +24,8 @@ from connected_registry.storage.gc import collect_garbage
 
 if TYPE_CHECKING:  # pydantic and the JWT machinery load only with a configuration (idle memory)
     from connected_registry.edge.file_source import FileConfigSource
+    from connected_registry.edge.reporter import Reporter
+    from connected_registry.edge.twin_source import TwinConfigSource
     from connected_registry.settings import DesiredProperties
 
 log = logging.getLogger("connected_registry")
@@ -71,7 +73,10 @@ class Runtime:
         self.store: RegistryStore | None = None
         self.context: ApiContext | None = None
         self.settings: DesiredProperties | None = None  # None: the embedded default (open, root)
-        self.config_source: FileConfigSource | None = None
+        self.config_source: FileConfigSource | TwinConfigSource | None = None
+        self.reporter: Reporter | None = None
+        self.trust_bundle = None  # edge TrustBundle inside IoT Edge
+        self.listener_certificate = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._gc_task: asyncio.Task | None = None
@@ -93,12 +98,11 @@ class Runtime:
     async def start(self) -> None:
         options = self.options
         login_server = os.environ.get("ACR_REGISTRY_LOGIN_SERVER") or None
-        if options.config_path:
+        self.config_source = self._config_source()
+        if self.config_source is not None:
             from connected_registry.auth.signing import TokenSigner, load_or_create_key
-            from connected_registry.edge.file_source import FileConfigSource
 
-            self.config_source = FileConfigSource(options.config_path, self.status, self.apply_settings)
-            self.settings = self.config_source.load_initial()
+            self.settings = await self.config_source.load_initial()
         self.store = RegistryStore(options.data_dir, origin=self.name,
                                    record_outbox=self.mode == "ReadWrite" and not self.is_root, clock=self.clock)
         if self.settings is not None:
@@ -114,22 +118,72 @@ class Runtime:
             self.apply_settings(self.settings)
         else:
             self._schedule_gc(True, DEFAULT_GC_SCHEDULE)
+        from connected_registry.tls import ListenerCertificate
+
+        self.listener_certificate = ListenerCertificate()
+        listener_ssl = self.listener_certificate.load()
         self._runner = web.AppRunner(create_app(self.context), access_log=None, handle_signals=False, shutdown_timeout=5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, options.host, options.port, backlog=1024, reuse_address=True)
+        site = web.TCPSite(self._runner, options.host, options.port, backlog=1024, reuse_address=True,
+                           ssl_context=listener_ssl)
         await site.start()
         sockets = site._server.sockets if site._server else []  # noqa: SLF001 - aiohttp exposes no public port
         self.port = sockets[0].getsockname()[1] if sockets else options.port
+        if listener_ssl is not None:
+            self._tasks.append(asyncio.create_task(self.listener_certificate.watch(), name="certificate-watch"))
         if self.config_source:
             self._tasks.append(asyncio.create_task(self.config_source.watch(), name="config-watch"))
         if not self.is_root:
-            self.engine = self._sync_engine()
+            parent_ssl = None
+            if self.config_source is not None and self.config_source.label == "module twin":
+                from connected_registry.tls import TrustBundle
+
+                self.trust_bundle = TrustBundle(on_change=lambda context: self.engine.parent.set_ssl_context(context))
+                parent_ssl = await self.trust_bundle.refresh()
+                self._tasks.append(asyncio.create_task(self.trust_bundle.watch(), name="trust-bundle"))
+            self.engine = self._sync_engine(parent_ssl)
             self._tasks.append(asyncio.create_task(self.engine.run(), name="sync"))
         self._tasks.append(asyncio.create_task(self._prune_events_forever(), name="event-retention"))
-        log.info("connected registry %r (%s%s) serving http://%s:%d with data in %s", self.name, self.mode,
-                 ", root" if self.is_root else "", options.host, self.port, options.data_dir)
+        if self.config_source is not None:
+            self._start_reporting()
+        log.info("connected registry %r (%s%s) serving %s://%s:%d with data in %s", self.name, self.mode,
+                 ", root" if self.is_root else "", "https" if listener_ssl else "http", options.host, self.port,
+                 options.data_dir)
 
-    def _sync_engine(self):
+    def _config_source(self):
+        """The module twin inside IoT Edge, else the --config file, else None (the embedded default)."""
+        from connected_registry.edge.module_client import in_iot_edge
+
+        if in_iot_edge():
+            from connected_registry.edge.twin_source import TwinConfigSource
+
+            if self.options.config_path:
+                log.warning("inside IoT Edge the module twin configures the instance: --config %s is ignored",
+                            self.options.config_path)
+            return TwinConfigSource(self.status, self.apply_settings)
+        if self.options.config_path:
+            from connected_registry.edge.file_source import FileConfigSource
+
+            return FileConfigSource(self.options.config_path, self.status, self.apply_settings)
+        return None
+
+    def _start_reporting(self) -> None:
+        """Reported properties at SPEC 4's cadence (the twin, or reported.json), and the direct methods."""
+        from connected_registry.durations import duration_seconds
+        from connected_registry.edge.reporter import Reporter
+
+        self.reporter = Reporter(self.status_document, self.config_source.write_reported,
+                                 lambda: duration_seconds(self.settings.reportInterval))
+        self.config_source.on_applied = self.reporter.poke
+        self.status.on_change = self.reporter.poke
+        self._tasks.append(asyncio.create_task(self.reporter.run(), name="reporter"))
+        connection = getattr(self.config_source, "connection", None)
+        if connection is not None:
+            from connected_registry.edge.methods import answer_direct_method
+
+            connection.serve_methods(lambda name, payload: answer_direct_method(self, name, payload))
+
+    def _sync_engine(self, ssl_context=None):
         from connected_registry import __version__
         from connected_registry.environment import (device_id, parse_connection_string, resolve_parent_endpoint,
                                                     sync_token_password)
@@ -144,7 +198,7 @@ class Runtime:
         token_name = parent.syncToken.name or connection.get("SyncTokenName")
         client = ParentClient(endpoint, token_name, sync_token_password(connection),
                               connect_timeout=duration_seconds(parent.connectTimeout),
-                              first_byte_timeout=duration_seconds(parent.firstByteTimeout))
+                              first_byte_timeout=duration_seconds(parent.firstByteTimeout), ssl_context=ssl_context)
         identity = SyncIdentity(self.name, self.mode, self.instance_id, device_id(), __version__,
                                 parent.syncProperties.messageTtl, list(self.settings.repositories))
         return SyncEngine(self.store, client, identity, self.status, kind=parent.kind, report=self.hierarchy,
@@ -238,6 +292,22 @@ class Runtime:
             self.engine.sync_now()
         return str(uuid.uuid4())
 
+    def start_gc(self) -> str:
+        """Garbage collection now, in the background (the gc direct method); returns its operation id."""
+        import uuid
+
+        operation = str(uuid.uuid4())
+
+        async def collect() -> None:
+            try:
+                result = await collect_garbage(self.store, read_only=self.mode == "ReadOnly")
+                log.info("garbage collection %s finished: %s", operation, vars(result))
+            except Exception:
+                log.exception("garbage collection %s failed", operation)
+
+        self._tasks.append(asyncio.get_running_loop().create_task(collect(), name=f"gc-{operation}"))
+        return operation
+
     def status_document(self) -> dict:
         """The reported properties (SPEC 4), as served at /acr/connected/v1/status."""
         from connected_registry import __version__
@@ -258,6 +328,9 @@ class Runtime:
             connection_state = "Syncing"
         else:
             connection_state = "Online"
+        window = None
+        if self.engine is not None and self.engine.schedule.sync_window is not None:  # continuous: always in one
+            window = self.engine.schedule.next_window(datetime.fromtimestamp(self.clock(), timezone.utc))
         document = {
             "version": __version__,
             "name": self.name,
@@ -274,11 +347,14 @@ class Runtime:
                 "bytesDownloaded": self.engine.downstream.bytes_downloaded if self.engine else 0,
                 "bytesUploaded": 0,
                 "cursor": engine_state.cursor if engine_state else None,
-                "nextWindowStart": _iso(engine_state.window.start) if engine_state and engine_state.window else None,
-                "nextWindowEnd": _iso(engine_state.window.end) if engine_state and engine_state.window else None,
+                "nextWindowStart": _iso(window.start) if window else None,
+                "nextWindowEnd": _iso(window.end) if window else None,
             },
-            "loginServer": {"host": self.context.login_server if self.context else None, "tls": {"status": "Disabled"}},
+            "loginServer": {"host": self.context.login_server if self.context else None,
+                            "tls": {"status": "Enabled" if self.listener_certificate and self.listener_certificate.context
+                                    else "Disabled"}},
             "statusDetails": details,
+            "appliedDesiredVersion": self.config_source.applied_version if self.config_source else None,
         }
         if self.engine is not None:
             sync_properties = self.settings.parent.syncProperties.model_dump()
@@ -361,6 +437,8 @@ class Runtime:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.engine is not None:
             await self.engine.parent.close()
+        if self.config_source is not None:
+            await self.config_source.close()
         if self.store is not None:  # children's long polls answer now rather than hold the shutdown
             self.store.closing = True
             self.store.after_change()

@@ -74,6 +74,7 @@ class SyncEngine:
         self.report_interval = report_interval
         self._report_wanted = asyncio.Event()
         self._reconcile_wanted = asyncio.Event()  # interrupts a long poll: the scope changed, or syncNow
+        self._schedule_changed = asyncio.Event()  # interrupts syncing in a window: the window may be another now
         self.state = SyncState()
         self.downstream = Downstream(store, parent, identity.repositories)
         self.upstream = Upstream(store, parent, status)
@@ -124,8 +125,11 @@ class SyncEngine:
         self.state.wake.set()
 
     def set_schedule(self, schedule: SyncSchedule) -> None:
-        """A new schedule applies at once: the next window is recomputed (SPEC 7.4)."""
+        """A new schedule applies at once: the next window is recomputed (SPEC 7.4), also while syncing in one."""
+        if (schedule.schedule, schedule.sync_window) == (self.schedule.schedule, self.schedule.sync_window):
+            return  # another part of the configuration changed
         self.schedule = schedule
+        self._schedule_changed.set()
         self.state.wake.set()
 
     def set_repositories(self, repositories: list[str]) -> None:
@@ -160,6 +164,7 @@ class SyncEngine:
         self.status.clear("PARENT_AUTH_FAILED")
 
     async def _iteration(self) -> None:
+        self._schedule_changed.clear()
         now = self.now()
         window = self.schedule.current_window(now)
         self.state.window = window or self.schedule.next_window(now)
@@ -172,13 +177,29 @@ class SyncEngine:
             return
         self._sync_now_requested = False
         if window.end is None:
-            await self._sync_in_window()
+            await self._until_schedule_changes(self._sync_in_window())
             return
         try:
             async with asyncio.timeout((window.end - self.now()).total_seconds()):
-                await self._sync_in_window()
+                await self._until_schedule_changes(self._sync_in_window())
         except TimeoutError:
             log.info("the sync window ended at %s: sync resumes in the next one", window.end.isoformat())
+
+    async def _until_schedule_changes(self, work) -> None:
+        """Run `work` (syncing in a window) until it ends or the schedule changes; then the caller looks again."""
+        task = asyncio.ensure_future(work)
+        changed = asyncio.ensure_future(self._schedule_changed.wait())
+        try:
+            await asyncio.wait({task, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if task.done() and not task.cancelled():
+            task.result()  # its error, if any, goes to run()'s handling
+        elif changed.done() and not changed.cancelled():
+            log.info("the sync schedule changed to %r: the next window is computed again", self.schedule)
 
     async def _one_round(self) -> None:
         await self._detect_parent_kind()

@@ -46,8 +46,9 @@ class ParentManifest:
 
 class ParentClient:
     def __init__(self, endpoint: str, token_name: str | None, password: str | None, *,
-                 connect_timeout: float = 3.0, first_byte_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 3.0, first_byte_timeout: float = 10.0, ssl_context=None) -> None:
         self.endpoint = endpoint.rstrip("/")
+        self.ssl_context = ssl_context  # None: the system's CAs
         self.token_name, self.password = token_name, password
         self.connect_timeout, self.first_byte_timeout = connect_timeout, first_byte_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -63,8 +64,19 @@ class ParentClient:
                 headers={"User-Agent": f"connected-registry/{__version__}"},
                 trust_env=True,  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY (SPEC 3)
                 auto_decompress=False,
+                connector=aiohttp.TCPConnector(ssl=self.ssl_context) if self.ssl_context is not None else None,
             )
         return self._session
+
+    def set_ssl_context(self, context) -> None:
+        """New trusted CAs (IoT Edge's trust bundle changed): new connections use them; requests in flight finish
+        on the old session, which is closed once the longest of them (a long poll) is over."""
+        self.ssl_context = context
+        old, self._session = self._session, None
+        if old is not None and not old.closed:
+            import asyncio
+
+            asyncio.get_running_loop().call_later(120, lambda: asyncio.ensure_future(old.close()))
 
     async def close(self) -> None:
         if self._session is not None:
