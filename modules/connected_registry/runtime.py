@@ -102,7 +102,9 @@ class Runtime:
         if self.config_source is not None:
             from connected_registry.auth.signing import TokenSigner, load_or_create_key
 
-            self.settings = await self.config_source.load_initial()
+            from connected_registry.environment import with_environment
+
+            self.settings = with_environment(await self.config_source.load_initial())
         self.store = RegistryStore(options.data_dir, origin=self.name,
                                    record_outbox=self.mode == "ReadWrite" and not self.is_root, clock=self.clock)
         if self.settings is not None:
@@ -388,7 +390,9 @@ class Runtime:
 
     def apply_settings(self, settings: "DesiredProperties") -> None:
         """Apply a validated configuration to every part that holds some of it, without a restart."""
-        settings = self._hold_back_identity_changes(settings)
+        from connected_registry.environment import with_environment
+
+        settings = self._hold_back_identity_changes(with_environment(settings))
         self.settings = settings
         logging.getLogger("connected_registry").setLevel(LOG_LEVELS[settings.logging.logLevel])
         if self.is_root and "mode" in settings.model_fields_set and settings.mode != "ReadWrite":

@@ -120,8 +120,8 @@ class TwinConfigSource:
             if decision == "refetch" and await self._refetch_quietly():
                 return
             if decision == "skip":
-                log.debug("desired $version %s is not newer than %s: skipped", value.get("$version"),
-                          self.desired.version)
+                log.info("desired $version %s is not newer than the applied %s (a redelivery after a reconnect): "
+                         "nothing changes", value.get("$version"), self.desired.version)
 
     async def _refetch(self) -> bool:
         twin = await self.connection.get_twin()

@@ -69,6 +69,7 @@ class SyncEngine:
         self.schedule = schedule or SyncSchedule()
         self.clock = clock
         self._sync_now_requested = False
+        self._activation_tried = False
         self.kind = kind
         self.report = report or (lambda: {})
         self.report_interval = report_interval
@@ -173,6 +174,8 @@ class SyncEngine:
             if self._sync_now_requested:  # syncNow: one round at once, outside any window
                 self._sync_now_requested = False
                 await self._one_round()
+            elif not self._activation_tried:
+                await self._activate_outside_window()
             await self._pause(max(self.schedule.seconds_until_next_window(self.now()), 0.05))
             return
         self._sync_now_requested = False
@@ -200,6 +203,17 @@ class SyncEngine:
             task.result()  # its error, if any, goes to run()'s handling
         elif changed.done() and not changed.cancelled():
             log.info("the sync schedule changed to %r: the next window is computed again", self.schedule)
+
+    async def _activate_outside_window(self) -> None:
+        """Activation is one small call: made at start even outside a window, so a new deployment shows Active
+        (or ALREADY_ACTIVE) at once. A parent out of reach is no error here: activation then waits for the window."""
+        try:
+            await self._detect_parent_kind()
+            if self.state.parent_kind == "connected" and self.state.activation != "Active":
+                await self.activate()
+        except ParentError as error:
+            self._parent_failed(error)
+        self._activation_tried = True
 
     async def _one_round(self) -> None:
         await self._detect_parent_kind()
