@@ -8,7 +8,7 @@ import signal
 import time
 import urllib.request
 
-from tests.edge.conftest import MODULE_NAME, EdgeModule
+from tests.edge.modules import MODULE_NAME, EdgeModule
 from tests.support.edge_runtime import wait_for_module_exit
 
 
@@ -18,7 +18,7 @@ def _codes(reported: dict) -> set[str]:
 
 def _active_with_window(start: str):
     return lambda reported: (reported.get("activation", {}).get("status") == "Active"
-                             and reported.get("sync", {}).get("nextWindowStart", "").endswith(start))
+                             and (reported.get("sync", {}).get("nextWindowStart") or "").endswith(start))
 
 
 def test_module_configures_itself_from_the_twin_and_reports_active_with_its_next_window(edge_module: EdgeModule):
@@ -51,7 +51,7 @@ def test_a_schedule_patch_moves_the_reported_window_without_a_restart(edge_modul
     pid = edge_module.process.pid
     sent = time.monotonic()
     version = hub.patch_desired({"parent": {"syncProperties": {"schedule": "0 5 * * *", "syncWindow": "PT2H"}}})
-    hub.wait_reported(lambda r: r.get("sync", {}).get("nextWindowStart", "").endswith("T05:00:00Z")
+    hub.wait_reported(lambda r: (r.get("sync", {}).get("nextWindowStart") or "").endswith("T05:00:00Z")
                       and r.get("appliedDesiredVersion") == version, timeout=30, what="the 05:00 window")
     moved_after = hub.reported_patches[-1][0] - sent
     assert hub.reported["sync"]["nextWindowEnd"].endswith("T07:00:00Z")
