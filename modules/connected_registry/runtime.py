@@ -19,7 +19,7 @@ from connected_registry.api import create_app
 from connected_registry.api.context import ApiContext
 from connected_registry.auth import OpenAccess, TokenAccess
 from connected_registry.status import StatusBoard
-from connected_registry.storage import RegistryStore
+from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.gc import collect_garbage
 
 if TYPE_CHECKING:  # pydantic and the JWT machinery load only with a configuration (idle memory)
@@ -105,8 +105,12 @@ class Runtime:
             from connected_registry.environment import with_environment
 
             self.settings = with_environment(await self.config_source.load_initial())
-        self.store = RegistryStore(options.data_dir, origin=self.name,
-                                   record_outbox=self.mode == "ReadWrite" and not self.is_root, clock=self.clock)
+        try:
+            self.store = RegistryStore(options.data_dir, origin=self.name,
+                                       record_outbox=self.mode == "ReadWrite" and not self.is_root, clock=self.clock)
+        except StorageError as error:  # the operator sees why in the twin, not only in the container's log
+            await self._report_before_exit("Disk", error.code, str(error))
+            raise
         if self.settings is not None:
             signer = TokenSigner(load_or_create_key(options.data_dir))
             access = TokenAccess(signer, login_server or self.name, self.settings)
@@ -151,6 +155,19 @@ class Runtime:
         log.info("connected registry %r (%s%s) serving %s://%s:%d with data in %s", self.name, self.mode,
                  ", root" if self.is_root else "", "https" if listener_ssl else "http", options.host, self.port,
                  options.data_dir)
+
+    async def _report_before_exit(self, type_: str, code: str, description: str) -> None:
+        self.status.set(type_, "Error", code, description)
+        if self.config_source is None:
+            return
+        document = {"name": self.name, "connectionState": "Unhealthy", "activation": {"status": "Inactive"},
+                    "statusDetails": self.status.details()}
+        try:
+            await asyncio.wait_for(self.config_source.write_reported(document, document), 10)
+        except Exception as error:  # noqa: BLE001 - the log has the cause already
+            log.warning("could not report %s before exiting: %s", code, error)
+        finally:
+            await self.config_source.close()
 
     def _config_source(self):
         """The module twin inside IoT Edge, else the --config file, else None (the embedded default)."""
