@@ -40,9 +40,9 @@ def connection_string(name: str, parent: Instance | None) -> str:
 
 
 def start_module(base: Path, runtime: EdgeRuntime, parent: Instance | None, name: str = MODULE_NAME,
-                 env: dict | None = None) -> tuple[RegistryProcess, float]:
+                 env: dict | None = None, wait: bool = True) -> tuple[RegistryProcess, float]:
     started = time.monotonic()
-    process = RegistryProcess(base / f"{name}-data", env={
+    process = RegistryProcess(base / f"{name}-data", wait=wait, env={
         **runtime.module_env(), "ACR_REGISTRY_CONNECTION_STRING": connection_string(name, parent),
         "ACR_REGISTRY_CERTIFICATE_VOLUME": str(base / f"{name}-certs"), **(env or {})})
     return process, started

@@ -299,7 +299,8 @@ class EdgeRuntime:
     """The simulated IoT Edge runtime of one device with one module: workload API, edgeHub's broker, IoT Hub's twin."""
 
     def __init__(self, workdir: Path, pki: TestPki, module_id: str = "connected-registry",
-                 device_id: str = "sim-device", desired: dict | None = None, parent_hostname: str | None = None) -> None:
+                 device_id: str = "sim-device", desired: dict | None = None, parent_hostname: str | None = None,
+                 start_broker: bool = True) -> None:
         require("/usr/sbin/mosquitto")
         self.workdir = workdir
         self.module_id, self.device_id = module_id, device_id
@@ -311,11 +312,17 @@ class EdgeRuntime:
         self.socket_path = self.socket_dir / "workload.sock"
         module_key = base64.b64encode(os.urandom(32)).decode()
         self.workload = Workload(self.socket_path, {module_id: module_key}, pki.ca_cert.read_text())
+        self.pki, self.desired = pki, desired
         self.broker = None
         self.hub = None
+        if start_broker:
+            self.start_broker()
+
+    def start_broker(self) -> None:
+        """edgeHub comes up (a test may start the module before it, as IoT Edge sometimes does)."""
         try:
-            self.broker = Mosquitto(workdir / "mosquitto", self.address, pki)
-            self.hub = TwinHub(self.address, pki.ca_cert, desired)
+            self.broker = Mosquitto(self.workdir / "mosquitto", self.address, self.pki)
+            self.hub = TwinHub(self.address, self.pki.ca_cert, self.desired)
         except BaseException:
             self.stop()
             raise
