@@ -98,7 +98,9 @@ class Runtime:
     async def start(self) -> None:
         options = self.options
         login_server = os.environ.get("ACR_REGISTRY_LOGIN_SERVER") or None
-        self.config_source = self._config_source()
+        from connected_registry.edge import wiring  # the module twin inside IoT Edge, else --config, else None
+
+        self.config_source = wiring.config_source(options.config_path, self.status, self.apply_settings)
         if self.config_source is not None:
             from connected_registry.auth.signing import TokenSigner, load_or_create_key
 
@@ -109,7 +111,7 @@ class Runtime:
             self.store = RegistryStore(options.data_dir, origin=self.name,
                                        record_outbox=self.mode == "ReadWrite" and not self.is_root, clock=self.clock)
         except StorageError as error:  # the operator sees why in the twin, not only in the container's log
-            await self._report_before_exit("Disk", error.code, str(error))
+            await wiring.report_before_exit(self, "Disk", error.code, str(error))
             raise
         if self.settings is not None:
             signer = TokenSigner(load_or_create_key(options.data_dir))
@@ -140,67 +142,14 @@ class Runtime:
         if self.config_source:
             self._tasks.append(asyncio.create_task(self.config_source.watch(), name="config-watch"))
         if not self.is_root:
-            parent_ssl = None
-            if self.config_source is not None and self.config_source.label == "module twin":
-                from connected_registry.tls import TrustBundle
-
-                self.trust_bundle = TrustBundle(on_change=lambda context: self.engine.parent.set_ssl_context(context))
-                parent_ssl = await self.trust_bundle.refresh()
-                self._tasks.append(asyncio.create_task(self.trust_bundle.watch(), name="trust-bundle"))
-            self.engine = self._sync_engine(parent_ssl)
+            self.engine = self._sync_engine(await wiring.parent_trust(self))
             self._tasks.append(asyncio.create_task(self.engine.run(), name="sync"))
         self._tasks.append(asyncio.create_task(self._prune_events_forever(), name="event-retention"))
         if self.config_source is not None:
-            self._start_reporting()
+            wiring.start_reporting(self)
         log.info("connected registry %r (%s%s) serving %s://%s:%d with data in %s", self.name, self.mode,
                  ", root" if self.is_root else "", "https" if listener_ssl else "http", options.host, self.port,
                  options.data_dir)
-
-    async def _report_before_exit(self, type_: str, code: str, description: str) -> None:
-        self.status.set(type_, "Error", code, description)
-        if self.config_source is None:
-            return
-        document = {"name": self.name, "connectionState": "Unhealthy", "activation": {"status": "Inactive"},
-                    "statusDetails": self.status.details()}
-        try:
-            await asyncio.wait_for(self.config_source.write_reported(document, document), 10)
-        except Exception as error:  # noqa: BLE001 - the log has the cause already
-            log.warning("could not report %s before exiting: %s", code, error)
-        finally:
-            await self.config_source.close()
-
-    def _config_source(self):
-        """The module twin inside IoT Edge, else the --config file, else None (the embedded default)."""
-        from connected_registry.edge.module_client import in_iot_edge
-
-        if in_iot_edge():
-            from connected_registry.edge.twin_source import TwinConfigSource
-
-            if self.options.config_path:
-                log.warning("inside IoT Edge the module twin configures the instance: --config %s is ignored",
-                            self.options.config_path)
-            return TwinConfigSource(self.status, self.apply_settings)
-        if self.options.config_path:
-            from connected_registry.edge.file_source import FileConfigSource
-
-            return FileConfigSource(self.options.config_path, self.status, self.apply_settings)
-        return None
-
-    def _start_reporting(self) -> None:
-        """Reported properties at SPEC 4's cadence (the twin, or reported.json), and the direct methods."""
-        from connected_registry.durations import duration_seconds
-        from connected_registry.edge.reporter import Reporter
-
-        self.reporter = Reporter(self.status_document, self.config_source.write_reported,
-                                 lambda: duration_seconds(self.settings.reportInterval))
-        self.config_source.on_applied = self.reporter.poke
-        self.status.on_change = self.reporter.poke
-        self._tasks.append(asyncio.create_task(self.reporter.run(), name="reporter"))
-        connection = getattr(self.config_source, "connection", None)
-        if connection is not None:
-            from connected_registry.edge.methods import answer_direct_method
-
-            connection.serve_methods(lambda name, payload: answer_direct_method(self, name, payload))
 
     def _sync_engine(self, ssl_context=None):
         from connected_registry import __version__

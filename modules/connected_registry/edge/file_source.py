@@ -38,8 +38,6 @@ def read_desired(path: str) -> tuple[DesiredProperties, int | None]:
 class FileConfigSource:
     """Same interface as TwinConfigSource (`load_initial`, `watch`, `write_reported`, `applied_version`)."""
 
-    label = "configuration file"
-
     def __init__(self, path: str, status: StatusBoard, apply: Callable[[DesiredProperties], None]) -> None:
         self.path = path
         self.status = status

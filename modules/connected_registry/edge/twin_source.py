@@ -67,8 +67,6 @@ class DesiredDocument:
 class TwinConfigSource:
     """Same interface as FileConfigSource (`load_initial`, `watch`, `write_reported`, `applied_version`)."""
 
-    label = "module twin"
-
     def __init__(self, status: StatusBoard, apply: Callable[[DesiredProperties], None],
                  connection: ModuleConnection | None = None) -> None:
         self.status = status
