@@ -115,16 +115,22 @@ class ModuleConnection:
             log.exception("direct method %s failed", request.name)
             status, payload = 500, {"message": f"{request.name} failed: {error}"}
         try:
-            await asyncio.wait_for(self._client.send_method_response(
-                MethodResponse.create_from_method_request(request, status, payload)), TWIN_CALL_TIMEOUT)
+            await self._call(self._client.send_method_response(
+                MethodResponse.create_from_method_request(request, status, payload)))
         except Exception as error:  # noqa: BLE001 - the caller times out at IoT Hub
             log.warning("could not answer direct method %s: %s", request.name, error)
 
+    @staticmethod
+    async def _call(coroutine):
+        """With a timeout; shielded, because the SDK completes its future from its own thread and logs an asyncio
+        error when we have cancelled it meanwhile (a timeout, or shutdown)."""
+        return await asyncio.wait_for(asyncio.shield(coroutine), TWIN_CALL_TIMEOUT)
+
     async def get_twin(self) -> dict:
-        return await asyncio.wait_for(self._client.get_twin(), TWIN_CALL_TIMEOUT)
+        return await self._call(self._client.get_twin())
 
     async def patch_reported(self, patch: dict) -> None:
-        await asyncio.wait_for(self._client.patch_twin_reported_properties(patch), TWIN_CALL_TIMEOUT)
+        await self._call(self._client.patch_twin_reported_properties(patch))
 
     async def close(self) -> None:
         if self._client is not None:

@@ -42,6 +42,8 @@ def start_reporting(runtime: "Runtime") -> None:
                                 lambda: duration_seconds(runtime.settings.reportInterval))
     source.on_applied = runtime.reporter.poke
     runtime.status.on_change = runtime.reporter.poke
+    if runtime.engine is not None:
+        runtime.engine.on_change = runtime.reporter.poke
     runtime._tasks.append(asyncio.create_task(runtime.reporter.run(), name="reporter"))  # noqa: SLF001 - owned there
     connection = getattr(source, "connection", None)
     if connection is not None:

@@ -77,6 +77,7 @@ class SyncEngine:
         self._reconcile_wanted = asyncio.Event()  # interrupts a long poll: the scope changed, or syncNow
         self._schedule_changed = asyncio.Event()  # interrupts syncing in a window: the window may be another now
         self.state = SyncState()
+        self.on_change: Callable[[], None] = lambda: None  # activation or reachability changed: the reporter looks
         self.downstream = Downstream(store, parent, identity.repositories)
         self.upstream = Upstream(store, parent, status)
         saved = store.control.get("cursor")
@@ -98,6 +99,7 @@ class SyncEngine:
                 raise
             except ActivationRefused as refused:
                 self.state.activation = "Inactive"
+                self.on_change()
                 if not refused.retry:
                     log.error("sync stopped: %s", refused)
                     return
@@ -151,6 +153,8 @@ class SyncEngine:
         self._report_wanted.set()
 
     def _parent_failed(self, error: ParentError) -> None:
+        if self.state.online:
+            self.on_change()
         self.state.online = False
         self.state.errors += 1
         if error.kind == "auth":
@@ -160,7 +164,9 @@ class SyncEngine:
                             f"{error}; content already here is still served, and sync resumes when the parent answers")
 
     def _parent_answered(self) -> None:
-        self.state.online = True
+        if not self.state.online:
+            self.state.online = True
+            self.on_change()
         self.status.clear("PARENT_UNREACHABLE")
         self.status.clear("PARENT_AUTH_FAILED")
 
@@ -327,6 +333,7 @@ class SyncEngine:
             self.state.activation, self.state.activated_since = "Active", utc_timestamp()
             for code in ("ALREADY_ACTIVE", "DEACTIVATED", "MODE_INCOMPATIBLE"):
                 self.status.clear(code)
+            self.on_change()
             log.info("activated %s at %s", identity.name, self.parent.endpoint)
             return
         code = ((body.get("errors") or [{}])[0]).get("code", "") if isinstance(body.get("errors"), list) else ""
