@@ -408,6 +408,9 @@ class Runtime:
         if self.engine is not None:
             await self.engine.parent.close()
         if self.config_source is not None:
+            from connected_registry.edge import wiring
+
+            await wiring.report_stopped(self)
             await self.config_source.close()
         if self.store is not None:  # children's long polls answer now rather than hold the shutdown
             self.store.closing = True
@@ -423,8 +426,17 @@ class Runtime:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await self.start()
+        starting = asyncio.ensure_future(self.start())  # may wait long: for edgeHub, or for a twin that validates
+        stopping = asyncio.ensure_future(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                log.info("stopping before the start completed")
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                return
+            starting.result()
+            await stopping
         finally:
+            stopping.cancel()
             await self.stop()

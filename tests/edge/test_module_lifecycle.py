@@ -35,6 +35,25 @@ def test_the_first_connection_is_retried_until_edgehub_is_up(tmp_path: Path, edg
         root.stop()
 
 
+def test_sigterm_stops_a_module_still_waiting_for_edgehub(tmp_path: Path, edge_pki: TestPki):
+    import signal
+
+    from tests.support.edge_runtime import wait_for_module_exit
+
+    runtime = EdgeRuntime(tmp_path / "edge", edge_pki, desired=module_desired(), start_broker=False)
+    process = None
+    try:
+        process, _ = start_module(tmp_path, runtime, None, wait=False)
+        wait_until(lambda: "cannot reach edgeHub" in process.log(), timeout=30, what="a failed first connection")
+        process.process.send_signal(signal.SIGTERM)
+        wait_for_module_exit(process, timeout=10)
+        assert process.process.returncode == 0, process.log()
+    finally:
+        if process is not None:
+            process.stop()
+        runtime.stop()
+
+
 def test_an_invalid_twin_at_start_is_reported_and_a_patch_that_fixes_it_starts_the_module(tmp_path: Path,
                                                                                          edge_pki: TestPki):
     root = start_instance(tmp_path, "factory-root", children=[(MODULE_NAME, "ReadOnly")])

@@ -130,4 +130,5 @@ def test_sigterm_stops_the_module_cleanly_within_ten_seconds(edge_module: EdgeMo
     took = wait_for_module_exit(edge_module.process, timeout=10)
     assert edge_module.process.process.returncode == 0, edge_module.process.log()
     assert "connected registry stopped" in edge_module.process.log()
+    assert hub.reported["connectionState"] == "Offline"  # its last report: not left showing Online
     print(f"\nMEASURE SIGTERM to exit: {took:.2f} s")

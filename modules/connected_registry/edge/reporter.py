@@ -76,6 +76,10 @@ class Reporter:
         self._poked = asyncio.Event()
         self.writes = 0
 
+    @property
+    def last_sent(self) -> dict | None:
+        return self._sent
+
     def poke(self) -> None:
         """Something that is reported at once changed: look now rather than within a second."""
         self._poked.set()

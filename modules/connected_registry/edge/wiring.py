@@ -79,3 +79,14 @@ async def report_before_exit(runtime: "Runtime", type_: str, code: str, descript
         log.warning("could not report %s before exiting: %s", code, error)
     finally:
         await source.close()
+
+
+async def report_stopped(runtime: "Runtime") -> None:
+    """On SIGTERM: the last report says Offline, so IoT Hub does not show a stopped module as Online."""
+    if runtime.reporter is None or runtime.reporter.last_sent is None:
+        return
+    document = dict(runtime.reporter.last_sent, connectionState="Offline")
+    try:
+        await asyncio.wait_for(runtime.config_source.write_reported({"connectionState": "Offline"}, document), 2)
+    except Exception as error:  # noqa: BLE001 - stopping anyway
+        log.info("could not report Offline while stopping: %s", error)
