@@ -92,6 +92,26 @@ def test_a_full_redelivery_of_the_desired_document_changes_nothing(edge_module: 
     assert versions == sorted(versions), versions
 
 
+def test_changes_made_while_edgehub_was_away_arrive_when_the_module_is_back(edge_module: EdgeModule):
+    from tests.support.http import basic, request
+    from tests.sync.hierarchy import WRITER
+
+    hub = edge_module.hub
+    hub.wait_reported(_active_with_window("T09:00:00Z"), timeout=60, what="Active with the 09:00 window")
+    manifests = f"{edge_module.process.url}/v2/factory/app/manifests/v1"
+    assert request(manifests, headers=basic(*WRITER)).status == 404  # the writer token is known: the image is not
+    edge_module.runtime.broker.stop()
+    hub.patch_desired_while_away({"tokens": {WRITER[0]: None}})  # two updates IoT Hub never notified
+    version = hub.patch_desired_while_away({"parent": {"syncProperties": {"schedule": "0 5 * * *",
+                                                                          "syncWindow": "PT2H"}}})
+    edge_module.runtime.broker.start()
+    hub.wait_reported(lambda r: r.get("appliedDesiredVersion") == version
+                      and (r["sync"].get("nextWindowStart") or "").endswith("T05:00:00Z"), timeout=60,
+                      what="the twin read again after the reconnect")
+    assert request(manifests, headers=basic(*WRITER)).status == 401  # the whole document replaced: the token is gone
+    assert "CONFIG_INVALID" not in _codes(hub.reported)
+
+
 def test_a_mode_change_while_active_is_held_back_and_reported(edge_module: EdgeModule):
     hub = edge_module.hub
     hub.wait_reported(_active_with_window("T09:00:00Z"), timeout=60, what="Active with the 09:00 window")

@@ -4,7 +4,7 @@
     Workload(socket_path, module_keys, ca_pem)   the security daemon's workload API: aiohttp on a unix socket, in its
                                                  own thread; GET /trust-bundle and POST /modules/{m}/genid/{g}/sign
     Mosquitto(workdir, address, pki)             Debian's mosquitto as edgeHub's MQTT broker: TLS 1.2 on ADDRESS:8883
-                                                 (the SDK hard-codes the port), persistence off, TCP_NODELAY
+                                                 (the SDK hard-codes the port), sessions kept across restarts, TCP_NODELAY
     TwinHub(address, ca_file)                    IoT Hub's side of the twin and direct methods, over MQTT (paho): answers
                                                  $iothub/twin/GET and reported PATCHes, publishes desired patches, invokes
                                                  methods on $iothub/methods/POST and waits for $iothub/methods/res
@@ -159,17 +159,20 @@ class Workload:
 
 
 class Mosquitto:
-    """Debian's mosquitto as edgeHub's MQTT endpoint: TLS on ADDRESS:8883, anonymous (the SAS token is not checked)."""
+    """Debian's mosquitto as edgeHub's MQTT endpoint: TLS on ADDRESS:8883, anonymous (the SAS token is not checked).
+    Sessions persist across `restart()` (the SDK relies on its persistent session and never subscribes again)."""
 
     def __init__(self, workdir: Path, address: str, pki: TestPki) -> None:
         require("/usr/sbin/mosquitto")
         workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
         self.address = address
         cert, key = server_certificate(pki, workdir / "certs", [address, "127.0.0.1"])
         self.log_path = workdir / "mosquitto.log"
         config = workdir / "mosquitto.conf"
         lines = [
-            "per_listener_settings false", "allow_anonymous true", "persistence false",
+            "per_listener_settings false", "allow_anonymous true", "persistence true",
+            f"persistence_location {workdir}/", "autosave_interval 0",
             f"log_dest file {self.log_path}", "log_type error", "log_type warning", "log_type notice",
             "log_type information", "connection_messages true", "max_keepalive 1740", "set_tcp_nodelay true",
             f"listener {MQTT_PORT} {address}", f"cafile {pki.ca_cert}", f"certfile {cert}", f"keyfile {key}",
@@ -178,8 +181,12 @@ class Mosquitto:
         if os.geteuid() == 0:
             lines.insert(0, "user root")  # else it drops to 'mosquitto', which cannot read the 0700 temp dirs
         config.write_text("\n".join(lines) + "\n")
-        self.daemon = Daemon("mosquitto", ["/usr/sbin/mosquitto", "-c", config], workdir / "mosquitto.out")
-        self.daemon.wait_ready(lambda: port_open(MQTT_PORT, address), timeout=20)
+        self.config = config
+        self.start()
+
+    def start(self) -> None:
+        self.daemon = Daemon("mosquitto", ["/usr/sbin/mosquitto", "-c", self.config], self.workdir / "mosquitto.out")
+        self.daemon.wait_ready(lambda: port_open(MQTT_PORT, self.address), timeout=20)
 
     def log(self) -> str:
         try:
@@ -207,8 +214,10 @@ class TwinHub:
         self._condition = threading.Condition()
         self._method_answers: dict[str, tuple[int, object]] = {}
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(client_id=f"twinhub-{uuid.uuid4().hex[:8]}", clean_session=True,
+        # A persistent session, like the module's: requests sent while the hub reconnects after a broker restart wait.
+        self._client = mqtt.Client(client_id=f"twinhub-{uuid.uuid4().hex[:8]}", clean_session=False,
                                    protocol=mqtt.MQTTv311)
+        self._client.reconnect_delay_set(min_delay=0.1, max_delay=1)
         self._client.tls_set(ca_certs=str(ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *arguments: self._subscribed.set()
@@ -253,6 +262,14 @@ class TwinHub:
                 self._condition.notify_all()
 
     # --- what an operator does in IoT Hub -----------------------------------------------------------
+
+    def patch_desired_while_away(self, patch: dict) -> int:
+        """A desired update made while the module is disconnected: IoT Hub queues no notification for it, the module
+        must find it by reading the twin when it is back."""
+        with self._condition:
+            merge_patch(self.desired, patch)
+            self.desired["$version"] += 1
+            return self.desired["$version"]
 
     def patch_desired(self, patch: dict) -> int:
         """A desired-properties update: merged into the twin and sent as IoT Hub sends it. Returns the new $version."""
