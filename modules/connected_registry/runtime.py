@@ -261,9 +261,14 @@ class Runtime:
         return str(uuid.uuid4())
 
     def start_gc(self) -> str:
-        """Garbage collection now, in the background (the gc direct method); returns its operation id."""
+        """Garbage collection now, in the background (the gc direct method); returns its operation id (the running
+        one's, when a collection started this way has not finished yet)."""
         import uuid
 
+        self._tasks = [task for task in self._tasks if not task.done()]
+        running = next((task for task in self._tasks if task.get_name().startswith("gc-")), None)
+        if running is not None:
+            return running.get_name().removeprefix("gc-")
         operation = str(uuid.uuid4())
 
         async def collect() -> None:

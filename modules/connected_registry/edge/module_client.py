@@ -34,11 +34,9 @@ class ModuleConnection:
         self.events: asyncio.Queue = asyncio.Queue()  # ("patch", dict) | ("connected", bool)
         self._method_handler: Callable[[str, object], Awaitable[tuple[int, object]]] | None = None
 
-    async def connect(self, stop_after: float | None = None) -> None:
-        """Create the client and connect, retrying with backoff (1 s doubling to 30 s) until it works, or
-        `stop_after` seconds passed (then the last error is raised)."""
+    async def connect(self) -> None:
+        """Create the client and connect, retrying with backoff (1 s doubling to 30 s) until it works."""
         self._loop = asyncio.get_running_loop()
-        started = self._loop.time()
         backoff = 1.0
         while True:
             try:
@@ -49,8 +47,6 @@ class ModuleConnection:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - every failure here is retried
-                if stop_after is not None and self._loop.time() - started + backoff > stop_after:
-                    raise
                 log.warning("cannot reach edgeHub (%s: %s); retrying in %.0f s. Check that edgeHub runs and that "
                             "IOTEDGE_GATEWAYHOSTNAME (%s) resolves", type(error).__name__, error, backoff,
                             os.environ.get("IOTEDGE_GATEWAYHOSTNAME"))

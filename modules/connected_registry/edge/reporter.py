@@ -22,6 +22,7 @@ log = logging.getLogger("connected_registry.report")
 
 SYNCING_AFTER_SECONDS = 30.0
 POLL_SECONDS = 1.0
+COALESCE_SECONDS = 0.02
 MAX_BACKOFF_SECONDS = 60.0
 _COUNTERS = (("lastActivityTime",), ("lastSyncTime",), ("parent", "syncProperties", "lastSyncTime"),
              ("sync", "pendingUploads"), ("sync", "rejectedUploads"), ("sync", "repositories"),
@@ -129,5 +130,6 @@ class Reporter:
                 wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF_SECONDS)
             try:
                 await asyncio.wait_for(self._poked.wait(), wait)
+                await asyncio.sleep(COALESCE_SECONDS)  # a burst of changes (a patch, its consequences) is one update
             except asyncio.TimeoutError:
                 pass
