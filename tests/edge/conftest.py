@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.edge.modules import MODULE_NAME, EdgeModule, module_desired, start_module
-from tests.support.edge_runtime import EdgeRuntime
+from tests.edge.modules import MODULE_NAME, edge_module_under, module_desired
 from tests.support.pki import TestPki, make_pki
 from tests.sync.hierarchy import start_instance
 
@@ -18,16 +17,16 @@ def edge_pki(tmp_path_factory) -> TestPki:
 
 
 @pytest.fixture
-def edge_module(tmp_path: Path, edge_pki: TestPki):
-    root = start_instance(tmp_path, "factory-root", children=[(MODULE_NAME, "ReadOnly")])
-    runtime = process = None
+def root(tmp_path: Path):
+    """A root instance with the module's sync token."""
+    instance = start_instance(tmp_path, "factory-root", children=[(MODULE_NAME, "ReadOnly")])
     try:
-        runtime = EdgeRuntime(tmp_path / "edge", edge_pki, module_id="connectedRegistry", desired=module_desired())
-        process, started = start_module(tmp_path, runtime, root)
-        yield EdgeModule(runtime, process, root, started)
+        yield instance
     finally:
-        if process is not None:
-            process.stop()
-        if runtime is not None:
-            runtime.stop()
-        root.stop()
+        instance.stop()
+
+
+@pytest.fixture
+def edge_module(tmp_path: Path, edge_pki: TestPki, root):
+    with edge_module_under(tmp_path, edge_pki, module_desired(), root=root) as module:
+        yield module

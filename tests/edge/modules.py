@@ -4,10 +4,13 @@ ACR_REGISTRY_CONNECTION_STRING; everything else comes from its twin."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.edge_runtime import EdgeRuntime
+from tests.support.pki import TestPki
 from tests.support.processes import RegistryProcess
 from tests.sync.hierarchy import Instance, client_tokens, sync_token_for
 
@@ -18,7 +21,7 @@ MODULE_NAME = "line1-edge"
 class EdgeModule:
     runtime: EdgeRuntime
     process: RegistryProcess
-    root: Instance
+    root: Instance | None
     started: float  # time.monotonic() before the process was spawned
 
     @property
@@ -46,3 +49,19 @@ def start_module(base: Path, runtime: EdgeRuntime, parent: Instance | None, name
         **runtime.module_env(), "ACR_REGISTRY_CONNECTION_STRING": connection_string(name, parent),
         "ACR_REGISTRY_CERTIFICATE_VOLUME": str(base / f"{name}-certs"), **(env or {})})
     return process, started
+
+
+@contextmanager
+def edge_module_under(base: Path, pki: TestPki, desired: dict, *, root: Instance | None, wait: bool = True,
+                      start_broker: bool = True) -> Iterator[EdgeModule]:
+    """A simulated IoT Edge runtime with this twin and the module in it (below `root`), both stopped at the end."""
+    runtime = EdgeRuntime(base / "edge", pki, module_id="connectedRegistry", desired=desired,
+                          start_broker=start_broker)
+    process = None
+    try:
+        process, started = start_module(base, runtime, root, wait=wait)
+        yield EdgeModule(runtime, process, root, started)
+    finally:
+        if process is not None:
+            process.stop()
+        runtime.stop()

@@ -196,19 +196,11 @@ class SyncEngine:
 
     async def _until_schedule_changes(self, work) -> None:
         """Run `work` (syncing in a window) until it ends or the schedule changes; then the caller looks again."""
-        task = asyncio.ensure_future(work)
-        changed = asyncio.ensure_future(self._schedule_changed.wait())
-        try:
-            await asyncio.wait({task, changed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            changed.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
-        if task.done() and not task.cancelled():
-            task.result()  # its error, if any, goes to run()'s handling
-        elif changed.done() and not changed.cancelled():
+        finished = await _until_set(work, self._schedule_changed)
+        if finished is None:
             log.info("the sync schedule changed to %r: the next window is computed again", self.schedule)
+        else:
+            finished.result()  # its error, if any, goes to run()'s handling
 
     async def _activate_outside_window(self) -> None:
         """Activation is one small call: made at start even outside a window, so a new deployment shows Active
@@ -366,17 +358,10 @@ class SyncEngine:
             await self.reconcile_all()
             await self._save_cursor(head)
         while True:
-            poll = asyncio.ensure_future(self.parent.control(
+            poll = await _until_set(self.parent.control(
                 "GET", path, headers=headers, read_timeout=LONG_POLL_SECONDS + self.parent.first_byte_timeout,
-                params={"cursor": str(self.state.cursor), "wait": str(LONG_POLL_SECONDS)}))
-            interrupt = asyncio.ensure_future(self._reconcile_wanted.wait())
-            try:
-                await asyncio.wait({poll, interrupt}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                interrupt.cancel()
-                if not poll.done():
-                    poll.cancel()
-            if not poll.done() or poll.cancelled():
+                params={"cursor": str(self.state.cursor), "wait": str(LONG_POLL_SECONDS)}), self._reconcile_wanted)
+            if poll is None:
                 self._reconcile_wanted.clear()
                 return  # reconcile now (the caller loops back)
             status, body = poll.result()
@@ -465,3 +450,17 @@ class SyncEngine:
         self._last_reconcile = time.monotonic()
         self.state.last_sync_time = utc_timestamp()
         self.state.syncs += 1
+
+
+async def _until_set(work, event: asyncio.Event) -> asyncio.Future | None:
+    """Run `work` until it finishes (its future is returned) or `event` is set first (`work` is cancelled: None)."""
+    task = asyncio.ensure_future(work)
+    interrupt = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        interrupt.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    return None if task.cancelled() else task
