@@ -287,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     logging.basicConfig(level=arguments.log_level, format=LOG_FORMAT, stream=sys.stdout)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    logging.getLogger("azure.iot.device").setLevel(logging.WARNING)  # several lines per twin call at INFO
     try:
         return arguments.handler(arguments)
     except StorageError as error:

@@ -109,7 +109,11 @@ class TwinConfigSource:
         while True:
             kind, value = await self.connection.events.get()
             if kind == "connected":
-                if value and await self._refetch_quietly():
+                if not value:
+                    log.warning("lost the connection to edgeHub; the SDK reconnects, and the twin is read again then")
+                    continue
+                log.info("connected to edgeHub again: reading the twin for changes made meanwhile")
+                if await self._refetch_quietly():
                     return
                 continue
             decision = self.desired.offer(value)
