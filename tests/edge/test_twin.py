@@ -85,7 +85,7 @@ def test_a_full_redelivery_of_the_desired_document_changes_nothing(edge_module: 
     version = hub.patch_desired({"logging": {"logLevel": "Information"}})  # published after it: handled after it
     hub.wait_reported(lambda r: r.get("appliedDesiredVersion") == version, timeout=30, what="the next patch applied")
     log = edge_module.process.log()
-    assert "desired $version 1 is not newer than the applied 1" in log
+    assert "desired $version 1 is not newer than the $version 1 held here" in log
     assert "applied desired $version 1 " not in log and f"applied desired $version {version} " in log
     assert not _codes(hub.reported) & {"CONFIG_INVALID", "CONFIG_UNKNOWN_KEYS", "CHANGE_NEEDS_DEACTIVATION"}
     versions = [patch["appliedDesiredVersion"] for _, patch in hub.reported_patches if "appliedDesiredVersion" in patch]

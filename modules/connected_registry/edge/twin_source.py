@@ -83,7 +83,10 @@ class TwinConfigSource:
         without a last good configuration there is nothing to run with, so CONFIG_INVALID is reported through
         the twin until a patch fixes it."""
         await self.connection.connect()
-        await self._refetch()
+        backoff = 1.0
+        while not await self._refetch_quietly():  # edgeHub may answer before it has the twin
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
         while True:
             try:
                 settings = self._validate()
@@ -122,8 +125,8 @@ class TwinConfigSource:
             if decision == "refetch" and await self._refetch_quietly():
                 return
             if decision == "skip":
-                log.info("desired $version %s is not newer than the applied %s (a redelivery after a reconnect): "
-                         "nothing changes", value.get("$version"), self.desired.version)
+                log.info("desired $version %s is not newer than the $version %s held here (a redelivery after a "
+                         "reconnect): nothing changes", value.get("$version"), self.desired.version)
 
     async def _refetch(self) -> bool:
         twin = await self.connection.get_twin()
