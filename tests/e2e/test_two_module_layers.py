@@ -7,16 +7,17 @@ on its own loopback address), configured only through their twins, as an operato
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from tests.edge.modules import module_desired, start_module
-from tests.support.clients import ApiProxy
+from tests.support.clients import ApiProxy, skopeo
 from tests.support.edge_runtime import EdgeRuntime
 from tests.support.layouts import make_image
 from tests.support.pki import make_pki
 from tests.support.processes import wait_until
-from tests.sync.hierarchy import start_instance, sync_token_for
+from tests.sync.hierarchy import READER, start_instance, sync_token_for
 from tests.sync.test_downstream import manifest_at, skopeo_push
 
 
@@ -54,6 +55,11 @@ def test_an_image_pushed_at_the_root_is_pulled_at_the_bottom_and_a_twin_patch_mo
         wait_until(lambda: (reply := manifest_at(leaf, "factory/app", "v1")) and
                    reply.headers["Docker-Content-Digest"] == digest, timeout=90, what="factory/app:v1 at the bottom")
         arrived = time.monotonic() - pushed
+        # a device of the bottom layer pulls it, every blob included
+        skopeo("copy", "--src-tls-verify=false", "--src-creds", f"{READER[0]}:{READER[1]}",
+               f"docker://{leaf.host}/factory/app:v1", f"oci:{tmp_path / 'pulled'}:v1")
+        pulled = json.loads((tmp_path / "pulled" / "index.json").read_text())["manifests"][0]["digest"]
+        assert pulled == digest
         assert any("/v2/factory/app/" in uri for _, uri, _ in proxy.requests())  # through the API proxy, over TLS
 
         device_b.hub.patch_desired({"parent": {"syncProperties": {"schedule": "0 5 * * *", "syncWindow": "PT2H"}}})
