@@ -50,7 +50,8 @@ def _render(name: str) -> dict:
 
 def _create_options(module: dict) -> dict:
     options = module["settings"]["createOptions"]
-    return json.loads(options) if isinstance(options, str) else options
+    assert isinstance(options, str), "IoT Hub takes createOptions as a JSON string (az iot edge set-modules sends it as is)"
+    return json.loads(options)
 
 
 def test_the_readme_lists_every_template_variable():
