@@ -17,6 +17,7 @@ log = logging.getLogger("connected_registry.tls")
 DEFAULT_CERTIFICATE_VOLUME = "/var/acr/certs"
 CHECK_SECONDS = 5.0
 TRUST_BUNDLE_SECONDS = 300.0
+TRUST_BUNDLE_MIN_SECONDS = 10.0  # between two reads asked for by certificate errors
 
 
 class ListenerCertificate:
@@ -103,6 +104,11 @@ class TrustBundle:
     def __init__(self, on_change: Callable[[ssl.SSLContext], None] | None = None) -> None:
         self.pem: str | None = None
         self.on_change = on_change or (lambda context: None)
+        self._wanted = asyncio.Event()
+
+    def refresh_soon(self) -> None:
+        """The parent's certificate was refused: the edge CA may have been renewed, read the bundle now."""
+        self._wanted.set()
 
     async def refresh(self) -> ssl.SSLContext | None:
         """A new context when the bundle changed (or was first read), else None."""
@@ -119,9 +125,14 @@ class TrustBundle:
                  pem.count("BEGIN CERTIFICATE"))
         return parent_ssl_context(pem)
 
-    async def watch(self, interval: float = TRUST_BUNDLE_SECONDS) -> None:
+    async def watch(self, interval: float = TRUST_BUNDLE_SECONDS, min_interval: float = TRUST_BUNDLE_MIN_SECONDS) -> None:
         while True:
-            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(self._wanted.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wanted.clear()
             context = await self.refresh()
             if context is not None:
                 self.on_change(context)
+            await asyncio.sleep(min_interval)

@@ -39,7 +39,8 @@ async def test_the_trust_bundle_is_trusted_for_the_parent_and_read_again_when_it
 
         rotated = make_pki(tmp_path / "rotated", common_name="rotated edge CA")
         workload.trust_bundle = rotated.ca_cert.read_text()
-        watch = asyncio.create_task(bundle.watch(interval=0.05))
+        watch = asyncio.create_task(bundle.watch(interval=3600, min_interval=0))  # only when asked for
+        bundle.refresh_soon()  # what a refused parent certificate does
         try:
             for _ in range(200):
                 if changes:
@@ -91,3 +92,39 @@ def test_the_listener_serves_https_with_the_certificate_volume_and_picks_up_a_ne
         assert "loaded the new listener certificate" in registry.log()
     finally:
         registry.stop()
+
+
+async def test_a_parent_certificate_the_trust_bundle_does_not_cover_is_reported_and_asks_for_the_bundle(
+        tmp_path: Path, edge_pki: TestPki):
+    from aiohttp import web
+
+    from connected_registry.sync.parent_client import ParentError
+    from connected_registry.tls import parent_ssl_context
+
+    stranger = make_pki(tmp_path / "stranger", common_name="a CA nobody trusts")
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ssl.load_cert_chain(stranger.server_chain, stranger.server_key)
+    async def base(request):
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/v2/", base)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    asked: list[bool] = []
+    client = ParentClient(f"https://127.0.0.1:{port}", None, None,
+                          ssl_context=parent_ssl_context(edge_pki.ca_cert.read_text()))
+    client.on_certificate_error = lambda: asked.append(True)
+    try:
+        try:
+            async with await client.request("GET", "/v2/"):
+                raise AssertionError("a certificate from an unknown CA was accepted")
+        except ParentError as error:
+            assert "not trust" in str(error) and "root CA of the hierarchy" in str(error)
+        assert asked == [True]
+    finally:
+        await client.close()
+        await runner.cleanup()

@@ -156,6 +156,8 @@ class Workload:
             asyncio.run_coroutine_threadsafe(cleanup(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 class Mosquitto:

@@ -44,6 +44,8 @@ def start_reporting(runtime: "Runtime") -> None:
     runtime.status.on_change = runtime.reporter.poke
     if runtime.engine is not None:
         runtime.engine.on_change = runtime.reporter.poke
+        if runtime.trust_bundle is not None:  # a refused parent certificate: the edge CA may have been renewed
+            runtime.engine.parent.on_certificate_error = runtime.trust_bundle.refresh_soon
     runtime._tasks.append(asyncio.create_task(runtime.reporter.run(), name="reporter"))  # noqa: SLF001 - owned there
     connection = getattr(source, "connection", None)
     if connection is not None:

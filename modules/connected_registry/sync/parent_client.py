@@ -49,6 +49,7 @@ class ParentClient:
                  connect_timeout: float = 3.0, first_byte_timeout: float = 10.0, ssl_context=None) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.ssl_context = ssl_context  # None: the system's CAs
+        self.on_certificate_error = lambda: None  # inside IoT Edge: read the trust bundle again
         self.token_name, self.password = token_name, password
         self.connect_timeout, self.first_byte_timeout = connect_timeout, first_byte_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -101,6 +102,12 @@ class ParentClient:
                 sent["Authorization"] = authorization
             try:
                 response = await self.session.request(method, url, headers=sent, allow_redirects=False, **kwargs)
+            except aiohttp.ClientConnectorCertificateError as error:
+                self.on_certificate_error()
+                raise ParentError("unreachable", f"parent {self.endpoint} presented a certificate this instance does "
+                                                 f"not trust ({error.certificate_error}); inside IoT Edge its chain "
+                                                 "must end at the root CA of the hierarchy (the edge CA's trust bundle "
+                                                 "is trusted)") from None
             except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
                 raise ParentError("unreachable", f"parent {self.endpoint} is unreachable: {error}") from None
             if response.status != 401 or attempt == 1:
