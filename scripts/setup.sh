@@ -16,6 +16,8 @@ if [ "$want_test" = 1 ]; then
     command -v containerd >/dev/null || missing+=(containerd)
     command -v dockerd >/dev/null || PATH="$PATH:/usr/sbin" command -v dockerd >/dev/null || missing+=(docker.io)
     command -v nginx >/dev/null || PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || missing+=(nginx)
+    # edgeHub's MQTT broker for tests/edge and tests/e2e (the simulated IoT Edge runtime)
+    command -v mosquitto >/dev/null || PATH="$PATH:/usr/sbin" command -v mosquitto >/dev/null || missing+=(mosquitto)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing Debian packages: ${missing[*]}" >&2
         SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

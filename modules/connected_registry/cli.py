@@ -26,12 +26,14 @@ def _run(coroutine) -> None:
 
 
 def cmd_serve(arguments: argparse.Namespace) -> int:
+    from connected_registry.edge.module_client import in_iot_edge
     from connected_registry.runtime import InstanceOptions, Runtime, default_data_dir
 
-    host, port = arguments.listen or (("0.0.0.0" if arguments.config else "127.0.0.1"), 8080)
+    configured = bool(arguments.config) or in_iot_edge()  # the module twin configures it inside IoT Edge
+    host, port = arguments.listen or (("0.0.0.0" if configured else "127.0.0.1"), 8080)
     options = InstanceOptions(data_dir=arguments.data or default_data_dir(), host=host, port=port,
                               config_path=arguments.config)
-    if not arguments.config:
+    if not configured:
         logging.getLogger("connected_registry").warning(
             "no configuration given: running a root registry with anonymous pull and push on %s:%d "
             "(for trying it out; give --config for anything else)",
@@ -331,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 
     arguments = build_parser().parse_args(argv)
     configure(arguments.log_level)
+    logging.getLogger("azure.iot.device").setLevel(logging.WARNING)  # several lines per twin call at INFO
     try:
         return arguments.handler(arguments)
     except StorageError as error:

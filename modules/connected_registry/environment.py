@@ -53,3 +53,31 @@ def resolve_parent_endpoint(endpoint: str, protocol: str | None = None) -> str:
 
 def device_id() -> str:
     return os.environ.get("IOTEDGE_DEVICEID") or socket.gethostname()
+
+
+def with_environment(settings):
+    """The desired properties completed from the environment (SPEC 3): `name` from ConnectedRegistryName,
+    `parent.endpoint` from ACR_PARENT_GATEWAY_ENDPOINT or ParentGatewayEndpoint, `parent.syncToken.name` from
+    SyncTokenName. The twin (or file) overrides the environment field by field."""
+    from connected_registry.errors import ConfigInvalid
+    from connected_registry.identity import INSTANCE_NAME_RE
+    from connected_registry.settings import ParentSettings
+
+    connection = parse_connection_string(os.environ.get("ACR_REGISTRY_CONNECTION_STRING"))
+    update: dict = {}
+    name = connection.get("ConnectedRegistryName")
+    if settings.name is None and name:
+        if not INSTANCE_NAME_RE.match(name):
+            raise ConfigInvalid([f"ConnectedRegistryName {name!r} in ACR_REGISTRY_CONNECTION_STRING is not a name: "
+                                 "5 to 40 letters, digits, '_' or '-', starting with a letter"])
+        update["name"] = name
+    parent = settings.parent
+    endpoint = os.environ.get("ACR_PARENT_GATEWAY_ENDPOINT") or connection.get("ParentGatewayEndpoint")
+    if endpoint and (parent is None or parent.endpoint is None):
+        parent = (parent or ParentSettings()).model_copy(update={"endpoint": endpoint})
+    token_name = connection.get("SyncTokenName")
+    if parent is not None and parent.syncToken.name is None and token_name:
+        parent = parent.model_copy(update={"syncToken": parent.syncToken.model_copy(update={"name": token_name})})
+    if parent is not settings.parent:
+        update["parent"] = parent
+    return settings.model_copy(update=update) if update else settings

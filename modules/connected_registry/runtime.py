@@ -25,6 +25,8 @@ from connected_registry.storage.gc import collect_garbage
 
 if TYPE_CHECKING:  # pydantic and the JWT machinery load only with a configuration (idle memory)
     from connected_registry.edge.file_source import FileConfigSource
+    from connected_registry.edge.reporter import Reporter
+    from connected_registry.edge.twin_source import TwinConfigSource
     from connected_registry.settings import DesiredProperties
 
 log = logging.getLogger("connected_registry")
@@ -81,7 +83,10 @@ class Runtime:
         self.store: RegistryStore | None = None
         self.context: ApiContext | None = None
         self.settings: DesiredProperties | None = None  # None: the embedded default (open, root)
-        self.config_source: FileConfigSource | None = None
+        self.config_source: FileConfigSource | TwinConfigSource | None = None
+        self.reporter: Reporter | None = None
+        self.trust_bundle = None  # edge TrustBundle inside IoT Edge
+        self.listener_certificate = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._gc_task: asyncio.Task | None = None
@@ -106,14 +111,21 @@ class Runtime:
     async def start(self) -> None:
         options = self.options
         login_server = os.environ.get("ACR_REGISTRY_LOGIN_SERVER") or None
-        if options.config_path:
-            from connected_registry.auth.signing import TokenSigner, load_or_create_key
-            from connected_registry.edge.file_source import FileConfigSource
+        from connected_registry.edge import wiring  # the module twin inside IoT Edge, else --config, else None
 
-            self.config_source = FileConfigSource(options.config_path, self.status, self.apply_settings)
-            self.settings = self.config_source.load_initial()
-        self.store = RegistryStore(options.data_dir, origin=self.name,
-                                   record_outbox=self.mode == "ReadWrite" and not self.is_root, clock=self.clock)
+        self.config_source = wiring.config_source(options.config_path, self.status, self.apply_settings)
+        if self.config_source is not None:
+            from connected_registry.auth.signing import TokenSigner, load_or_create_key
+
+            from connected_registry.environment import with_environment
+
+            self.settings = with_environment(await self.config_source.load_initial())
+        try:
+            self.store = RegistryStore(options.data_dir, origin=self.name,
+                                       record_outbox=self.mode == "ReadWrite" and not self.is_root, clock=self.clock)
+        except StorageError as error:  # the operator sees why in the twin, not only in the container's log
+            await wiring.report_before_exit(self, "Disk", error.code, str(error))
+            raise
         if self.settings is not None:
             signer = TokenSigner(load_or_create_key(options.data_dir))
             access = TokenAccess(signer, login_server or self.name, self.settings)
@@ -128,29 +140,39 @@ class Runtime:
             self.apply_settings(self.settings)
         else:
             self._schedule_gc(True, DEFAULT_GC_SCHEDULE)
+        from connected_registry.tls import ListenerCertificate
+
+        self.listener_certificate = ListenerCertificate()
+        listener_ssl = self.listener_certificate.load()
         self._runner = web.AppRunner(create_app(self.context), access_log_class=RequestRecorder, access_log=log,
                                      handle_signals=False, shutdown_timeout=5, keepalive_timeout=IDLE_CONNECTION_SECONDS)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, options.host, options.port, backlog=1024, reuse_address=True)
+        site = web.TCPSite(self._runner, options.host, options.port, backlog=1024, reuse_address=True,
+                           ssl_context=listener_ssl)
         await site.start()
         sockets = site._server.sockets if site._server else []  # noqa: SLF001 - aiohttp exposes no public port
         self.port = sockets[0].getsockname()[1] if sockets else options.port
+        if listener_ssl is not None:
+            self._tasks.append(asyncio.create_task(self.listener_certificate.watch(), name="certificate-watch"))
         if self.config_source:
             self._tasks.append(asyncio.create_task(self.config_source.watch(), name="config-watch"))
         if not self.is_root:
             from connected_registry.sync.ondemand import PullThrough
 
-            self.engine = self._sync_engine()
+            self.engine = self._sync_engine(await wiring.parent_trust(self))
             self._tasks.append(asyncio.create_task(self.engine.run(), name="sync"))
             self.pull_through = PullThrough(self.store, self.engine.downstream, self.settings,
                                             in_window=lambda: self.engine.state.in_window,
                                             refused=lambda: any(self.status.has(code) for code in REFUSED_BY_PARENT))
             self.context.pull_through = self.pull_through
         self._tasks.append(asyncio.create_task(self._prune_events_forever(), name="event-retention"))
-        log.info("connected registry %r (%s%s) serving http://%s:%d with data in %s", self.name, self.mode,
-                 ", root" if self.is_root else "", options.host, self.port, options.data_dir)
+        if self.config_source is not None:
+            wiring.start_reporting(self)
+        log.info("connected registry %r (%s%s) serving %s://%s:%d with data in %s", self.name, self.mode,
+                 ", root" if self.is_root else "", "https" if listener_ssl else "http", options.host, self.port,
+                 options.data_dir)
 
-    def _sync_engine(self):
+    def _sync_engine(self, ssl_context=None):
         from connected_registry import __version__
         from connected_registry.environment import (device_id, parse_connection_string, resolve_parent_endpoint,
                                                     sync_token_password)
@@ -165,7 +187,7 @@ class Runtime:
         token_name = parent.syncToken.name or connection.get("SyncTokenName")
         client = ParentClient(endpoint, token_name, sync_token_password(connection),
                               connect_timeout=duration_seconds(parent.connectTimeout),
-                              first_byte_timeout=duration_seconds(parent.firstByteTimeout))
+                              first_byte_timeout=duration_seconds(parent.firstByteTimeout), ssl_context=ssl_context)
         identity = SyncIdentity(self.name, self.mode, self.instance_id, device_id(), __version__,
                                 parent.syncProperties.messageTtl, list(self.settings.repositories))
         return SyncEngine(self.store, client, identity, self.status, kind=parent.kind, report=self.hierarchy,
@@ -332,6 +354,9 @@ class Runtime:
             connection_state = "Syncing"
         else:
             connection_state = "Online"
+        window = None
+        if self.engine is not None and self.engine.schedule.sync_window is not None:  # continuous: always in one
+            window = self.engine.schedule.next_window(datetime.fromtimestamp(self.clock(), timezone.utc))
         document = {
             "version": __version__,
             "name": self.name,
@@ -351,13 +376,16 @@ class Runtime:
                 "runs": engine_state.syncs if engine_state else 0,
                 "errors": engine_state.errors if engine_state else 0,
                 "operation": vars(self.engine.operation).copy() if self.engine and self.engine.operation else None,
-                "nextWindowStart": _iso(engine_state.window.start) if engine_state and engine_state.window else None,
-                "nextWindowEnd": _iso(engine_state.window.end) if engine_state and engine_state.window else None,
+                "nextWindowStart": _iso(window.start) if window else None,
+                "nextWindowEnd": _iso(window.end) if window else None,
             },
-            "loginServer": {"host": self.context.login_server if self.context else None, "tls": {"status": "Disabled"}},
+            "loginServer": {"host": self.context.login_server if self.context else None,
+                            "tls": {"status": "Enabled" if self.listener_certificate and self.listener_certificate.context
+                                    else "Disabled"}},
             "statusDetails": details,
             "cache": self.pull_through.document() if self.pull_through else None,
             "garbageCollection": {"lastRun": self.last_gc},
+            "appliedDesiredVersion": self.config_source.applied_version if self.config_source else None,
         }
         if self.engine is not None:
             sync_properties = self.settings.parent.syncProperties.model_dump()
@@ -391,7 +419,9 @@ class Runtime:
 
     def apply_settings(self, settings: "DesiredProperties") -> None:
         """Apply a validated configuration to every part that holds some of it, without a restart."""
-        settings = self._hold_back_identity_changes(settings)
+        from connected_registry.environment import with_environment
+
+        settings = self._hold_back_identity_changes(with_environment(settings))
         self.settings = settings
         logging.getLogger("connected_registry").setLevel(LOG_LEVELS[settings.logging.logLevel])
         if self.is_root and "mode" in settings.model_fields_set and settings.mode != "ReadWrite":
@@ -441,6 +471,11 @@ class Runtime:
             await self.pull_through.close()
         if self.engine is not None:
             await self.engine.parent.close()
+        if self.config_source is not None:
+            from connected_registry.edge import wiring
+
+            await wiring.report_stopped(self)
+            await self.config_source.close()
         if self.store is not None:  # children's long polls answer now rather than hold the shutdown
             self.store.closing = True
             self.store.after_change()
@@ -455,8 +490,17 @@ class Runtime:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await self.start()
+        starting = asyncio.ensure_future(self.start())  # may wait long: for edgeHub, or for a twin that validates
+        stopping = asyncio.ensure_future(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                log.info("stopping before the start completed")
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                return
+            starting.result()
+            await stopping
         finally:
+            stopping.cancel()
             await self.stop()

@@ -26,18 +26,21 @@ class StatusBoard:
 
     def __init__(self) -> None:
         self._details: dict[str, StatusDetail] = {}
+        self.on_change = lambda: None  # the reporter: status details are reported at once (SPEC 4)
 
     def set(self, type_: str, severity: str, code: str, description: str) -> None:
         current = self._details.get(code)
         if current and current.description == description and current.severity == severity:
             return
         self._details[code] = StatusDetail(type_, severity, code, description)
+        self.on_change()
         level = {"Error": logging.ERROR, "Warning": logging.WARNING}.get(severity, logging.INFO)
         log.log(level, "%s %s: %s", severity, code, description)
 
     def clear(self, code: str) -> None:
         if self._details.pop(code, None) is not None:
             log.info("resolved %s", code)
+            self.on_change()
 
     def details(self) -> list[dict]:
         return [asdict(detail) for detail in self._details.values()]

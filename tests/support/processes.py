@@ -101,7 +101,7 @@ class RegistryProcess(ManagedProcess):
     """`connected-registry serve` on a free loopback port."""
 
     def __init__(self, data_dir: Path, port: int | None = None, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, wait: bool = True) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{self.port}"
@@ -110,12 +110,16 @@ class RegistryProcess(ManagedProcess):
              "--listen", f"127.0.0.1:{self.port}", *(extra_args or [])],
             env=env,
         )
-        wait_until(self._ready, timeout=30, what=f"registry on port {self.port}")
+        if wait:  # else the caller waits with `wait_ready` (e.g. for an IoT Edge module whose edgeHub is not up yet)
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        wait_until(self._ready, timeout=timeout, what=f"registry on port {self.port}")
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:
             raise RuntimeError(f"registry exited with {self.process.returncode}:\n{self.log()}")
-        return any("serving http://" in line for line in self.output) and port_open(self.port)
+        return any(("serving http://" in line or "serving https://" in line) for line in self.output) and port_open(self.port)
 
     @property
     def host(self) -> str:

@@ -36,7 +36,8 @@ async def test_sync_happens_only_inside_the_window(tmp_path: Path, monkeypatch):
             assert status["connectionState"] == "Offline"
             assert status["sync"]["nextWindowStart"] == "2026-12-01T09:00:00Z"
             assert status["sync"]["nextWindowEnd"] == "2026-12-01T10:00:00Z"
-            assert leaf.engine.state.activation == "Inactive"  # not even activated outside the window
+            # one activation call at start, so a new deployment shows Active (or ALREADY_ACTIVE) at once; no content
+            await eventually(lambda: _true(leaf.engine.state.activation == "Active"), what="activation at start")
             assert await digest_at(session, leaf, "factory/app", "v1", reader) is None
 
             set_clock(clock, NINE + timedelta(seconds=30))
@@ -110,3 +111,7 @@ async def test_a_new_schedule_applies_without_a_restart(tmp_path: Path, monkeypa
 
 async def _is(session, runtime, digest, headers) -> bool:
     return await digest_at(session, runtime, "factory/app", "v1", headers) == digest
+
+
+async def _true(value: bool) -> bool:
+    return value

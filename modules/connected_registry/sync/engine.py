@@ -72,14 +72,17 @@ class SyncEngine:
         self.schedule = schedule or SyncSchedule()
         self.clock = clock
         self._sync_now_requested = False
+        self._activation_tried = False
         self.kind = kind
         self.report = report or (lambda: {})
         self.report_interval = report_interval
         self._report_wanted = asyncio.Event()
         self._reconcile_wanted = asyncio.Event()  # interrupts a long poll: the scope changed, or syncNow
+        self._schedule_changed = asyncio.Event()  # interrupts syncing in a window: the window may be another now
         self.state = SyncState()
         self.operation: SyncOperation | None = None  # the latest sync-now
         self.stopped: str | None = None  # why the loop ended for good (DEACTIVATED, MODE_INCOMPATIBLE)
+        self.on_change: Callable[[], None] = lambda: None  # activation or reachability changed: the reporter looks
         self.downstream = Downstream(store, parent, identity.repositories)
         self.upstream = Upstream(store, parent, status)
         saved = store.control.get("cursor")
@@ -103,6 +106,7 @@ class SyncEngine:
             except ActivationRefused as refused:
                 self._operation_failed(refused)
                 self.state.activation = "Inactive"
+                self.on_change()
                 if not refused.retry:
                     log.error("sync stopped: %s", refused)
                     self.stopped = str(refused)
@@ -151,8 +155,11 @@ class SyncEngine:
             self.operation.finish(error)
 
     def set_schedule(self, schedule: SyncSchedule) -> None:
-        """A new schedule applies at once: the next window is recomputed (SPEC 7.4)."""
+        """A new schedule applies at once: the next window is recomputed (SPEC 7.4), also while syncing in one."""
+        if (schedule.schedule, schedule.sync_window) == (self.schedule.schedule, self.schedule.sync_window):
+            return  # another part of the configuration changed
         self.schedule = schedule
+        self._schedule_changed.set()
         self.state.wake.set()
 
     def set_repositories(self, repositories: list[str]) -> None:
@@ -179,6 +186,8 @@ class SyncEngine:
         self._report_wanted.set()
 
     def _parent_failed(self, error: ParentError) -> None:
+        if self.state.online:
+            self.on_change()
         self.state.online = False
         self.state.errors += 1
         if error.kind == "auth":
@@ -188,11 +197,14 @@ class SyncEngine:
                             f"{error}; content already here is still served, and sync resumes when the parent answers")
 
     def _parent_answered(self) -> None:
-        self.state.online = True
+        if not self.state.online:
+            self.state.online = True
+            self.on_change()
         self.status.clear("PARENT_UNREACHABLE")
         self.status.clear("PARENT_AUTH_FAILED")
 
     async def _iteration(self) -> None:
+        self._schedule_changed.clear()
         now = self.now()
         window = self.schedule.current_window(now)
         self.state.window = window or self.schedule.next_window(now)
@@ -201,17 +213,38 @@ class SyncEngine:
             if self._sync_now_requested:  # syncNow: one round at once, outside any window
                 self._sync_now_requested = False
                 await self._one_round()
+            elif not self._activation_tried:
+                await self._activate_outside_window()
             await self._pause(max(self.schedule.seconds_until_next_window(self.now()), 0.05))
             return
         self._sync_now_requested = False
         if window.end is None:
-            await self._sync_in_window()
+            await self._until_schedule_changes(self._sync_in_window())
             return
         try:
             async with asyncio.timeout((window.end - self.now()).total_seconds()):
-                await self._sync_in_window()
+                await self._until_schedule_changes(self._sync_in_window())
         except TimeoutError:
             log.info("the sync window ended at %s: sync resumes in the next one", window.end.isoformat())
+
+    async def _until_schedule_changes(self, work) -> None:
+        """Run `work` (syncing in a window) until it ends or the schedule changes; then the caller looks again."""
+        finished = await _until_set(work, self._schedule_changed)
+        if finished is None:
+            log.info("the sync schedule changed to %r: the next window is computed again", self.schedule)
+        else:
+            finished.result()  # its error, if any, goes to run()'s handling
+
+    async def _activate_outside_window(self) -> None:
+        """Activation is one small call: made at start even outside a window, so a new deployment shows Active
+        (or ALREADY_ACTIVE) at once. A parent out of reach is no error here: activation then waits for the window."""
+        try:
+            await self._detect_parent_kind()
+            if self.state.parent_kind == "connected" and self.state.activation != "Active":
+                await self.activate()
+        except ParentError as error:
+            self._parent_failed(error)
+        self._activation_tried = True
 
     async def _one_round(self) -> None:
         if self.operation is not None:
@@ -335,6 +368,7 @@ class SyncEngine:
             self.state.activation, self.state.activated_since = "Active", utc_timestamp()
             for code in ("ALREADY_ACTIVE", "DEACTIVATED", "MODE_INCOMPATIBLE"):
                 self.status.clear(code)
+            self.on_change()
             log.info("activated %s at %s", identity.name, self.parent.endpoint)
             return
         code = ((body.get("errors") or [{}])[0]).get("code", "") if isinstance(body.get("errors"), list) else ""
@@ -367,17 +401,10 @@ class SyncEngine:
             await self.reconcile_all()
             await self._save_cursor(head)
         while True:
-            poll = asyncio.ensure_future(self.parent.control(
+            poll = await _until_set(self.parent.control(
                 "GET", path, headers=headers, read_timeout=LONG_POLL_SECONDS + self.parent.first_byte_timeout,
-                params={"cursor": str(self.state.cursor), "wait": str(LONG_POLL_SECONDS)}))
-            interrupt = asyncio.ensure_future(self._reconcile_wanted.wait())
-            try:
-                await asyncio.wait({poll, interrupt}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                interrupt.cancel()
-                if not poll.done():
-                    poll.cancel()
-            if not poll.done() or poll.cancelled():
+                params={"cursor": str(self.state.cursor), "wait": str(LONG_POLL_SECONDS)}), self._reconcile_wanted)
+            if poll is None:
                 self._reconcile_wanted.clear()
                 return  # reconcile now (the caller loops back)
             status, body = poll.result()
@@ -482,3 +509,17 @@ class SyncEngine:
             self._last_reconcile = time.monotonic()
         self._synced()
         self.state.syncs += 1
+
+
+async def _until_set(work, event: asyncio.Event) -> asyncio.Future | None:
+    """Run `work` until it finishes (its future is returned) or `event` is set first (`work` is cancelled: None)."""
+    task = asyncio.ensure_future(work)
+    interrupt = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        interrupt.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    return None if task.cancelled() else task

@@ -51,8 +51,10 @@ class ParentManifest:
 
 class ParentClient:
     def __init__(self, endpoint: str, token_name: str | None, password: str | None, *,
-                 connect_timeout: float = 3.0, first_byte_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 3.0, first_byte_timeout: float = 10.0, ssl_context=None) -> None:
         self.endpoint = endpoint.rstrip("/")
+        self.ssl_context = ssl_context  # None: the system's CAs
+        self.on_certificate_error = lambda: None  # inside IoT Edge: read the trust bundle again
         self.token_name, self.password = token_name, password
         self.connect_timeout, self.first_byte_timeout = connect_timeout, first_byte_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -69,8 +71,19 @@ class ParentClient:
                 trust_env=True,  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY (SPEC 3)
                 auto_decompress=False,
                 read_bufsize=1 << 21,  # blobs arrive in large reads: fewer wake-ups per MiB (pull-through speed)
+                connector=aiohttp.TCPConnector(ssl=self.ssl_context) if self.ssl_context is not None else None,
             )
         return self._session
+
+    def set_ssl_context(self, context) -> None:
+        """New trusted CAs (IoT Edge's trust bundle changed): new connections use them; requests in flight finish
+        on the old session, which is closed once the longest of them (a long poll) is over."""
+        self.ssl_context = context
+        old, self._session = self._session, None
+        if old is not None and not old.closed:
+            import asyncio
+
+            asyncio.get_running_loop().call_later(120, lambda: asyncio.ensure_future(old.close()))
 
     async def close(self) -> None:
         if self._session is not None:
@@ -95,6 +108,12 @@ class ParentClient:
                 sent["Authorization"] = authorization
             try:
                 response = await self.session.request(method, url, headers=sent, allow_redirects=False, **kwargs)
+            except aiohttp.ClientConnectorCertificateError as error:
+                self.on_certificate_error()
+                raise ParentError("unreachable", f"parent {self.endpoint} presented a certificate this instance does "
+                                                 f"not trust ({error.certificate_error}); inside IoT Edge its chain "
+                                                 "must end at the root CA of the hierarchy (the edge CA's trust bundle "
+                                                 "is trusted)") from None
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 raise ParentError("unreachable", f"parent {self.endpoint} is unreachable: {error}",
                                   timed_out=isinstance(error, TimeoutError)) from None

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""IoT Edge module benchmark: how fast the module comes up and follows its twin, with the real azure-iot-device SDK
+against the simulated IoT Edge runtime of tests/support/edge_runtime.py (workload API, mosquitto with TLS, a twin
+responder), below a root instance, on loopback.
+
+  1. start to Active: from spawning `connected-registry serve` (IoT Edge environment, twin-configured, below a root)
+     to the reported properties showing activation Active with the next sync window (--starts times: the first on
+     a fresh data volume, the others restarts on it, as a redeployed module);
+  2. desired patch to reported change: a schedule patch published by the twin hub until the reported properties
+     carry the new sync.nextWindowStart and appliedDesiredVersion (--patches times, one module).
+
+    .venv/bin/python benchmarks/edge.py                 # 5 starts, 20 patches (~40 s)
+    .venv/bin/python benchmarks/edge.py --starts 1 --patches 3
+
+Needs mosquitto (/usr/sbin/mosquitto, scripts/setup.sh --test installs it) and the project's .venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.edge.modules import MODULE_NAME, module_desired, start_module  # noqa: E402
+from tests.support.edge_runtime import EdgeRuntime  # noqa: E402
+from tests.support.pki import make_pki  # noqa: E402
+from tests.sync.hierarchy import start_instance  # noqa: E402
+
+
+def _window(start: str):
+    return lambda r: ((r.get("sync") or {}).get("nextWindowStart") or "").endswith(start)
+
+
+def _summary(name: str, values: list[float], unit: str = "ms") -> str:
+    scale = 1000 if unit == "ms" else 1
+    values = sorted(v * scale for v in values)
+    return (f"{name:38s} n={len(values):3d}  median {statistics.median(values):8.1f} {unit}  "
+            f"min {values[0]:8.1f}  max {values[-1]:8.1f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--starts", type=int, default=5)
+    parser.add_argument("--patches", type=int, default=20)
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as directory:
+        base = Path(directory)
+        pki = make_pki(base / "pki")
+        root = start_instance(base, "factory-root", children=[(MODULE_NAME, "ReadOnly")])
+        starts, patches = [], []
+        try:
+            for round_ in range(arguments.starts):
+                runtime = EdgeRuntime(base / f"edge{round_}", pki, desired=module_desired())
+                process = None
+                try:
+                    process, started = start_module(base / "module", runtime, root, wait=False)  # restarts: same volume
+                    runtime.hub.wait_reported(lambda r: (r.get("activation") or {}).get("status") == "Active"
+                                              and _window("T09:00:00Z")(r), timeout=60, what="Active")
+                    starts.append(runtime.hub.reported_patches[-1][0] - started)
+                    print(f"start {round_ + 1}: Active after {starts[-1]:.2f} s", file=sys.stderr)
+                    if round_ == arguments.starts - 1:
+                        for number in range(arguments.patches):
+                            hour = f"{number % 24:02d}"
+                            target = "T05:00:00Z" if hour == "09" else f"T{hour}:00:00Z"
+                            sent = time.monotonic()
+                            version = runtime.hub.patch_desired({"parent": {"syncProperties": {
+                                "schedule": f"0 {int(target[1:3])} * * *", "syncWindow": "PT1H"}}})
+                            runtime.hub.wait_reported(lambda r: r.get("appliedDesiredVersion") == version
+                                                      and _window(target)(r), timeout=30, what="the new window")
+                            patches.append(runtime.hub.reported_patches[-1][0] - sent)
+                finally:
+                    if process is not None:
+                        process.stop()
+                    runtime.stop()
+        finally:
+            root.stop()
+    print(_summary("module start -> reported Active", starts, "s"))
+    if patches:
+        print(_summary("desired patch -> reported change", patches))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
