@@ -725,20 +725,52 @@ def benchmark(arguments: argparse.Namespace, work: Path) -> tuple[list[Row], dic
     return rows, meta
 
 
+def run_guarded(work: Path, keep: bool, body, logs) -> int:
+    """Runs a benchmark's `body()` in `work`; returns the exit status. Ctrl-C, SIGTERM or a failure stops every
+    child process and removes `work` (unless `keep`); a failure shows the tail of each log in `logs()`."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        body()
+        return 0
+    except KeyboardInterrupt as interrupt:
+        progress(f"interrupted ({str(interrupt) or 'Ctrl-C'}); stopping everything")
+        return 130
+    except Exception as error:  # noqa: BLE001 - report, then clean up
+        progress(f"FAILED: {error!r}")
+        for log in logs():
+            if log.exists() and log.stat().st_size:
+                progress(f"--- tail of {log} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:]))
+        return 1
+    finally:
+        # Ignore further Ctrl-C/SIGTERM while stopping, so the stop itself is not cut short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        CHILDREN.stop_all()
+        if keep:
+            progress(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def write_result(path: str, document: dict) -> None:
+    """The run's JSON document (when, command and commit added) at `path`."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                  "command": " ".join([sys.executable, *sys.argv]), "commit": git_head(),
+                                  **document}, indent=2) + "\n")
+    progress(f"wrote {target}")
+
+
 def main() -> int:
     arguments = parse_arguments()
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    parent = arguments.tmpdir or None
-    work = Path(tempfile.mkdtemp(prefix="cr-bench-", dir=parent))
-    registries_logs = [work / "ours.log", work / "distribution.log"]
-    status = 1
-    try:
+    work = Path(tempfile.mkdtemp(prefix="cr-bench-", dir=arguments.tmpdir or None))
+
+    def body() -> None:
         rows, meta = benchmark(arguments, work)
         table = format_table(rows)
         print(table)
-        document = {
-            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([sys.executable, *sys.argv]),
+        write_result(arguments.json, {
             "versions": tool_versions(arguments.distribution),
             "medians_of": arguments.repeat,
             "rows": [
@@ -751,31 +783,9 @@ def main() -> int:
             ],
             "table": table,
             **meta,
-        }
-        json_path = Path(arguments.json)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(document, indent=2) + "\n")
-        progress(f"wrote {json_path}")
-        status = 0
-    except KeyboardInterrupt as interrupt:
-        progress(f"interrupted ({str(interrupt) or 'Ctrl-C'}); stopping everything")
-        status = 130
-    except Exception as error:  # noqa: BLE001 - report, then clean up
-        progress(f"FAILED: {error}")
-        for log in registries_logs:
-            if log.exists() and log.stat().st_size:
-                progress(f"--- tail of {log.name} ---\n" + "\n".join(log.read_text(errors='replace').splitlines()[-20:]))
-        status = 1
-    finally:
-        # Ignore further Ctrl-C/SIGTERM while stopping, so the stop itself is not cut short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        CHILDREN.stop_all()
-        if arguments.keep:
-            progress(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    return status
+        })
+
+    return run_guarded(work, arguments.keep, body, lambda: [work / "ours.log", work / "distribution.log"])
 
 
 if __name__ == "__main__":

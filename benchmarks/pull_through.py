@@ -19,20 +19,17 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import shutil
-import signal
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import compare  # noqa: E402
-from compare import CHILDREN, RandomBlob, format_number, git_head, make_layout, progress, run  # noqa: E402
+from compare import CHILDREN, RandomBlob, format_number, make_layout, progress, run  # noqa: E402
 from sync import DEFAULT_OURS, READER, basic, make_ours, start_and_wait, stop  # noqa: E402
 from sync import skopeo_push as push_image  # noqa: E402
 
@@ -167,38 +164,15 @@ def parse_arguments() -> argparse.Namespace:
 
 def main() -> int:
     arguments = parse_arguments()
-    signal.signal(signal.SIGTERM, compare._on_sigterm)
     work = Path(tempfile.mkdtemp(prefix="cr-pull-through-bench-", dir=arguments.tmpdir or None))
-    status = 1
-    try:
+
+    def body() -> None:
         result = benchmark(arguments, work)
         table = format_table(result)
         print(table)
-        path = Path(arguments.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                    "command": " ".join([sys.executable, *sys.argv]), "commit": git_head(),
-                                    "table": table, **result}, indent=2) + "\n")
-        progress(f"wrote {path}")
-        status = 0
-    except KeyboardInterrupt as interrupt:
-        progress(f"interrupted ({str(interrupt) or 'Ctrl-C'}); stopping everything")
-        status = 130
-    except Exception as error:  # noqa: BLE001 - report, then clean up
-        progress(f"FAILED: {error!r}")
-        for log in sorted(work.glob("*/registry.log")):
-            if log.stat().st_size:
-                progress(f"--- tail of {log.parent.name}/{log.name} ---\n"
-                         + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        CHILDREN.stop_all()
-        if arguments.keep:
-            progress(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    return status
+        compare.write_result(arguments.json, {"table": table, **result})
+
+    return compare.run_guarded(work, arguments.keep, body, lambda: sorted(work.glob("*/registry.log")))
 
 
 if __name__ == "__main__":

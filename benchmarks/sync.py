@@ -33,7 +33,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -729,48 +728,23 @@ def benchmark(arguments, work: Path) -> tuple[list[Row], dict]:
 
 def main() -> int:
     arguments = parse_arguments()
-    signal.signal(signal.SIGTERM, compare._on_sigterm)
     work = Path(tempfile.mkdtemp(prefix="cr-sync-bench-", dir=arguments.tmpdir or None))
-    status = 1
-    try:
+
+    def body() -> None:
         rows, meta = benchmark(arguments, work)
         table = format_table(rows)
         print(table)
         print(f"\nidle window: {meta['idle']['requests']} requests: "
               + (", ".join(f"{count} x {path}" for path, count in meta["idle"]["paths"].items()) or "none"))
-        document = {
-            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([sys.executable, *sys.argv]),
+        compare.write_result(arguments.json, {
             "versions": tool_versions(arguments.distribution),
             "rows": [{"measurement": r.name, "unit": r.unit, "ours": r.ours, "skopeo_sync": r.baseline,
                       "ratio": r.ratio, "target": r.target or None, "met": r.met} for r in rows],
             "table": table,
             **meta,
-        }
-        path = Path(arguments.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(document, indent=2) + "\n")
-        progress(f"wrote {path}")
-        status = 0
-    except KeyboardInterrupt as interrupt:
-        progress(f"interrupted ({str(interrupt) or 'Ctrl-C'}); stopping everything")
-        status = 130
-    except Exception as error:  # noqa: BLE001 - report, then clean up
-        progress(f"FAILED: {error!r}")
-        for log in sorted(work.glob("*/registry.log")):
-            if log.stat().st_size:
-                progress(f"--- tail of {log.parent.name}/{log.name} ---\n"
-                         + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
-        status = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        CHILDREN.stop_all()
-        if arguments.keep:
-            progress(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    return status
+        })
+
+    return compare.run_guarded(work, arguments.keep, body, lambda: sorted(work.glob("*/registry.log")))
 
 
 if __name__ == "__main__":
