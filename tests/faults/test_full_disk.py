@@ -169,7 +169,11 @@ def test_a_sync_onto_a_full_volume_fails_with_disk_storage_full_and_finishes_whe
         wait_until(lambda: "DISK_STORAGE_FULL" in _status_codes(child.url, reader), timeout=60,
                    what="DISK_STORAGE_FULL at the child")
         figures["full disk: syncs refused with DISK_STORAGE_FULL"] += 1
-        assert request(f"{child.url}/v2/factory/app/manifests/v2", headers=reader).status == 404
+        # A pull of the missing image asks the parent on demand (SPEC 8), and storing it is a write that needs
+        # space too: a clear DISK_STORAGE_FULL, never a 500 and never a half-written image.
+        miss = request(f"{child.url}/v2/factory/app/manifests/v2", headers=reader)
+        assert miss.status == 507 and miss.error_code == "DISK_STORAGE_FULL", (miss.status, miss.body[:300])
+        figures["full disk: on-demand fills refused with DISK_STORAGE_FULL"] += 1
         _pull_intact(child.url, "factory/app", "v1", small, small_layer, reader)
         figures["full disk: pulls served while full"] += 1
 
