@@ -4,6 +4,7 @@ and owns its lifecycle."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -486,6 +487,7 @@ class Runtime:
         log.info("connected registry stopped")
 
     async def run_until_signalled(self) -> None:
+        """The process's life as `serve` runs it: start, run until SIGTERM or SIGINT, stop."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -500,7 +502,18 @@ class Runtime:
                 await asyncio.gather(starting, return_exceptions=True)
                 return
             starting.result()
+            settle_garbage_collector()
             await stopping
         finally:
             stopping.cancel()
             await self.stop()
+
+
+def settle_garbage_collector() -> None:
+    """Once started, the objects made so far (modules, settings, routes) live as long as the process: take
+    them out of the cyclic collector's scans, and let it run less often. A fill streams a blob through a few
+    objects per block, and the collector rescanning the whole heap was ~17% of a layer's CPU (perf, during
+    benchmarks/pull_through.py); with this the pull through two cold layers went from 84-86 to 101-105 MB/s."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)

@@ -26,6 +26,7 @@ BLOCK = 1 << 20  # bytes handed to the writer thread at a time
 FIRST_BLOCK = 64 << 10  # the first write comes sooner: a client streaming a fill gets its first byte early
 _HASH_READ = 4 << 20
 WRITEBACK_STEP = 8 << 20
+_WRITEV_PARTS = 256  # chunks written with one writev; more than that are joined first
 BODY_IDLE_SECONDS = 60.0  # a body that sends nothing for this long ends the request (and frees its session)
 
 
@@ -138,56 +139,70 @@ class Uploads:
                         parts.append(chunk)
                         buffered += len(chunk)
                     if buffered >= (BLOCK if received else FIRST_BLOCK) or (not chunk and buffered):
-                        block = b"".join(parts) if len(parts) > 1 else parts[0]
+                        block, size = parts, buffered
                         parts, buffered = [], 0
                         if pending is not None:
                             await pending
-                        pending = loop.run_in_executor(self.io, self._write_block, session, fd, block)
+                        pending = loop.run_in_executor(self.io, self._write_block, session, fd, block, size)
                         if progress is not None:  # as soon as the block is on disk, not when the next one is ready
                             pending.add_done_callback(lambda done: done.exception() or progress(session.offset))
-                        received += len(block)
+                        received += size
                     if not chunk:
                         break
             if pending is not None:
                 await pending
                 pending = None
         except TimeoutError:
-            await self._settle(session, fd, pending)
+            await self._settle(session, fd, pending, parts, buffered)
             if not idle.expired():  # not ours (e.g. the parent's read timeout during a sync)
                 raise
             raise OciError("BLOB_UPLOAD_INVALID", f"the upload sent nothing for {self.body_idle_seconds:g} s and was "
                            f"stopped at {session.offset} bytes: check its status and resume from there",
                            status=400) from None
         except BaseException:
-            await self._settle(session, fd, pending)
+            await self._settle(session, fd, pending, parts, buffered)
             raise
         finally:
             os.close(fd)
         return received
 
-    @staticmethod
-    async def _settle(session: UploadSession, fd: int, pending: asyncio.Future | None) -> None:
-        """After a broken receive: let the last block land, then take the offset from the file."""
+    async def _settle(self, session: UploadSession, fd: int, pending: asyncio.Future | None, parts: list[bytes],
+                      size: int) -> None:
+        """After a broken receive: let the last block land and keep the bytes that did arrive after it, so a
+        resume goes on from the last byte received (a cut link costs nothing twice). The offset and the hash
+        follow the file; when a write failed the hash is rebuilt from the file next time."""
+        intact = True
         if pending is not None:
             try:
                 await asyncio.shield(pending)
             except Exception:
-                pass
-        # The hash may no longer match the file: rebuild it from the file next time.
-        session.hasher = None
-        session.offset = os.fstat(fd).st_size
+                intact = False
+        if intact and parts:
+            try:  # at most a block, and on the loop: nothing else may write to `fd` once we return
+                self._write_block(session, fd, parts, size)
+            except StorageError:
+                intact = False
+        if not intact:
+            session.hasher = None
+            session.offset = os.fstat(fd).st_size
 
-    def _write_block(self, session: UploadSession, fd: int, block: bytes) -> None:
-        view = memoryview(block)
+    def _write_block(self, session: UploadSession, fd: int, parts: list[bytes], size: int) -> None:
+        """Write the chunks as they came off the socket, with no copy to join them (a block is usually a
+        handful of large reads; a trickle of tiny ones is joined, as writev takes at most IOV_MAX)."""
+        if len(parts) > _WRITEV_PARTS:
+            parts = [b"".join(parts)]
         try:
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            written = os.writev(fd, parts)
+            if written < size:  # a short write: the rest in order
+                rest = memoryview(b"".join(parts))[written:]
+                while rest:
+                    rest = rest[os.write(fd, rest):]
         except OSError as error:
             raise storage_error_from_os(error, f"writing upload {session.id}") from error
-        session.hasher.update(block)
+        for part in parts:
+            session.hasher.update(part)
         previous = session.offset
-        session.offset += len(block)
+        session.offset += size
         if previous // WRITEBACK_STEP != session.offset // WRITEBACK_STEP:
             # Start writing the previous step to disk now, so the final fsync has little left to do.
             end = session.offset // WRITEBACK_STEP * WRITEBACK_STEP
