@@ -237,21 +237,38 @@ class Downstream:
 
     # --- full reconcile -------------------------------------------------------------------------------
 
-    async def reconcile_repository(self, repository: str) -> None:
-        """Make the tags of one repository match the parent's complete listing."""
+    async def reconcile_repository(self, repository: str) -> list[str]:
+        """Make the tags of one repository match the parent's complete listing. A tag whose content cannot be
+        copied (see `content_failure`) does not stop the others: the reasons are returned."""
         tags = await self.parent.list_tags(repository)
         if tags is None:
-            return  # unknown at the parent: nothing to copy, and not a signal to delete
+            return []  # unknown at the parent: nothing to copy, and not a signal to delete
+        failures = []
         for tag in tags:
             if self.store.undelivered_tag(repository, tag):
                 continue
-            fetched_digest = await self.copy_manifest(repository, tag, tag=tag)
+            try:
+                fetched_digest = await self.copy_manifest(repository, tag, tag=tag)
+            except Exception as error:
+                if not content_failure(error):
+                    raise
+                failures.append(f"{repository}:{tag}: {error}")
+                continue
             if fetched_digest is None:
                 log.info("tag %s:%s vanished at the parent during the reconcile", repository, tag)
         present = set(tags)
         for local in self.store.list_tags(repository, None, None):
             if local not in present and not _is_referrers_tag(local) and not self.store.undelivered_tag(repository, local):
                 await self.store.delete_manifest(repository, local, from_parent=True)
+        return failures
+
+
+def content_failure(error: BaseException) -> bool:
+    """A failure of one piece of content, not of the link: the parent refused it (403, 404...) or sent bytes that
+    fail verification or parsing. The rest of a sync goes on without it; a link, token or disk failure stops it."""
+    if isinstance(error, OciError):
+        return not error.code.startswith("DISK_")
+    return isinstance(error, ParentError) and error.kind in ("refused", "protocol")
 
 
 def verified_digest(fetched: ParentManifest, repository: str, reference: str) -> str:

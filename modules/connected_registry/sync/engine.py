@@ -5,6 +5,7 @@ Every failure of one iteration is reported and retried with backoff; nothing her
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from connected_registry.auth.permissions import repository_pattern_matches
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.registry import utc_timestamp
-from connected_registry.sync.downstream import Downstream, first_error
+from connected_registry.sync.downstream import Downstream, content_failure, first_error
 from connected_registry.sync.operation import SyncOperation
 from connected_registry.sync.parent_client import LINK_ERRORS, ParentClient, ParentError, next_link
 from connected_registry.sync.schedule import SyncSchedule, Window
@@ -27,6 +28,8 @@ LONG_POLL_SECONDS = 20
 RECONCILE_EVERY_SECONDS = 24 * 3600
 PLAIN_PARENT_INTERVAL = 60
 MAX_BACKOFF_SECONDS = 60
+RETRY_FIRST_SECONDS = 5  # content the parent could not give: asked again after this, doubling...
+RETRY_MAX_SECONDS = 1800  # ...up to this (a broken image at the parent must not eat a metered link)
 
 
 class ActivationRefused(Exception):
@@ -89,6 +92,10 @@ class SyncEngine:
         self.state.cursor = int(saved) if saved else None
         self._last_reconcile = time.monotonic()  # a restart with a cursor follows the feed; the daily reconcile counts from here
         self._backoff = 1.0  # after a failure; back to 1 s once the sync works again (the feed answers)
+        # repository -> why some of its content could not be copied (kept across restarts; retried with backoff)
+        self.download_failures: dict[str, str] = json.loads(store.control.get("download_failures") or "{}")
+        self._retry_delay, self._retry_at = RETRY_FIRST_SECONDS, 0.0
+        self._report_download_failures()
 
     # --- the loop -------------------------------------------------------------------------------------
 
@@ -282,11 +289,12 @@ class SyncEngine:
                 return await self._catch_up_feed()
             self._check_feed_status(status, body)
             for event in body.get("events") or []:
-                await self.downstream.apply_event(event)
+                await self._apply_event(event)
             next_cursor = int(body.get("next", self.state.cursor))
             done = next_cursor == self.state.cursor
             await self._save_cursor(next_cursor)
             if done:
+                await self._retry_failed_downloads(force=True)  # outside a window this round is the only chance
                 self._synced()
                 return
 
@@ -401,9 +409,13 @@ class SyncEngine:
             await self.reconcile_all()
             await self._save_cursor(head)
         while True:
+            await self._retry_failed_downloads()
+            wait = LONG_POLL_SECONDS
+            if self.download_failures:  # wake up for the next retry
+                wait = max(1, min(wait, round(self._retry_at - time.monotonic())))
             poll = await _until_set(self.parent.control(
-                "GET", path, headers=headers, read_timeout=LONG_POLL_SECONDS + self.parent.first_byte_timeout,
-                params={"cursor": str(self.state.cursor), "wait": str(LONG_POLL_SECONDS)}), self._reconcile_wanted)
+                "GET", path, headers=headers, read_timeout=wait + self.parent.first_byte_timeout,
+                params={"cursor": str(self.state.cursor), "wait": str(wait)}), self._reconcile_wanted)
             if poll is None:
                 self._reconcile_wanted.clear()
                 return  # reconcile now (the caller loops back)
@@ -420,7 +432,7 @@ class SyncEngine:
                 self.state.syncing = True
                 try:
                     for event in events:
-                        await self.downstream.apply_event(event)
+                        await self._apply_event(event)
                 finally:
                     self.state.syncing = False
             await self._save_cursor(int(body.get("next", self.state.cursor)))
@@ -496,19 +508,94 @@ class SyncEngine:
             for repository in repositories:
                 if operation is not None:
                     operation.repository = repository
-                await self.downstream.reconcile_repository(repository)
+                await self._reconcile_repository(repository)
                 if operation is not None:
                     operation.repositoriesDone += 1
+            for repository in set(self.download_failures) - set(repositories):  # left the scope
+                await self._note_download_failures(repository, [])
         finally:
             self.state.syncing = False
         if operation is not None:
-            operation.finish()
+            failed = sorted(set(repositories) & set(self.download_failures))
+            operation.finish(RuntimeError(f"{len(failed)} of {len(repositories)} repositories could not be copied "
+                                          f"whole ({', '.join(failed[:5])}): {self.download_failures[failed[0]]}")
+                             if failed else None)
         self._parent_answered()
         self._backoff = 1.0
         if self.operation is None or self.operation.state != "Queued":  # a sync-now that came meanwhile: again
             self._last_reconcile = time.monotonic()
         self._synced()
         self.state.syncs += 1
+
+
+    # --- content the parent could not give (a broken image there must not hold up the rest) -------------------
+
+    async def _apply_event(self, event: dict) -> None:
+        try:
+            await self.downstream.apply_event(event)
+        except Exception as error:
+            if not content_failure(error):
+                raise
+            repository = str(event.get("repository", ""))
+            if repository not in self.download_failures:
+                await self._note_download_failures(
+                    repository, [f"{repository}:{event.get('tag') or event.get('digest')}: {error}"])
+
+    async def _reconcile_repository(self, repository: str) -> None:
+        try:
+            failures = await self.downstream.reconcile_repository(repository)
+        except Exception as error:
+            if not content_failure(error):
+                raise
+            failures = [f"{repository}: {error}"]  # e.g. its tag list refused to the sync token
+        await self._note_download_failures(repository, failures)
+
+    async def _retry_failed_downloads(self, force: bool = False) -> None:
+        """Reconcile the repositories whose content failed, when their backoff has passed (or `force`)."""
+        if not self.download_failures or (not force and time.monotonic() < self._retry_at):
+            return
+        for repository in sorted(self.download_failures):
+            if self.downstream.in_scope(repository):
+                log.info("retrying the content of %s that the parent could not give", repository)
+                await self._reconcile_repository(repository)
+            else:
+                await self._note_download_failures(repository, [])
+        if self.download_failures:
+            self._retry_at = time.monotonic() + self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
+
+    async def _note_download_failures(self, repository: str, failures: list[str]) -> None:
+        before = dict(self.download_failures)
+        if failures:
+            self.state.errors += 1
+            for failure in failures:
+                log.warning("could not copy from the parent: %s", failure)
+            more = f" (and {len(failures) - 2} more)" if len(failures) > 2 else ""
+            self.download_failures[repository] = "; ".join(failures[:2]) + more
+            if repository not in before:  # a new failure is asked again soon
+                self._retry_delay, self._retry_at = RETRY_FIRST_SECONDS, time.monotonic() + RETRY_FIRST_SECONDS
+        else:
+            self.download_failures.pop(repository, None)
+            if repository in before:
+                log.info("the content of %s is whole again", repository)
+        if self.download_failures != before:
+            await self.store.control.set("download_failures", json.dumps(self.download_failures))
+            if not self.download_failures:
+                self._retry_delay = RETRY_FIRST_SECONDS
+        self._report_download_failures()
+
+    def _report_download_failures(self) -> None:
+        if not self.download_failures:
+            self.status.clear("DOWNLOAD_FAILED")
+            return
+        names = sorted(self.download_failures)
+        listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        self.status.set("Sync", "Warning", "DOWNLOAD_FAILED",
+                        f"content of {listed} could not be copied from the parent {self.parent.endpoint}: "
+                        f"{self.download_failures[names[0]]}. Everything else syncs; these are asked again with "
+                        "backoff (at most every 30 minutes) and at every sync-now. If it lasts, check the image at "
+                        "the parent (a damaged or incomplete push, or a token without read access to it) and push "
+                        "it there again.")
 
 
 async def _until_set(work, event: asyncio.Event) -> asyncio.Future | None:
