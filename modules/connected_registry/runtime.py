@@ -439,9 +439,12 @@ class Runtime:
             context.repositories = tuple(settings.repositories)
             context.name = self.name
         if self.engine is not None and settings.parent is not None:
+            from connected_registry.settings import duration_seconds
             from connected_registry.sync.schedule import SyncSchedule
 
             self.engine.set_schedule(SyncSchedule.from_settings(settings.parent.syncProperties))
+            self.engine.parent.set_timeouts(duration_seconds(settings.parent.connectTimeout),
+                                            duration_seconds(settings.parent.firstByteTimeout))
             self.engine.set_repositories(list(settings.repositories))
         if self.pull_through is not None and settings.parent is not None:
             self.pull_through.configure(settings)

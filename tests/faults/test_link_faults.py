@@ -112,6 +112,34 @@ async def test_every_link_fault_ends_offline_then_online_with_nothing_lost_or_co
         figures[f"link: {fault} faults injected (connections)"] += count
 
 
+async def test_an_upload_the_link_cuts_again_and_again_goes_on_where_it_stopped(tmp_path: Path, monkeypatch):
+    """A ReadWrite leaf pushes a 24 MiB layer up a link that cuts every upload after 8 MiB: each attempt goes on
+    from the bytes the parent holds, so the layer gets through though no attempt carries it whole, and every byte
+    crosses the link once."""
+    link = await FaultyLink(cut_after=8 * MiB).start()
+    clock = FakeClock()
+    root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch, mode="ReadWrite",
+                                               parent={"endpoint": link.url})
+    link.upstream = f"http://127.0.0.1:{root.port}"
+    leaf = await start_runtime(tmp_path / "leaf", document, clock)
+    writer, reader = basic_header(*WRITER), basic_header(*READER)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await link.set("cut_upload")
+            layer = os.urandom(24 * MiB)
+            pushed = await push_small_image(session, leaf, "factory/up", "big", writer, layer=layer)
+            await eventually(lambda: _async(not leaf.store.outbox()), timeout=120, what="the outbox delivered")
+            assert await digest_at(session, root, "factory/up", "big", reader) == pushed
+            assert await _blob_bytes(session, root, "factory/up", sha256(layer), reader) == layer
+    finally:
+        await leaf.stop()
+        await root.stop()
+        await link.close()
+    assert link.injected["cut_upload"] >= 2, link.injected
+    assert link.upload_bytes < len(layer) + MiB, f"{link.upload_bytes} bytes carried for a {len(layer)} byte layer"
+    figures["link: upload cuts resumed"] += link.injected["cut_upload"]
+
+
 async def _pull_image(session, runtime, repository: str, tag: str, headers: dict) -> tuple[str, bytes | None]:
     """("whole", layer bytes) or ("failed", None) for one client pull of an image's manifest and its layer;
     anything else (a 500, a body of the right length with the wrong bytes) fails the test."""

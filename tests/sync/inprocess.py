@@ -176,6 +176,32 @@ def break_connection(request, reset: bool) -> None:
         request.transport.close()
 
 
+async def forward_cut_body(request, target: str, cut_after: int) -> int:
+    """Send the first `cut_after` bytes of the request's body on to `target`, then drop both connections, as a
+    link that fails in the middle of an upload does. Returns the bytes sent on."""
+    sent = 0
+
+    async def body():
+        nonlocal sent
+        while sent < cut_after:
+            chunk = await request.content.read(min(1 << 16, cut_after - sent))
+            if not chunk:
+                return
+            yield chunk
+            sent += len(chunk)
+        raise ConnectionResetError("the link drops mid-upload")
+
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "proxy-connection"}  # Host kept
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.request(request.method, target, data=body(), headers=headers) as response:
+                await response.read()
+    except (aiohttp.ClientError, OSError):
+        pass
+    break_connection(request, reset=True)
+    return sent
+
+
 LINK_FAULTS = ("drop", "stall", "reset", "trickle", "refuse")
 
 
@@ -184,7 +210,9 @@ class FaultyLink:
     drop (manifest PUTs forwarded, then the connection closed: the parent applied it, the answer is lost),
     stall (blob bodies stop after `cut_after` bytes until the fault ends), reset (blob bodies cut with a TCP RST
     after `cut_after` bytes, uploads reset before they are forwarded), trickle (bodies paced in small slow
-    chunks) and refuse (nothing listens on the port). Counts what it did in `injected`."""
+    chunks), refuse (nothing listens on the port) and cut_upload (blob upload bodies longer than `cut_after`
+    forwarded up to there, then both connections dropped). Counts what it did in `injected`, and the blob upload
+    bytes it carried to the parent in `upload_bytes`."""
 
     def __init__(self, cut_after: int = 256 << 10) -> None:
         self.upstream = ""
@@ -192,6 +220,7 @@ class FaultyLink:
         self.fault: str | None = None
         self.port = 0
         self.injected: dict[str, int] = {}
+        self.upload_bytes = 0
         self._runner = None
         self._fault_over = asyncio.Event()
 
@@ -229,10 +258,20 @@ class FaultyLink:
         from aiohttp import web
 
         fault, target = self.fault, f"{self.upstream}{request.path_qs}"
+        # Host is kept, as the IoT Edge API proxy keeps it: the parent's upload Locations then lead through the link
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "proxy-connection"}
         is_blob_body = "/blobs/sha256:" in request.path and request.method == "GET"
+        if request.method in ("PUT", "PATCH") and "/blobs/uploads/" in request.path:
+            if fault == "cut_upload" and (request.content_length or 0) > self.cut_after:
+                self._count("cut_upload")
+                self.upload_bytes += await forward_cut_body(request, target, self.cut_after)
+                return web.Response()
+            if fault != "reset":  # a reset upload is not carried on
+                self.upload_bytes += len(await request.read())
         if fault == "drop" and request.method == "PUT" and "/manifests/" in request.path:
             self._count("drop")
-            return await forward(request, target, lose_answer=True)  # the parent did the work; the answer is lost
+            # the parent did the work; the answer is lost
+            return await forward(request, target, headers=headers, lose_answer=True)
         if fault == "reset" and request.method in ("PUT", "PATCH", "POST") and request.can_read_body:
             await request.read()
             self._count("reset")
@@ -240,9 +279,9 @@ class FaultyLink:
             return web.Response()
         if fault in ("stall", "reset") and is_blob_body:
             self._count(fault)
-            return await forward(request, target, cut_after=self.cut_after, reset=True,
+            return await forward(request, target, headers=headers, cut_after=self.cut_after, reset=True,
                                  stall=self._fault_over if fault == "stall" else None)
         if fault == "trickle" and is_blob_body:
             self._count("trickle")
-            return await forward(request, target, chunk_delay=0.01, chunk_size=16 << 10)
-        return await forward(request, target)
+            return await forward(request, target, headers=headers, chunk_delay=0.01, chunk_size=16 << 10)
+        return await forward(request, target, headers=headers)

@@ -61,18 +61,29 @@ class ParentClient:
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (bearer token, expiry)
         self._basic_only = False
 
+    def timeout(self, read: float | None = None) -> aiohttp.ClientTimeout:
+        """Given to every request, so new timeouts (a twin update) apply to the next one, not only a new session."""
+        return aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
+                                     sock_read=read or self.first_byte_timeout)
+
+    def set_timeouts(self, connect: float, first_byte: float) -> None:
+        self.connect_timeout, self.first_byte_timeout = connect, first_byte
+
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
-                                              sock_read=self.first_byte_timeout),
+                timeout=self.timeout(),
                 headers={"User-Agent": f"connected-registry/{__version__}"},
                 trust_env=True,  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY (SPEC 3)
                 auto_decompress=False,
                 read_bufsize=1 << 21,  # blobs arrive in large reads: fewer wake-ups per MiB (pull-through speed)
                 connector=aiohttp.TCPConnector(ssl=self.ssl_context) if self.ssl_context is not None else None,
             )
+            # aiohttp sends a PUT again by itself when the link breaks under it. An upload's PUT appends to a
+            # session at the parent, so the bytes that arrived the first time would arrive twice: the blob then
+            # fails its digest and the upload would be refused. Resuming from the parent's offset is our job.
+            self._session._retry_connection = False
         return self._session
 
     def set_ssl_context(self, context) -> None:
@@ -101,13 +112,18 @@ class ParentClient:
                       headers: dict | None = None, **kwargs) -> aiohttp.ClientResponse:
         """A response the caller must release (use `async with`), after at most one auth retry."""
         url = path if path.startswith("http") else f"{self.endpoint}{path}"
+        body = kwargs.get("data")
+        start = body.tell() if hasattr(body, "seek") else None
         for attempt in range(2):
+            if attempt and start is not None:
+                body.seek(start)  # the answer to a challenge sends the same bytes again
             sent = dict(headers or {})
             authorization = self._basic() if (basic or self._basic_only) else self._cached_bearer(scope)
             if authorization:
                 sent["Authorization"] = authorization
             try:
-                response = await self.session.request(method, url, headers=sent, allow_redirects=False, **kwargs)
+                response = await self.session.request(method, url, headers=sent, allow_redirects=False,
+                                                      **{"timeout": self.timeout(), **kwargs})
             except aiohttp.ClientConnectorCertificateError as error:
                 self.on_certificate_error()
                 raise ParentError("unreachable", f"parent {self.endpoint} presented a certificate this instance does "
@@ -146,7 +162,8 @@ class ParentClient:
         query += [("scope", item) for item in (scope or params.get("scope") or "").split() if item]
         headers = {"Authorization": self._basic()} if self._basic() else {}
         try:
-            async with self.session.get(f"{realm}?{urlencode(query)}", headers=headers) as response:
+            async with self.session.get(f"{realm}?{urlencode(query)}", headers=headers,
+                                        timeout=self.timeout()) as response:
                 if response.status in (401, 403):
                     raise ParentError("auth", f"parent {self.endpoint} refused the sync token {self.token_name!r} "
                                               f"({response.status}): check SyncTokenPassword in "
@@ -170,7 +187,7 @@ class ParentClient:
         if body is not None:
             kwargs["json"] = body
         if read_timeout is not None:
-            kwargs["timeout"] = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout, sock_read=read_timeout)
+            kwargs["timeout"] = self.timeout(read_timeout)
         try:
             async with await self.request(method, f"/acr/connected/v1{path}", basic=True, headers=headers,
                                           **kwargs) as response:
@@ -186,7 +203,7 @@ class ParentClient:
     async def is_connected_parent(self) -> bool:
         """Only an answer decides: a parent that cannot be reached (or fails) now is asked again, not taken for plain."""
         try:
-            async with self.session.get(f"{self.endpoint}/acr/connected/v1/info") as response:
+            async with self.session.get(f"{self.endpoint}/acr/connected/v1/info", timeout=self.timeout()) as response:
                 if response.status >= 500:
                     raise ParentError("unreachable", f"parent {self.endpoint} answered {response.status}",
                                       status=response.status)
@@ -255,7 +272,8 @@ class ParentClient:
             location = urljoin(str(response.url), response.headers.get("Location", ""))
             response.release()
             try:
-                response = await self.session.get(location, headers=headers, allow_redirects=False)
+                response = await self.session.get(location, headers=headers, allow_redirects=False,
+                                                  timeout=self.timeout())
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 raise ParentError("unreachable", f"blob redirect {location[:80]} is unreachable: {error}") from None
             hops += 1
@@ -297,17 +315,50 @@ class ParentClient:
             self._raise_for(response, f"mount of {digest} into {repository}")
             return False
 
-    async def upload_blob(self, repository: str, digest: str, path: str, size: int) -> None:
-        scope = self.push_scope(repository)
-        async with await self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope) as response:
+    async def start_upload(self, repository: str) -> str:
+        """A new upload session at the parent; returns its absolute location."""
+        async with await self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=self.push_scope(repository)
+                                      ) as response:
             self._raise_for(response, f"upload to {repository}")
-            location = urljoin(self.endpoint + "/", response.headers.get("Location", ""))
+            location = response.headers.get("Location")
+        if not location:
+            raise ParentError("protocol", f"parent {self.endpoint} opened an upload to {repository} without a Location")
+        return urljoin(self.endpoint + "/", location)
+
+    async def upload_offset(self, repository: str, location: str) -> int | None:
+        """How many bytes of an upload session the parent holds; None when it no longer has the session or cannot
+        say (a `Range` of `0-0` means none or one byte alike: start over)."""
+        async with await self.request("GET", location, scope=self.push_scope(repository)) as response:
+            if response.status >= 500 or response.status == 401:
+                self._raise_for(response, f"upload session {location}")
+            match = re.fullmatch(r"\s*(?:bytes=)?0-(\d+)\s*", response.headers.get("Range", ""))
+            if response.status not in (200, 204) or not match or int(match.group(1)) == 0:
+                return None
+            return int(match.group(1)) + 1
+
+    async def finish_upload(self, repository: str, digest: str, location: str, path: str, offset: int,
+                            size: int) -> None:
+        """Send the bytes of the file at `path` from `offset` into the session at `location`, and close it."""
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size - offset)}
+        if 0 < offset < size:
+            headers["Content-Range"] = f"{offset}-{size - 1}"
         separator = "&" if "?" in location else "?"
         with open(path, "rb") as file:
-            async with await self.request("PUT", f"{location}{separator}digest={digest}", scope=scope, data=file,
-                                          headers={"Content-Type": "application/octet-stream",
-                                                   "Content-Length": str(size)}) as response:
-                self._raise_for(response, f"blob {digest} into {repository}")
+            file.seek(offset)
+            async with await self.request("PUT", f"{location}{separator}digest={digest}",
+                                          scope=self.push_scope(repository), data=file if offset < size else b"",
+                                          headers=headers) as response:
+                if response.status >= 300:
+                    detail = (await response.read())[:500].decode("utf-8", "replace")
+                    self._raise_for(response, f"blob {digest} into {repository} ({detail})")
+
+    async def cancel_upload(self, repository: str, location: str) -> None:
+        """Best effort: a session the parent would otherwise keep until its garbage collection."""
+        try:
+            async with await self.request("DELETE", location, scope=self.push_scope(repository)):
+                pass
+        except ParentError:
+            pass
 
     async def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> None:
         async with await self.request("PUT", f"/v2/{repository}/manifests/{reference}", data=body,

@@ -111,8 +111,39 @@ class Upstream:
         size = self.store.blob_size(repository, digest)
         if size is None:
             raise ParentError("refused", f"blob {digest} of {repository} is missing locally")
-        await self.parent.upload_blob(repository, digest, self.store.blob_path(digest), size)
-        self.bytes_uploaded += size
+        await self._upload(repository, digest, size)
+
+    async def _upload(self, repository: str, digest: str, size: int) -> None:
+        """One upload session per blob, remembered here until the parent has the blob: a transfer the link cut
+        goes on from the bytes the parent holds (it says how many), not from the start."""
+        key = f"upload:{self.parent.endpoint}/{repository}@{digest}"  # a new parent: a new session
+        location = self.store.control.get(key)
+        offset = await self.parent.upload_offset(repository, location) if location else None
+        while True:
+            if offset is None:
+                if location:
+                    await self.parent.cancel_upload(repository, location)
+                location, offset = await self.parent.start_upload(repository), 0
+                await self.store.control.set(key, location)
+            elif offset:
+                log.info("resuming the upload of %s@%s at %d of %d bytes", repository, digest, offset, size)
+            try:
+                await self.parent.finish_upload(repository, digest, location, self.store.blob_path(digest), offset,
+                                                size)
+            except ParentError as error:
+                if error.kind != "refused":
+                    raise  # the link: the session stays, and the next attempt resumes it
+                if offset:
+                    log.info("the parent did not take the upload of %s@%s resumed at %d bytes (%s): starting over",
+                             repository, digest, offset, error)
+                    offset = None
+                    continue
+                await self.parent.cancel_upload(repository, location)
+                await self.store.control.forget(key)
+                raise
+            break
+        await self.store.control.forget(key)
+        self.bytes_uploaded += size - offset
 
     def _other_repositories_with(self, repository: str, digest: str) -> list[str]:
         rows = self.store.metadata.read(
