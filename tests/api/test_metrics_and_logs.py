@@ -34,7 +34,8 @@ def value(metrics: dict, metric: str, **labels) -> float:
 
 def test_counters_move_with_a_push_a_pull_and_a_sync(tmp_path: Path):
     root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")])
-    leaf = start_instance(tmp_path, "line1-leaf", parent=root, repositories=["factory/*"])
+    # onDemand off: the layer must come by the sync, or the sync counters would not move
+    leaf = start_instance(tmp_path, "line1-leaf", parent=root, repositories=["factory/*"], extra={"onDemand": False})
     try:
         before_root, before_leaf = scrape(root), scrape(leaf)
         layout = tmp_path / "layout"

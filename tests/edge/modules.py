@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tests.support.edge_runtime import EdgeRuntime
@@ -29,7 +30,17 @@ class EdgeModule:
         return self.runtime.hub
 
 
-def module_desired(schedule: str = "0 9 * * *", window: str = "PT1H") -> dict:
+# Sync windows far from now (computed once, when the tests start), so that no test depends on the time of day:
+# the module's own one-hour window twelve hours away, and the one a patch moves it to, four hours after that.
+QUIET_HOUR = (datetime.now(timezone.utc).hour + 12) % 24
+QUIET_SCHEDULE = f"0 {QUIET_HOUR} * * *"
+QUIET_START, QUIET_END = f"T{QUIET_HOUR:02d}:00:00Z", f"T{(QUIET_HOUR + 1) % 24:02d}:00:00Z"
+OTHER_HOUR = (QUIET_HOUR + 4) % 24
+OTHER_SCHEDULE = f"0 {OTHER_HOUR} * * *"
+OTHER_START, OTHER_END_2H = f"T{OTHER_HOUR:02d}:00:00Z", f"T{(OTHER_HOUR + 2) % 24:02d}:00:00Z"
+
+
+def module_desired(schedule: str = QUIET_SCHEDULE, window: str = "PT1H") -> dict:
     """The module's twin: everything but the secrets (the parent and the sync token come from the environment)."""
     return {"mode": "ReadOnly", "repositories": ["factory/*"], "tokens": client_tokens(),
             "parent": {"syncProperties": {"schedule": schedule, "syncWindow": window}}, "reportInterval": "PT10S"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.edge.modules import QUIET_SCHEDULE, QUIET_START
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import start_instance
 
@@ -29,11 +30,11 @@ def test_reported_json_follows_activation_and_configuration_changes(tmp_path: Pa
 
         document = {**leaf.document, "$version": 4,
                     "parent": {**leaf.document["parent"],
-                               "syncProperties": {"schedule": "0 9 * * *", "syncWindow": "PT1H"}}}
+                               "syncProperties": {"schedule": QUIET_SCHEDULE, "syncWindow": "PT1H"}}}
         leaf.config_path.write_text(json.dumps(document))
         wait_until(lambda: _reported(reported_path).get("appliedDesiredVersion") == 4, timeout=30,
                    what="reported.json with the new configuration")
-        assert _reported(reported_path)["sync"]["nextWindowStart"].endswith("T09:00:00Z")
+        assert _reported(reported_path)["sync"]["nextWindowStart"].endswith(QUIET_START)
 
         leaf.config_path.write_text(json.dumps({**document, "$version": 5, "mode": "Sideways"}))
         wait_until(lambda: any(d["code"] == "CONFIG_INVALID" for d in _reported(reported_path).get("statusDetails", [])),

@@ -186,9 +186,12 @@ async def test_on_demand_pulls_through_every_link_fault_get_whole_images_or_a_cl
                     tag = f"{fault}-{round_number}"
                     layer = os.urandom(3 * MiB)
                     await push_small_image(session, root, "factory/pulled", tag, writer, layer=layer)
+                    injected = link.injected.get(fault, 0)
                     await link.set(fault)
                     outcome, got = await _pull_image(session, leaf, "factory/pulled", tag, reader)
                     figures[f"link: on-demand pulls under {fault}, {outcome}"] += 1
+                    if fault != "drop":  # drop loses only the answers to writes: a pull must not notice it
+                        assert link.injected.get(fault, 0) > injected, f"{fault} never hit the pull"
                     if fault in ("drop", "trickle"):  # neither loses a byte of a pull: it must arrive whole
                         assert outcome == "whole", fault
                     await link.set(None)

@@ -32,7 +32,8 @@ def manifest_at(instance, repository: str, reference: str):
 @pytest.fixture
 def root_and_leaf(tmp_path: Path):
     root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")])
-    leaf = start_instance(tmp_path, "line1-leaf", parent=root, repositories=["factory/*"])
+    # onDemand off: what reaches the leaf came by sync, not by a pull-through on the test's first GET
+    leaf = start_instance(tmp_path, "line1-leaf", parent=root, repositories=["factory/*"], extra={"onDemand": False})
     try:
         yield root, leaf
     finally:

@@ -19,8 +19,9 @@ from tests.sync.test_downstream import (assert_index_with_signature_arrives, man
 def three_layers(tmp_path: Path):
     root = start_instance(tmp_path, "factory-root", children=[("plant-middle", "ReadWrite")])
     middle = start_instance(tmp_path, "plant-middle", parent=root, mode="ReadWrite", repositories=["factory/*"],
-                            children=[("line1-leaf", "ReadOnly")])
-    leaf = start_instance(tmp_path, "line1-leaf", parent=middle, repositories=["factory/*"])
+                            children=[("line1-leaf", "ReadOnly")], extra={"onDemand": False})
+    # onDemand off at both: what reaches them came by sync, not by a pull-through on the test's first GET
+    leaf = start_instance(tmp_path, "line1-leaf", parent=middle, repositories=["factory/*"], extra={"onDemand": False})
     try:
         yield root, middle, leaf
     finally:
