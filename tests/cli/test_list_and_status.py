@@ -75,3 +75,33 @@ def test_credentials_come_from_the_environment_and_are_never_printed(hierarchy):
     assert anonymous.returncode == 1 and "--username and --password" in anonymous.stderr, anonymous.stderr
     unreachable = run_cli("status", "--registry", "http://127.0.0.1:9", env=env)
     assert unreachable.returncode != 0 and "cannot reach http://127.0.0.1:9" in unreachable.stderr
+
+
+def test_list_marks_a_child_that_went_silent_as_stale(tmp_path):
+    """A leaf that stops reporting (power cut, link gone) is marked STALE after three of the root's report
+    intervals, with how long it has been silent, and counted in the footer."""
+    from tests.cli.conftest import FRESH_REPORTS
+    from tests.sync.hierarchy import start_instance
+
+    root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")], extra=FRESH_REPORTS)
+    leaf = start_instance(tmp_path, "line1-leaf", parent=root, repositories=["factory/*"], extra=FRESH_REPORTS)
+    try:
+        def listing() -> str:
+            result = operator_cli(root, "list", env={"COLUMNS": "120"})
+            assert result.returncode == 0, result.stderr
+            return result.stdout
+
+        wait_until(lambda: "Online" in next((line for line in listing().splitlines() if "line1-leaf" in line), ""),
+                   timeout=60, interval=0.5, what="the leaf Online in the listing")
+        leaf.stop()
+        def marked_stale() -> str | None:
+            text = listing()
+            return text if text.splitlines()[-1].endswith(", 1 stale") else None
+
+        stale = wait_until(marked_stale, timeout=90, interval=1, what="the silent leaf marked stale")
+        line = next(line for line in stale.splitlines() if "line1-leaf" in line)
+        assert "STALE, silent" in line, stale
+        assert stale.splitlines()[-1] == "2 registries, 0 unhealthy, 1 stale", stale
+    finally:
+        leaf.stop()
+        root.stop()
