@@ -34,3 +34,33 @@ async def test_new_timeouts_apply_to_the_next_request_to_a_parent_that_never_ans
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_parent_that_never_completes_the_connection_fails_within_the_connect_timeout():
+    """A listener whose accept queue is full drops new SYNs, as a parent behind a dead route does: only
+    parent.connectTimeout can end the wait (the first-byte timeout here is far longer)."""
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued = []
+    for _ in range(8):  # fill the accept queue; nobody accepts
+        filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        queued.append(filler)
+    client = ParentClient(f"http://127.0.0.1:{port}", "sync", "password", connect_timeout=1, first_byte_timeout=60)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ParentError) as failure:
+            await client.get_manifest("factory/app", "v1")
+        elapsed = time.monotonic() - started
+        assert failure.value.kind == "unreachable" and failure.value.timed_out, failure.value
+        assert 0.9 < elapsed < 5, f"{elapsed:.1f} s"
+    finally:
+        await client.close()
+        for filler in queued:
+            filler.close()
+        listener.close()
