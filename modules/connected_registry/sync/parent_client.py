@@ -6,11 +6,13 @@ token's Basic credentials, cached per scope until it expires) or Basic. The cont
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode, urljoin
 
@@ -80,10 +82,6 @@ class ParentClient:
                 read_bufsize=1 << 21,  # blobs arrive in large reads: fewer wake-ups per MiB (pull-through speed)
                 connector=aiohttp.TCPConnector(ssl=self.ssl_context) if self.ssl_context is not None else None,
             )
-            # aiohttp sends a PUT again by itself when the link breaks under it. An upload's PUT appends to a
-            # session at the parent, so the bytes that arrived the first time would arrive twice: the blob then
-            # fails its digest and the upload would be refused. Resuming from the parent's offset is our job.
-            self._session._retry_connection = False
         return self._session
 
     def set_ssl_context(self, context) -> None:
@@ -109,14 +107,14 @@ class ParentClient:
     # --- requests with the parent's auth ---------------------------------------------------------
 
     async def request(self, method: str, path: str, *, scope: str | None = None, basic: bool = False,
-                      headers: dict | None = None, **kwargs) -> aiohttp.ClientResponse:
-        """A response the caller must release (use `async with`), after at most one auth retry."""
+                      headers: dict | None = None, body: Callable[[], object] | None = None,
+                      **kwargs) -> aiohttp.ClientResponse:
+        """A response the caller must release (use `async with`), after at most one auth retry. `body`, when
+        given, makes the request's body anew for each attempt (a stream can be sent only once)."""
         url = path if path.startswith("http") else f"{self.endpoint}{path}"
-        body = kwargs.get("data")
-        start = body.tell() if hasattr(body, "seek") else None
         for attempt in range(2):
-            if attempt and start is not None:
-                body.seek(start)  # the answer to a challenge sends the same bytes again
+            if body is not None:
+                kwargs["data"] = body()
             sent = dict(headers or {})
             authorization = self._basic() if (basic or self._basic_only) else self._cached_bearer(scope)
             if authorization:
@@ -343,14 +341,12 @@ class ParentClient:
         if 0 < offset < size:
             headers["Content-Range"] = f"{offset}-{size - 1}"
         separator = "&" if "?" in location else "?"
-        with open(path, "rb") as file:
-            file.seek(offset)
-            async with await self.request("PUT", f"{location}{separator}digest={digest}",
-                                          scope=self.push_scope(repository), data=file if offset < size else b"",
-                                          headers=headers) as response:
-                if response.status >= 300:
-                    detail = (await response.read())[:500].decode("utf-8", "replace")
-                    self._raise_for(response, f"blob {digest} into {repository} ({detail})")
+        async with await self.request("PUT", f"{location}{separator}digest={digest}", scope=self.push_scope(repository),
+                                      body=lambda: _file_body(path, offset) if offset < size else b"",
+                                      headers=headers) as response:
+            if response.status >= 300:
+                detail = (await response.read())[:500].decode("utf-8", "replace")
+                self._raise_for(response, f"blob {digest} into {repository} ({detail})")
 
     async def cancel_upload(self, repository: str, location: str) -> None:
         """Best effort: a session the parent would otherwise keep until its garbage collection."""
@@ -388,6 +384,18 @@ class ParentClient:
         else:
             kind = "refused"  # 400, 403, 404, 405, 413...: the parent will not take it
         raise ParentError(kind, f"parent {self.endpoint} answered {response.status} for {what}", status=response.status)
+
+
+async def _file_body(path: str, offset: int, chunk: int = 1 << 20):
+    """A file from `offset`, as a body aiohttp cannot send twice. Given a file object, aiohttp sends a PUT again
+    by itself when the link breaks under it; an upload's PUT appends to the parent's session, so the bytes that
+    arrived the first time would arrive twice and the blob would fail its digest. Resuming from the offset the
+    parent reports is our job."""
+    loop = asyncio.get_running_loop()
+    with open(path, "rb") as file:
+        file.seek(offset)
+        while data := await loop.run_in_executor(None, file.read, chunk):
+            yield data
 
 
 def next_link(link: str | None, endpoint: str) -> str | None:
