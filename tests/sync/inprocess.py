@@ -211,8 +211,8 @@ class FaultyLink:
     stall (blob bodies stop after `cut_after` bytes until the fault ends), reset (blob bodies cut with a TCP RST
     after `cut_after` bytes, uploads reset before they are forwarded), trickle (bodies paced in small slow
     chunks), refuse (nothing listens on the port) and cut_upload (blob upload bodies longer than `cut_after`
-    forwarded up to there, then both connections dropped). Counts what it did in `injected`, and the blob upload
-    bytes it carried to the parent in `upload_bytes`."""
+    forwarded up to there, then both connections dropped). Counts what it did in `injected`, the blob upload
+    bytes it carried to the parent in `upload_bytes` and the blob downloads in `blob_transfers`."""
 
     def __init__(self, cut_after: int = 256 << 10) -> None:
         self.upstream = ""
@@ -221,6 +221,7 @@ class FaultyLink:
         self.port = 0
         self.injected: dict[str, int] = {}
         self.upload_bytes = 0
+        self.blob_transfers = 0  # blob GETs with credentials: transfers (an unauthenticated one is a 401 challenge)
         self._runner = None
         self._fault_over = asyncio.Event()
 
@@ -261,6 +262,8 @@ class FaultyLink:
         # Host is kept, as the IoT Edge API proxy keeps it: the parent's upload Locations then lead through the link
         headers = {k: v for k, v in request.headers.items() if k.lower() != "proxy-connection"}
         is_blob_body = "/blobs/sha256:" in request.path and request.method == "GET"
+        if is_blob_body and "Authorization" in request.headers:
+            self.blob_transfers += 1
         if request.method in ("PUT", "PATCH") and "/blobs/uploads/" in request.path:
             if fault == "cut_upload" and (request.content_length or 0) > self.cut_after:
                 self._count("cut_upload")
