@@ -527,7 +527,6 @@ class SyncEngine:
         self._synced()
         self.state.syncs += 1
 
-
     # --- content the parent could not give (a broken image there must not hold up the rest) -------------------
 
     async def _apply_event(self, event: dict) -> None:
