@@ -176,7 +176,7 @@ def break_connection(request, reset: bool) -> None:
         request.transport.close()
 
 
-async def forward_cut_body(request, target: str, cut_after: int) -> int:
+async def forward_cut_body(request, target: str, headers: dict, cut_after: int) -> int:
     """Send the first `cut_after` bytes of the request's body on to `target`, then drop both connections, as a
     link that fails in the middle of an upload does. Returns the bytes sent on."""
     sent = 0
@@ -191,7 +191,6 @@ async def forward_cut_body(request, target: str, cut_after: int) -> int:
             sent += len(chunk)
         raise ConnectionResetError("the link drops mid-upload")
 
-    headers = {k: v for k, v in request.headers.items() if k.lower() != "proxy-connection"}  # Host kept
     try:
         async with aiohttp.ClientSession() as session:
             async with session.request(request.method, target, data=body(), headers=headers) as response:
@@ -267,7 +266,7 @@ class FaultyLink:
         if request.method in ("PUT", "PATCH") and "/blobs/uploads/" in request.path:
             if fault == "cut_upload" and (request.content_length or 0) > self.cut_after:
                 self._count("cut_upload")
-                self.upload_bytes += await forward_cut_body(request, target, self.cut_after)
+                self.upload_bytes += await forward_cut_body(request, target, headers, self.cut_after)
                 return web.Response()
             if fault != "reset":  # a reset upload is not carried on
                 self.upload_bytes += len(await request.read())

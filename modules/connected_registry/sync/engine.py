@@ -513,6 +513,8 @@ class SyncEngine:
                     operation.repositoriesDone += 1
             for repository in set(self.download_failures) - set(repositories):  # left the scope
                 await self._note_download_failures(repository, [])
+            if self.download_failures:  # this reconcile was a try: the next retry waits its backoff
+                self._retry_at = max(self._retry_at, time.monotonic() + self._retry_delay)
         finally:
             self.state.syncing = False
         if operation is not None:
