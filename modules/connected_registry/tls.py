@@ -12,6 +12,8 @@ import ssl
 from collections.abc import Callable
 from urllib.parse import quote
 
+from connected_registry.waits import wait_event
+
 log = logging.getLogger("connected_registry.tls")
 
 DEFAULT_CERTIFICATE_VOLUME = "/var/acr/certs"
@@ -127,10 +129,7 @@ class TrustBundle:
 
     async def watch(self, interval: float = TRUST_BUNDLE_SECONDS, min_interval: float = TRUST_BUNDLE_MIN_SECONDS) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wanted.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._wanted, interval)
             self._wanted.clear()
             context = await self.refresh()
             if context is not None:

@@ -21,6 +21,8 @@ async def test_a_child_away_longer_than_its_message_ttl_reconciles_and_converges
         async with aiohttp.ClientSession() as session:
             first = await push_small_image(session, root, "factory/app", "a", writer)
             await eventually(lambda: _has(session, leaf, "a", first, reader), what="tag a at the leaf")
+            # stopped before its first reconcile saved the cursor, the leaf would start over without asking the feed
+            await eventually(lambda: _async(leaf.engine.state.cursor is not None), what="the first cursor saved")
             await leaf.stop()
 
             second = await push_small_image(session, root, "factory/app", "b", writer)

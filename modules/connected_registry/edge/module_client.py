@@ -14,6 +14,8 @@ import os
 import warnings
 from collections.abc import Awaitable, Callable
 
+from connected_registry.waits import within
+
 log = logging.getLogger("connected_registry.edge")
 
 TWIN_CALL_TIMEOUT = 10.0
@@ -42,7 +44,7 @@ class ModuleConnection:
             try:
                 if self._client is None:
                     self._client = await asyncio.to_thread(self._create)  # blocking HTTP to the workload API
-                await asyncio.wait_for(self._client.connect(), TWIN_CALL_TIMEOUT * 3)
+                await within(self._client.connect(), TWIN_CALL_TIMEOUT * 3)
                 break
             except asyncio.CancelledError:
                 raise
@@ -72,7 +74,7 @@ class ModuleConnection:
     async def _shutdown_quietly(self) -> None:
         client, self._client = self._client, None
         try:
-            await asyncio.wait_for(client.shutdown(), 5)
+            await within(client.shutdown(), 5)
         except Exception:  # noqa: BLE001 - a half-made client; a new one is created
             pass
 
@@ -104,7 +106,7 @@ class ModuleConnection:
             if self._method_handler is None:
                 status, payload = 503, {"message": "the module is still starting; call again in a few seconds"}
             else:
-                status, payload = await asyncio.wait_for(self._method_handler(request.name, request.payload), 4.5)
+                status, payload = await within(self._method_handler(request.name, request.payload), 4.5)
         except asyncio.TimeoutError:
             status, payload = 504, {"message": f"{request.name} did not finish within 5 s"}
         except Exception as error:  # noqa: BLE001 - answered, and logged
@@ -120,7 +122,7 @@ class ModuleConnection:
     async def _call(coroutine):
         """With a timeout; shielded, because the SDK completes its future from its own thread and logs an asyncio
         error when we have cancelled it meanwhile (a timeout, or shutdown)."""
-        return await asyncio.wait_for(asyncio.shield(coroutine), TWIN_CALL_TIMEOUT)
+        return await within(asyncio.shield(coroutine), TWIN_CALL_TIMEOUT)
 
     async def get_twin(self) -> dict:
         return await self._call(self._client.get_twin())

@@ -18,6 +18,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from connected_registry.waits import wait_event
+
 log = logging.getLogger("connected_registry.report")
 
 SYNCING_AFTER_SECONDS = 30.0
@@ -129,8 +131,5 @@ class Reporter:
                 log.warning("could not report the status (%s: %s); trying again in %.0f s",
                             type(error).__name__, error, backoff)
                 wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF_SECONDS)
-            try:
-                await asyncio.wait_for(self._poked.wait(), wait)
+            if await wait_event(self._poked, wait):
                 await asyncio.sleep(COALESCE_SECONDS)  # a burst of changes (a patch, its consequences) is one update
-            except asyncio.TimeoutError:
-                pass

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from connected_registry.edge.module_client import in_iot_edge
+from connected_registry.waits import within
 
 if TYPE_CHECKING:
     from connected_registry.runtime import Runtime
@@ -76,7 +77,7 @@ async def report_before_exit(runtime: "Runtime", type_: str, code: str, descript
     document = {"name": runtime.name, "connectionState": "Unhealthy", "activation": {"status": "Inactive"},
                 "statusDetails": runtime.status.details()}
     try:
-        await asyncio.wait_for(source.write_reported(document, document), 10)
+        await within(source.write_reported(document, document), 10)
     except Exception as error:  # noqa: BLE001 - the log has the cause already
         log.warning("could not report %s before exiting: %s", code, error)
     finally:
@@ -89,6 +90,6 @@ async def report_stopped(runtime: "Runtime") -> None:
         return
     document = dict(runtime.reporter.last_sent, connectionState="Offline")
     try:
-        await asyncio.wait_for(runtime.config_source.write_reported({"connectionState": "Offline"}, document), 2)
+        await within(runtime.config_source.write_reported({"connectionState": "Offline"}, document), 2)
     except Exception as error:  # noqa: BLE001 - stopping anyway
         log.info("could not report Offline while stopping: %s", error)

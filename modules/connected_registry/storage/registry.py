@@ -26,6 +26,7 @@ from connected_registry.storage.control import ControlState
 from connected_registry.storage.disk import Disk, storage_error_from_os
 from connected_registry.storage.metadata import MetadataDB
 from connected_registry.storage.uploads import Uploads
+from connected_registry.waits import wait_event
 
 _MANIFEST_CACHE_BYTES = 32 << 20
 _PROBE_BYTES = 1 << 20  # room a recovered volume must have: a little more than a metadata commit needs
@@ -214,10 +215,7 @@ class RegistryStore:
         signal = self._events_written
         if self.metadata.read_one("SELECT 1 FROM events WHERE seq > ? LIMIT 1", (after,)):
             return
-        try:
-            await asyncio.wait_for(signal.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+        await wait_event(signal, timeout)
 
     async def put_manifest(
         self, repository: str, reference: str, body: bytes, content_type: str | None, origin: str | None = None,

@@ -21,6 +21,7 @@ from connected_registry.sync.operation import SyncOperation
 from connected_registry.sync.parent_client import LINK_ERRORS, ParentClient, ParentError, next_link
 from connected_registry.sync.schedule import SyncSchedule, Window
 from connected_registry.sync.upstream import Upstream
+from connected_registry.waits import wait_event
 
 log = logging.getLogger("connected_registry.sync")
 
@@ -138,10 +139,7 @@ class SyncEngine:
 
     async def _pause(self, seconds: float) -> None:
         """Wait, or less when woken. A wake-up that came while we were busy is not lost: it ends this pause."""
-        try:
-            await asyncio.wait_for(self.state.wake.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+        await wait_event(self.state.wake, seconds)
         self.state.wake.clear()
 
     def sync_now(self) -> str:
@@ -328,10 +326,7 @@ class SyncEngine:
         while True:
             self._report_wanted.clear()
             await self._send_report()
-            try:
-                await asyncio.wait_for(self._report_wanted.wait(), self.report_interval)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._report_wanted, self.report_interval)
             await asyncio.sleep(2)  # coalesce bursts of reports from below
 
     async def _send_report(self) -> None:
