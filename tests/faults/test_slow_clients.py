@@ -16,6 +16,7 @@ import pytest
 from connected_registry import runtime as runtime_module
 from connected_registry.runtime import InstanceOptions, Runtime
 from connected_registry.storage import RegistryStore
+from connected_registry.waits import within
 from tests.api.test_hostile_input import raw_exchange
 from tests.faults.conftest import figures
 from tests.support.oci import serve_store, sha256
@@ -74,7 +75,7 @@ async def test_a_stalled_upload_body_ends_its_request_and_the_upload_resumes(tmp
                 async with api.session.put(location, params={"digest": sha256(data)}) as put:
                     return put.status == 201
 
-            await asyncio.wait_for(eventually(resumed, timeout=10, what="the resumed upload"), 15)
+            await within(eventually(resumed, timeout=10, what="the resumed upload"), 15)
             async with api.request("GET", f"/v2/slow/app/blobs/{sha256(data)}") as response:
                 assert await response.read() == data
         figures["slow clients: stalled upload bodies ended and resumed"] += 1
