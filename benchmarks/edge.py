@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.edge.modules import MODULE_NAME, module_desired, start_module  # noqa: E402
+from tests.edge.modules import MODULE_NAME, QUIET_HOUR, QUIET_START, module_desired, start_module  # noqa: E402
 from tests.support.edge_runtime import EdgeRuntime  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
 from tests.sync.hierarchy import start_instance  # noqa: E402
@@ -60,16 +60,17 @@ def main() -> int:
                 try:
                     process, started = start_module(base / "module", runtime, root, wait=False)  # restarts: same volume
                     runtime.hub.wait_reported(lambda r: (r.get("activation") or {}).get("status") == "Active"
-                                              and _window("T09:00:00Z")(r), timeout=60, what="Active")
+                                              and _window(QUIET_START)(r), timeout=60, what="Active")
                     starts.append(runtime.hub.reported_patches[-1][0] - started)
                     print(f"start {round_ + 1}: Active after {starts[-1]:.2f} s", file=sys.stderr)
                     if round_ == arguments.starts - 1:
                         for number in range(arguments.patches):
-                            hour = f"{number % 24:02d}"
-                            target = "T05:00:00Z" if hour == "09" else f"T{hour}:00:00Z"
+                            # windows 1 to 10 hours after the quiet one: never the current hour, so no sync starts
+                            hour = (QUIET_HOUR + 1 + number % 10) % 24
+                            target = f"T{hour:02d}:00:00Z"
                             sent = time.monotonic()
                             version = runtime.hub.patch_desired({"parent": {"syncProperties": {
-                                "schedule": f"0 {int(target[1:3])} * * *", "syncWindow": "PT1H"}}})
+                                "schedule": f"0 {hour} * * *", "syncWindow": "PT1H"}}})
                             runtime.hub.wait_reported(lambda r: r.get("appliedDesiredVersion") == version
                                                       and _window(target)(r), timeout=30, what="the new window")
                             patches.append(runtime.hub.reported_patches[-1][0] - sent)
