@@ -485,7 +485,13 @@ def format_table(rows: list[Row]) -> str:
             row.target or "(info)",
             {True: "yes", False: "NO", None: ""}[row.met],
         ])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return align(lines)
+
+
+def align(lines: list[list[str]]) -> str:
+    """A text table of `lines` (the first is the header, ruled off): the name column and the last columns
+    left-aligned, the three number columns right-aligned."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     out = []
     for index, line in enumerate(lines):
         cells = [line[0].ljust(widths[0])] + [cell.rjust(widths[i]) if i < 4 else cell.ljust(widths[i])

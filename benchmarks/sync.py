@@ -26,7 +26,6 @@ See README.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import http.client
 import json
@@ -56,6 +55,7 @@ from compare import (  # noqa: E402
     DISTRIBUTION_CONFIG,
     MANIFEST_ACCEPT,
     Registry,
+    align,
     format_number,
     free_port,
     git_head,
@@ -67,6 +67,7 @@ from compare import (  # noqa: E402
     wait_until,
 )
 
+from tests.support.threaded import ThreadedApp  # noqa: E402
 from tests.sync.hierarchy import OPERATOR, READER, WRITER, client_tokens, sync_token_for, token  # noqa: E402
 
 DEFAULT_OURS = ROOT / ".venv" / "bin" / "connected-registry"
@@ -261,7 +262,7 @@ _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriz
                "transfer-encoding", "upgrade", "content-length"}
 
 
-class CountingProxy:
+class CountingProxy(ThreadedApp):
     """A reverse proxy in a thread of this process (its own asyncio loop): every request from the child to
     `target` goes through it and is recorded (start, end, method, path, status, bytes). The Host header is
     passed on unchanged, so the parent's token realm and Locations point back at the proxy."""
@@ -271,36 +272,19 @@ class CountingProxy:
         self.port = free_port()
         self.records: list[dict] = []
         self.lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        super().__init__()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._main, name="counting-proxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout=30) or self._error:
-            raise RuntimeError(f"the counting proxy did not start: {self._error!r}")
+        from aiohttp import web
+
+        self.serve(lambda runner: web.TCPSite(runner, "127.0.0.1", self.port), self.url, timeout=30)
         progress(f"counting proxy on {self.url} -> {self.target}")
 
-    def _main(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        try:
-            self._loop.run_until_complete(self._serve())
-            self._ready.set()
-            self._loop.run_forever()
-        except BaseException as error:  # noqa: BLE001 - reported to start()
-            self._error = error
-            self._ready.set()
-        finally:
-            self._loop.close()
-
-    async def _serve(self) -> None:
+    async def make_app(self):
         import aiohttp
         from aiohttp import web
 
@@ -308,9 +292,10 @@ class CountingProxy:
                                               auto_decompress=False, trust_env=False)
         app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return app
+
+    async def close(self) -> None:
+        await self._session.close()  # in-flight requests (a long poll) end at once with a 502
 
     async def _handle(self, request):
         import aiohttp
@@ -349,21 +334,6 @@ class CountingProxy:
     def snapshot(self) -> list[dict]:
         with self.lock:
             return [dict(r) for r in self.records]
-
-    def stop(self) -> None:
-        if self._loop is None or self._thread is None or not self._loop.is_running():
-            return
-
-        async def shutdown():
-            await self._session.close()  # in-flight requests (a long poll) end at once with a 502
-            await self._runner.cleanup()
-
-        try:
-            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
-        except Exception as error:  # noqa: BLE001 - stopping anyway
-            progress(f"proxy shutdown: {error!r}")
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
 
 
 def is_feed(record: dict) -> bool:
@@ -591,15 +561,7 @@ def format_table(rows: list[Row]) -> str:
         lines.append([f"{row.name} ({row.unit})", number(row.ours), number(row.baseline),
                       f"{row.ratio:.2f}x" if row.ratio is not None else "-", row.target or "(info)",
                       {True: "yes", False: "NO", None: ""}[row.met]])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = []
-    for index, line in enumerate(lines):
-        cells = [line[0].ljust(widths[0])] + [cell.rjust(widths[i]) if i < 4 else cell.ljust(widths[i])
-                                              for i, cell in enumerate(line) if i > 0]
-        out.append("  ".join(cells).rstrip())
-        if index == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return align(lines)
 
 
 def build_rows(arguments, initial: dict, idle: dict, latency: dict, image: str) -> list[Row]:

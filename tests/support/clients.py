@@ -38,6 +38,7 @@ from pathlib import Path
 from tests.support.pki import TestPki
 from tests.support.processes import die_with_parent as _die_with_parent
 from tests.support.processes import free_port, port_open, wait_until
+from tests.support.threaded import ThreadedApp
 
 DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 client; /usr/local/bin/docker (28.x) may come first in PATH
 
@@ -534,59 +535,36 @@ class Exchange:
                 + (f" form={secretless}" if secretless else ""))
 
 
-class RecordingProxy:
+class RecordingProxy(ThreadedApp):
     """A plain-HTTP reverse proxy on a free loopback port in front of `upstream` (host:port), run by aiohttp on a
     thread of the test process (no child process). It forwards each request as the client sent it, `Host` included,
     so the registry builds its challenge realm and Location URLs for the proxy's address and the client's token
     requests come back through it; and it records every exchange (`.exchanges`, in order) before answering, so they
     are all there once the client command has returned. Bodies are read whole (fine for test images)."""
 
-    def __init__(self, upstream: str, timeout: float = 10.0) -> None:
-        import asyncio
-        import threading
+    name = "recording proxy"
 
+    def __init__(self, upstream: str, timeout: float = 10.0) -> None:
+        from aiohttp import web
+
+        super().__init__()
         self.upstream = upstream
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         self.exchanges: list[Exchange] = []
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"recording-proxy-{self.port}", daemon=True)
-        self._thread.start()
-        if not self._started.wait(timeout) or self._error is not None:
-            self.stop()
-            raise RuntimeError(f"recording proxy on {self.host} did not start: {self._error!r}")
+        self.serve(lambda runner: web.TCPSite(runner, "127.0.0.1", self.port), self.host, timeout)
 
-    def _run(self) -> None:
-        import asyncio
-
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._start())
-        except BaseException as error:  # noqa: BLE001 - reported by __init__
-            self._error = error
-            self._started.set()
-            return
-        self._started.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._cleanup())
-        self._loop.close()
-
-    async def _start(self) -> None:
+    async def make_app(self):
         import aiohttp
         from aiohttp import web
 
         self._session = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=120))
         app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return app
 
-    async def _cleanup(self) -> None:
-        await self._runner.cleanup()
+    async def close(self) -> None:
         await self._session.close()
 
     async def _forward(self, request):
@@ -635,13 +613,6 @@ class RecordingProxy:
 
     def token_requests(self) -> list[Exchange]:
         return [exchange for exchange in self.exchanges if exchange.is_token_request]
-
-    def stop(self) -> None:
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=20)
-        if self._thread.is_alive():
-            raise RuntimeError(f"recording proxy thread on {self.host} did not stop")
 
 
 def engine_request(socket_path: Path, method: str, path: str, headers: dict[str, str] | None = None,

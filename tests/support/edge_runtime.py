@@ -17,7 +17,6 @@ Every process is started and stopped by PID; the broker dies with the test proce
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import datetime
@@ -42,6 +41,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tests.support.clients import Daemon, require
 from tests.support.pki import TestPki
 from tests.support.processes import port_open, wait_until
+from tests.support.threaded import ThreadedApp
 
 MQTT_PORT = 8883  # azure-iot-device dials IOTEDGE_GATEWAYHOSTNAME:8883, always
 API_VERSION = "2019-01-30"
@@ -98,8 +98,10 @@ def server_certificate(pki: TestPki, directory: Path, addresses: list[str]) -> t
     return cert_path, key_path
 
 
-class Workload:
+class Workload(ThreadedApp):
     """The workload API on a unix socket, served from its own thread and loop. `requests` logs every call."""
+
+    name = "workload API"
 
     def __init__(self, socket_path: Path, module_keys: dict[str, str], ca_pem: str, generation_id: str = "gen1") -> None:
         from aiohttp import web
@@ -109,24 +111,16 @@ class Workload:
         self.trust_bundle = ca_pem  # a test may change it: the module must pick the new one up
         self.generation_id = generation_id
         self.requests: list[tuple[str, str]] = []
-        self._loop = asyncio.new_event_loop()
+        super().__init__()
+        self.serve(lambda runner: web.UnixSite(runner, str(socket_path)), str(socket_path))
+
+    async def make_app(self):
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_get("/trust-bundle", self._trust_bundle)
         app.router.add_post("/modules/{module}/genid/{generation}/sign", self._sign)
-        self._runner = web.AppRunner(app, access_log=None)
-        started = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._runner.setup())
-            self._loop.run_until_complete(web.UnixSite(self._runner, str(socket_path)).start())
-            started.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, name="workload-api", daemon=True)
-        self._thread.start()
-        if not started.wait(10):
-            raise RuntimeError("the workload API did not start")
+        return app
 
     async def _trust_bundle(self, request):
         from aiohttp import web
@@ -147,17 +141,6 @@ class Workload:
             return web.json_response({"message": "unsupported key or algorithm"}, status=400)
         digest = hmac.new(base64.b64decode(key), base64.b64decode(body["data"]), hashlib.sha256).digest()
         return web.json_response({"digest": base64.b64encode(digest).decode()})
-
-    def stop(self) -> None:
-        async def cleanup() -> None:
-            await self._runner.cleanup()
-
-        if self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(cleanup(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        if not self._thread.is_alive():
-            self._loop.close()
 
 
 class Mosquitto:

@@ -24,23 +24,23 @@ Every request is recorded, in order, in `server.requests` (TokenRequest) before 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime
 import fnmatch
 import json
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from tests.support.processes import free_port
+from tests.support.threaded import ThreadedApp
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,9 @@ def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-class TokenServer:
+class TokenServer(ThreadedApp):
+    name = "token server"
+
     def __init__(self, workdir: Path, users: dict[str, TokenUser] | None = None, *, service: str = "test-registry",
                  issuer: str = "test-token-issuer", lifetime: int = 300, timeout: float = 10.0) -> None:
         self.users: dict[str, TokenUser] = dict(users or {})
@@ -90,15 +92,8 @@ class TokenServer:
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         self.realm = f"{self.url}/token"
-        self._loop = asyncio.new_event_loop()
-        self._runner = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"token-server-{self.port}", daemon=True)
-        self._thread.start()
-        if not self._started.wait(timeout) or self._error is not None:
-            self.stop()
-            raise RuntimeError(f"token server on {self.host} did not start: {self._error!r}")
+        super().__init__()
+        self.serve(lambda runner: web.TCPSite(runner, "127.0.0.1", self.port), self.host, timeout)
 
     # --- keys and tokens ------------------------------------------------------------------------------
 
@@ -151,40 +146,19 @@ class TokenServer:
 
     # --- the HTTP side --------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._start())
-        except BaseException as error:  # noqa: BLE001 - reported by __init__
-            self._error = error
-            self._started.set()
-            return
-        self._started.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._runner.cleanup())
-        self._loop.close()
-
-    async def _start(self) -> None:
-        from aiohttp import web
-
+    async def make_app(self):
         app = web.Application()
         app.router.add_get("/token", self._token)
         app.router.add_post("/token", self._no_oauth2)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return app
 
     async def _no_oauth2(self, request):
-        from aiohttp import web
-
         self.requests.append(TokenRequest("POST", request.path, request.headers.get("Authorization", "none")
                                           .split(" ")[0], None, None, [], 404, [],
                                           request.headers.get("User-Agent", "")))
         return web.json_response({"errors": [{"code": "NOT_FOUND", "message": "no OAuth2 endpoint"}]}, status=404)
 
     async def _token(self, request):
-        from aiohttp import web
-
         header = request.headers.get("Authorization", "")
         scheme = header.split(" ", 1)[0] if header else "none"
         user_name = password = None
@@ -216,11 +190,3 @@ class TokenServer:
                                   "issued_at": datetime.datetime.now(datetime.timezone.utc)
                                   .strftime("%Y-%m-%dT%H:%M:%SZ")})
 
-    def stop(self) -> None:
-        try:  # queued even if the loop has not reached run_forever yet
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        except RuntimeError:  # already closed: the thread has finished
-            pass
-        self._thread.join(timeout=20)
-        if self._thread.is_alive():
-            raise RuntimeError(f"token server thread on {self.host} did not stop")
