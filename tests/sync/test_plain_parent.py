@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.support.clients import Distribution
 from tests.support.http import basic, request
 from tests.support.layouts import make_image, read_blob
@@ -18,15 +16,6 @@ from tests.sync.test_downstream import manifest_at, skopeo_push
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-
-
-@pytest.fixture
-def distribution(tmp_path: Path):
-    registry = Distribution(tmp_path / "distribution")
-    try:
-        yield registry
-    finally:
-        registry.stop()
 
 
 def push_plain(registry_url: str, repository: str, reference: str, body: bytes, media_type: str, headers=None):
