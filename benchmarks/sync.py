@@ -280,9 +280,7 @@ class CountingProxy(ThreadedApp):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        from aiohttp import web
-
-        self.serve(lambda runner: web.TCPSite(runner, "127.0.0.1", self.port), self.url, timeout=30)
+        self.serve(self.port, timeout=30)
         progress(f"counting proxy on {self.url} -> {self.target}")
 
     async def make_app(self):

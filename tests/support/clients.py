@@ -545,15 +545,13 @@ class RecordingProxy(ThreadedApp):
     name = "recording proxy"
 
     def __init__(self, upstream: str, timeout: float = 10.0) -> None:
-        from aiohttp import web
-
         super().__init__()
         self.upstream = upstream
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         self.exchanges: list[Exchange] = []
-        self.serve(lambda runner: web.TCPSite(runner, "127.0.0.1", self.port), self.host, timeout)
+        self.serve(self.port, timeout)
 
     async def make_app(self):
         import aiohttp

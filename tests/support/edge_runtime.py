@@ -104,15 +104,13 @@ class Workload(ThreadedApp):
     name = "workload API"
 
     def __init__(self, socket_path: Path, module_keys: dict[str, str], ca_pem: str, generation_id: str = "gen1") -> None:
-        from aiohttp import web
-
         self.socket_path = socket_path
         self.module_keys = module_keys
         self.trust_bundle = ca_pem  # a test may change it: the module must pick the new one up
         self.generation_id = generation_id
         self.requests: list[tuple[str, str]] = []
         super().__init__()
-        self.serve(lambda runner: web.UnixSite(runner, str(socket_path)), str(socket_path))
+        self.serve(socket_path)
 
     async def make_app(self):
         from aiohttp import web

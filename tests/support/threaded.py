@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from pathlib import Path
 
 
 class ThreadedApp:
@@ -26,9 +26,9 @@ class ThreadedApp:
     async def close(self) -> None:
         """Runs on the server's loop when it stops, before the site closes: end in-flight work early here."""
 
-    def serve(self, site: Callable, where: str, timeout: float = 10.0) -> None:
-        """Serves the application at `site(runner)` (an aiohttp site), returning once it listens. `where` names
-        the address in errors."""
+    def serve(self, address: int | Path, timeout: float = 10.0) -> None:
+        """Serves the application on a loopback port, or on a unix socket at a path, returning once it listens."""
+        where = f"127.0.0.1:{address}" if isinstance(address, int) else str(address)
         started = threading.Event()
         failure: list[BaseException] = []
         loop = self._loop = asyncio.new_event_loop()
@@ -36,7 +36,7 @@ class ThreadedApp:
         def run() -> None:
             asyncio.set_event_loop(loop)
             try:
-                loop.run_until_complete(self._start(site))
+                loop.run_until_complete(self._start(address))
             except BaseException as error:  # noqa: BLE001 - raised by serve() in the caller's thread
                 failure.append(error)
                 started.set()
@@ -53,12 +53,15 @@ class ThreadedApp:
             self.stop()
             raise RuntimeError(f"{self.name} on {where} did not start: {failure[0] if failure else 'timed out'!r}")
 
-    async def _start(self, site: Callable) -> None:
+    async def _start(self, address: int | Path) -> None:
         from aiohttp import web
 
         self._runner = web.AppRunner(await self.make_app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await site(self._runner).start()
+        if isinstance(address, int):
+            await web.TCPSite(self._runner, "127.0.0.1", address).start()
+        else:
+            await web.UnixSite(self._runner, str(address)).start()
 
     async def _stop(self) -> None:
         try:

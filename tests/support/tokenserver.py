@@ -93,7 +93,7 @@ class TokenServer(ThreadedApp):
         self.url = f"http://{self.host}"
         self.realm = f"{self.url}/token"
         super().__init__()
-        self.serve(lambda runner: web.TCPSite(runner, "127.0.0.1", self.port), self.host, timeout)
+        self.serve(self.port, timeout)
 
     # --- keys and tokens ------------------------------------------------------------------------------
 
