@@ -138,7 +138,8 @@ class RegistryStore:
         return await self.metadata.write(link)
 
     async def link_blob(self, repository: str, digest: str) -> bool:
-        """Make a blob already stored (in any repository) visible in `repository`: no transfer needed."""
+        """Make a blob already stored (in any repository) visible in `repository`: no transfer needed. Only for a
+        blob known to belong there (see `referenced_blob`, or the parent said so): never on a client's word."""
         now = self.clock()
 
         def link(db: sqlite3.Connection) -> bool:
@@ -152,6 +153,21 @@ class RegistryStore:
             return True
 
         return await self.metadata.write(link)
+
+    def referenced_blob(self, repository: str, digest: str) -> bool:
+        """Whether a manifest of `repository` stored here references the blob: then it belongs there (a pushed
+        manifest's blobs were checked in `repository`, a synced or fetched one came from the parent's)."""
+        return self.metadata.read_one(
+            "SELECT 1 FROM manifest_references WHERE child = ? AND repository = ? AND kind = 'blob' LIMIT 1",
+            (digest, repository)) is not None
+
+    def holds_blob(self, digest: str) -> bool:
+        """Whether the blob is stored here, in any repository."""
+        return self.metadata.read_one("SELECT 1 FROM blobs WHERE digest = ?", (digest,)) is not None
+
+    def repositories_with_blob(self, digest: str) -> list[str]:
+        return [row[0] for row in self.metadata.read(
+            "SELECT repository FROM repository_blobs WHERE digest = ? ORDER BY repository", (digest,))]
 
     async def delete_blob(self, repository: str, digest: str) -> None:
         def unlink(db: sqlite3.Connection) -> None:

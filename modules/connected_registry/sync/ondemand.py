@@ -146,15 +146,21 @@ class PullThrough:
 
     async def open_blob(self, repository: str, digest: str) -> FillReader | None:
         """A reader of the blob as it arrives from the parent; None when it is not filled on demand here, or
-        is in the store by now. BLOB_UNKNOWN when the parent lacks it, fails or is too slow to start."""
+        is in the store by now. BLOB_UNKNOWN when the parent lacks it in `repository`, fails or is too slow to
+        start. What is here (or on its way) for another repository is served in this one only once it is known
+        to belong here too (`_belongs`): a digest alone opens nothing."""
         if not self.allowed(repository):
             return None
-        if await self.store.link_blob(repository, digest):
+        what = f"blob {digest}"
+        belongs = await self._belongs(repository, digest)
+        if belongs and await self.store.link_blob(repository, digest):
             self.stats.hits += 1
             return None  # here already, in another repository
         self.stats.misses += 1
-        what = f"blob {digest}"
-        fill = self.downstream.join_fill(repository, digest, on_demand=True)
+        fill = self.downstream.join_fill(repository, digest, on_demand=True, vouched=belongs)
+        if fill is None:  # on its way for another repository, and the parent does not hold it in this one
+            raise OciError("BLOB_UNKNOWN", f"{what} is not in repository {repository}, here or at the parent "
+                                           f"{self.parent.endpoint}")
         try:
             async with asyncio.timeout(self.open_timeout):
                 await fill.wait_opened()
@@ -176,9 +182,27 @@ class PullThrough:
         reader.on_close = lambda finished: self._in_background(self._link_after(finished, repository))
         return reader
 
+    async def _belongs(self, repository: str, digest: str) -> bool:
+        """Whether the blob is in `repository` without a transfer for it saying so: a manifest of `repository` here
+        references it, or (when it is here or on its way for another repository) the parent answers a HEAD for
+        `repository`'s blob. A blob neither here nor on its way needs no question: its transfer's GET asks."""
+        if self.store.referenced_blob(repository, digest):
+            return True
+        running = self.downstream.fills.get(digest)
+        if not self.store.holds_blob(digest) and (running is None or running.repository == repository):
+            return False
+        what = f"blob {digest}"
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                return await self.parent.has_blob(repository, digest, scope=self.parent.pull_scope(repository))
+        except TimeoutError:
+            raise self._timed_out("BLOB_UNKNOWN", what, repository) from None
+        except (ParentError, OSError, aiohttp.ClientError) as error:
+            raise self._failed("BLOB_UNKNOWN", what, repository, error) from None
+
     async def _link_after(self, fill: BlobFill, repository: str) -> None:
         """Once stored, a blob a client read from a fill counts as used now; and if the fill ran for another
-        repository's request, it becomes visible in this one too."""
+        repository's request (joined because the blob belongs in this one too), it becomes visible here."""
         used = self.store.clock()
         await fill.wait_done()
         if fill.error is not None:

@@ -288,8 +288,10 @@ class ParentClient:
     def push_scope(repository: str) -> str:
         return f"repository:{repository}:pull,push"
 
-    async def has_blob(self, repository: str, digest: str) -> bool:
-        async with await self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=self.push_scope(repository)) as r:
+    async def has_blob(self, repository: str, digest: str, scope: str | None = None) -> bool:
+        """Whether the parent holds the blob in `repository` (asked with the push scope unless `scope` says)."""
+        async with await self.request("HEAD", f"/v2/{repository}/blobs/{digest}",
+                                      scope=scope or self.push_scope(repository)) as r:
             if r.status == 200:
                 return True
             if r.status == 404:

@@ -103,14 +103,18 @@ class Upstream:
         await self.parent.put_manifest(repository, tag, json.dumps(index).encode(), OCI_INDEX)
 
     async def push_blob(self, repository: str, digest: str) -> None:
-        if await self.parent.has_blob(repository, digest):
-            return
-        for source in self._other_repositories_with(repository, digest):
-            if await self.parent.mount_blob(repository, source, digest):
-                return
+        """Only a blob held here in `repository` goes up (found there, mounted from another repository, uploaded):
+        the parent, which trusts the sync token, never takes into `repository` what was not in it here."""
         size = self.store.blob_size(repository, digest)
         if size is None:
-            raise ParentError("refused", f"blob {digest} of {repository} is missing locally")
+            raise ParentError("refused", f"blob {digest} is not in {repository} here (deleted since the manifest "
+                                         "was pushed?): push the blob again")
+        if await self.parent.has_blob(repository, digest):
+            return
+        sources = [source for source in self.store.repositories_with_blob(digest) if source != repository]
+        for source in sources[:3]:
+            if await self.parent.mount_blob(repository, source, digest):
+                return
         await self._upload(repository, digest, size)
 
     async def _upload(self, repository: str, digest: str, size: int) -> None:
@@ -144,8 +148,3 @@ class Upstream:
             break
         await self.store.control.forget(key)
         self.bytes_uploaded += size - offset
-
-    def _other_repositories_with(self, repository: str, digest: str) -> list[str]:
-        rows = self.store.metadata.read(
-            "SELECT repository FROM repository_blobs WHERE digest = ? AND repository != ? LIMIT 3", (digest, repository))
-        return [row[0] for row in rows]
