@@ -449,11 +449,16 @@ async def test_mount_when_the_source_lacks_the_blob_falls_back_to_a_202_upload(a
     assert await blob_bytes(api, "target", digest) == data
 
 
-async def test_mount_without_from_falls_back_to_a_202_upload(api):
+async def test_mount_without_from_links_a_blob_of_a_readable_repository_else_starts_an_upload(api):
+    """OCI 1.1: without `from`, any repository the caller may read (here: all of them) is a source."""
     digest = await push_blob(api, "source", b"abc")
     async with api.request("POST", "/v2/target/blobs/uploads/", params={"mount": digest}) as response:
+        assert response.status == 201, await response.text()
+        assert response.headers["Docker-Content-Digest"] == digest
+    assert await blob_bytes(api, "target", digest) == b"abc"
+    async with api.request("POST", "/v2/target/blobs/uploads/", params={"mount": sha256(b"nowhere")}) as response:
         assert response.status == 202
-    assert await blob_bytes(api, "target", digest) is None
+    assert await blob_bytes(api, "target", sha256(b"nowhere")) is None
 
 
 async def test_mount_with_a_malformed_digest_is_digest_invalid(api):

@@ -160,3 +160,24 @@ def test_the_outbox_never_makes_the_parent_mount_a_blob_into_a_repository_that_l
         child.stop()
         root.stop()
 
+
+def test_a_mount_without_from_links_only_from_repositories_the_caller_may_read(tmp_path: Path):
+    """OCI 1.1: `mount` without `from` is 201 when a repository the caller may read holds the blob, else an
+    upload session (202) as a failed mount always is."""
+    tokens = child_tokens("factory-root", APP_ACTIONS + ["repositories/demo/shared/content/read"])
+    root = start_instance(tmp_path, "factory-root", extra={"tokens": tokens})
+    try:
+        shared = push_image(root, "demo/shared", "v1", [os.urandom(4096)]).layers[0]
+        secret = push_image(root, SECRET, "v1", [os.urandom(4096)]).layers[0]
+        app_client = basic(*APP_CLIENT)
+
+        reply = request(f"{root.url}/v2/{APP}/blobs/uploads/?mount={sha256(shared)}", "POST", headers=app_client)
+        assert reply.status == 201, reply.body
+        assert reply.headers["Docker-Content-Digest"] == sha256(shared)
+        assert request(f"{root.url}/v2/{APP}/blobs/{sha256(shared)}", headers=app_client).body == shared
+
+        reply = request(f"{root.url}/v2/{APP}/blobs/uploads/?mount={sha256(secret)}", "POST", headers=app_client)
+        assert reply.status == 202 and reply.headers["Docker-Upload-UUID"], reply.body
+        assert blob_status(root, APP, sha256(secret), WRITER) == 404
+    finally:
+        root.stop()

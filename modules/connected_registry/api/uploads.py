@@ -62,8 +62,10 @@ async def start_upload(request: web.Request, name: str) -> web.Response:
         parse_digest(mount)
         if source:
             validate_name(source)
-            # Only from a repository the caller may read; otherwise no hint that the blob exists there.
-            if caller.can(source, "pull") and await store.mount_blob(name, source, mount):
+        # Without `from` (OCI 1.1), any repository here that holds it. Only from a repository the caller may read;
+        # otherwise no hint that the blob exists there.
+        for candidate in [source] if source else store.repositories_with_blob(mount):
+            if caller.can(candidate, "pull") and await store.mount_blob(name, candidate, mount):
                 return _created(request, name, mount)
         # Not mountable: fall through to an ordinary upload session, as the spec asks.
     digest = request.query.get("digest")
