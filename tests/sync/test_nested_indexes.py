@@ -176,7 +176,7 @@ def test_an_entry_over_the_request_budget_is_parked_before_anything_is_sent(tmp_
         detail = wait_until(parked, timeout=60, what="UPLOAD_BUDGET_EXCEEDED")
         assert detail["severity"] == "Error"
         description = detail["description"]
-        assert "factory/huge:v1" in description and f"more than the {MAX_REQUESTS}" in description, description
+        assert "factory/huge:v1" in description and f"over the budget of {MAX_REQUESTS}" in description, description
         entries = json.loads(outbox(middle, "list", "--json").stdout)
         assert [(e["repository"], e["state"]) for e in entries] == [("factory/huge", "parked")]
         assert f"outbox drop {entries[0]['id']}" in description

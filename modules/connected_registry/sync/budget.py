@@ -47,22 +47,22 @@ class WalkBudget:
     def afford(self, requests: int) -> None:
         """A walk known to need `requests` in all: refused before it sends anything when that is over the budget."""
         if requests > self.max_requests:
-            raise BudgetExceeded("requests", f"it needs at least {requests} requests to the parent (one per distinct "
-                                             f"manifest and blob it names), more than the {self.max_requests} one "
-                                             "walk may make")
+            raise BudgetExceeded("requests", f"needs at least {requests} requests to the parent (one per distinct "
+                                             f"manifest and blob), over the budget of {self.max_requests}")
 
     def spend(self, requests: int = 1) -> None:
         """Before `requests` more requests to the parent."""
         self.requests += requests
         self.afford(self.requests)
         if self.clock() - self.started - self.transfer_seconds > self.max_seconds:
-            raise BudgetExceeded("time", f"its requests to the parent took more than {self.max_seconds:.0f} s "
-                                         "(blob transfers not counted)")
+            raise BudgetExceeded("time", f"took over the budget of {self.max_seconds:.0f} s of requests to the "
+                                         "parent (blob transfers not counted)")
 
     def reach(self, depth: int) -> None:
         """A manifest `depth` levels below the one the walk started from."""
         if depth > MAX_DEPTH:
-            raise BudgetExceeded("depth", f"it nests manifests (indexes or referrers) more than {MAX_DEPTH} deep")
+            raise BudgetExceeded("depth", f"nests manifests (indexes or referrers) over the budget of {MAX_DEPTH} "
+                                          "levels")
 
     @contextmanager
     def deeper(self) -> Iterator[None]:

@@ -87,13 +87,12 @@ class Upstream:
             try:
                 await self.deliver(entry)
             except BudgetExceeded as exceeded:
-                self._over_budget.add(entry["id"])
                 remedy = (f"`connected-registry outbox retry {entry['id']}` once the parent answers faster"
                           if exceeded.limit == "time" else
                           f"`connected-registry outbox drop {entry['id']}` and push it in smaller parts (fewer "
                           "distinct manifests and blobs, less nesting, under one manifest)")
                 await self._park(entry, "UPLOAD_BUDGET_EXCEEDED", str(exceeded), (
-                    f"{entry['operation']} of {repository}:{reference} was not sent to the parent whole: {exceeded}. "
+                    f"{entry['operation']} of {repository}:{reference} was not sent to the parent: it {exceeded}. "
                     f"Later uploads of {repository} wait: {remedy}"))
                 break
             except ParentError as error:
@@ -110,6 +109,8 @@ class Upstream:
 
     async def _park(self, entry: dict, code: str, error: str, description: str) -> None:
         await self.store.park_outbox_entry(entry["id"], error)
+        if code == "UPLOAD_BUDGET_EXCEEDED":  # once parked: what reads the outbox meanwhile sees it pending
+            self._over_budget.add(entry["id"])
         self.status.set("Sync", "Error", code, description)
 
     def _report_parked(self, outbox: list[dict]) -> None:
