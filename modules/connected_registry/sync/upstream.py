@@ -31,18 +31,18 @@ class Upstream:
     async def drain(self) -> int:
         """Deliver every deliverable entry; returns how many were acknowledged. The repositories go side by side,
         DRAIN_CONCURRENCY at a time, so a slow or large entry holds up only its own repository; entries written
-        meanwhile are taken as they come. A transient failure stops its repository until the next drain and is
-        raised once the others are done."""
+        meanwhile are taken as they come. After a transient failure (the link) nothing new starts: the
+        repositories under way finish, and the failure is raised for the engine's backoff."""
         running: dict[str, asyncio.Task] = {}
-        failures: dict[str, BaseException] = {}
+        failures: list[BaseException] = []
         delivered = 0
         try:
             while True:
                 head = self.store.control.event_bounds()[1] - 1
                 for repository, entries in self._deliverable().items():
-                    if len(running) == DRAIN_CONCURRENCY:
+                    if failures or len(running) == DRAIN_CONCURRENCY:
                         break
-                    if repository not in running and repository not in failures:
+                    if repository not in running:
                         running[repository] = asyncio.create_task(self._drain_repository(repository, entries),
                                                                   name=f"outbox {repository}")
                 if not running:
@@ -56,7 +56,7 @@ class Upstream:
                     if task.done():
                         del running[repository]
                         if task.exception() is not None:
-                            failures[repository] = task.exception()
+                            failures.append(task.exception())
                         else:
                             delivered += task.result()
         finally:
@@ -65,7 +65,7 @@ class Upstream:
             await asyncio.gather(*running.values(), return_exceptions=True)
             self._report_parked(self.store.outbox())
         if failures:
-            raise next(iter(failures.values()))
+            raise failures[0]
         return delivered
 
     def _deliverable(self) -> dict[str, list[dict]]:
@@ -109,7 +109,7 @@ class Upstream:
 
     async def _park(self, entry: dict, code: str, error: str, description: str) -> None:
         await self.store.park_outbox_entry(entry["id"], error)
-        if code == "UPLOAD_BUDGET_EXCEEDED":  # once parked: what reads the outbox meanwhile sees it pending
+        if code == "UPLOAD_BUDGET_EXCEEDED":  # only now: until the write, the outbox still says pending
             self._over_budget.add(entry["id"])
         self.status.set("Sync", "Error", code, description)
 
@@ -141,10 +141,9 @@ class Upstream:
         """Send a manifest and what it names, children first, each distinct manifest and blob once (an index of
         10 indexes of 10 identical image manifests is three manifests). Its tree here is read first: one that needs
         more requests than the budget allows is refused before anything is sent."""
-        manifests, blob_count = await self._tree(repository, digest, budget)
+        manifests = await self._tree(repository, digest, budget)
         if not manifests:
             return False
-        budget.afford(len(manifests) + blob_count)
         checked: set[str] = set()
         for manifest in manifests:
             record = self.store.get_manifest(repository, manifest)
@@ -165,9 +164,9 @@ class Upstream:
                                                  parsed.annotations)
         return True
 
-    async def _tree(self, repository: str, digest: str, budget: WalkBudget) -> tuple[list[str], int]:
-        """The distinct manifests under `digest` that are here, each after the ones it names, and how many distinct
-        blobs they name; given up once over the budget. A stack of its own, not recursion: the interpreter's is small."""
+    async def _tree(self, repository: str, digest: str, budget: WalkBudget) -> list[str]:
+        """The distinct manifests under `digest` that are here, each after the ones it names; BudgetExceeded once
+        they and their distinct blobs are more than the budget. A stack of its own: the interpreter's is small."""
         order: list[str] = []
         seen: set[str] = set()
         blobs: set[str] = set()
@@ -191,7 +190,7 @@ class Upstream:
             stack.extend((child.digest, depth + 1, False) for child in reversed(parsed.manifests)
                          if child.digest not in seen)
             await asyncio.sleep(0)  # a large tree is read without holding up the requests of this instance
-        return order, len(blobs)
+        return order
 
     async def _add_to_referrers_tag(self, repository: str, subject: str, digest: str, record, artifact_type,
                                     annotations) -> None:
