@@ -15,7 +15,7 @@ from connected_registry.sync.budget import MAX_REQUESTS
 from tests.cache.layers import push_blob
 from tests.support.clients import RecordingProxy
 from tests.support.http import basic, request
-from tests.support.oci import OCI_INDEX, OCI_MANIFEST, descriptor, image_manifest, sha256
+from tests.support.oci import OCI_INDEX, descriptor, image_manifest, sha256
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import WRITER, start_instance
 from tests.sync.test_activation import status_of
