@@ -16,6 +16,7 @@ from connected_registry.oci.digest import digest_of, is_digest, parse_digest
 from connected_registry.oci.errors import OciError
 from connected_registry.oci.manifest import parse_manifest
 from connected_registry.storage import RegistryStore
+from connected_registry.sync.budget import BudgetExceeded, WalkBudget
 from connected_registry.sync.fills import BlobFill
 from connected_registry.sync.parent_client import ParentClient, ParentError, ParentManifest
 
@@ -59,9 +60,14 @@ class Downstream:
     # --- content ------------------------------------------------------------------------------------
 
     async def copy_manifest(self, repository: str, reference: str, tag: str | None = None, origin: str | None = None,
-                            seen: set | None = None) -> str | None:
-        """Copy a manifest (and what it needs) from the parent; returns its digest, None if the parent lacks it."""
+                            seen: set | None = None, budget: WalkBudget | None = None) -> str | None:
+        """Copy a manifest (and what it needs) from the parent; returns its digest, None if the parent lacks it.
+        One copy fetches each distinct manifest once (`seen`), within one budget (BudgetExceeded past it)."""
         seen = seen if seen is not None else set()
+        budget = budget or WalkBudget()
+        if reference in seen:
+            return reference  # a digest this copy has fetched already
+        budget.spend()
         fetched = await self.parent.get_manifest(repository, reference)
         if fetched is None:
             return None
@@ -72,20 +78,28 @@ class Downstream:
         local = self.store.get_manifest(repository, digest)
         if local is None or self.store.incomplete(repository, digest):  # stored on demand: blobs may lack
             parsed = parse_manifest(fetched.body, fetched.media_type)
-            for child in parsed.manifests:
-                await self.copy_manifest(repository, child.digest, origin=origin, seen=seen)
-            await self._ensure_blobs(repository, [blob.digest for blob in parsed.blobs])
+            for child in dict.fromkeys(child.digest for child in parsed.manifests):
+                with budget.deeper():
+                    await self.copy_manifest(repository, child, origin=origin, seen=seen, budget=budget)
+            blobs = list(dict.fromkeys(blob.digest for blob in parsed.blobs))
+            budget.spend(len(blobs))
+            with budget.transferring():
+                await self._ensure_blobs(repository, blobs)
         await self.store.put_manifest(repository, tag or digest, fetched.body, fetched.media_type, origin=origin,
                                       from_parent=True)
-        await self.copy_referrers(repository, digest, origin, seen)
+        await self.copy_referrers(repository, digest, origin, seen, budget)
         return digest
 
-    async def copy_referrers(self, repository: str, digest: str, origin: str | None, seen: set) -> None:
+    async def copy_referrers(self, repository: str, digest: str, origin: str | None, seen: set,
+                             budget: WalkBudget | None = None) -> None:
         """Referrers from the parent's referrers API or, where it has none, its referrers tag schema."""
+        budget = budget or WalkBudget()
+        budget.spend()
         referrers = await self.parent.referrers(repository, digest)
         fallback = None
         if referrers is None:
             fallback_tag = digest.replace(":", "-", 1)
+            budget.spend()
             fallback = await self.parent.get_manifest(repository, fallback_tag)
             if fallback is None:
                 return
@@ -97,7 +111,8 @@ class Downstream:
         for referrer in referrers:
             child = referrer.get("digest")
             if isinstance(child, str) and is_digest(child) and child not in seen:
-                await self.copy_manifest(repository, child, origin=origin, seen=seen)
+                with budget.deeper():
+                    await self.copy_manifest(repository, child, origin=origin, seen=seen, budget=budget)
         if fallback is not None:  # keep the schema's index too, so children of a plain parent find it
             await self.store.put_manifest(repository, digest.replace(":", "-", 1), fallback.body,
                                           fallback.media_type, origin=origin, from_parent=True)
@@ -270,8 +285,11 @@ class Downstream:
 
 
 def content_failure(error: BaseException) -> bool:
-    """A failure of one piece of content, not of the link: the parent refused it (403, 404...) or sent bytes that
-    fail verification or parsing. The rest of a sync goes on without it; a link, token or disk failure stops it."""
+    """A failure of one piece of content, not of the link: the parent refused it (403, 404...), sent bytes that
+    fail verification or parsing, or more of it than one copy's budget. The rest of a sync goes on without it; a
+    link, token or disk failure stops it."""
+    if isinstance(error, BudgetExceeded):
+        return True
     if isinstance(error, OciError):
         return not error.code.startswith("DISK_")
     return isinstance(error, ParentError) and error.kind in ("refused", "protocol")

@@ -350,12 +350,11 @@ class SyncEngine:
         """Drain the outbox whenever something was written here, and at least every few seconds."""
         while True:
             head = self.store.control.event_bounds()[1] - 1
-            if self.upstream.store.outbox():
-                self.state.syncing = True
-                try:
-                    await self.upstream.drain()
-                finally:
-                    self.state.syncing = False
+            self.state.syncing = bool(self.store.outbox())
+            try:
+                await self.upstream.drain()  # also when empty: the details of entries dropped meanwhile go
+            finally:
+                self.state.syncing = False
             await self.store.wait_for_events(head, 5)
 
     # --- activation (SPEC 6) ----------------------------------------------------------------------------

@@ -1,18 +1,24 @@
 """Child to parent (SPEC 7.3, ReadWrite): the outbox drained in commit order per repository, one entry
-at a time: missing blobs (HEAD, then a mount, then an upload), child manifests, the manifest, its tag.
-Delivery is at least once and idempotent; an entry the parent refuses for good is parked."""
+at a time per repository and a few repositories side by side: missing blobs (HEAD, then a mount, then an
+upload), child manifests, the manifest, its tag. Delivery is at least once and idempotent; an entry the parent
+refuses for good, or one over its budget (sync/budget.py), is parked."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
 from connected_registry.oci.manifest import OCI_INDEX, parse_manifest
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore
+from connected_registry.sync.budget import BudgetExceeded, WalkBudget
 from connected_registry.sync.parent_client import ParentClient, ParentError
 
 log = logging.getLogger("connected_registry.upstream")
+
+DRAIN_CONCURRENCY = 4  # repositories whose entries go up side by side (each one's strictly in order)
+NEW_ENTRIES_WAIT_SECONDS = 5  # while entries go up, the outbox is read again at least this often (retries)
 
 
 class Upstream:
@@ -20,64 +26,171 @@ class Upstream:
         self.store, self.parent, self.status = store, parent, status
         self.bytes_uploaded = 0
         self.plain_parent = False  # no referrers API there: keep its referrers tag schema up to date
+        self._over_budget: set[int] = set()  # parked entries that were over their budget (not refused)
 
     async def drain(self) -> int:
-        """Deliver every deliverable entry; returns how many were acknowledged. Transient failures raise."""
+        """Deliver every deliverable entry; returns how many were acknowledged. The repositories go side by side,
+        DRAIN_CONCURRENCY at a time, so a slow or large entry holds up only its own repository; entries written
+        meanwhile are taken as they come. After a transient failure (the link) nothing new starts: the
+        repositories under way finish, and the failure is raised for the engine's backoff."""
+        running: dict[str, asyncio.Task] = {}
+        failures: list[BaseException] = []
         delivered = 0
-        blocked: set[str] = set()
-        for entry in self.store.outbox():
-            repository = entry["repository"]
-            if repository in blocked:
-                continue
+        try:
+            while True:
+                head = self.store.control.event_bounds()[1] - 1
+                for repository, entries in self._deliverable().items():
+                    if failures or len(running) == DRAIN_CONCURRENCY:
+                        break
+                    if repository not in running:
+                        running[repository] = asyncio.create_task(self._drain_repository(repository, entries),
+                                                                  name=f"outbox {repository}")
+                if not running:
+                    break
+                written = asyncio.ensure_future(self.store.wait_for_events(head, NEW_ENTRIES_WAIT_SECONDS))
+                try:
+                    await asyncio.wait({*running.values(), written}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    written.cancel()
+                for repository, task in list(running.items()):
+                    if task.done():
+                        del running[repository]
+                        if task.exception() is not None:
+                            failures.append(task.exception())
+                        else:
+                            delivered += task.result()
+        finally:
+            for task in running.values():
+                task.cancel()
+            await asyncio.gather(*running.values(), return_exceptions=True)
+            self._report_parked(self.store.outbox())
+        if failures:
+            raise failures[0]
+        return delivered
+
+    def _deliverable(self) -> dict[str, list[dict]]:
+        """The entries of each repository whose oldest entry is not parked (later ones wait behind a parked one),
+        the repository whose oldest entry is oldest first."""
+        outbox = self.store.outbox()
+        self._report_parked(outbox)  # the operator may have dropped or retried some meanwhile
+        queues: dict[str, list[dict]] = {}
+        for entry in outbox:
+            queues.setdefault(entry["repository"], []).append(entry)
+        return {repository: entries for repository, entries in queues.items() if entries[0]["state"] != "parked"}
+
+    async def _drain_repository(self, repository: str, entries: list[dict]) -> int:
+        delivered = 0
+        for entry in entries:
             if entry["state"] == "parked":
-                blocked.add(repository)  # later entries of this repository wait behind it
-                continue
+                break  # later entries of this repository wait behind it
+            reference = entry["tag"] or entry["digest"]
             try:
                 await self.deliver(entry)
+            except BudgetExceeded as exceeded:
+                remedy = (f"`connected-registry outbox retry {entry['id']}` once the parent answers faster"
+                          if exceeded.limit == "time" else
+                          f"`connected-registry outbox drop {entry['id']}` and push it in smaller parts (fewer "
+                          "distinct manifests and blobs, less nesting, under one manifest)")
+                await self._park(entry, "UPLOAD_BUDGET_EXCEEDED", str(exceeded), (
+                    f"{entry['operation']} of {repository}:{reference} was not sent to the parent: it {exceeded}. "
+                    f"Later uploads of {repository} wait: {remedy}"))
+                break
             except ParentError as error:
                 if error.kind != "refused":
                     raise
-                reference = entry["tag"] or entry["digest"]
-                message = (f"the parent refused {entry['operation']} of {repository}:{reference}: {error}. "
-                           f"Later uploads of {repository} wait: `connected-registry outbox retry {entry['id']}` "
-                           f"or `outbox drop {entry['id']}`")
-                await self.store.park_outbox_entry(entry["id"], str(error))
-                self.status.set("Sync", "Error", "UPLOAD_REJECTED", message)
-                blocked.add(repository)
-                continue
+                await self._park(entry, "UPLOAD_REJECTED", str(error), (
+                    f"the parent refused {entry['operation']} of {repository}:{reference}: {error}. "
+                    f"Later uploads of {repository} wait: `connected-registry outbox retry {entry['id']}` "
+                    f"or `outbox drop {entry['id']}`"))
+                break
             await self.store.finish_outbox_entry(entry["id"])
             delivered += 1
-        if not any(entry["state"] == "parked" for entry in self.store.outbox()):
-            self.status.clear("UPLOAD_REJECTED")
         return delivered
+
+    async def _park(self, entry: dict, code: str, error: str, description: str) -> None:
+        await self.store.park_outbox_entry(entry["id"], error)
+        if code == "UPLOAD_BUDGET_EXCEEDED":  # only now: until the write, the outbox still says pending
+            self._over_budget.add(entry["id"])
+        self.status.set("Sync", "Error", code, description)
+
+    def _report_parked(self, outbox: list[dict]) -> None:
+        """Each status detail of parked entries stands while an entry parked for its reason is still parked."""
+        parked = {entry["id"] for entry in outbox if entry["state"] == "parked"}
+        self._over_budget &= parked
+        if not self._over_budget:
+            self.status.clear("UPLOAD_BUDGET_EXCEEDED")
+        if not parked - self._over_budget:
+            self.status.clear("UPLOAD_REJECTED")
 
     async def deliver(self, entry: dict) -> None:
         repository, operation = entry["repository"], entry["operation"]
+        budget = WalkBudget()
         if operation == "DeleteTag":
             await self.parent.delete_manifest(repository, entry["tag"])
         elif operation == "DeleteManifest":
             await self.parent.delete_manifest(repository, entry["digest"])
         else:
-            if not await self.push_manifest(repository, entry["digest"]):
+            if not await self.push_manifest(repository, entry["digest"], budget):
                 return  # deleted locally since: a later entry says so
             if entry["tag"]:
                 record = self.store.get_manifest(repository, entry["digest"])
+                budget.spend()
                 await self.parent.put_manifest(repository, entry["tag"], record.body, record.media_type)
 
-    async def push_manifest(self, repository: str, digest: str) -> bool:
-        record = self.store.get_manifest(repository, digest)
-        if record is None:
+    async def push_manifest(self, repository: str, digest: str, budget: WalkBudget) -> bool:
+        """Send a manifest and what it names, children first, each distinct manifest and blob once (an index of
+        10 indexes of 10 identical image manifests is three manifests). Its tree here is read first: one that needs
+        more requests than the budget allows is refused before anything is sent."""
+        manifests = await self._tree(repository, digest, budget)
+        if not manifests:
             return False
-        parsed = parse_manifest(record.body, record.media_type)
-        for child in parsed.manifests:
-            await self.push_manifest(repository, child.digest)
-        for blob in parsed.blobs:
-            await self.push_blob(repository, blob.digest)
-        await self.parent.put_manifest(repository, digest, record.body, record.media_type)
-        if parsed.subject and self.plain_parent:
-            await self._add_to_referrers_tag(repository, parsed.subject, digest, record, parsed.artifact_type,
-                                             parsed.annotations)
+        checked: set[str] = set()
+        for manifest in manifests:
+            record = self.store.get_manifest(repository, manifest)
+            if record is None:
+                continue  # deleted here since: the parent names what its index lacks
+            parsed = parse_manifest(record.body, record.media_type)
+            for blob in parsed.blobs:
+                if blob.digest not in checked:
+                    checked.add(blob.digest)
+                    budget.spend()
+                    with budget.transferring():
+                        await self.push_blob(repository, blob.digest)
+            budget.spend()
+            await self.parent.put_manifest(repository, manifest, record.body, record.media_type)
+            if parsed.subject and self.plain_parent:
+                budget.spend(2)
+                await self._add_to_referrers_tag(repository, parsed.subject, manifest, record, parsed.artifact_type,
+                                                 parsed.annotations)
         return True
+
+    async def _tree(self, repository: str, digest: str, budget: WalkBudget) -> list[str]:
+        """The distinct manifests under `digest` that are here, each after the ones it names; BudgetExceeded once
+        they and their distinct blobs are more than the budget. A stack of its own: the interpreter's is small."""
+        order: list[str] = []
+        seen: set[str] = set()
+        blobs: set[str] = set()
+        stack = [(digest, 0, False)]
+        while stack:
+            current, depth, expanded = stack.pop()
+            if expanded:
+                order.append(current)
+                continue
+            if current in seen:
+                continue
+            seen.add(current)
+            budget.reach(depth)
+            record = self.store.get_manifest(repository, current)
+            if record is None:
+                continue
+            parsed = parse_manifest(record.body, record.media_type)
+            blobs.update(blob.digest for blob in parsed.blobs)
+            budget.afford(len(seen) + len(blobs))
+            stack.append((current, depth, True))
+            stack.extend((child.digest, depth + 1, False) for child in reversed(parsed.manifests)
+                         if child.digest not in seen)
+            await asyncio.sleep(0)  # a large tree is read without holding up the requests of this instance
+        return order
 
     async def _add_to_referrers_tag(self, repository: str, subject: str, digest: str, record, artifact_type,
                                     annotations) -> None:
