@@ -18,7 +18,7 @@ from croniter import croniter
 
 from connected_registry.api import create_app
 from connected_registry.api.context import ApiContext
-from connected_registry.api.requests import RequestRecorder
+from connected_registry.api.requests import RequestRecorder, ServerLog
 from connected_registry.auth import OpenAccess, TokenAccess
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore, StorageError
@@ -146,7 +146,8 @@ class Runtime:
         self.listener_certificate = ListenerCertificate()
         listener_ssl = self.listener_certificate.load()
         self._runner = web.AppRunner(create_app(self.context), access_log_class=RequestRecorder, access_log=log,
-                                     handle_signals=False, shutdown_timeout=5, keepalive_timeout=IDLE_CONNECTION_SECONDS)
+                                     logger=ServerLog(), handle_signals=False, shutdown_timeout=5,
+                                     keepalive_timeout=IDLE_CONNECTION_SECONDS)
         await self._runner.setup()
         site = web.TCPSite(self._runner, options.host, options.port, backlog=1024, reuse_address=True,
                            ssl_context=listener_ssl)

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.api.auth_fixtures import PASSWORDS, start_secured, standard_tokens, token_entry
+from tests.api.test_hostile_input import call, raw_exchange
 from tests.support.http import basic, bearer, request
 from tests.support.oci import image_manifest, sha256
 from tests.support.processes import wait_until
@@ -109,6 +110,32 @@ def test_post_password_grant_and_refresh_token_grant(secured):
     claims = jwt.decode(reply.json()["access_token"], options={"verify_signature": False})
     assert claims["access"] == [{"type": "repository", "name": "factory/app", "actions": ["pull"]}]
     assert request(f"{secured.url}/v2/factory/app/tags/list", headers=bearer(reply.json()["access_token"])).status == 200
+
+
+def test_a_token_form_that_arrives_in_two_tcp_writes_is_read_whole(secured):
+    form = (f"grant_type=password&username=reader1&password={PASSWORDS['reader1']}&service=factory-root"
+            "&client_id=containerd-client&scope=repository:factory/app:pull").encode()
+    head = (f"POST /acr/oauth2/token HTTP/1.1\r\nHost: {secured.host}\r\nContent-Length: {len(form)}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n\r\n").encode()
+
+    def barrier() -> None:  # two full round trips on other connections: the handler is reading by now
+        for _ in range(2):
+            assert request(f"{secured.url}/healthz").status == 200
+
+    answers = raw_exchange(secured.process.port, head + form[:40], between=barrier, tail=form[40:], responses=1)
+    assert answers and answers[0].status == 200, [answer.describe() for answer in answers]
+    claims = jwt.decode(json.loads(answers[0].body)["token"], options={"verify_signature": False})
+    assert claims["sub"] == "reader1"
+    assert claims["access"] == [{"type": "repository", "name": "factory/app", "actions": ["pull"]}]
+
+
+def test_a_token_form_over_its_cap_is_413_naming_the_cap(secured):
+    """Sent chunked, so the cap is found while reading, not from a Content-Length."""
+    padding = b"&client_id=" + b"x" * 70_000
+    reply = call(secured.process.port, "POST", "/acr/oauth2/token",
+                 headers={"Content-Type": "application/x-www-form-urlencoded"},
+                 chunks=[b"grant_type=password&username=reader1", padding[:30_000], padding[30_000:]])
+    assert reply.status == 413 and b"64 KiB" in reply.body, reply.describe()
 
 
 def test_docker_login_gets_a_refresh_token_with_offline_token(secured):

@@ -1,7 +1,8 @@
 """Slow and silent clients (SPEC 9, 12): timeouts hold. A connection that never finishes its request is
 closed after the idle timeout; an upload body that stops arriving ends its request after the body idle
-timeout, so the session (held by that request) can be resumed from a new connection. Both timeouts are
-shortened here; the defaults are 75 s and 60 s."""
+timeout, so the session (held by that request) can be resumed from a new connection; a manifest body that
+stops arriving ends its request after the same timeout. The timeouts are shortened here; the defaults are 75 s
+and 60 s. Bodies held in memory (manifests) and cut short give their memory back to the system."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from connected_registry.waits import within
 from tests.api.test_hostile_input import raw_exchange
 from tests.faults.conftest import figures
 from tests.support.oci import serve_store, sha256
+from tests.support.processes import RegistryProcess, wait_until
 from tests.sync.inprocess import eventually
+
+RSS_SLACK_KIB = 6 << 10  # what a process may keep after a burst: allocator and interpreter caches
 
 
 def _receive_until_closed(sock: socket.socket, seconds: float) -> bytes:
@@ -105,3 +109,59 @@ async def test_a_parent_read_timeout_is_not_mistaken_for_a_stalled_client(tmp_pa
             await store.uploads.append(session, TimingOut(), None)
     finally:
         store.close()
+
+
+async def test_a_stalled_manifest_body_ends_its_request(tmp_path: Path):
+    """A manifest PUT that stops short of its Content-Length is cut after the same silence as an upload body."""
+    store = RegistryStore(str(tmp_path / "data"))
+    store.uploads.body_idle_seconds = 0.5
+    try:
+        async with serve_store(store) as api:
+            request = (b"PUT /v2/slow/app/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                       b"Content-Type: application/vnd.oci.image.manifest.v1+json\r\n\r\n" + b'{"schemaVersion": 2, ')
+            answers = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: raw_exchange(api.server.port, request, responses=1, deadline=10))
+            assert answers and answers[0].status == 400 and b"MANIFEST_INVALID" in answers[0].body, answers
+            assert b"sent nothing for 0.5 s" in answers[0].body, answers[0].body
+        figures["slow clients: stalled manifest bodies ended"] += 1
+    finally:
+        store.close()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def test_aborted_large_manifest_puts_give_their_memory_back(tmp_path: Path):
+    """Rounds of 60 manifest PUTs that each send nearly 4 MiB and hang up: while they are open the registry holds
+    their bodies; once they are gone its RSS is back within a few MiB of where it started."""
+    registry = RegistryProcess(tmp_path / "data")
+    size, connections, rounds = 4 << 20, 60, 3
+    head = (f"PUT /v2/big/app/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n"
+            "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n\r\n").encode()
+    body = os.urandom(size - 4096)
+    try:
+        baseline = _rss_kib(registry.pid)
+        for _ in range(rounds):
+            sockets = []
+            try:
+                for _ in range(connections):
+                    sock = socket.create_connection(("127.0.0.1", registry.port))
+                    sockets.append(sock)
+                    sock.sendall(head + body)
+                # the bodies are held (the attack works as far as it can) ...
+                wait_until(lambda: _rss_kib(registry.pid) > baseline + connections * len(body) // 1024 // 2,
+                           timeout=30, what="the registry to buffer the bodies")
+            finally:
+                for sock in sockets:
+                    sock.close()
+            # ... and given back once their clients are gone
+            wait_until(lambda: _rss_kib(registry.pid) < baseline + RSS_SLACK_KIB, timeout=30,
+                       what=f"RSS back within {RSS_SLACK_KIB // 1024} MiB of {baseline // 1024} MiB")
+            figures["hostile: aborted 4 MiB manifest PUTs tried"] += connections
+        figures["hostile: aborted 4 MiB manifest PUTs held (memory returned)"] += rounds * connections
+    finally:
+        registry.stop()

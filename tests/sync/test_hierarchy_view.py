@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from tests.api.test_hostile_input import call
+from tests.support.http import basic, request
+from tests.sync.hierarchy import OPERATOR, start_instance, sync_token_for
 from tests.sync.inprocess import FakeClock, eventually, start_root_for_leaf, start_runtime
 
 
@@ -28,3 +32,43 @@ async def test_a_child_silent_for_three_report_intervals_shows_stale(tmp_path: P
         if leaf is not None:
             await leaf.stop()
         await root.stop()
+
+
+def test_a_report_of_a_large_subtree_is_read_whole_up_to_its_cap(tmp_path: Path):
+    """A child's report above the ~200 KB that one read of the body used to take (here 250 grandchildren, each
+    with its own report) is accepted and shown whole; one over the 1 MiB cap, sent without a Content-Length, is
+    413 naming the cap."""
+    child = "line1-middle"
+    root = start_instance(tmp_path, "factory-root", children=[(child, "ReadWrite")])
+    try:
+        sync_name, sync_password, _ = sync_token_for(child, "ReadWrite")
+        sync = {**basic(sync_name, sync_password), "Content-Type": "application/json"}
+        instance_id = "11111111-2222-3333-4444-555555555555"
+        base = f"{root.url}/acr/connected/v1/registries/{child}"
+        activation = {"instanceId": instance_id, "deviceId": "edge-1", "mode": "ReadWrite", "version": "0.1.0",
+                      "messageTtl": "P2D", "repositories": ["factory/*"]}
+        reply = request(f"{base}/activate", "POST", json.dumps(activation).encode(), sync)
+        assert reply.status == 200, reply.body
+        # What an instance reports is its status document and its children's entries (Runtime.hierarchy).
+        status = request(f"{root.url}/acr/connected/v1/status", headers=basic(*OPERATOR)).json()
+        grandchildren = [
+            {"name": f"line1-leaf{index:03}", "mode": "ReadOnly",
+             "activation": {"status": "Active", "instanceId": f"00000000-0000-0000-0000-{index:012}",
+                            "deviceId": f"edge-leaf-{index}", "since": status["lastActivityTime"]},
+             "reportedAt": status["lastActivityTime"], "connectionState": "Online", "children": [],
+             "report": dict(status, name=f"line1-leaf{index:03}", mode="ReadOnly")}
+            for index in range(250)]
+        report = dict(status, name=child, mode="ReadWrite", activation={"status": "Active", "instanceId": instance_id},
+                      children=grandchildren)
+        body = json.dumps(report).encode()
+        assert 200_000 < len(body) < 1 << 20
+        reply = request(f"{base}/status", "POST", body, sync)
+        assert reply.status == 204, reply.body
+        tree = request(f"{root.url}/acr/connected/v1/registries", headers=basic(*OPERATOR)).json()
+        assert [entry["name"] for entry in tree["children"][0]["children"]] == [g["name"] for g in grandchildren]
+
+        too_large = call(root.process.port, "POST", f"/acr/connected/v1/registries/{child}/status", headers=sync,
+                         chunks=[body] * 4)
+        assert too_large.status == 413 and b"1 MiB" in too_large.body, too_large.describe()
+    finally:
+        root.stop()

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from connected_registry.api import blobs, control, listings, manifests, referrers, token, uploads
 from connected_registry.api.metrics import metrics
-from connected_registry.api.requests import (REQUEST_ID, REQUEST_STATS, ROUTE, RequestStats, add_request_id,
-                                              request_middleware)
+from connected_registry.api.requests import (CLIENT_CLOSED_REQUEST, REQUEST_ID, REQUEST_STATS, ROUTE, RequestStats,
+                                              add_request_id, request_middleware)
 from connected_registry.api.context import CONTEXT, ApiContext
 from connected_registry.auth.access import request_origin
 from connected_registry.oci.errors import OciError
@@ -140,10 +140,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 OciError("UNSUPPORTED", f"{request.method} is not supported on {request.path[:200]}", headers=allow)
             )
         raise
-    except (ConnectionResetError, OSError) as error:
-        # The client went away mid-transfer; nothing to answer.
-        log.info("%s %s: connection lost: %s", request.method, request.path[:300], error)
-        raise
+    except OSError as error:
+        if request.transport is not None and not request.transport.is_closing():
+            raise  # ours, not the client's: a 500 with its traceback
+        # The client went away mid-request: counted as such (the answer is never sent), not as a 500.
+        log.debug("%s %s: the client went away: %s", request.method, request.path[:300], error)
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
     except Exception:
         request_id = request.get(REQUEST_ID, "-")
         log.exception("%s %s failed (request id %s)", request.method, request.path[:300], request_id)

@@ -8,6 +8,7 @@ import re
 from aiohttp import web
 
 from connected_registry import __version__
+from connected_registry.api.bodies import read_body
 from connected_registry.api.context import context, query_int
 from connected_registry.durations import duration_seconds
 from connected_registry.oci.errors import OciError
@@ -30,9 +31,7 @@ def _child_name(request: web.Request) -> str:
 
 
 async def _json_body(request: web.Request) -> dict:
-    body = await request.content.read(_MAX_BODY + 1)
-    if len(body) > _MAX_BODY:
-        raise OciError("SIZE_INVALID", "the body is larger than 1 MiB", status=413)
+    body = await read_body(request, _MAX_BODY, "SIZE_INVALID", "body")
     try:
         document = json.loads(body or b"{}")
     except (ValueError, RecursionError):  # RecursionError: nested too deep to be a real document

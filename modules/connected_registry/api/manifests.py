@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from connected_registry.api.bodies import read_body
 from connected_registry.api.context import context, require_read, external_url, require_write
 from connected_registry.oci.digest import is_digest, parse_digest
 from connected_registry.oci.errors import OciError
@@ -46,24 +47,10 @@ async def get_manifest(request: web.Request, name: str, reference: str) -> web.R
     return web.Response(body=record.body, headers=headers)
 
 
-async def _read_manifest_body(request: web.Request) -> bytes:
-    declared = request.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
-        raise OciError("MANIFEST_INVALID", "manifest is larger than the 4 MiB limit", status=413)
-    parts: list[bytes] = []
-    total = 0
-    while chunk := await request.content.readany():
-        total += len(chunk)
-        if total > MAX_MANIFEST_BYTES:
-            raise OciError("MANIFEST_INVALID", "manifest is larger than the 4 MiB limit", status=413)
-        parts.append(chunk)
-    return b"".join(parts)
-
-
 async def put_manifest(request: web.Request, name: str, reference: str) -> web.Response:
     _check_reference(reference, "MANIFEST_INVALID")
     await require_write(request, name, "push")
-    body = await _read_manifest_body(request)
+    body = await read_body(request, MAX_MANIFEST_BYTES, "MANIFEST_INVALID", "manifest")
     result = await context(request).store.put_manifest(name, reference, body, request.headers.get("Content-Type"))
     headers = {
         "Location": external_url(request, f"/v2/{name}/manifests/{result.digest}"),

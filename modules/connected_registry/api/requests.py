@@ -7,11 +7,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from connected_registry.logs import current_request_id
 
@@ -20,6 +22,7 @@ log = logging.getLogger("connected_registry.api")
 REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:@+=/-]{1,128}$")  # nothing that could forge a log line
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+CLIENT_CLOSED_REQUEST = 499  # the status a request is counted with when its client went away before the answer
 
 
 @dataclass
@@ -99,3 +102,25 @@ class RequestRecorder(AbstractAccessLogger):
                           response.status, time * 1000, bytes_in, bytes_out)
             finally:
                 current_request_id.reset(token)
+
+
+class ServerLog(logging.LoggerAdapter):
+    """aiohttp's server logger. What a client did wrong (HTTP its parser refuses, going away mid-request) is one
+    line at Debug, as anybody can send it as often as they like; anything else keeps its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+
+    def exception(self, message, *args, exc_info=True, **kwargs) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(error, HttpProcessingError):
+            log.debug("refused malformed HTTP (%s) from %s: %s", error.code, args[0] if args else "?",
+                      _one_line(error.message))
+        elif isinstance(error, ConnectionError):
+            log.debug("the client went away: %s", _one_line(str(error)))
+        else:
+            super().exception(message, *args, exc_info=exc_info, **kwargs)
+
+
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() else " " for c in " ".join(text.split()))[:200]

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
+from connected_registry.api.bodies import read_body
 from connected_registry.api.context import context
 from connected_registry.auth.access import TokenAccess, parse_basic
 from connected_registry.auth.permissions import Permissions, Scope, parse_scopes
@@ -40,11 +41,7 @@ def _token_access(request: web.Request) -> TokenAccess:
 
 
 async def _form(request: web.Request) -> dict[str, list[str]]:
-    if request.content_length is not None and request.content_length > _MAX_FORM_BYTES:
-        raise OciError("UNSUPPORTED", "token request body is too large", status=400)
-    body = await request.content.read(_MAX_FORM_BYTES + 1)
-    if len(body) > _MAX_FORM_BYTES:
-        raise OciError("UNSUPPORTED", "token request body is too large", status=400)
+    body = await read_body(request, _MAX_FORM_BYTES, "UNSUPPORTED", "token request")
     try:
         return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=100)
     except (UnicodeDecodeError, ValueError):
