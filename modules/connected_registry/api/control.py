@@ -156,13 +156,13 @@ async def events(request: web.Request) -> web.Response:
 
 async def hierarchy(request: web.Request) -> web.Response:
     ctx = context(request)
-    await ctx.access.require(request, None, "catalog")
+    await ctx.access.require_instance_reader(request, ctx.name)
     return web.json_response(ctx.hierarchy())
 
 
 async def own_status(request: web.Request) -> web.Response:
     ctx = context(request)
-    await ctx.access.require(request, None, "catalog")
+    await ctx.access.require_instance_reader(request, ctx.name)
     return web.json_response(ctx.status_document())
 
 

@@ -1,0 +1,60 @@
+"""What a parent's control API trusts (SPEC 6, 11; issue 14 findings 7, 8 and 11): its status and hierarchy only
+for `metadata/read` on `*` or its own gateway rights, a child's report only when it fits its schema, and the event
+feed and the status report only from the child's active instance, named by X-Instance-Id."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from connected_registry.child_settings import sync_token_actions
+from tests.support.http import basic, request
+from tests.support.processes import run_cli, wait_until
+from tests.sync.hierarchy import OPERATOR, READER, start_instance, sync_token_for, token
+
+ONE_REPOSITORY_READER = ("app-reader1", "app-reader-password", ["repositories/factory/app/content/read",
+                                                                "repositories/factory/app/metadata/read"])
+# Another child's sync token as `get-settings --generate-password --repository 'factory/*'` makes it.
+OTHER_CHILD_SYNC = ("line2-leaf-sync-token", "line2-leaf-sync-password",
+                    sync_token_actions("line2-leaf", "ReadOnly", ["factory/*"]))
+OWN_GATEWAY_ONLY = ("root-watcher1", "root-watcher-password", ["gateway/factory-root/config/read"])
+
+
+def add_tokens(instance, *tokens: tuple[str, str, list[str]]) -> None:
+    """Add tokens to a running instance's configuration, and wait until it applied them."""
+    for name, password, actions in tokens:
+        instance.document["tokens"][name] = token(password, actions)
+    instance.config_path.write_text(json.dumps(instance.document))
+
+    def known(name: str, password: str) -> bool:
+        return request(f"{instance.url}/acr/oauth2/token", headers=basic(name, password)).status == 200
+
+    for name, password, _ in tokens:
+        wait_until(lambda: known(name, password), what=f"{instance.name} to apply token {name}")  # noqa: B023
+
+
+def activate(instance, child: str, instance_id: str) -> None:
+    """What a child's engine sends at activation, with the child's sync token."""
+    name, password, _ = sync_token_for(child)
+    document = {"instanceId": instance_id, "deviceId": "edge-1", "mode": "ReadOnly", "version": "1",
+                "messageTtl": "P2D", "repositories": ["factory/*"]}
+    reply = request(f"{instance.url}/acr/connected/v1/registries/{child}/activate", "POST",
+                    json.dumps(document).encode(), {**basic(name, password), "Content-Type": "application/json"})
+    assert reply.status == 200, reply.body
+
+
+def test_status_and_hierarchy_need_metadata_read_on_everything_or_the_instances_gateway_rights(tmp_path: Path):
+    root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")])
+    try:
+        add_tokens(root, ONE_REPOSITORY_READER, OTHER_CHILD_SYNC, OWN_GATEWAY_ONLY)
+        for path in ("/acr/connected/v1/status", "/acr/connected/v1/registries"):
+            for name, password, _ in (ONE_REPOSITORY_READER, OTHER_CHILD_SYNC):
+                reply = request(f"{root.url}{path}", headers=basic(name, password))
+                assert reply.status == 403, f"{name} read {path}: {reply.status} {reply.body[:200]!r}"
+                assert "metadata/read on *" in reply.error_message, reply.body
+            for name, password in (READER, OPERATOR, OWN_GATEWAY_ONLY[:2]):
+                reply = request(f"{root.url}{path}", headers=basic(name, password))
+                assert reply.status == 200 and reply.json()["name"] == "factory-root", (name, path, reply.body[:200])
+    finally:
+        root.stop()
