@@ -58,3 +58,37 @@ def test_status_and_hierarchy_need_metadata_read_on_everything_or_the_instances_
                 assert reply.status == 200 and reply.json()["name"] == "factory-root", (name, path, reply.body[:200])
     finally:
         root.stop()
+
+
+def test_a_deactivated_childs_feed_and_report_need_its_active_instance_id(tmp_path: Path):
+    root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")])
+    leaf = start_instance(tmp_path, "line1-leaf", parent=root, repositories=["factory/*"])
+    try:
+        def leaf_reported() -> dict | None:
+            children = request(f"{root.url}/acr/connected/v1/registries", headers=basic(*OPERATOR)).json()["children"]
+            return children[0] if children and children[0]["reportedAt"] else None
+
+        # A real child sends its instance id with the feed and its report, and its report fits the schema.
+        entry = wait_until(leaf_reported, timeout=30, what="the leaf's report at the root")
+        instance_id = entry["activation"]["instanceId"]
+        sync_name, sync_password, _ = sync_token_for("line1-leaf")
+        sync = basic(sync_name, sync_password)
+        events = f"{root.url}/acr/connected/v1/registries/line1-leaf/events"
+        report = f"{root.url}/acr/connected/v1/registries/line1-leaf/status"
+        assert request(events, headers={**sync, "X-Instance-Id": instance_id}).status == 200
+
+        result = run_cli("deactivate", "line1-leaf", "--registry", root.url, "--username", sync_name,
+                         "--password", sync_password)
+        assert result.returncode == 0, result.stderr
+        missing = request(f"{events}?cursor=1", headers=sync)
+        assert missing.status == 400 and "X-Instance-Id" in missing.error_message, missing.body
+        assert request(report, "POST", b"{}", sync).status == 400
+        old = request(f"{events}?cursor=1", headers={**sync, "X-Instance-Id": instance_id})
+        assert old.status == 409 and old.error_code == "DEACTIVATED", old.body
+        unknown = request(f"{events}?cursor=1", headers={**sync, "X-Instance-Id": str(uuid.uuid4())})
+        assert unknown.status == 409, unknown.body
+        refused = request(report, "POST", b"{}", {**sync, "X-Instance-Id": instance_id})
+        assert refused.status == 409 and refused.error_code == "DEACTIVATED", refused.body
+    finally:
+        leaf.stop()
+        root.stop()

@@ -12,6 +12,7 @@ from connected_registry.api.context import context, query_int
 from connected_registry.durations import duration_seconds
 from connected_registry.oci.errors import OciError
 from connected_registry.identity import INSTANCE_NAME_RE
+from connected_registry.storage.control import Child
 from connected_registry.storage.registry import utc_timestamp
 
 API_VERSION = "1"
@@ -42,15 +43,22 @@ async def _json_body(request: web.Request) -> dict:
     return document
 
 
-def _check_instance(child, instance_id: str | None) -> None:
-    """A call from a revoked or replaced instance is refused (SPEC 6)."""
-    if child is None or not instance_id:
-        return
-    if instance_id in child.revoked:
+def _require_active_instance(request: web.Request, child: Child | None) -> None:
+    """The feed and the status report answer only the active instance of a child (SPEC 6): a deactivated or
+    replaced one is refused, and so is a call that does not say which instance it is."""
+    instance_id = request.headers.get("X-Instance-Id", "")
+    if not instance_id:
+        raise OciError("UNSUPPORTED", "the X-Instance-Id header is missing: a child sends its instanceId with "
+                                      "every call of its event feed and status report", status=400)
+    if child is not None and instance_id in child.revoked:
         raise OciError("DEACTIVATED", "this instance was deactivated: run `connected-registry reset-identity` "
                                       "on its data volume to start over")
-    if child.status == "Active" and child.instance_id != instance_id:
-        raise OciError("ALREADY_ACTIVE", f"{child.name} is active as another instance")
+    if child is None or child.status != "Active":
+        raise OciError("UNSUPPORTED", f"{request.match_info['child']} is not active here: activate it first",
+                       status=409)
+    if child.instance_id != instance_id:
+        raise OciError("ALREADY_ACTIVE", f"{child.name} is active as another instance than the X-Instance-Id "
+                                         "header names")
 
 
 async def info(request: web.Request) -> web.Response:
@@ -120,12 +128,8 @@ async def child_status(request: web.Request) -> web.Response:
     ctx = context(request)
     name = _child_name(request)
     await ctx.access.require_gateway(request, name, "config_write")
+    _require_active_instance(request, ctx.store.control.child(name))
     document = await _json_body(request)
-    child = ctx.store.control.child(name)
-    activation = document.get("activation")
-    _check_instance(child, activation.get("instanceId") if isinstance(activation, dict) else None)
-    if child is None or child.status != "Active":
-        raise OciError("UNSUPPORTED", f"{name} is not active here: activate it first", status=409)
     await ctx.store.control.record_report(name, document, utc_timestamp(ctx.store.clock()))
     ctx.on_children_changed()
     return web.Response(status=204)
@@ -135,7 +139,7 @@ async def events(request: web.Request) -> web.Response:
     ctx = context(request)
     name = _child_name(request)
     caller = await ctx.access.require_gateway(request, name, "message_read")
-    _check_instance(ctx.store.control.child(name), request.headers.get("X-Instance-Id"))
+    _require_active_instance(request, ctx.store.control.child(name))
     oldest, head = ctx.store.control.event_bounds()
     cursor = query_int(request, "cursor")
     if cursor is None:

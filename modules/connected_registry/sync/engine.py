@@ -330,7 +330,9 @@ class SyncEngine:
             await asyncio.sleep(2)  # coalesce bursts of reports from below
 
     async def _send_report(self) -> None:
-        status, body = await self.parent.control("POST", f"/registries/{self.identity.name}/status", body=self.report())
+        status, body = await self.parent.control("POST", f"/registries/{self.identity.name}/status",
+                                                 body=self.report(),
+                                                 headers={"X-Instance-Id": self.identity.instance_id})
         if status != 204:
             self._check_feed_status(status, body)
 
