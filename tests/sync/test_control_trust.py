@@ -60,6 +60,40 @@ def test_status_and_hierarchy_need_metadata_read_on_everything_or_the_instances_
         root.stop()
 
 
+def test_a_report_with_control_characters_or_a_wrong_type_is_refused_naming_the_field(tmp_path: Path):
+    root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")])
+    try:
+        instance_id = str(uuid.uuid4())
+        activate(root, "line1-leaf", instance_id)
+        sync = {**basic(*sync_token_for("line1-leaf")[:2]), "X-Instance-Id": instance_id}
+        # A real reported document (the root's own) as the child's, with an empty subtree: accepted.
+        report = dict(request(f"{root.url}/acr/connected/v1/status", headers=basic(*READER)).json(),
+                      name="line1-leaf", activation={"status": "Active", "instanceId": instance_id}, children=[])
+        report_url = f"{root.url}/acr/connected/v1/registries/line1-leaf/status"
+        accepted = request(report_url, "POST", json.dumps(report).encode(), sync)
+        assert accepted.status == 204, accepted.body
+
+        hostile = {
+            "statusDetails.0.description": {"statusDetails": [{"type": "Parent", "severity": "Error", "code": "X",
+                                                               "description": "\x1b]0;owned\x07\x1b[2J"}]},
+            "children.0.report.connectionState": {"children": [{"name": "line9-fake", "report": {
+                "connectionState": "Online\r\x1b[1Aline9-forged  ReadOnly  Active  Online"}}]},
+            "children.0.name": {"children": [{"name": "line9-\x9b31mfake"}]},
+            "sync.pendingUploads": {"sync": {"pendingUploads": "many"}},
+            "connectionState": {"connectionState": ["Online"]},
+            "statusDetails": {"statusDetails": "broken"},
+            "activation": {"activation": "Active"},
+        }
+        for field, change in hostile.items():
+            reply = request(report_url, "POST", json.dumps({**report, **change}).encode(), sync)
+            assert reply.status == 400, f"{field}: {reply.status} {reply.body[:300]!r}"
+            assert f"{field}:" in reply.error_message, (field, reply.error_message)
+        stored = request(f"{root.url}/acr/connected/v1/registries", headers=basic(*OPERATOR)).json()["children"][0]
+        assert stored["report"]["statusDetails"] == report["statusDetails"], "a refused report was kept"
+    finally:
+        root.stop()
+
+
 def test_a_deactivated_childs_feed_and_report_need_its_active_instance_id(tmp_path: Path):
     root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")])
     leaf = start_instance(tmp_path, "line1-leaf", parent=root, repositories=["factory/*"])

@@ -12,6 +12,7 @@ from connected_registry.api.context import context, query_int
 from connected_registry.durations import duration_seconds
 from connected_registry.oci.errors import OciError
 from connected_registry.identity import INSTANCE_NAME_RE
+from connected_registry.printable import CONTROL_CHARACTERS
 from connected_registry.storage.control import Child
 from connected_registry.storage.registry import utc_timestamp
 
@@ -92,12 +93,14 @@ def _check_activation(document: dict) -> None:
     anything malformed at the door (SPEC 6)."""
     problems = []
     for key in ("instanceId", "deviceId"):
-        if not isinstance(document.get(key), str) or not 0 < len(document[key]) <= 200:
-            problems.append(f"{key} must be a string of 1 to 200 characters")
+        if not isinstance(document.get(key), str) or not 0 < len(document[key]) <= 200 \
+                or CONTROL_CHARACTERS.search(document[key]):
+            problems.append(f"{key} must be a string of 1 to 200 characters without control characters")
     if document.get("mode") not in (None, "ReadWrite", "ReadOnly"):
         problems.append("mode must be ReadWrite or ReadOnly")
-    if not isinstance(document.get("version"), (str, type(None))):
-        problems.append("version must be a string")
+    version = document.get("version")
+    if not isinstance(version, (str, type(None))) or (version and CONTROL_CHARACTERS.search(version)):
+        problems.append("version must be a string without control characters")
     ttl = document.get("messageTtl")
     if ttl is not None:
         try:
@@ -107,11 +110,20 @@ def _check_activation(document: dict) -> None:
         if not MIN_MESSAGE_TTL <= seconds <= MAX_MESSAGE_TTL:
             problems.append("messageTtl must be an ISO 8601 duration from P1D to P90D")
     repositories = document.get("repositories")
-    if repositories is not None and not (isinstance(repositories, list)
-                                         and all(isinstance(item, str) for item in repositories)):
+    if repositories is not None and not (isinstance(repositories, list) and all(
+            isinstance(item, str) and not CONTROL_CHARACTERS.search(item) for item in repositories)):
         problems.append("repositories must be a list of names or patterns")
     if problems:
         raise OciError("UNSUPPORTED", f"malformed activation: {'; '.join(problems)}", status=400)
+
+
+def _check_report(document: dict) -> None:
+    """A child's report is shown to operators as it came: refuse one that does not fit its schema (SPEC 11)."""
+    from connected_registry.child_report import report_problems
+
+    problems = report_problems(document)
+    if problems:
+        raise OciError("UNSUPPORTED", f"malformed report: {'; '.join(problems[:5])}", status=400)
 
 
 async def deactivate(request: web.Request) -> web.Response:
@@ -130,6 +142,7 @@ async def child_status(request: web.Request) -> web.Response:
     await ctx.access.require_gateway(request, name, "config_write")
     _require_active_instance(request, ctx.store.control.child(name))
     document = await _json_body(request)
+    _check_report(document)
     await ctx.store.control.record_report(name, document, utc_timestamp(ctx.store.clock()))
     ctx.on_children_changed()
     return web.Response(status=204)
