@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="the hierarchy below an instance at a glance: state, last sync, uploads, what is wrong",
         description="The registries below --registry as a tree: name, mode, activation, connection state (a child "
         "silent for three report intervals is marked STALE, and what is below it too), last sync, pending and rejected "
-        "uploads, and the worst status detail. Fits the terminal width (COLUMNS). The token needs metadata/read on *.")
+        "uploads, and the worst status detail. Fits the terminal width (COLUMNS). The token needs metadata/read on * "
+        "or the gateway rights on the instance's own name.")
     listing.add_argument("--json", action="store_true", help="print the hierarchy document (SPEC 11) as JSON")
     _add_remote(listing)
     listing.set_defaults(handler=cmd_list)
@@ -257,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="an instance's reported properties as a readable summary",
         description="The reported document (SPEC 4) of --registry: activation, connection state, parent and "
         "schedule, last sync, bytes moved, uploads, the last sync-now and gc, and every status detail with what to do. "
-        "The token needs metadata/read on *.")
+        "The token needs metadata/read on * or the gateway rights on the instance's own name.")
     status.add_argument("--json", action="store_true", help="print the reported document as JSON")
     _add_remote(status)
     status.set_defaults(handler=cmd_status)

@@ -1,5 +1,6 @@
 """The commands that talk to a running instance over its control API (SPEC 11, 13): the operator's token from
-flags or the environment, never printed; errors that say which right is missing."""
+flags or the environment, never printed; errors that say which right is missing; every answer without control
+characters before anything of it is printed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import sys
 import time
 
+from connected_registry.printable import printable
 from connected_registry.views import gc_summary
 
 POLL_SECONDS = 0.3
@@ -28,7 +30,8 @@ def credentials(arguments: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def call(arguments: argparse.Namespace, method: str, path: str) -> tuple[int, dict]:
-    """One request to a running instance with the operator's credentials (flags or environment)."""
+    """One request to a running instance with the operator's credentials (flags or environment); the answer comes
+    back printable: an instance's documents carry text from its children and its parent."""
     import base64
     import urllib.error
     import urllib.request
@@ -50,7 +53,7 @@ def call(arguments: argparse.Namespace, method: str, path: str) -> tuple[int, di
         document = json.loads(body) if body else {}
     except ValueError:
         document = {"raw": body[:500].decode("utf-8", "replace")}
-    return status, document if isinstance(document, dict) else {"value": document}
+    return status, printable(document if isinstance(document, dict) else {"value": document})
 
 
 def fail(status: int, document: dict, what: str, rights: str | None = None) -> int:

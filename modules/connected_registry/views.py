@@ -1,9 +1,12 @@
 """What the command line prints: the hierarchy as a tree table that fits the terminal, the status document as a
-short summary, sizes and ages people read at a glance. Pure functions over the documents of SPEC 4 and 11."""
+short summary, sizes and ages people read at a glance. Pure functions over the documents of SPEC 4 and 11; what
+those documents say is printed without control characters (a child's report is not trusted with the terminal)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+
+from connected_registry.printable import printable
 
 SEVERITY_RANK = {"Error": 0, "Warning": 1, "Information": 2}
 COLUMNS = ("NAME", "MODE", "ACTIVATION", "STATE", "LAST SYNC", "PENDING", "REJECTED", "DETAIL")
@@ -89,7 +92,7 @@ def hierarchy_rows(node: dict, now: datetime) -> list[tuple[str, ...]]:
 def render_hierarchy(node: dict, width: int, now: datetime | None = None) -> str:
     """The tree table, every line at most `width` characters (the detail column takes what is left)."""
     now = now or datetime.now(timezone.utc)
-    rows = hierarchy_rows(node, now)
+    rows = hierarchy_rows(printable(node), now)
     fixed = [max(len(COLUMNS[i]), *(len(row[i]) for row in rows)) for i in range(len(COLUMNS) - 1)]
     detail_width = max(width - sum(fixed) - 2 * len(fixed), MIN_DETAIL)
     lines = []
@@ -116,6 +119,7 @@ def render_operation(operation: dict | None, now: datetime) -> str:
 def render_status(document: dict, now: datetime | None = None) -> str:
     """The reported document (SPEC 4) as a summary a person reads in five seconds."""
     now = now or datetime.now(timezone.utc)
+    document = printable(document)
     sync = document.get("sync") or {}
     parent = document.get("parent")
     activation = document.get("activation") or {}
@@ -162,6 +166,8 @@ def render_status(document: dict, now: datetime | None = None) -> str:
 
 
 def gc_summary(result: dict) -> str:
+    result = printable(result)
+
     def get(key: str) -> int:  # the offline report is snake_case, the status document camelCase
         camel = key.split("_")[0] + "".join(part.title() for part in key.split("_")[1:])
         return result.get(key, result.get(camel, 0)) or 0

@@ -7,7 +7,10 @@ Two real instances with the same token names and passwords but their own signing
 every 4xx a JSON error body; a 200 from the token service grants nothing beyond the credentials; without
 a child's sync token nothing may activate, deactivate, report or read events for it; and after every
 example the stored content and the children's activations are exactly as before. With the child's own
-sync token (a child gone wrong) its requests may change its own record, but still never answer 5xx."""
+sync token (a child gone wrong) its requests may change its own record, but still never answer 5xx; a report it
+posts is refused (400 naming the field) unless it fits the report schema, and whatever is kept prints clean in
+`connected-registry list`. The status and the hierarchy answer only `metadata/read` on `*` or the instance's own
+gateway rights, and a deactivated child's feed and report stay closed whatever X-Instance-Id it sends, or none."""
 
 from __future__ import annotations
 
@@ -24,19 +27,27 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from tests.api.test_hostile_input import FUZZ, Reply, call
+from tests.cli.conftest import operator_cli
+from tests.cli.test_control_characters import CONTROL
 from tests.faults.conftest import figures
 from tests.support.http import basic, request
 from tests.support.oci import image_manifest, sha256
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import OPERATOR, READER, WRITER, start_instance, sync_token_for
+from tests.sync.test_control_trust import ONE_REPOSITORY_READER, OTHER_CHILD_SYNC, activate, add_tokens
 
 REPOSITORY = "factory/app"
 CHILD = "line1-child"
+INSTANCE_ID = "11111111-2222-3333-4444-555555555555"
+DEACTIVATED_CHILD, DEACTIVATED_ID = "line2-child", "22222222-3333-4444-5555-666666666666"
+REPORTING_CHILD, REPORTING_ID = "line3-child", "33333333-4444-5555-6666-777777777777"  # posts hostile reports
 
 
 class Surface:
     def __init__(self, base: Path) -> None:
-        self.root = start_instance(base, "factory-root", children=[(CHILD, "ReadWrite")])
+        self.root = start_instance(base, "factory-root", children=[(CHILD, "ReadWrite"), (DEACTIVATED_CHILD, "ReadOnly"),
+                                                                  (REPORTING_CHILD, "ReadOnly")])
+        add_tokens(self.root, ONE_REPOSITORY_READER, OTHER_CHILD_SYNC)
         self.other = start_instance(base, "other-root")
         self.port = self.root.process.port
         writer = basic(*WRITER)
@@ -48,16 +59,25 @@ class Surface:
         assert request(f"{self.root.url}/v2/{REPOSITORY}/manifests/v1", "PUT", self.manifest,
                        {**writer, "Content-Type": "application/vnd.oci.image.manifest.v1+json"}).status == 201
         self.sync_name, self.sync_password, _ = sync_token_for(CHILD, "ReadWrite")
-        activation = {"instanceId": "11111111-2222-3333-4444-555555555555", "deviceId": "edge-1",
+        activation = {"instanceId": INSTANCE_ID, "deviceId": "edge-1",
                       "mode": "ReadWrite", "version": "1", "messageTtl": "P2D", "repositories": ["factory/*"]}
         reply = request(f"{self.root.url}/acr/connected/v1/registries/{CHILD}/activate", "POST",
                         json.dumps(activation).encode(), basic(self.sync_name, self.sync_password))
         assert reply.status == 200, reply.body
+        # A second child, deactivated by its operator: its old instance must find everything closed.
+        activate(self.root, DEACTIVATED_CHILD, DEACTIVATED_ID)
+        self.deactivated_sync = basic(*sync_token_for(DEACTIVATED_CHILD)[:2])
+        reply = request(f"{self.root.url}/acr/connected/v1/registries/{DEACTIVATED_CHILD}/deactivate", "POST", b"",
+                        self.deactivated_sync)
+        assert reply.status == 200, reply.body
+        activate(self.root, REPORTING_CHILD, REPORTING_ID)
+        self.reporting_sync = basic(*sync_token_for(REPORTING_CHILD)[:2])
         # Tokens: ours for reading factory/app, and the other instance's for pushing (same names, other key).
         self.own_pull = self._token(self.root.url, READER, f"repository:{REPOSITORY}:pull")
         self.other_push = self._token(self.other.url, WRITER, f"repository:{REPOSITORY}:pull,push")
         self.other_refresh = self._refresh(self.other.url, WRITER)
         self.other_gateway = self._token(self.other.url, WRITER, f"gateway:{CHILD}:config_write")
+        self.one_repository_catalog = self._token(self.root.url, ONE_REPOSITORY_READER[:2], "registry:catalog:*")
         self.before = self.snapshot()
 
     @staticmethod
@@ -168,6 +188,9 @@ def _credentials(surface: Surface) -> dict[str, dict]:
         "reader": basic(*READER),
         "writer": basic(*WRITER),
         "operator": basic(*OPERATOR),
+        "one-repository-reader": basic(*ONE_REPOSITORY_READER[:2]),
+        "one-repository-catalog-jwt": {"Authorization": f"Bearer {surface.one_repository_catalog}"},
+        "other-child-sync": basic(*OTHER_CHILD_SYNC[:2]),
         "own-pull-jwt": {"Authorization": f"Bearer {surface.own_pull}"},
         "other-push-jwt": {"Authorization": f"Bearer {surface.other_push}"},
         "other-gateway-jwt": {"Authorization": f"Bearer {surface.other_gateway}"},
@@ -185,7 +208,8 @@ def _unsigned(claims: dict) -> str:
 
 # --- the token service ---------------------------------------------------------------------------
 
-ALLOWED_ACTIONS = {"reader": {"pull"}, "writer": {"pull", "push", "delete", "*"}, "operator": set()}
+ALLOWED_ACTIONS = {"reader": {"pull"}, "writer": {"pull", "push", "delete", "*"}, "operator": set(),
+                   "one-repository-reader": {"pull"}, "other-child-sync": {"pull"}}
 
 
 @settings(FUZZ, max_examples=120)
@@ -292,24 +316,139 @@ def test_control_api_without_the_childs_token_changes_nothing(surface, data, rou
                               {**credentials[who], "Content-Type": "application/json"}))
     if "/registries/" in template:
         assert not (200 <= reply.status < 300), f"{who} reached a child's endpoint: {reply.describe()}"
+    if template in INSTANCE_VIEWS and 200 <= reply.status < 300:
+        assert who in INSTANCE_READERS, f"{who} read the instance's status or hierarchy: {reply.describe()}"
     surface.assert_unchanged(f"{who} {method} {target}")
     figures["hostile: control API inputs tried"] += 1
 
 
 @settings(FUZZ, max_examples=100)
 @given(route=st.sampled_from(CONTROL_ROUTES[:4]), body=BODIES,
-       query=st.dictionaries(st.sampled_from(["cursor", "limit"]), QUERY_NUMBERS, max_size=2))
-def test_a_child_gone_wrong_gets_4xx_not_5xx_and_breaks_nothing(surface, route, body, query):
+       query=st.dictionaries(st.sampled_from(["cursor", "limit"]), QUERY_NUMBERS, max_size=2),
+       instance=st.sampled_from([None, INSTANCE_ID, INSTANCE_ID, DEACTIVATED_ID, "someone-else"]))
+def test_a_child_gone_wrong_gets_4xx_not_5xx_and_breaks_nothing(surface, route, body, query, instance):
     method, template = route
     target = template.format(child=CHILD, entry="1") + "?" + urlencode({**query, "wait": "0"})
-    reply = check_answer(call(surface.port, method, target,
-                              body if method != "GET" else None,
-                              {**basic(surface.sync_name, surface.sync_password), "Content-Type": "application/json"}))
+    headers = {**basic(surface.sync_name, surface.sync_password), "Content-Type": "application/json"}
+    if instance is not None:
+        headers["X-Instance-Id"] = instance
+    reply = check_answer(call(surface.port, method, target, body if method != "GET" else None, headers))
     note(reply.describe()[:500])
     # Whatever the child sent, the parent's own view of its hierarchy and content still answers.
     assert request(f"{surface.root.url}/acr/connected/v1/registries", headers=basic(*OPERATOR)).status == 200
     assert request(f"{surface.root.url}/v2/{REPOSITORY}/manifests/v1", headers=basic(*READER)).body == surface.manifest
     figures["hostile: control API inputs tried"] += 1
+
+
+INSTANCE_VIEWS = ("/acr/connected/v1/status", "/acr/connected/v1/registries")
+INSTANCE_READERS = {"reader", "writer", "operator"}  # metadata/read on *, or gateway rights on factory-root
+
+
+def test_status_and_hierarchy_answer_only_metadata_read_on_everything_or_the_instances_gateway_rights(surface):
+    credentials = _credentials(surface)
+    for who, headers in sorted(credentials.items()):
+        for path in INSTANCE_VIEWS:
+            reply = check_answer(call(surface.port, "GET", path, None, headers))
+            if who in INSTANCE_READERS:
+                assert reply.status == 200, reply.describe()
+                continue
+            figures["hostile: control API status and hierarchy without metadata/read on * tried"] += 1
+            assert reply.status in (401, 403, 429), f"{who}: {reply.describe()}"
+            figures["hostile: control API status and hierarchy without metadata/read on * held"] += 1
+
+
+def test_a_deactivated_childs_feed_and_report_stay_closed_whatever_instance_id_it_names(surface):
+    events = f"/acr/connected/v1/registries/{DEACTIVATED_CHILD}/events"
+    report = f"/acr/connected/v1/registries/{DEACTIVATED_CHILD}/status"
+    for instance in (None, "", DEACTIVATED_ID, INSTANCE_ID, "someone-else", "x" * 300):
+        headers = dict(surface.deactivated_sync)
+        if instance is not None:
+            headers["X-Instance-Id"] = instance
+        for method, target, body in (("GET", events, None), ("GET", f"{events}?cursor=1&wait=0", None),
+                                     ("POST", report, json.dumps({"name": DEACTIVATED_CHILD}).encode())):
+            figures["hostile: control API deactivated child's feed and report tried"] += 1
+            reply = check_answer(call(surface.port, method, target, body, headers))
+            assert reply.status in (400, 409), reply.describe()
+            figures["hostile: control API deactivated child's feed and report held"] += 1
+    # The active child, too, is answered only when it names itself.
+    reply = check_answer(call(surface.port, "GET", f"/acr/connected/v1/registries/{CHILD}/events", None,
+                              basic(surface.sync_name, surface.sync_password)))
+    assert reply.status == 400 and "X-Instance-Id" in reply.body.decode(), reply.describe()
+    assert (DEACTIVATED_CHILD, "Inactive", DEACTIVATED_ID) in surface.snapshot()["children"]
+
+
+ESCAPE_TEXT = st.one_of(
+    st.sampled_from(["\x1b]0;pwned\x07", "\x1b[2J\x1b[H", "\x9b31mred", "ok\r\nline9-fake  ReadOnly  Active  Online",
+                     "\x00", "\x7f", "tab\there", "plain", "line9-fake", "Online", "Error", "ReadOnly"]),
+    st.text(max_size=20),
+)
+PRINTABLE_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=40)  # kept, and listed
+REPORT_PATHS = ["name", "mode", "version", "connectionState", "lastSyncTime", "activation", "activation.status",
+                "parent", "parent.endpoint", "sync", "sync.pendingUploads", "sync.rejectedUploads", "sync.operation",
+                "statusDetails", "statusDetails.0", "statusDetails.0.severity", "statusDetails.0.description",
+                "cache", "garbageCollection.lastRun", "children", "children.0", "children.0.name",
+                "children.0.connectionState", "children.0.activation", "children.0.report",
+                "children.0.report.statusDetails", "children.0.report.lastSyncTime", "children.0.children",
+                "aNewerField", "aNewerField.deeper"]
+
+
+def _well_formed_report() -> dict:
+    """What a real child with one child of its own reports."""
+    return {"version": "0.1.0", "name": REPORTING_CHILD, "mode": "ReadWrite",
+            "activation": {"status": "Active", "instanceId": REPORTING_ID, "since": "2026-01-01T00:00:00Z"},
+            "connectionState": "Online", "parent": {"endpoint": "http://factory-root:8080", "kind": "connected"},
+            "lastSyncTime": "2026-01-01T00:00:00Z", "sync": {"pendingUploads": 0, "rejectedUploads": 0},
+            "statusDetails": [{"type": "Sync", "severity": "Warning", "code": "DOWNLOAD_FAILED",
+                               "description": "factory/app: retried in 5 s"}],
+            "cache": {"hits": 0}, "garbageCollection": {"lastRun": None},
+            "children": [{"name": "line1-leaf", "mode": "ReadOnly", "activation": {"status": "Active"},
+                          "connectionState": "Online", "reportedAt": "2026-01-01T00:00:00Z",
+                          "report": {"name": "line1-leaf", "statusDetails": []}, "children": []}]}
+
+
+def _set(document: dict, path: str, value) -> None:
+    """Put `value` at a dotted path ("children.0.name"); nothing when an earlier change took the path away."""
+    *parents, last = path.split(".")
+    node = document
+    for part in parents:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and node and part.isdigit():
+            node = node[0]
+        else:
+            return
+    if isinstance(node, dict):
+        node[last] = value
+    elif isinstance(node, list) and node:
+        node[0] = value
+
+
+@settings(FUZZ, max_examples=60)
+@given(changes=st.lists(st.tuples(st.sampled_from(REPORT_PATHS),
+                                  st.one_of(ESCAPE_TEXT, PRINTABLE_TEXT, PRINTABLE_TEXT, JSON_VALUES)),
+                        min_size=1, max_size=2))
+def test_a_childs_hostile_report_is_refused_naming_the_field_or_lists_without_control_characters(surface, changes):
+    report = _well_formed_report()
+    for path, value in changes:
+        _set(report, path, value)
+    note(repr(report)[:600])
+    figures["hostile: control API reports with escapes or wrong types tried"] += 1
+    reply = check_answer(call(surface.port, "POST", f"/acr/connected/v1/registries/{REPORTING_CHILD}/status",
+                              json.dumps(report).encode(),
+                              {**surface.reporting_sync, "X-Instance-Id": REPORTING_ID,
+                               "Content-Type": "application/json"}))
+    assert reply.status in (204, 400), reply.describe()
+    if reply.status == 400:
+        message = json.loads(reply.body)["errors"][0]["message"]
+        assert message.startswith("malformed report: ") and ": " in message.removeprefix("malformed report: "), message
+        assert not CONTROL.search(message), message
+    else:
+        listing = operator_cli(surface.root, "list", env={"COLUMNS": "200"})
+        assert listing.returncode == 0 and "Traceback" not in listing.stderr, listing.stderr
+        assert not CONTROL.search(listing.stdout), listing.stdout
+        assert not any(line.startswith("line9-fake") for line in listing.stdout.splitlines()), listing.stdout
+        figures["hostile: control API reports kept, then listed without control characters"] += 1
+    figures["hostile: control API reports with escapes or wrong types held"] += 1
 
 
 # --- headers and slow clients --------------------------------------------------------------------

@@ -13,6 +13,8 @@ from connected_registry.api.context import context, query_int
 from connected_registry.durations import duration_seconds
 from connected_registry.oci.errors import OciError
 from connected_registry.identity import INSTANCE_NAME_RE
+from connected_registry.printable import CONTROL_CHARACTERS
+from connected_registry.storage.control import Child
 from connected_registry.storage.registry import utc_timestamp
 
 API_VERSION = "1"
@@ -41,15 +43,22 @@ async def _json_body(request: web.Request) -> dict:
     return document
 
 
-def _check_instance(child, instance_id: str | None) -> None:
-    """A call from a revoked or replaced instance is refused (SPEC 6)."""
-    if child is None or not instance_id:
-        return
-    if instance_id in child.revoked:
+def _require_active_instance(request: web.Request, child: Child | None) -> None:
+    """The feed and the status report answer only the active instance of a child (SPEC 6): a deactivated or
+    replaced one is refused, and so is a call that does not say which instance it is."""
+    instance_id = request.headers.get("X-Instance-Id", "")
+    if not instance_id:
+        raise OciError("UNSUPPORTED", "the X-Instance-Id header is missing: a child sends its instanceId with "
+                                      "every call of its event feed and status report", status=400)
+    if child is not None and instance_id in child.revoked:
         raise OciError("DEACTIVATED", "this instance was deactivated: run `connected-registry reset-identity` "
                                       "on its data volume to start over")
-    if child.status == "Active" and child.instance_id != instance_id:
-        raise OciError("ALREADY_ACTIVE", f"{child.name} is active as another instance")
+    if child is None or child.status != "Active":
+        raise OciError("UNSUPPORTED", f"{request.match_info['child']} is not active here: activate it first",
+                       status=409)
+    if child.instance_id != instance_id:
+        raise OciError("ALREADY_ACTIVE", f"{child.name} is active as another instance than the X-Instance-Id "
+                                         "header names")
 
 
 async def info(request: web.Request) -> web.Response:
@@ -83,12 +92,14 @@ def _check_activation(document: dict) -> None:
     anything malformed at the door (SPEC 6)."""
     problems = []
     for key in ("instanceId", "deviceId"):
-        if not isinstance(document.get(key), str) or not 0 < len(document[key]) <= 200:
-            problems.append(f"{key} must be a string of 1 to 200 characters")
+        if not isinstance(document.get(key), str) or not 0 < len(document[key]) <= 200 \
+                or CONTROL_CHARACTERS.search(document[key]):
+            problems.append(f"{key} must be a string of 1 to 200 characters without control characters")
     if document.get("mode") not in (None, "ReadWrite", "ReadOnly"):
         problems.append("mode must be ReadWrite or ReadOnly")
-    if not isinstance(document.get("version"), (str, type(None))):
-        problems.append("version must be a string")
+    version = document.get("version")
+    if not isinstance(version, (str, type(None))) or (version and CONTROL_CHARACTERS.search(version)):
+        problems.append("version must be a string without control characters")
     ttl = document.get("messageTtl")
     if ttl is not None:
         try:
@@ -98,11 +109,20 @@ def _check_activation(document: dict) -> None:
         if not MIN_MESSAGE_TTL <= seconds <= MAX_MESSAGE_TTL:
             problems.append("messageTtl must be an ISO 8601 duration from P1D to P90D")
     repositories = document.get("repositories")
-    if repositories is not None and not (isinstance(repositories, list)
-                                         and all(isinstance(item, str) for item in repositories)):
+    if repositories is not None and not (isinstance(repositories, list) and all(
+            isinstance(item, str) and not CONTROL_CHARACTERS.search(item) for item in repositories)):
         problems.append("repositories must be a list of names or patterns")
     if problems:
         raise OciError("UNSUPPORTED", f"malformed activation: {'; '.join(problems)}", status=400)
+
+
+def _check_report(document: dict) -> None:
+    """A child's report is shown to operators as it came: refuse one that does not fit its schema (SPEC 11)."""
+    from connected_registry.child_report import report_problems
+
+    problems = report_problems(document)
+    if problems:
+        raise OciError("UNSUPPORTED", f"malformed report: {'; '.join(problems[:5])}", status=400)
 
 
 async def deactivate(request: web.Request) -> web.Response:
@@ -119,12 +139,9 @@ async def child_status(request: web.Request) -> web.Response:
     ctx = context(request)
     name = _child_name(request)
     await ctx.access.require_gateway(request, name, "config_write")
+    _require_active_instance(request, ctx.store.control.child(name))
     document = await _json_body(request)
-    child = ctx.store.control.child(name)
-    activation = document.get("activation")
-    _check_instance(child, activation.get("instanceId") if isinstance(activation, dict) else None)
-    if child is None or child.status != "Active":
-        raise OciError("UNSUPPORTED", f"{name} is not active here: activate it first", status=409)
+    _check_report(document)
     await ctx.store.control.record_report(name, document, utc_timestamp(ctx.store.clock()))
     ctx.on_children_changed()
     return web.Response(status=204)
@@ -134,7 +151,7 @@ async def events(request: web.Request) -> web.Response:
     ctx = context(request)
     name = _child_name(request)
     caller = await ctx.access.require_gateway(request, name, "message_read")
-    _check_instance(ctx.store.control.child(name), request.headers.get("X-Instance-Id"))
+    _require_active_instance(request, ctx.store.control.child(name))
     oldest, head = ctx.store.control.event_bounds()
     cursor = query_int(request, "cursor")
     if cursor is None:
@@ -155,13 +172,13 @@ async def events(request: web.Request) -> web.Response:
 
 async def hierarchy(request: web.Request) -> web.Response:
     ctx = context(request)
-    await ctx.access.require(request, None, "catalog")
+    await ctx.access.require_instance_reader(request, ctx.name)
     return web.json_response(ctx.hierarchy())
 
 
 async def own_status(request: web.Request) -> web.Response:
     ctx = context(request)
-    await ctx.access.require(request, None, "catalog")
+    await ctx.access.require_instance_reader(request, ctx.name)
     return web.json_response(ctx.status_document())
 
 

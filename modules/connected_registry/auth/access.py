@@ -67,6 +67,12 @@ class Caller:
             name, GATEWAY_SCOPE_ACTIONS[scope_action]
         ))
 
+    def can_read_instance(self, own_name: str) -> bool:
+        """The instance's status and hierarchy (SPEC 11): `metadata/read` on `*`, or a gateway right on its own name
+        (the operator's); neither a token for some repositories nor a child's sync token."""
+        everything = self._jwt_allows("registry", "catalog", "*") and self.permissions.allows("*", "metadata/read")
+        return everything or any(self.can_gateway(own_name, action) for action in GATEWAY_SCOPE_ACTIONS)
+
 
 OPEN_CALLER = Caller(open=True, name="anonymous", permissions=EVERYTHING)
 
@@ -231,6 +237,18 @@ class TokenAccess:
         raise OciError("DENIED", f"{INSUFFICIENT_SCOPES} The token needs gateway/{name}/"
                                  f"{GATEWAY_SCOPE_ACTIONS[scope_action]}.")
 
+    async def require_instance_reader(self, request: web.Request, own_name: str) -> Caller:
+        """The check of `/status` and `/registries`: `metadata/read` on `*` or the instance's gateway rights."""
+        caller, how = await self.identify(request)
+        if caller.can_read_instance(own_name):
+            return caller
+        if how == "anonymous":
+            raise self.unauthorized(request, "authentication required: log in with a token", scope="registry:catalog:*")
+        if how == "bearer":
+            raise self.unauthorized(request, INSUFFICIENT_SCOPES, scope="registry:catalog:*", error="insufficient_scope")
+        raise OciError("DENIED", f"{INSUFFICIENT_SCOPES} The token needs metadata/read on * "
+                                 f"(repositories/*/metadata/read) or gateway/{own_name}/config/read.")
+
 
 class OpenAccess:
     """Everyone may do everything: the embedded default for trying the registry out on loopback."""
@@ -239,6 +257,9 @@ class OpenAccess:
         return OPEN_CALLER
 
     async def require_gateway(self, request: web.Request, name: str, scope_action: str) -> Caller:
+        return OPEN_CALLER
+
+    async def require_instance_reader(self, request: web.Request, own_name: str) -> Caller:
         return OPEN_CALLER
 
 

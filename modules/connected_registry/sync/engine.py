@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from connected_registry.auth.permissions import repository_pattern_matches
+from connected_registry.printable import printable
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.registry import utc_timestamp
@@ -330,8 +331,16 @@ class SyncEngine:
             await asyncio.sleep(2)  # coalesce bursts of reports from below
 
     async def _send_report(self) -> None:
-        status, body = await self.parent.control("POST", f"/registries/{self.identity.name}/status", body=self.report())
-        if status != 204:
+        # Text from elsewhere (a parent's message, a grandchild's report) may carry control characters, which the
+        # parent refuses in a report: they go, the rest of the text stays.
+        status, body = await self.parent.control("POST", f"/registries/{self.identity.name}/status",
+                                                 body=printable(self.report()),
+                                                 headers={"X-Instance-Id": self.identity.instance_id})
+        if status == 400:  # what this instance said does not fit the parent's schema: syncing goes on regardless
+            errors = body.get("errors") if isinstance(body.get("errors"), list) else [{}]
+            log.warning("parent %s refused the status report: %s", self.parent.endpoint,
+                        printable(str((errors[0] if errors else {}).get("message", "400"))))
+        elif status != 204:
             self._check_feed_status(status, body)
 
     async def _reconcile_forever(self) -> None:
