@@ -239,6 +239,17 @@ def test_anonymous_pull_allows_pulls_but_never_pushes(tmp_path: Path):
         registry.process.stop()
 
 
+def test_duplicate_scopes_are_merged_in_the_token(secured):
+    body = get_token(secured, "writer1", PASSWORDS["writer1"], "repository:factory/app:pull",
+                     "repository:factory/app:push,pull", "repository:factory/app:pull%20repository:factory/b:pull")
+    claims = jwt.decode(body["token"], options={"verify_signature": False})
+    assert claims["access"] == [
+        {"type": "repository", "name": "factory/app", "actions": ["pull", "push"]},
+        {"type": "repository", "name": "factory/b", "actions": ["pull"]},
+    ]
+    assert body["scope"] == "repository:factory/app:pull,push repository:factory/b:pull"
+
+
 def test_token_changes_apply_at_the_next_request_and_bad_files_keep_the_last_good(tmp_path: Path):
     registry = start_secured(tmp_path)
     try:

@@ -44,6 +44,11 @@ def test_malformed_scopes_are_skipped():
     assert parse_scopes(["nonsense", "repository::pull", "repository:x", ""]) == []
 
 
+def test_scopes_naming_the_same_resource_are_merged():
+    scopes = parse_scopes(["repository:a/b:pull repository:a/b:push,pull", "repository:a/b:pull repository:c:pull"])
+    assert [str(scope) for scope in scopes] == ["repository:a/b:pull,push", "repository:c:pull"]
+
+
 def test_password_hash_round_trip_and_bounds():
     encoded = hash_password("s3cret")
     assert encoded.startswith("scrypt$16384$8$1$")
