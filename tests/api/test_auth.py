@@ -250,6 +250,41 @@ def test_duplicate_scopes_are_merged_in_the_token(secured):
     assert body["scope"] == "repository:factory/app:pull,push repository:factory/b:pull"
 
 
+def test_re_enabling_a_token_does_not_revive_the_jwts_issued_before_it_was_disabled(tmp_path: Path):
+    registry = start_secured(tmp_path)
+    try:
+        def tags(token: str) -> int:
+            return request(f"{registry.url}/v2/factory/app/tags/list", headers=bearer(token)).status
+
+        def refresh(token: str) -> int:
+            form = f"grant_type=refresh_token&refresh_token={token}&service=factory-root".encode()
+            return request(f"{registry.url}/acr/oauth2/token", "POST", form,
+                           {"Content-Type": "application/x-www-form-urlencoded"}).status
+
+        push_image_as(registry, basic("writer1", PASSWORDS["writer1"]), "factory/app")
+        before = get_token(registry, "reader1", PASSWORDS["reader1"], "repository:factory/app:pull",
+                           extra="&offline_token=true")
+        assert tags(before["token"]) == 200 and refresh(before["refresh_token"]) == 200
+        document = json.loads(json.dumps(registry.document))
+        for status in ("disabled", "enabled"):
+            document["tokens"]["reader1"]["status"] = status
+            registry.write_config(document)
+            expected = 200 if status == "enabled" else 401
+            wait_until(lambda: request(f"{registry.url}/v2/", headers=basic("reader1", PASSWORDS["reader1"])).status
+                       == expected, what=f"the token {status}")
+        assert tags(before["token"]) == 401 and refresh(before["refresh_token"]) == 401
+        after = get_token(registry, "reader1", PASSWORDS["reader1"], "repository:factory/app:pull",
+                          extra="&offline_token=true")
+        assert tags(after["token"]) == 200
+        # A restart revives neither; the tokens issued since work on.
+        registry.process.restart()
+        assert tags(before["token"]) == 401 and refresh(before["refresh_token"]) == 401
+        assert tags(after["token"]) == 200 and refresh(after["refresh_token"]) == 200
+        assert (registry.process.data_dir / "auth" / "revoked-until.json").stat().st_mode & 0o077 == 0
+    finally:
+        registry.process.stop()
+
+
 def test_token_changes_apply_at_the_next_request_and_bad_files_keep_the_last_good(tmp_path: Path):
     registry = start_secured(tmp_path)
     try:

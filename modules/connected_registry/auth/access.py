@@ -94,6 +94,10 @@ def _host_part(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return str(address)
 
 
+def _enabled(tokens: dict[str, tuple["TokenSettings", Permissions]], name: str) -> bool:
+    return name in tokens and tokens[name][0].status == "enabled"
+
+
 class TokenAccess:
     def __init__(self, signer: "TokenSigner", service: str, settings: "DesiredProperties",
                  checker: PasswordChecker | None = None) -> None:
@@ -103,9 +107,14 @@ class TokenAccess:
         self.configure(settings)
 
     def configure(self, settings: "DesiredProperties") -> None:
+        previous = getattr(self, "_tokens", None)  # None: the first configuration, after a start
         self._tokens: dict[str, tuple["TokenSettings", Permissions]] = {
             name.lower(): (token, Permissions.from_actions(token.actions)) for name, token in settings.tokens.items()
         }
+        # A token disabled or removed now: its JWTs stay refused when it is enabled or added again.
+        for name in {*(previous or ()), *self._tokens}:
+            if (previous is None or _enabled(previous, name)) and not _enabled(self._tokens, name):
+                self.signer.revoke_issued_until_now(name)
         self._anonymous = ANONYMOUS_PULL if settings.anonymousPull else NOTHING
         self._trusted = [ipaddress.ip_network(value, strict=False) for value in settings.trustedProxies]
 
