@@ -82,7 +82,8 @@ class Flood:
 
     def seconds(self, status: int) -> list[float]:
         """How long the answers with `status` took, sorted, of the requests sent once the flood was under way."""
-        return sorted(seconds for answer, seconds, _, sent in self.answers if answer == status and sent > self.under_way_at)
+        return sorted(seconds for answer, seconds, _, sent in self.answers
+                      if answer == status and sent > self.under_way_at)
 
 
 @contextlib.asynccontextmanager
@@ -116,8 +117,8 @@ async def real_login_during(flood: Flood, login) -> float:
 def first_login(url: str, name: str, password: str, headers: dict | None = None):
     """docker login: a token from the token service with Basic credentials (never checked before)."""
     def login() -> None:
-        reply = request(f"{url}/acr/oauth2/token?service=factory-root", headers={**basic(name, password), **(headers or {})},
-                        timeout=REAL_LOGIN_SECONDS * 3)
+        reply = request(f"{url}/acr/oauth2/token?service=factory-root",
+                        headers={**basic(name, password), **(headers or {})}, timeout=REAL_LOGIN_SECONDS * 3)
         assert reply.status == 200, (reply.status, reply.body)
 
     return login
@@ -186,7 +187,8 @@ async def test_behind_a_trusted_proxy_unknown_names_are_limited_per_forwarded_ad
         figures["hostile: unknown-name login flood connections held"] += flood.connections
 
         # Each connection from its own address: the per-address limit hardly helps, the queue's bound must.
-        flood = Flood(registry.url, FLOOD_CONNECTIONS, forwarded_for=lambda number: f"198.51.{number // 250}.{number % 250}")
+        flood = Flood(registry.url, FLOOD_CONNECTIONS,
+                      forwarded_for=lambda number: f"198.51.{number // 250}.{number % 250}")
         async with flooding(flood) as running:
             await flood.until(running, lambda: time.monotonic() > flood.under_way_at + FLOOD_SECONDS)
         assert_refused_at_once(flood)
@@ -242,7 +244,8 @@ def test_a_childs_event_feed_keeps_going_while_its_sync_token_name_is_attacked(t
     root = start_instance(tmp_path, "factory-root", children=[("line1-child", "ReadOnly")])
     child = None
     try:
-        child = start_instance(tmp_path, "line1-child", parent=root, repositories=["factory/*"], extra={"onDemand": False})
+        child = start_instance(tmp_path, "line1-child", parent=root, repositories=["factory/*"],
+                               extra={"onDemand": False})
         writer, reader = basic(*WRITER), basic(*READER)
         sync_name, _, _ = sync_token_for("line1-child")
 
