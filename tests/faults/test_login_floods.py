@@ -95,7 +95,7 @@ async def flooding(flood: Flood):
         yield running
     finally:
         flood.stop.set()
-        await asyncio.wait([running], timeout=10)  # each client finishes the request it is waiting for
+        await asyncio.wait([running], timeout=5)  # each client finishes the request it is waiting for
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
@@ -117,8 +117,11 @@ async def real_login_during(flood: Flood, login) -> float:
 def first_login(url: str, name: str, password: str, headers: dict | None = None):
     """docker login: a token from the token service with Basic credentials (never checked before)."""
     def login() -> None:
-        reply = request(f"{url}/acr/oauth2/token?service=factory-root",
-                        headers={**basic(name, password), **(headers or {})}, timeout=REAL_LOGIN_SECONDS * 3)
+        try:
+            reply = request(f"{url}/acr/oauth2/token?service=factory-root",
+                            headers={**basic(name, password), **(headers or {})}, timeout=REAL_LOGIN_SECONDS * 3)
+        except TimeoutError:
+            raise AssertionError(f"a real first login got no answer in {REAL_LOGIN_SECONDS * 3} s") from None
         assert reply.status == 200, (reply.status, reply.body)
 
     return login
