@@ -52,7 +52,8 @@ class Flood:
             started = time.monotonic()
             async with session.get(f"{self.url}/v2/", headers=headers, trace_request_ctx=number) as response:
                 body = await response.json(content_type=None)
-                self.answers.append((response.status, time.monotonic() - started, body["errors"][0]["code"], started))
+                answer = (response.status, time.monotonic() - started, body["errors"][0]["code"], started)
+                self.answers.append(answer)
             with contextlib.suppress(TimeoutError):  # the flood's pace, not a wait for a condition
                 await asyncio.wait_for(self.stop.wait(), timeout=max(0.0, started + PACE_SECONDS - time.monotonic()))
 
@@ -233,12 +234,14 @@ class WrongPasswords:
 
 def test_wrong_passwords_from_another_address_never_refuse_the_holders_right_password(registry):
     with WrongPasswords(registry.url, "reader1") as attack:
-        # A first (not cached) check, then cached ones, while the attacker keeps going.
-        statuses = [request(f"{registry.url}/v2/", headers=basic("reader1", PASSWORDS["reader1"])).status
-                    for _ in range(20)]
+        # A first (not cached) check, then cached ones, for three seconds of the attack.
+        statuses = []
+        until = len(attack.statuses) + 24
+        while len(attack.statuses) < until:
+            statuses.append(request(f"{registry.url}/v2/", headers=basic("reader1", PASSWORDS["reader1"])).status)
         token = request(f"{registry.url}/acr/oauth2/token?service=factory-root&scope=repository:factory/app:pull",
                         headers=basic("reader1", PASSWORDS["reader1"]))
-        assert statuses == [200] * 20 and token.status == 200, statuses
+        assert set(statuses) == {200} and token.status == 200, statuses
         assert request(f"{registry.url}/v2/", headers=basic("reader1", "wrong-guess"), source=ATTACKER).status == 429
     figures["attack: wrong passwords for a holder's token name held"] += len(attack.statuses)
 
