@@ -116,7 +116,7 @@ class Runtime:
 
         self.config_source = wiring.config_source(options.config_path, self.status, self.apply_settings)
         if self.config_source is not None:
-            from connected_registry.auth.signing import TokenSigner, load_or_create_key
+            from connected_registry.auth.signing import TokenSigner, load_or_create_key, revocations_path
 
             from connected_registry.environment import with_environment
 
@@ -128,7 +128,7 @@ class Runtime:
             await wiring.report_before_exit(self, "Disk", error.code, str(error))
             raise
         if self.settings is not None:
-            signer = TokenSigner(load_or_create_key(options.data_dir))
+            signer = TokenSigner(load_or_create_key(options.data_dir), revocations=revocations_path(options.data_dir))
             access = TokenAccess(signer, login_server or self.name, self.settings)
         else:
             access = OpenAccess()

@@ -235,7 +235,7 @@ def test_the_token_endpoint_refuses_another_service_and_unknown_grants(secured):
     assert reply.status == 400
 
 
-def test_failed_logins_are_throttled_per_token_name(tmp_path: Path):
+def test_failed_logins_are_throttled_per_token_name_and_address(tmp_path: Path):
     registry = start_secured(tmp_path)
     try:
         statuses = [request(f"{registry.url}/v2/", headers=basic("reader1", "wrong")).status for _ in range(8)]
@@ -262,6 +262,52 @@ def test_anonymous_pull_allows_pulls_but_never_pushes(tmp_path: Path):
         assert request(f"{registry.url}/v2/factory/app/manifests/v1").status == 200
         reply = request(f"{registry.url}/v2/factory/app/blobs/uploads/", "POST")
         assert reply.status == 401
+    finally:
+        registry.process.stop()
+
+
+def test_duplicate_scopes_are_merged_in_the_token(secured):
+    body = get_token(secured, "writer1", PASSWORDS["writer1"], "repository:factory/app:pull",
+                     "repository:factory/app:push,pull", "repository:factory/app:pull%20repository:factory/b:pull")
+    claims = jwt.decode(body["token"], options={"verify_signature": False})
+    assert claims["access"] == [
+        {"type": "repository", "name": "factory/app", "actions": ["pull", "push"]},
+        {"type": "repository", "name": "factory/b", "actions": ["pull"]},
+    ]
+    assert body["scope"] == "repository:factory/app:pull,push repository:factory/b:pull"
+
+
+def test_re_enabling_a_token_does_not_revive_the_jwts_issued_before_it_was_disabled(tmp_path: Path):
+    registry = start_secured(tmp_path)
+    try:
+        def tags(token: str) -> int:
+            return request(f"{registry.url}/v2/factory/app/tags/list", headers=bearer(token)).status
+
+        def refresh(token: str) -> int:
+            form = f"grant_type=refresh_token&refresh_token={token}&service=factory-root".encode()
+            return request(f"{registry.url}/acr/oauth2/token", "POST", form,
+                           {"Content-Type": "application/x-www-form-urlencoded"}).status
+
+        push_image_as(registry, basic("writer1", PASSWORDS["writer1"]), "factory/app")
+        before = get_token(registry, "reader1", PASSWORDS["reader1"], "repository:factory/app:pull",
+                           extra="&offline_token=true")
+        assert tags(before["token"]) == 200 and refresh(before["refresh_token"]) == 200
+        document = json.loads(json.dumps(registry.document))
+        for status in ("disabled", "enabled"):
+            document["tokens"]["reader1"]["status"] = status
+            registry.write_config(document)
+            expected = 200 if status == "enabled" else 401
+            wait_until(lambda: request(f"{registry.url}/v2/", headers=basic("reader1", PASSWORDS["reader1"])).status
+                       == expected, what=f"the token {status}")
+        assert tags(before["token"]) == 401 and refresh(before["refresh_token"]) == 401
+        after = get_token(registry, "reader1", PASSWORDS["reader1"], "repository:factory/app:pull",
+                          extra="&offline_token=true")
+        assert tags(after["token"]) == 200
+        # A restart revives neither; the tokens issued since work on.
+        registry.process.restart()
+        assert tags(before["token"]) == 401 and refresh(before["refresh_token"]) == 401
+        assert tags(after["token"]) == 200 and refresh(after["refresh_token"]) == 200
+        assert (registry.process.data_dir / "auth" / "revoked-until.json").stat().st_mode & 0o077 == 0
     finally:
         registry.process.stop()
 
@@ -352,20 +398,25 @@ def test_login_server_refuses_other_hosts_and_honours_the_proxy_headers(tmp_path
         registry.process.stop()
 
 
-def test_failed_logins_are_throttled_per_address_only_behind_trusted_proxies(tmp_path: Path):
+def test_behind_trusted_proxies_failures_count_per_forwarded_address(tmp_path: Path):
     document = {"name": "factory-root", "tokens": standard_tokens(), "trustedProxies": ["127.0.0.1/32"]}
     registry = start_secured(tmp_path, document)
     try:
         attacker = {"X-Forwarded-For": "203.0.113.7"}
-        # Many names, one address: the address is throttled although no single name is.
+        # Many names, one address: the address is refused unknown names although no single name failed often.
         statuses = [request(f"{registry.url}/v2/", headers={**attacker, **basic(f"guess{n:03d}", "x")}).status
                     for n in range(10)]
         assert 429 in statuses
+        # The right password of a known name is still checked, from there too.
         reply = request(f"{registry.url}/v2/", headers={**attacker, **basic("writer1", PASSWORDS["writer1"])})
-        assert reply.status == 429
-        # another client behind the same proxy is not affected
-        other = {"X-Forwarded-For": "203.0.113.8", **basic("writer1", PASSWORDS["writer1"])}
-        assert request(f"{registry.url}/v2/", headers=other).status == 200
+        assert reply.status == 200
+        statuses = [request(f"{registry.url}/v2/", headers={**attacker, **basic("reader1", "wrong")}).status
+                    for _ in range(8)]
+        assert 429 in statuses
+        # another client behind the same proxy is not affected, for unknown names or for the attacked one
+        other = {"X-Forwarded-For": "203.0.113.8"}
+        assert request(f"{registry.url}/v2/", headers={**other, **basic("guess999", "x")}).status == 401
+        assert request(f"{registry.url}/v2/", headers={**other, **basic("reader1", PASSWORDS["reader1"])}).status == 200
     finally:
         registry.process.stop()
 
@@ -375,6 +426,9 @@ def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(tmp_path: Path):
     try:
         for n in range(10):
             request(f"{registry.url}/v2/", headers={"X-Forwarded-For": "203.0.113.7", **basic(f"guess{n:03d}", "x")})
+        # the peer's address was counted, whatever the header said
+        reply = request(f"{registry.url}/v2/", headers={"X-Forwarded-For": "203.0.113.8", **basic("guess999", "x")})
+        assert reply.status == 429
         reply = request(f"{registry.url}/v2/", headers={"X-Forwarded-For": "203.0.113.7",
                                                           **basic("writer1", PASSWORDS["writer1"])})
         assert reply.status == 200

@@ -91,6 +91,19 @@ def request_origin(request: web.Request) -> tuple[str, str]:
     return scheme, host
 
 
+def _host_part(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """One client's share of the address space: an IPv6 host commonly holds a whole /64."""
+    if address.version == 6:
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def _enabled(tokens: dict[str, tuple["TokenSettings", Permissions]], name: str) -> bool:
+    return name in tokens and tokens[name][0].status == "enabled"
+
+
 class TokenAccess:
     def __init__(self, signer: "TokenSigner", service: str, settings: "DesiredProperties",
                  checker: PasswordChecker | None = None) -> None:
@@ -100,9 +113,14 @@ class TokenAccess:
         self.configure(settings)
 
     def configure(self, settings: "DesiredProperties") -> None:
+        previous = getattr(self, "_tokens", None)  # None: the first configuration, after a start
         self._tokens: dict[str, tuple["TokenSettings", Permissions]] = {
             name.lower(): (token, Permissions.from_actions(token.actions)) for name, token in settings.tokens.items()
         }
+        # A token disabled or removed now: its JWTs stay refused when it is enabled or added again.
+        for name in {*(previous or ()), *self._tokens}:
+            if (previous is None or _enabled(previous, name)) and not _enabled(self._tokens, name):
+                self.signer.revoke_issued_until_now(name)
         self._anonymous = ANONYMOUS_PULL if settings.anonymousPull else NOTHING
         self._trusted = [ipaddress.ip_network(value, strict=False) for value in settings.trustedProxies]
 
@@ -127,41 +145,34 @@ class TokenAccess:
     # --- identities -----------------------------------------------------------------------------
 
     def _client_address(self, request: web.Request) -> str | None:
-        """The client's address, believed from X-Forwarded-For only when the peer is a trusted proxy."""
-        if not self._trusted or request.remote is None:
-            return None
+        """The client's address: the peer's, or behind a trusted proxy the nearest untrusted address in
+        X-Forwarded-For (the proxy's own when it names none). None for a Unix socket."""
         try:
-            peer = ipaddress.ip_address(request.remote)
+            peer = ipaddress.ip_address(request.remote or "")
         except ValueError:
             return None
         if not any(peer in network for network in self._trusted):
-            return None
+            return _host_part(peer)
         forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
         for candidate in reversed(forwarded):
             try:
                 address = ipaddress.ip_address(candidate)
             except ValueError:
-                return None
+                break
             if not any(address in network for network in self._trusted):
-                return str(address)
-        return None
+                return _host_part(address)
+        return _host_part(peer)
 
     async def check_password(self, request: web.Request, name: str, password: str) -> tuple[str, Permissions, str]:
         """(token name, permissions, hash fingerprint) for valid credentials; raises 401 or 429."""
         entry = self._tokens.get(name.lower())
         hashes = entry[0].passwordHashes if entry and entry[0].status == "enabled" else None
-        keys = (f"name:{name.lower()[:60]}",)
-        address = self._client_address(request)
-        if address:
-            keys += (f"address:{address}",)
         try:
-            matched = await self.checker.verify(name, password, hashes, keys)
+            matched = await self.checker.verify(name, password, hashes, self._client_address(request))
         except Throttled as throttled:
-            raise OciError(
-                "TOOMANYREQUESTS",
-                f"too many failed logins for this token; retry in {throttled.retry_after:.0f} s",
-                headers={"Retry-After": str(max(int(throttled.retry_after + 0.999), 1))},
-            ) from None
+            retry_after = max(int(throttled.retry_after + 0.999), 1)
+            raise OciError("TOOMANYREQUESTS", f"{throttled}; retry in {retry_after} s",
+                           headers={"Retry-After": str(retry_after)}) from None
         if matched is None:
             raise self.unauthorized(request, "invalid username or password, or the token is disabled")
         return name.lower(), entry[1], credential_fingerprint(matched)

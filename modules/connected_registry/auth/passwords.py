@@ -1,5 +1,5 @@
-"""Token passwords: scrypt hashes (`scrypt$N$r$p$salt$hash`), checked at most two at a time,
-with a short cache of successes, a dummy check for unknown names, and throttling of failures."""
+"""Token passwords: scrypt hashes (`scrypt$N$r$p$salt$hash`), checked at most two at a time with a
+bounded queue, a short cache of successes, a dummy check for unknown names, and throttling of failures."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import hmac
 import os
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 _KEY_LENGTH = 32
 CACHE_SECONDS = 300
 MAX_CONCURRENT_CHECKS = 2
+MAX_WAIT_SECONDS = 1.0  # the queue holds about this much checking: beyond it, 429 at once
 FREE_FAILURES = 4  # failures before throttling starts
 MAX_THROTTLE_SECONDS = 30.0
 
@@ -56,10 +58,14 @@ def verify_password(password: str, encoded: str) -> bool:
 _DUMMY_HASH = hash_password(secrets.token_hex(16))
 
 
+_UNKNOWN_NAMES_FROM = "unknown-names-from:"
+_FAILED = "too many failed logins from this address: check the token name and password"
+
+
 class Throttled(Exception):
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, message: str) -> None:
         self.retry_after = retry_after
-        super().__init__(f"too many failed logins; retry in {retry_after:.0f} s")
+        super().__init__(message)
 
 
 @dataclass
@@ -70,28 +76,64 @@ class _Failures:
 
 @dataclass
 class PasswordChecker:
-    """Checks a (name, password) against a token's hashes. Returns the matching hash or None."""
+    """Checks a (name, password) against a token's hashes. Returns the matching hash or None.
+
+    In this order: a password in the verified cache passes (never throttled, never queued); then failures
+    are throttled per (name, client address), and unknown names per client address, so nobody's failures
+    lock out a holder elsewhere; then a bounded queue: when full, 429 at once rather than a wait of
+    minutes. Within those, an unknown name costs a dummy check, as long as a known one."""
 
     clock: callable = time.monotonic
     _secret: bytes = field(default_factory=lambda: os.urandom(32))
     _cache: dict[bytes, tuple[float, str]] = field(default_factory=dict)
     _failures: dict[str, _Failures] = field(default_factory=dict)
-    _semaphore: asyncio.Semaphore | None = None
+    _in_flight: dict[str, int] = field(default_factory=dict)  # throttle key -> checks running or waiting
+    # Its own threads, whose queue starts the next check as one ends: not the event loop's turn, which a
+    # flood of connections makes long.
+    _threads: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        MAX_CONCURRENT_CHECKS, thread_name_prefix="password-check"))
+    _pending: int = 0  # all checks running or waiting
+    _check_seconds: float = 0.05  # how long one check takes here, a moving average
+
+    def queue_limit(self) -> int:
+        """How many checks may run or wait: about `MAX_WAIT_SECONDS` of them at the pace measured."""
+        return max(MAX_CONCURRENT_CHECKS, int(MAX_CONCURRENT_CHECKS * MAX_WAIT_SECONDS / self._check_seconds))
 
     def _cache_key(self, name: str, password: str) -> bytes:
         return hmac.new(self._secret, f"{name.lower()}\0{password}".encode(), hashlib.sha256).digest()
 
-    def check_throttle(self, *keys: str) -> None:
+    @staticmethod
+    def _throttle_keys(name: str, hashes: list[str] | None, address: str | None) -> tuple[str, ...]:
+        keys = (f"name:{name.lower()[:60]}@{address or ''}",)
+        if hashes is None and address:
+            keys += (f"{_UNKNOWN_NAMES_FROM}{address}",)
+        return keys
+
+    def _check_blocked(self, keys: tuple[str, ...]) -> None:
         now = self.clock()
         for key in keys:
             state = self._failures.get(key)
             if state and state.blocked_until > now:
-                raise Throttled(state.blocked_until - now)
+                raise Throttled(state.blocked_until - now, _FAILED)
+
+    def _admit(self, keys: tuple[str, ...]) -> None:
+        """Refuse a check whose key is blocked, or whose checks in flight would use up what is left of its
+        free failures (one at a time once they are spent), so that a burst cannot outrun its throttle.
+        Unknown names only ever fail; a known name's first checks are not held back (a holder's burst)."""
+        self._check_blocked(keys)
+        for key in keys:
+            state = self._failures.get(key) or _Failures()
+            if (state.count or key.startswith(_UNKNOWN_NAMES_FROM)) and \
+                    self._in_flight.get(key, 0) >= max(1, FREE_FAILURES + 1 - state.count):
+                raise Throttled(1, _FAILED)
+        if self._pending >= self.queue_limit():
+            raise Throttled(1, "too many logins are being checked at once")
 
     def _record_failure(self, keys: tuple[str, ...]) -> None:
         now = self.clock()
         for key in keys:
-            state = self._failures.setdefault(key, _Failures())
+            state = self._failures.pop(key, None) or _Failures()  # re-inserted last: the oldest go first
+            self._failures[key] = state
             state.count += 1
             if state.count > FREE_FAILURES:
                 state.blocked_until = now + min(2 ** (state.count - FREE_FAILURES - 1), MAX_THROTTLE_SECONDS)
@@ -99,23 +141,44 @@ class PasswordChecker:
             for key in list(self._failures)[:5_000]:
                 del self._failures[key]
 
-    async def verify(self, name: str, password: str, hashes: list[str] | None, throttle_keys: tuple[str, ...]) -> str | None:
-        """`hashes` None means no such (enabled) token: a dummy check keeps the timing the same."""
-        self.check_throttle(*throttle_keys)
+    async def verify(self, name: str, password: str, hashes: list[str] | None, address: str | None) -> str | None:
+        """`hashes` None means no such (enabled) token: a dummy check keeps the timing the same.
+        `address`: the client's, where known (None for a Unix socket)."""
         key = self._cache_key(name, password)
         cached = self._cache.get(key)
         now = self.clock()
         if cached and cached[0] > now and hashes and cached[1] in hashes:
             return cached[1]
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
-        async with self._semaphore:
-            matched = await asyncio.get_running_loop().run_in_executor(None, _match, password, hashes)
+        throttle_keys = self._throttle_keys(name, hashes, address)
+        self._admit(throttle_keys)
+        self._pending += 1
+        for throttle_key in throttle_keys:
+            self._in_flight[throttle_key] = self._in_flight.get(throttle_key, 0) + 1
+
+        def check() -> str | None | Throttled:
+            try:
+                self._check_blocked(throttle_keys)  # the address may have been blocked while this waited
+            except Throttled as throttled:
+                return throttled
+            started = time.perf_counter()
+            result = _match(password, hashes)
+            self._check_seconds = 0.8 * self._check_seconds + 0.2 * (time.perf_counter() - started)
+            return result
+
+        try:
+            matched = await asyncio.get_running_loop().run_in_executor(self._threads, check)
+            if isinstance(matched, Throttled):
+                raise matched
+        finally:
+            self._pending -= 1
+            for throttle_key in throttle_keys:
+                self._in_flight[throttle_key] -= 1
+                if not self._in_flight[throttle_key]:
+                    del self._in_flight[throttle_key]
         if matched is None:
             self._record_failure(throttle_keys)
             return None
-        for throttle_key in throttle_keys:
-            self._failures.pop(throttle_key, None)
+        self._failures.pop(throttle_keys[0], None)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[key] = (now + CACHE_SECONDS, matched)

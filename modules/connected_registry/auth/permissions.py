@@ -112,8 +112,9 @@ class Scope:
 
 
 def parse_scopes(values: list[str]) -> list[Scope]:
-    """Docker scope strings (`repository:NAME:pull,push`, space separated); malformed ones are skipped."""
-    scopes = []
+    """Docker scope strings (`repository:NAME:pull,push`, space separated); malformed ones are skipped, and
+    those naming the same resource merged into one (its actions in the order first asked for)."""
+    merged: dict[tuple[str, str], dict[str, None]] = {}
     for value in values:
         for item in value.split():
             kind, sep, rest = item.partition(":")
@@ -121,5 +122,5 @@ def parse_scopes(values: list[str]) -> list[Scope]:
             if not sep or not sep2 or not name or len(item) > 600:
                 continue
             kind = kind.split("(")[0]  # "repository(plugin)" is an old Docker form
-            scopes.append(Scope(kind, name, tuple(a for a in actions.split(",") if a)))
-    return scopes
+            merged.setdefault((kind, name), {}).update(dict.fromkeys(a for a in actions.split(",") if a))
+    return [Scope(kind, name, tuple(actions)) for (kind, name), actions in merged.items()]

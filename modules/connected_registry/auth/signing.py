@@ -1,8 +1,12 @@
 """JWTs for the Docker token flow: an ES256 key made at first start in the data volume (mode 0600),
-access tokens (an hour) and refresh tokens (for `offline_token=true` / `access_type=offline`)."""
+access tokens (an hour) and refresh tokens (for `offline_token=true` / `access_type=offline`), and per
+token name the time until which its JWTs are refused (it was disabled or removed then), kept beside the
+key so that neither re-enabling the token nor a restart revives them."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import time
 import uuid
@@ -16,6 +20,9 @@ from connected_registry.auth.claims import Claims
 ACCESS_SECONDS = 3600
 REFRESH_SECONDS = 30 * 24 * 3600
 _ALGORITHM = "ES256"
+_EVERYONE = "*"  # not a token name: an unreadable revocations file revokes every JWT issued before the start
+
+log = logging.getLogger("connected_registry.auth")
 
 
 def load_or_create_key(data_dir: str) -> ec.EllipticCurvePrivateKey:
@@ -29,31 +36,67 @@ def load_or_create_key(data_dir: str) -> ec.EllipticCurvePrivateKey:
         pass
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write_private(path, pem)
+    return key
+
+
+def revocations_path(data_dir: str) -> str:
+    return os.path.join(data_dir, "auth", "revoked-until.json")
+
+
+def _write_private(path: str, content: bytes) -> None:
+    """Replace `path` with `content` (mode 0600), whole or not at all."""
     temporary = f"{path}.{uuid.uuid4().hex}"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, pem)
+        os.write(fd, content)
         os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(temporary, path)
-    return key
 
 
 class TokenSigner:
-    def __init__(self, key: ec.EllipticCurvePrivateKey, clock=time.time) -> None:
+    def __init__(self, key: ec.EllipticCurvePrivateKey, clock=time.time, revocations: str | None = None) -> None:
         self._key = key
         self._public = key.public_key()
         self._clock = clock
+        self._revocations = revocations  # the file (`revocations_path`); None: kept in memory only
+        self._revoked_until: dict[str, float] = {}  # lower-case token name -> time
+        if revocations is not None and os.path.exists(revocations):
+            try:
+                with open(revocations, encoding="utf-8") as file:
+                    self._revoked_until = {str(name): float(when) for name, when in json.load(file).items()}
+            except (OSError, ValueError, TypeError, AttributeError) as error:
+                log.warning("%s is unreadable (%s): every token issued before now is refused", revocations, error)
+                self._revoked_until = {_EVERYONE: self._clock()}
+
+    def revoke_issued_until_now(self, subject: str) -> None:
+        """Refuse every JWT of `subject` issued until now: its token was disabled or removed."""
+        now = self._clock()
+        expired = now - REFRESH_SECONDS - 60  # every JWT issued before then has expired anyway
+        self._revoked_until = {name: when for name, when in self._revoked_until.items() if when > expired}
+        self._revoked_until[subject.lower()] = now
+        if self._revocations is not None:
+            try:
+                _write_private(self._revocations, json.dumps(self._revoked_until).encode())
+            except OSError as error:
+                log.warning("could not record that %s's tokens are revoked (%s): a restart would revive them",
+                            subject, error)
+
+    def _revoked(self, subject: str, issued_at: float) -> bool:
+        until = max(self._revoked_until.get(name, float("-inf")) for name in (subject.lower(), _EVERYONE))
+        return issued_at <= until
 
     def issue(self, service: str, claims: Claims) -> tuple[str, int]:
-        now = int(self._clock())
+        exact = self._clock()
+        now = int(exact)
         lifetime = ACCESS_SECONDS if claims.kind == "access" else REFRESH_SECONDS
         payload = {
             "iss": service,
             "aud": service,
             "sub": claims.subject,
-            "iat": now,
+            "iat": round(exact, 3),  # to the millisecond: issued just before a disable, or just after re-enabling?
             "nbf": now - 5,
             "exp": now + lifetime,
             "jti": uuid.uuid4().hex,
@@ -79,5 +122,7 @@ class TokenSigner:
             return None
         access = payload.get("access")
         if payload.get("typ") != kind or not isinstance(access, list):
+            return None
+        if self._revoked(str(payload["sub"]), payload["iat"]):
             return None
         return Claims(str(payload["sub"]), str(payload.get("cred", "")), access, kind)
