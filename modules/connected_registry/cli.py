@@ -310,10 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     gc = commands.add_parser(
         "gc",
         help="garbage collection now: on a running instance, or on --data DIR when none runs on it",
-        description="Remove blobs no manifest references and uploads abandoned for 24 hours (and, on a ReadOnly "
-        "instance, untagged manifests). Without --data it asks the running instance at --registry (the token needs "
-        "gateway/<its name>/config/write) and waits for the result; with --data it works on that directory, which "
-        "no instance may be using.",
+        description="Remove blobs no manifest references, upload sessions abandoned for 24 hours (empty ones after "
+        "an hour) and, on a ReadOnly instance, untagged manifests. Without --data it asks the running instance at "
+        "--registry (the token needs gateway/<its name>/config/write) and waits for the result; with --data it works "
+        "on that directory, which no instance may be using.",
     )
     gc.add_argument("--data", metavar="DIR", help="collect in this data directory directly (stop the instance first)")
     gc.add_argument("--read-only", action="store_true",

@@ -386,6 +386,9 @@ class Runtime:
             "statusDetails": details,
             "cache": self.pull_through.document() if self.pull_through else None,
             "garbageCollection": {"lastRun": self.last_gc},
+            "uploadSessions": {"open": self.store.uploads.open_sessions(),
+                               "maxPerToken": self.store.uploads.sessions_per_token,
+                               "maxPerRepository": self.store.uploads.sessions_per_repository},
             "appliedDesiredVersion": self.config_source.applied_version if self.config_source else None,
         }
         if self.engine is not None:

@@ -126,6 +126,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX on_demand_last_used ON on_demand(last_used);
     """,
+    # The token that opened a client's upload session, for its cap; NULL for the sync's own sessions.
+    """
+    ALTER TABLE uploads ADD COLUMN owner TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
