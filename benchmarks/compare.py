@@ -269,7 +269,8 @@ def make_registries(work: Path, ours_bin: str, distribution_bin: str) -> dict[st
     return {
         "ours": Registry(
             "ours",
-            [ours_bin, "serve", "--data", str(ours_data), "--listen", f"127.0.0.1:{ours_port}"],
+            [ours_bin, "serve", "--data", str(ours_data), "--listen", f"127.0.0.1:{ours_port}",
+             "--metrics-listen", "off"],
             ours_data, ours_port, work / "ours.log",
         ),
         "distribution": Registry(

@@ -137,7 +137,7 @@ def make_ours(arguments, work: Path, name: str, *, parent_url: str | None = None
     port = free_port()
     data = directory / "data"
     argv = [arguments.ours, "--log-level", arguments.log_level, "serve", "--config", str(config), "--data", str(data),
-            "--listen", f"127.0.0.1:{port}"]
+            "--listen", f"127.0.0.1:{port}", "--metrics-listen", "off"]
     return Ours("ours", argv, data, port, directory / "registry.log", name=name, env=env)
 
 

@@ -12,11 +12,18 @@ from connected_registry.remote import (cmd_deactivate, cmd_list, cmd_outbox, cmd
                                        gc_on_instance)
 from connected_registry.views import gc_summary
 
+METRICS_PORT = 9600  # IoT Edge's convention for a module's metrics
+
+
 def _listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+def _metrics_listen(value: str) -> tuple[str, int] | str:
+    return value if value == "off" else _listen(value)
 
 
 def _run(coroutine) -> None:
@@ -31,8 +38,9 @@ def cmd_serve(arguments: argparse.Namespace) -> int:
 
     configured = bool(arguments.config) or in_iot_edge()  # the module twin configures it inside IoT Edge
     host, port = arguments.listen or (("0.0.0.0" if configured else "127.0.0.1"), 8080)
+    metrics = arguments.metrics_listen or (host, METRICS_PORT)
     options = InstanceOptions(data_dir=arguments.data or default_data_dir(), host=host, port=port,
-                              config_path=arguments.config)
+                              config_path=arguments.config, metrics_listen=None if metrics == "off" else metrics)
     if not configured:
         logging.getLogger("connected_registry").warning(
             "no configuration given: running a root registry with anonymous pull and push on %s:%d "
@@ -201,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data", metavar="DIR", help="data directory (default: $ACR_REGISTRY_DATA_VOLUME or /var/acr/data)")
     serve.add_argument("--listen", metavar="HOST:PORT", type=_listen,
                        help="address to listen on (default 127.0.0.1:8080; 0.0.0.0:8080 with --config)")
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT", type=_metrics_listen,
+                       help=f"where GET /metrics is served, apart from the registry (default: the --listen host, port "
+                       f"{METRICS_PORT}, IoT Edge's port for module metrics); off: nowhere")
     serve.set_defaults(handler=cmd_serve)
 
     token = commands.add_parser("token", help="client and sync tokens").add_subparsers(
@@ -311,10 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     gc = commands.add_parser(
         "gc",
         help="garbage collection now: on a running instance, or on --data DIR when none runs on it",
-        description="Remove blobs no manifest references and uploads abandoned for 24 hours (and, on a ReadOnly "
-        "instance, untagged manifests). Without --data it asks the running instance at --registry (the token needs "
-        "gateway/<its name>/config/write) and waits for the result; with --data it works on that directory, which "
-        "no instance may be using.",
+        description="Remove blobs no manifest references, upload sessions abandoned for 24 hours (empty ones after "
+        "an hour) and, on a ReadOnly instance, untagged manifests. Without --data it asks the running instance at "
+        "--registry (the token needs gateway/<its name>/config/write) and waits for the result; with --data it works "
+        "on that directory, which no instance may be using.",
     )
     gc.add_argument("--data", metavar="DIR", help="collect in this data directory directly (stop the instance first)")
     gc.add_argument("--read-only", action="store_true",
@@ -348,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         if arguments.command == "serve" and error.errno == 98:  # EADDRINUSE
             logging.getLogger("connected_registry").error(
-                "cannot listen: %s; another process has the port: stop it or pass --listen HOST:PORT", error
+                "cannot listen: %s; another process has the port: stop it or pass --listen HOST:PORT "
+                "(--metrics-listen HOST:PORT for the metrics port)", error
             )
             return 1
         raise

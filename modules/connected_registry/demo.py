@@ -41,6 +41,7 @@ class Layer:
     name: str
     mode: str
     port: int
+    metrics_port: int
     directory: Path
     parent: "Layer | None" = None
     process: subprocess.Popen | None = None
@@ -119,10 +120,11 @@ class Demo:
         self.folder = folder
         self.password = new_password()
         admin_hash = hash_password(self.password)
-        root_port, middle_port, leaf_port = _free_ports(3)
-        self.root = Layer("root", "demo-root", "ReadWrite", root_port, folder / "root")
-        self.middle = Layer("middle", "demo-middle", "ReadWrite", middle_port, folder / "middle", parent=self.root)
-        self.leaf = Layer("leaf", "demo-leaf", "ReadOnly", leaf_port, folder / "leaf", parent=self.middle)
+        ports = _free_ports(6)  # each layer's registry and metrics ports
+        self.root = Layer("root", "demo-root", "ReadWrite", ports[0], ports[1], folder / "root")
+        self.middle = Layer("middle", "demo-middle", "ReadWrite", ports[2], ports[3], folder / "middle",
+                            parent=self.root)
+        self.leaf = Layer("leaf", "demo-leaf", "ReadOnly", ports[4], ports[5], folder / "leaf", parent=self.middle)
         self.layers = [self.root, self.middle, self.leaf]
         tokens: dict[str, dict] = {layer.name: {} for layer in self.layers}
         for layer in self.layers:
@@ -158,7 +160,8 @@ class Demo:
                                   "ACR_REGISTRY_LOGIN_SERVER", "SYNC_TOKEN_PASSWORD_FILE")}
             layer.process = subprocess.Popen(
                 [sys.executable, "-m", "connected_registry", "serve", "--config", str(layer.directory / "desired.json"),
-                 "--data", str(layer.directory / "data"), "--listen", f"127.0.0.1:{layer.port}"],
+                 "--data", str(layer.directory / "data"), "--listen", f"127.0.0.1:{layer.port}",
+                 "--metrics-listen", f"127.0.0.1:{layer.metrics_port}"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**env, **layer.env},
                 start_new_session=True, preexec_fn=_die_with_parent)
             log.close()
@@ -272,7 +275,7 @@ Try next (in another terminal):
   connected-registry status --registry {leaf.url}         # one instance in detail
   connected-registry sync-now --registry {leaf.url}       # a full sync now, with progress
   kill {leaf.process.pid}; connected-registry list --registry {root.url}   # 30 s later the leaf shows STALE
-  curl -s {root.url}/metrics | grep ^connected_registry_http_requests
+  curl -s http://127.0.0.1:{root.metrics_port}/metrics | grep ^connected_registry_http_requests
 
 Logs: {root.log_path}, {middle.log_path}, {leaf.log_path}""", flush=True)
 

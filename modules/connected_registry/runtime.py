@@ -50,6 +50,7 @@ class InstanceOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     config_path: str | None = None  # None: the embedded default, open to everyone
+    metrics_listen: tuple[str, int] | None = None  # (host, port) of the /metrics listener; None: no metrics
 
 
 def default_data_dir() -> str:
@@ -89,11 +90,13 @@ class Runtime:
         self.trust_bundle = None  # edge TrustBundle inside IoT Edge
         self.listener_certificate = None
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._gc_task: asyncio.Task | None = None
         self._disk_watch: asyncio.Task | None = None
         self.last_gc: dict | None = None  # the latest garbage collection, scheduled or asked for (status document)
         self.port: int | None = None
+        self.metrics_port: int | None = None
         self.engine = None  # SyncEngine when there is a parent
         self.pull_through = None  # PullThrough (on-demand fills, SPEC 8) when there is a parent
 
@@ -145,15 +148,16 @@ class Runtime:
 
         self.listener_certificate = ListenerCertificate()
         listener_ssl = self.listener_certificate.load()
-        self._runner = web.AppRunner(create_app(self.context), access_log_class=RequestRecorder, access_log=log,
-                                     logger=ServerLog(), handle_signals=False, shutdown_timeout=5,
-                                     keepalive_timeout=IDLE_CONNECTION_SECONDS)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, options.host, options.port, backlog=1024, reuse_address=True,
-                           ssl_context=listener_ssl)
-        await site.start()
-        sockets = site._server.sockets if site._server else []  # noqa: SLF001 - aiohttp exposes no public port
-        self.port = sockets[0].getsockname()[1] if sockets else options.port
+        app = create_app(self.context)
+        self._runner = web.AppRunner(app, access_log_class=RequestRecorder, access_log=log, logger=ServerLog(),
+                                     handle_signals=False, shutdown_timeout=5, keepalive_timeout=IDLE_CONNECTION_SECONDS)
+        self.port = await _listen(self._runner, options.host, options.port, ssl_context=listener_ssl)
+        if options.metrics_listen is not None:
+            from connected_registry.api.metrics import create_metrics_app
+
+            self._metrics_runner = web.AppRunner(create_metrics_app(app), access_log=None, handle_signals=False,
+                                                 shutdown_timeout=1, keepalive_timeout=IDLE_CONNECTION_SECONDS)
+            self.metrics_port = await _listen(self._metrics_runner, *options.metrics_listen)
         if listener_ssl is not None:
             self._tasks.append(asyncio.create_task(self.listener_certificate.watch(), name="certificate-watch"))
         if self.config_source:
@@ -170,9 +174,10 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._prune_events_forever(), name="event-retention"))
         if self.config_source is not None:
             wiring.start_reporting(self)
-        log.info("connected registry %r (%s%s) serving %s://%s:%d with data in %s", self.name, self.mode,
+        log.info("connected registry %r (%s%s) serving %s://%s:%d with data in %s; metrics %s", self.name, self.mode,
                  ", root" if self.is_root else "", "https" if listener_ssl else "http", options.host, self.port,
-                 options.data_dir)
+                 options.data_dir, f"at http://{options.metrics_listen[0]}:{self.metrics_port}/metrics"
+                 if self.metrics_port else "off")
 
     def _sync_engine(self, ssl_context=None):
         from connected_registry import __version__
@@ -387,6 +392,9 @@ class Runtime:
             "statusDetails": details,
             "cache": self.pull_through.document() if self.pull_through else None,
             "garbageCollection": {"lastRun": self.last_gc},
+            "uploadSessions": {"open": self.store.uploads.open_sessions(),
+                               "maxPerToken": self.store.uploads.sessions_per_token,
+                               "maxPerRepository": self.store.uploads.sessions_per_repository},
             "appliedDesiredVersion": self.config_source.applied_version if self.config_source else None,
         }
         if self.engine is not None:
@@ -484,8 +492,9 @@ class Runtime:
         if self.store is not None:  # children's long polls answer now rather than hold the shutdown
             self.store.closing = True
             self.store.after_change()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for runner in (self._metrics_runner, self._runner):
+            if runner is not None:
+                await runner.cleanup()
         if self.store is not None:
             self.store.close()
         log.info("connected registry stopped")
@@ -511,6 +520,15 @@ class Runtime:
         finally:
             stopping.cancel()
             await self.stop()
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int, ssl_context=None) -> int:
+    """Serve `runner`'s application on host:port (0: any free port); returns the port."""
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True, ssl_context=ssl_context)
+    await site.start()
+    sockets = site._server.sockets if site._server else []  # noqa: SLF001 - aiohttp exposes no public port
+    return sockets[0].getsockname()[1] if sockets else port
 
 
 def settle_garbage_collector() -> None:

@@ -329,7 +329,7 @@ class SandboxedRegistry(RegistryProcess):
         ManagedProcess.__init__(
             self,
             [sys.executable, "-m", "connected_registry", "serve", "--data", str(self.data_dir),
-             "--listen", f"127.0.0.1:{self.port}"],
+             "--listen", f"127.0.0.1:{self.port}", "--metrics-listen", "off"],
             env=environment,
             cwd=str(sandbox / "cwd"),
         )

@@ -28,6 +28,7 @@ from tests.support.oci import (
     sha256,
     sha512,
 )
+from tests.support.http import request
 
 MAX_MANIFEST = 4 * 1024 * 1024
 KINDS = ["oci-manifest", "oci-index", "docker-manifest", "docker-list"]
@@ -336,6 +337,29 @@ async def test_invalid_manifest_is_400_manifest_invalid_and_stores_nothing(api):
             await expect_oci_error(response, 400, "MANIFEST_INVALID")
     assert await manifest_status(api, "app", "bad") == 404
     assert api.store.events() == []
+
+
+def test_a_manifest_with_a_key_twice_is_manifest_invalid_at_any_depth(registry):
+    """Two parsers must not read two different manifests from one body: a registry that keeps the first of two
+    `digest`s and a client that keeps the last (or the other way round) would disagree about what an image is."""
+    config, layer, other = b'{"os": "linux"}', os.urandom(2048), os.urandom(2048)
+    for blob in (config, layer, other):  # every blob either reading names exists: only the duplicate is wrong
+        assert request(f"{registry.url}/v2/app/blobs/uploads/?digest={sha256(blob)}", "POST", blob).status == 201
+    body = image_manifest(config, [layer]).decode()
+    duplicated = {
+        "top level": body.replace('"schemaVersion": 2', '"schemaVersion": 2, "schemaVersion": 2'),
+        "in a descriptor": body.replace(f'"digest": "{sha256(layer)}"',
+                                        f'"digest": "{sha256(other)}", "digest": "{sha256(layer)}"'),
+        "in annotations": body[:-1] + ', "annotations": {"a": "1", "a": "2"}}',
+    }
+    for case, text in duplicated.items():
+        assert text != body, case
+        reply = request(f"{registry.url}/v2/app/manifests/v1", "PUT", text.encode(), {"Content-Type": OCI_MANIFEST})
+        assert reply.status == 400 and reply.error_code == "MANIFEST_INVALID", (case, reply.status, reply.body)
+        assert "twice" in reply.error_message, reply.error_message
+    assert request(f"{registry.url}/v2/app/manifests/v1").status == 404
+    assert request(f"{registry.url}/v2/app/manifests/v1", "PUT", body.encode(),
+                   {"Content-Type": OCI_MANIFEST}).status == 201  # the same manifest with each key once
 
 
 async def test_deeply_nested_json_is_manifest_invalid_not_a_server_error(api):

@@ -1,5 +1,5 @@
-"""GET /metrics (SPEC 12) after a push, a pull and a sync; request ids on responses and log lines; the log level
-follows logging.logLevel at once."""
+"""GET /metrics (SPEC 12) on its own listener, after a push, a pull and a sync; request ids on responses and log lines;
+the log level follows logging.logLevel at once."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.sync.test_downstream import ACCEPT, manifest_at, skopeo_push
 
 
 def scrape(instance) -> dict[tuple[str, tuple], float]:
-    reply = request(f"{instance.url}/metrics")
+    reply = request(instance.metrics_url)
     assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain; version=")
     return samples(reply.body.decode())
 
@@ -30,6 +30,17 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 
 def value(metrics: dict, metric: str, **labels) -> float:
     return metrics.get((metric, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_are_served_on_their_own_listener_and_not_on_the_registry_port(registry):
+    """The registry's port is the one deployments publish on the host; /metrics (unauthenticated) is not there."""
+    on_registry_port = request(f"{registry.url}/metrics")
+    assert on_registry_port.status == 404 and on_registry_port.error_code == "UNSUPPORTED", on_registry_port.body
+    assert request(f"{registry.url}/healthz").status == 200 and request(f"{registry.url}/readyz").status == 200
+    metrics = scrape(registry)
+    assert value(metrics, "connected_registry_http_requests_total", route="/healthz", method="GET", status="200") == 1
+    assert request(registry.metrics_url.replace("/metrics", "/v2/")).status == 404  # and nothing else is there
+    assert f"metrics at {registry.metrics_url}" in registry.log()
 
 
 def test_counters_move_with_a_push_a_pull_and_a_sync(tmp_path: Path):
@@ -133,5 +144,5 @@ def test_a_request_refused_before_routing_is_answered_without_a_traceback(regist
     with socket.create_connection(("127.0.0.1", registry.port), timeout=10) as sock:
         sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: nine\r\n\r\n")
         assert b" 400 " in sock.recv(100)
-    assert request(f"{registry.url}/metrics").status == 200
+    assert request(registry.metrics_url).status == 200
     assert "Unhandled exception" not in registry.log() and "requests.py" not in registry.log(), registry.log()

@@ -39,7 +39,8 @@ def test_serve_takes_the_data_volume_from_the_environment(tmp_path: Path):
     volume = tmp_path / "volume"
     port = free_port()
     process = ManagedProcess(
-        [sys.executable, "-m", "connected_registry", "serve", "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "connected_registry", "serve", "--listen", f"127.0.0.1:{port}",
+         "--metrics-listen", "off"],
         env={"ACR_REGISTRY_DATA_VOLUME": str(volume)},
     )
     try:
@@ -72,6 +73,21 @@ def test_a_busy_port_is_a_clear_error(tmp_path: Path):
         )
         assert result.returncode == 1
         assert "another process has the port" in result.stdout
+    finally:
+        registry.stop()
+
+
+def test_a_busy_metrics_port_is_a_clear_error(tmp_path: Path):
+    registry = RegistryProcess(tmp_path / "one")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "connected_registry", "serve", "--data", str(tmp_path / "two"),
+             "--listen", f"127.0.0.1:{free_port()}", "--metrics-listen", f"127.0.0.1:{registry.metrics_port}"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 1
+        assert "another process has the port" in result.stdout and "--metrics-listen" in result.stdout
+        assert "Traceback" not in result.stdout + result.stderr
     finally:
         registry.stop()
 

@@ -69,7 +69,7 @@ def test_the_desired_properties_in_the_template_validate(template: str):
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
-def test_the_module_keeps_its_data_in_a_named_volume_and_listens_on_8080(template: str):
+def test_the_module_keeps_its_data_in_a_named_volume_listens_on_8080_and_publishes_no_metrics(template: str):
     content = _render(template)
     modules = content["$edgeAgent"]["properties.desired"]["modules"]
     module = modules["connected-registry"]
@@ -77,6 +77,10 @@ def test_the_module_keeps_its_data_in_a_named_volume_and_listens_on_8080(templat
     binds = options["HostConfig"]["Binds"]
     assert any(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*:/var/acr/data", bind) for bind in binds), binds  # not a host path
     assert options["HostConfig"]["PortBindings"]["8080/tcp"]
+    # /metrics (port 9600) is for the metrics collector on the module network: no module publishes it on the host
+    for name, other in modules.items():
+        published = _create_options(other).get("HostConfig", {}).get("PortBindings", {})
+        assert "9600/tcp" not in published, f"{template}: {name} publishes the metrics port on the host"
     assert "ACR_REGISTRY_CONNECTION_STRING" in module["env"]
     proxy = modules["IoTEdgeAPIProxy"]
     assert proxy["env"]["CONNECTED_ACR_ROUTE_ADDRESS"]["value"] == "connected-registry:8080"  # /v2 and /acr to us
@@ -120,7 +124,7 @@ def test_the_dockerfile_builds_from_a_slim_python_runs_as_1000_and_copies_what_e
     assert re.search(r"^USER 1000(:1000)?$", text, re.M)
     assert "chown -R 1000:1000 /var/acr" in text and "mkdir -p /var/acr/data" in text
     assert re.search(r'^VOLUME \["/var/acr/data"\]$', text, re.M)
-    assert re.search(r"^EXPOSE 8080$", text, re.M)
+    assert re.search(r"^EXPOSE 8080 9600$", text, re.M)  # the registry, and /metrics for the metrics collector
     assert re.search(r"^HEALTHCHECK .*/healthz", text, re.M)
     assert re.search(r'^ENTRYPOINT \["connected-registry", "serve"', text, re.M)
 

@@ -472,6 +472,38 @@ def test_oversized_and_odd_headers_are_refused_cleanly(surface, headers):
     figures["hostile: oversized header cases"] += 1
 
 
+def test_an_upload_session_flood_is_capped_and_holds_up_no_other_token(surface):
+    """A pusher that POSTs upload sessions without end (each a file and a row, kept for a day): past its token's cap
+    every POST is 429 naming the cap, nothing more is kept, and another token still starts uploads."""
+    writer, opened, flood = basic(*WRITER), [], 200
+    stored = surface.snapshot()
+
+    def open_sessions() -> int:
+        return request(f"{surface.root.url}/acr/connected/v1/status", headers=basic(*OPERATOR)).json()[
+            "uploadSessions"]["open"]
+
+    try:
+        for _ in range(flood):
+            reply = check_answer(call(surface.port, "POST", f"/v2/{REPOSITORY}/blobs/uploads/", b"", writer))
+            if reply.status == 202:
+                opened.append(reply.header("Location"))
+                continue
+            assert reply.status == 429 and "cap is 64 per token" in reply.body.decode(), reply.describe()
+            figures["attack: upload-session flood held"] += 1
+        figures["attack: upload-session flood tried"] += flood - len(opened)
+        assert len(opened) == 64
+        other = request(f"{surface.root.url}/v2/{REPOSITORY}/blobs/uploads/", "POST", b"",
+                        basic(surface.sync_name, surface.sync_password))
+        assert other.status == 202, other.body
+        opened.append(other.headers["Location"])
+        during = open_sessions()
+    finally:
+        for location in opened:
+            assert request(location, "DELETE", headers=writer).status == 204
+    assert during - open_sessions() == 64 + 1  # the status document counted them, and they are gone
+    assert surface.snapshot() == stored, "stored state changed after an upload-session flood"
+
+
 def test_slow_clients_do_not_hold_up_the_others(surface):
     """Hundreds of connections that send half a request and then nothing: everyone else is still served."""
     stalled = []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from connected_registry.oci.errors import OciError
 from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.gc import GRACE_SECONDS, collect_garbage
 from connected_registry.storage.metadata import SCHEMA_VERSION
@@ -116,6 +117,22 @@ async def test_gc_removes_abandoned_uploads_and_stray_files(tmp_path: Path):
     report = await collect_garbage(store, now=time.time() + GRACE_SECONDS + 60)
     assert report.uploads_removed == 1 and report.stray_files_removed == 1
     assert not os.path.exists(session.path) and not os.path.exists(stray)
+    store.close()
+
+
+async def test_gc_removes_empty_sessions_after_an_hour_and_keeps_those_with_bytes_for_a_day(tmp_path: Path):
+    store = RegistryStore(str(tmp_path))
+    empty, started = await store.uploads.create("repo"), await store.uploads.create("repo")
+    await store.uploads.append(started, BytesStream(b"some bytes"), 0)
+    assert (await collect_garbage(store, now=time.time() + 3000)).uploads_removed == 0
+
+    report = await collect_garbage(store, now=time.time() + 3600 + 60)
+    assert report.uploads_removed == 1 and not os.path.exists(empty.path)
+    with pytest.raises(OciError, match="unknown"):
+        store.uploads.get("repo", empty.id)
+    assert store.uploads.get("repo", started.id).offset == len(b"some bytes")
+    assert (await collect_garbage(store, now=time.time() + GRACE_SECONDS + 60)).uploads_removed == 1
+    assert not os.path.exists(started.path)
     store.close()
 
 

@@ -98,16 +98,19 @@ class ManagedProcess:
 
 
 class RegistryProcess(ManagedProcess):
-    """`connected-registry serve` on a free loopback port."""
+    """`connected-registry serve` on a free loopback port, and its metrics listener on another (`metrics_url`)."""
 
     def __init__(self, data_dir: Path, port: int | None = None, extra_args: list[str] | None = None,
                  env: dict[str, str] | None = None, wait: bool = True) -> None:
         self.port = port or free_port()
+        self.metrics_port = free_port()
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         super().__init__(
             [sys.executable, "-m", "connected_registry", "serve", "--data", str(data_dir),
-             "--listen", f"127.0.0.1:{self.port}", *(extra_args or [])],
+             "--listen", f"127.0.0.1:{self.port}", "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+             *(extra_args or [])],
             env=env,
         )
         if wait:  # else the caller waits with `wait_ready` (e.g. for an IoT Edge module whose edgeHub is not up yet)

@@ -56,6 +56,10 @@ class Instance:
     def host(self) -> str:
         return self.process.host
 
+    @property
+    def metrics_url(self) -> str:
+        return self.process.metrics_url
+
     def stop(self) -> None:
         self.process.stop()
 

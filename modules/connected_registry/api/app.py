@@ -9,7 +9,6 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from connected_registry.api import blobs, control, listings, manifests, referrers, token, uploads
-from connected_registry.api.metrics import metrics
 from connected_registry.api.requests import (CLIENT_CLOSED_REQUEST, REQUEST_ID, REQUEST_STATS, ROUTE, RequestStats,
                                               add_request_id, request_middleware)
 from connected_registry.api.context import CONTEXT, ApiContext
@@ -184,7 +183,6 @@ def create_app(context: ApiContext) -> web.Application:
     control.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     app.on_response_prepare.append(_add_api_version)
     app.on_response_prepare.append(add_request_id)
     return app

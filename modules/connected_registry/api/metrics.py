@@ -1,7 +1,10 @@
 """GET /metrics (SPEC 12): Prometheus text, read at scrape time from what the instance already keeps: the
 listener's request counts and the reported document (sync progress and errors, outbox depth, and the on-demand
 cache's counters when the document has a `cache` section). Nothing is counted twice, and prometheus_client is
-imported at the first scrape, not at start (idle memory)."""
+imported at the first scrape, not at start (idle memory).
+
+It has a listener of its own (port 9600, IoT Edge's convention for module metrics): the metrics collector reaches it
+on the module network, while the registry's port, which deployments publish on the host, does not serve it."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from connected_registry.api.context import context
+from connected_registry.api.context import CONTEXT, context
 from connected_registry.api.requests import REQUEST_STATS, RequestStats
 
 PREFIX = "connected_registry"
@@ -119,3 +122,12 @@ def render(document: dict, requests: RequestStats) -> tuple[bytes, str]:
 async def metrics(request: web.Request) -> web.Response:
     body, content_type = render(context(request).status_document(), request.app[REQUEST_STATS])
     return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def create_metrics_app(registry_app: web.Application) -> web.Application:
+    """The metrics listener's application: /metrics over the registry application's instance and request counts."""
+    app = web.Application()
+    app[CONTEXT] = registry_app[CONTEXT]
+    app[REQUEST_STATS] = registry_app[REQUEST_STATS]
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -79,7 +79,7 @@ async def start_upload(request: web.Request, name: str) -> web.Response:
             await store.uploads.cancel(session)
             raise
         return _created(request, name, digest)
-    session = await store.uploads.create(name)
+    session = await store.uploads.create(name, owner=caller.name or "anonymous")  # counts against the caps
     return web.Response(status=202, headers=_session_headers(request, name, session))
 
 

@@ -94,7 +94,8 @@ class FileConfigSource:
 
     def _write_reported(self, document: dict) -> None:
         temporary = f"{self.reported_path}.tmp"
-        with open(temporary, "w", encoding="utf-8") as file:
+        # 0600, as everything the instance writes: readable by its own user only
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as file:
             json.dump(document, file, indent=2)
             file.write("\n")
         os.replace(temporary, self.reported_path)

@@ -3,7 +3,7 @@
 - at once: activation, the connection state, statusDetails, a newly applied configuration and what follows from it
   (parent.syncProperties, sync.nextWindowStart/End, appliedDesiredVersion);
 - `Syncing` only once a transfer has lasted 30 s (until then it is reported as Online);
-- counters (`sync.*`, lastSyncTime, lastActivityTime) at most once per `reportInterval`.
+- counters (`sync.*`, lastSyncTime, lastActivityTime, uploadSessions) at most once per `reportInterval`.
 
 There is one status document (`Runtime.status_document()`); the reporter only decides when to send, and sends the
 difference from what it sent last as a JSON merge patch (null deletes). It looks at the document every second and
@@ -29,7 +29,7 @@ MAX_BACKOFF_SECONDS = 60.0
 _COUNTERS = (("lastActivityTime",), ("lastSyncTime",), ("parent", "syncProperties", "lastSyncTime"),
              ("sync", "pendingUploads"), ("sync", "rejectedUploads"), ("sync", "repositories"),
              ("sync", "bytesDownloaded"), ("sync", "bytesUploaded"), ("sync", "cursor"), ("sync", "runs"),
-             ("sync", "errors"), ("sync", "operation"), ("cache",), ("garbageCollection",))
+             ("sync", "errors"), ("sync", "operation"), ("cache",), ("garbageCollection",), ("uploadSessions",))
 
 
 def merge_diff(old: dict, new: dict) -> dict:

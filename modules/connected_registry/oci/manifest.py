@@ -58,6 +58,19 @@ def _invalid(message: str) -> OciError:
     return OciError("MANIFEST_INVALID", message)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """An object whose keys are all different. With a duplicate, parsers disagree about what the manifest says
+    (some keep the first value, some the last): refused, at any depth."""
+    document = dict(pairs)
+    if len(document) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _invalid(f"manifest has the key {key[:100]!r} twice in one object: send each key once")
+            seen.add(key)
+    return document
+
+
 def _descriptor(raw: Any, where: str) -> Descriptor:
     if not isinstance(raw, dict):
         raise _invalid(f"{where} must be a descriptor object")
@@ -81,7 +94,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     The media type is the body's `mediaType`, else the request's Content-Type; the two must agree.
     """
     try:
-        document = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        document = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
         # Lone surrogates ("\ud800") parse, but cannot be stored or read back by other clients.
         json.dumps(document, ensure_ascii=False).encode("utf-8")
     except UnicodeError:

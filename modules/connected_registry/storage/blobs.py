@@ -6,7 +6,7 @@ import os
 import uuid
 
 from connected_registry.oci.digest import parse_digest
-from connected_registry.storage.disk import Disk, storage_error_from_os
+from connected_registry.storage.disk import DIRECTORY_MODE, Disk, storage_error_from_os
 
 ALGORITHMS = ("sha256", "sha512")
 
@@ -20,13 +20,14 @@ class BlobFiles:
 
     def _prepare(self) -> None:
         created = False
-        for algorithm in ALGORITHMS:
-            for prefix in range(256):
-                path = os.path.join(self.root, algorithm, f"{prefix:02x}")
-                if not os.path.isdir(path):
-                    os.makedirs(path, exist_ok=True)
-                    created = True
-        os.makedirs(self.incoming, exist_ok=True)
+        directories = [self.root, *(os.path.join(self.root, algorithm) for algorithm in ALGORITHMS)]
+        directories += [os.path.join(self.root, algorithm, f"{prefix:02x}") for algorithm in ALGORITHMS
+                        for prefix in range(256)]
+        for path in directories:  # parents first: makedirs gives its mode only to the last level
+            if not os.path.isdir(path):
+                os.makedirs(path, DIRECTORY_MODE, exist_ok=True)
+                created = True
+        os.makedirs(self.incoming, DIRECTORY_MODE, exist_ok=True)
         if created:
             # A new directory entry is durable once its parent is fsynced; the empty children need nothing.
             for algorithm in ALGORITHMS:

@@ -10,8 +10,13 @@ import ctypes.util
 import errno
 import os
 import sqlite3
+import stat
 
 _SYNC_FILE_RANGE_WRITE = 2
+# The data volume is the registry's alone: content, metadata, upload sessions and keys are readable by nobody else.
+# Every file and directory is created with these modes (the umask can only narrow them).
+FILE_MODE = 0o600
+DIRECTORY_MODE = 0o700
 
 
 def _load_sync_file_range():
@@ -45,6 +50,23 @@ def storage_error_from_os(error: OSError, what: str) -> StorageError:
             f"{what}: permission denied ({error.strerror}); run `chown -R 1000:1000` on the data volume",
         )
     return StorageError("DISK_ERROR", f"{what}: {error.strerror or error}")
+
+
+def restrict_modes(data_dir: str) -> None:
+    """Files 0600 and directories 0700 throughout the data directory, which an older version left readable to all.
+    The data directory's own mode is set last and says the walk is done, so it runs once per volume."""
+    if stat.S_IMODE(os.stat(data_dir).st_mode) == DIRECTORY_MODE:
+        return
+    pending = [data_dir]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    os.chmod(entry.path, DIRECTORY_MODE)
+                    pending.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    os.chmod(entry.path, FILE_MODE)
+    os.chmod(data_dir, DIRECTORY_MODE)
 
 
 class Disk:

@@ -2,8 +2,9 @@
 batches, so pushes interleave with it and pulls (which only read) never wait for it.
 
 Collected: blobs that no manifest references and that nobody touched for the grace period; uploads
-abandoned for the grace period; files left by a crash between rename and commit; and, on a ReadOnly
-instance, manifests that are untagged, in no tagged index, and not referrers of kept content.
+abandoned for the grace period (empty ones after an hour); files left by a crash between rename and
+commit; and, on a ReadOnly instance, manifests that are untagged, in no tagged index, and not
+referrers of kept content.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ async def collect_garbage(
             report.bytes_freed += size
         if len(batch) < _BATCH:
             break
-    report.uploads_removed = await store.metadata.run_on_writer(_remove_abandoned_uploads, store, cutoff)
+    report.uploads_removed = await store.metadata.run_on_writer(_remove_abandoned_uploads, store, now, grace)
     report.stray_files_removed = await store.metadata.run_on_writer(_remove_stray_blob_files, store, cutoff)
     log.info(
         "garbage collection: %d blobs (%d bytes), %d manifests, %d uploads, %d stray files removed",
@@ -100,28 +101,12 @@ def _remove_unkept_manifests(db: sqlite3.Connection, cutoff: float) -> int:
     return removed
 
 
-def _remove_abandoned_uploads(store: RegistryStore, cutoff: float) -> int:
-    known = {row[0] for row in store.metadata.writer.execute("SELECT id FROM uploads").fetchall()}
-    removed = 0
-    for entry in os.scandir(store.files.incoming):
-        try:
-            if entry.stat().st_mtime >= cutoff:
-                continue
-        except FileNotFoundError:
-            continue
-        if entry.name in known:
-            store.uploads._sessions.pop(entry.name, None)
-            store.metadata.transaction(lambda db, name=entry.name: db.execute("DELETE FROM uploads WHERE id = ?", (name,)))
-        try:
-            os.unlink(entry.path)
-            removed += 1
-        except FileNotFoundError:
-            pass
-    # rows whose file is gone
-    for upload_id in known:
-        if not os.path.exists(os.path.join(store.files.incoming, upload_id)):
-            store.metadata.transaction(lambda db, name=upload_id: db.execute("DELETE FROM uploads WHERE id = ?", (name,)))
-    return removed
+def _remove_abandoned_uploads(store: RegistryStore, now: float, grace: float) -> int:
+    """Sessions (and files a crash left in the uploads folder) untouched for `grace`, or empty for an hour."""
+    names = {row[0] for row in store.metadata.writer.execute("SELECT id FROM uploads").fetchall()}
+    names.update(entry.name for entry in os.scandir(store.files.incoming))
+    return store.metadata.transaction(
+        lambda db: sum(store.uploads.remove_if_abandoned(db, name, now, grace) for name in sorted(names)))
 
 
 def _remove_stray_blob_files(store: RegistryStore, cutoff: float) -> int:

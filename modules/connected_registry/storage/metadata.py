@@ -12,7 +12,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from connected_registry.storage.disk import Disk, StorageError, storage_error_from_os
+from connected_registry.storage.disk import FILE_MODE, Disk, StorageError, storage_error_from_os
 
 T = TypeVar("T")
 
@@ -126,6 +126,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX on_demand_last_used ON on_demand(last_used);
     """,
+    # The token that opened a client's upload session, for its cap; NULL for the sync's own sessions.
+    """
+    ALTER TABLE uploads ADD COLUMN owner TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -143,6 +147,8 @@ class MetadataDB:
         self.path = os.path.join(data_dir, "metadata.db")
         self.disk = disk
         try:
+            # Made here with its mode: SQLite gives the -wal and -shm files the database file's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE))
             self.writer = _connect(self.path)
             self._migrate()
             self.reader = _connect(self.path)

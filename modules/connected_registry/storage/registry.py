@@ -23,7 +23,7 @@ from connected_registry.oci.manifest import MAX_MANIFEST_BYTES, ParsedManifest, 
 from connected_registry.oci.names import validate_tag
 from connected_registry.storage.blobs import BlobFiles
 from connected_registry.storage.control import ControlState
-from connected_registry.storage.disk import Disk, storage_error_from_os
+from connected_registry.storage.disk import DIRECTORY_MODE, Disk, restrict_modes, storage_error_from_os
 from connected_registry.storage.metadata import MetadataDB
 from connected_registry.storage.uploads import Uploads
 from connected_registry.waits import wait_event
@@ -77,7 +77,8 @@ class RegistryStore:
         self.disk = disk or Disk()
         self.clock = clock  # injected, so message TTLs are tested without waiting
         try:
-            os.makedirs(data_dir, exist_ok=True)
+            os.makedirs(data_dir, DIRECTORY_MODE, exist_ok=True)
+            restrict_modes(data_dir)
         except OSError as error:
             raise storage_error_from_os(error, f"creating the data directory {data_dir}") from error
         self.files = BlobFiles(data_dir, self.disk)

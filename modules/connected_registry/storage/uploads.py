@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sqlite3
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,12 @@ _HASH_READ = 4 << 20
 WRITEBACK_STEP = 8 << 20
 _WRITEV_PARTS = 256  # chunks written with one writev; more than that are joined first
 BODY_IDLE_SECONDS = 60.0  # a body that sends nothing for this long ends the request (and frees its session)
+ABANDONED_SECONDS = 24 * 3600  # a session nobody wrote to for this long is abandoned: garbage collection removes it
+EMPTY_ABANDONED_SECONDS = 3600  # an empty one after an hour already: starting again costs its client nothing
+# Open client sessions at once: docker and containerd push a few layers of an image in parallel, so real clients stay
+# far below these; a flood of POSTs does not fill the volume with files and rows.
+SESSIONS_PER_TOKEN = 64
+SESSIONS_PER_REPOSITORY = 256
 
 
 class ByteStream(Protocol):
@@ -45,6 +52,12 @@ class UploadSession:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+def abandoned(stat: os.stat_result, now: float, grace: float = ABANDONED_SECONDS) -> bool:
+    """A session's file nobody wrote to for `grace`, or, empty, for an hour."""
+    idle = now - stat.st_mtime
+    return idle > grace or (stat.st_size == 0 and idle > EMPTY_ABANDONED_SECONDS)
+
+
 def upload_range_error(session: UploadSession, message: str) -> OciError:
     return OciError(
         "BLOB_UPLOAD_INVALID",
@@ -60,11 +73,15 @@ class Uploads:
         self.metadata = metadata
         self.io = io_executor
         self.body_idle_seconds = BODY_IDLE_SECONDS
+        self.sessions_per_token = SESSIONS_PER_TOKEN
+        self.sessions_per_repository = SESSIONS_PER_REPOSITORY
         self._sessions: dict[str, UploadSession] = {}
 
     # --- sessions ------------------------------------------------------------------------------
 
-    async def create(self, repository: str, persistent: bool = True) -> UploadSession:
+    async def create(self, repository: str, persistent: bool = True, owner: str | None = None) -> UploadSession:
+        """A new session. `owner`: the token of a client's session, which counts against the caps (the sync's own
+        sessions do not)."""
         upload_id = str(uuid.uuid4())
         path = os.path.join(self.files.incoming, upload_id)
         try:
@@ -73,14 +90,60 @@ class Uploads:
             raise storage_error_from_os(error, "starting an upload") from error
         session = UploadSession(upload_id, repository, path, 0, hashlib.sha256(), persistent)
         if persistent:
-            await self.metadata.write(
-                lambda db: db.execute(
-                    "INSERT INTO uploads (id, repository, started) VALUES (?, ?, ?)",
-                    (upload_id, repository, time.time()),
-                )
-            )
+            def insert(db: sqlite3.Connection) -> None:
+                if owner is not None:
+                    self._admit(db, repository, owner)
+                db.execute("INSERT INTO uploads (id, repository, started, owner) VALUES (?, ?, ?, ?)",
+                           (upload_id, repository, time.time(), owner))
+
+            try:
+                await self.metadata.write(insert)
+            except BaseException:
+                os.unlink(path)
+                raise
         self._sessions[upload_id] = session
         return session
+
+    def _admit(self, db: sqlite3.Connection, repository: str, owner: str) -> None:
+        """On the writer thread: refuse a client's session beyond its token's or its repository's cap. Abandoned
+        sessions in the way are removed first, so a client that left some behind is not held up until the next
+        garbage collection."""
+        now = time.time()
+        caps = (("owner", owner, self.sessions_per_token, f"token {owner!r}", "token"),
+                ("repository", repository, self.sessions_per_repository, f"repository {repository}", "repository"))
+        for column, value, cap, holder, per in caps:
+            open_ids = [row[0] for row in db.execute(
+                f"SELECT id FROM uploads WHERE {column} = ? AND owner IS NOT NULL", (value,))]
+            if len(open_ids) >= cap:
+                open_ids = [upload_id for upload_id in open_ids if not self.remove_if_abandoned(db, upload_id, now)]
+            if len(open_ids) >= cap:
+                raise OciError("TOOMANYREQUESTS", f"{holder} has {len(open_ids)} open upload sessions and the cap is "
+                               f"{cap} per {per}: finish or cancel (DELETE) some before starting more (one left empty "
+                               "for an hour, or untouched for a day, is removed by itself)")
+
+    def remove_if_abandoned(self, db: sqlite3.Connection, name: str, now: float,
+                            grace: float = ABANDONED_SECONDS) -> bool:
+        """On the writer thread: remove an abandoned file of the uploads folder (a session's, with its row, or one
+        a crash left) and say so. A session that a request is writing to is never abandoned."""
+        path = os.path.join(self.files.incoming, name)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            stat = None  # a row whose file is gone
+        session = self._sessions.get(name)
+        if (stat is not None and not abandoned(stat, now, grace)) or (session is not None and session.lock.locked()):
+            return False
+        self._sessions.pop(name, None)
+        db.execute("DELETE FROM uploads WHERE id = ?", (name,))
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return True
+
+    def open_sessions(self) -> int:
+        """Upload sessions open now (clients' and the sync's): the status document's count."""
+        return self.metadata.read_one("SELECT COUNT(*) FROM uploads")[0]
 
     def get(self, repository: str, upload_id: str) -> UploadSession:
         session = self._sessions.get(upload_id)
