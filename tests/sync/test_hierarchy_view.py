@@ -42,8 +42,8 @@ def test_a_report_of_a_large_subtree_is_read_whole_up_to_its_cap(tmp_path: Path)
     root = start_instance(tmp_path, "factory-root", children=[(child, "ReadWrite")])
     try:
         sync_name, sync_password, _ = sync_token_for(child, "ReadWrite")
-        sync = {**basic(sync_name, sync_password), "Content-Type": "application/json"}
         instance_id = "11111111-2222-3333-4444-555555555555"
+        sync = {**basic(sync_name, sync_password), "Content-Type": "application/json", "X-Instance-Id": instance_id}
         base = f"{root.url}/acr/connected/v1/registries/{child}"
         activation = {"instanceId": instance_id, "deviceId": "edge-1", "mode": "ReadWrite", "version": "0.1.0",
                       "messageTtl": "P2D", "repositories": ["factory/*"]}
