@@ -46,6 +46,7 @@ def cold_child(arguments, work: Path, name: str, parent, children=()):
     config = work / name / "desired.json"
     document = json.loads(config.read_text())
     document["parent"]["syncProperties"] = NO_SYNC_DURING_THE_RUN
+    document["onDemand"] = True  # make_ours turns it off, for the sync benchmark; here it is what is measured
     config.write_text(json.dumps(document))
     return child
 
