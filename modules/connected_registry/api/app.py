@@ -148,10 +148,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         request_id = request.get(REQUEST_ID, "-")
         log.exception("%s %s failed (request id %s)", request.method, request.path[:300], request_id)
-        return web.json_response(
-            {"errors": [{"code": "UNKNOWN", "message": f"internal error; see the registry log for request {request_id}"}]},
-            status=500,
-        )
+        return _error_response(OciError("UNKNOWN", f"internal error; see the registry log for request {request_id}"))
 
 
 async def _add_api_version(request: web.Request, response: web.StreamResponse) -> None:

@@ -40,6 +40,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "TOOMANYREQUESTS": ErrorCode(429, "too many requests"),
     # Not in the OCI list, spelled as CNCF distribution spells it.
     "PAGINATION_NUMBER_INVALID": ErrorCode(400, "invalid number of results requested"),
+    "UNKNOWN": ErrorCode(500, "unknown error"),  # ours, not the client's: the log has the traceback
     # Narrower meanings, each with its own status, sent as the OCI code clients already know.
     "RANGE_INVALID": ErrorCode(416, "the requested range is outside the blob", sent_as="SIZE_INVALID"),
     "UPLOAD_RANGE_INVALID": ErrorCode(416, "the chunk does not continue the upload where it stands",
@@ -67,7 +68,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
 
 
 class OciError(Exception):
-    """An error a client caused, answered with an OCI error body.
+    """An error answered with an OCI error body (the client's, but for UNKNOWN).
 
     `key` is the registry's code (it fixes the status); `code` is what the body carries."""
 
