@@ -128,7 +128,7 @@ class Runtime:
             self.store = RegistryStore(options.data_dir, origin=self.name,
                                        record_outbox=self.mode == "ReadWrite" and not self.is_root, clock=self.clock)
         except StorageError as error:  # the operator sees why in the twin, not only in the container's log
-            await wiring.report_before_exit(self, "Disk", error.code, str(error))
+            await wiring.report_before_exit(self, error.code, error=error, outlook="")
             raise
         if self.settings is not None:
             signer = TokenSigner(load_or_create_key(options.data_dir), revocations=revocations_path(options.data_dir))
@@ -255,9 +255,7 @@ class Runtime:
         if pending:
             when = ", ".join(f"{name} on {utc_timestamp(since + REMOVAL_GRACE_SECONDS)[:10]}"
                              for name, since in sorted(pending.items()))
-            self.status.set("Sync", "Warning", "REPOSITORY_PENDING_REMOVAL",
-                            f"repositories no longer in `repositories` are hidden and will be deleted: {when}; "
-                            "add them back to keep them")
+            self.status.set("REPOSITORY_PENDING_REMOVAL", when=when)
         else:
             self.status.clear("REPOSITORY_PENDING_REMOVAL")
         return removed
@@ -273,15 +271,13 @@ class Runtime:
             self.status.clear("CHANGE_NEEDS_DEACTIVATION")
             return settings
         wanted = ", ".join(f"{key} {getattr(settings, key)!r}" for key in held)
-        self.status.set("Config", "Warning", "CHANGE_NEEDS_DEACTIVATION",
-                        f"{wanted} not applied while {self.name} is Active: deactivate it at the parent "
-                        f"(connected-registry deactivate {self.name} --registry <parent>), then restart it")
+        self.status.set("CHANGE_NEEDS_DEACTIVATION", wanted=wanted, name=self.name)
         return settings.model_copy(update=held)
 
     def storage_failed(self, error: StorageError) -> None:
         """A write failed on the data volume (SPEC 12): report it, and watch for the volume to recover."""
-        self.status.set("Disk", "Error", error.code,
-                        f"{error}; reads go on, and writes resume by themselves once the volume can take them")
+        self.status.set(error.code, error=error,
+                        outlook="; reads go on, and writes resume by themselves once the volume can take them")
         if self._disk_watch is None or self._disk_watch.done():
             self._disk_watch = asyncio.get_running_loop().create_task(self._watch_disk_recovery(), name="disk-recovery")
 
@@ -435,8 +431,7 @@ class Runtime:
         self.settings = settings
         logging.getLogger("connected_registry").setLevel(LOG_LEVELS[settings.logging.logLevel])
         if self.is_root and "mode" in settings.model_fields_set and settings.mode != "ReadWrite":
-            self.status.set("Config", "Warning", "MODE_IGNORED_ON_ROOT",
-                            "mode is ignored on a root registry (no parent): a root is always ReadWrite")
+            self.status.set("MODE_IGNORED_ON_ROOT")
         else:
             self.status.clear("MODE_IGNORED_ON_ROOT")
         context = self.context

@@ -103,7 +103,7 @@ async def dispatch_v2(request: web.Request) -> web.StreamResponse:
         arguments = match.groupdict()
         validate_name(arguments.pop("name"))
         return await handler(request, match.group("name"), **arguments)
-    raise OciError("UNSUPPORTED", f"no such endpoint: {request.method} {path[:200]}", status=404)
+    raise OciError("ENDPOINT_UNKNOWN", f"no such endpoint: {request.method} {path[:200]}")
 
 
 def _error_response(error: OciError) -> web.Response:
@@ -132,7 +132,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error_response(OciError(error.code, str(error)))
     except web.HTTPException as error:
         if error.status == 404 and not error.text.startswith("{"):
-            return _error_response(OciError("UNSUPPORTED", f"no such endpoint: {request.path[:200]}", status=404))
+            return _error_response(OciError("ENDPOINT_UNKNOWN", f"no such endpoint: {request.path[:200]}"))
         if error.status == 405:
             allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else {}
             return _error_response(
@@ -148,10 +148,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         request_id = request.get(REQUEST_ID, "-")
         log.exception("%s %s failed (request id %s)", request.method, request.path[:300], request_id)
-        return web.json_response(
-            {"errors": [{"code": "UNKNOWN", "message": f"internal error; see the registry log for request {request_id}"}]},
-            status=500,
-        )
+        return _error_response(OciError("UNKNOWN", f"internal error; see the registry log for request {request_id}"))
 
 
 async def _add_api_version(request: web.Request, response: web.StreamResponse) -> None:

@@ -56,18 +56,18 @@ def _check_preconditions(request: web.Request, path: str, etag: str) -> None:
     if if_match is not None:
         tags = {tag.strip() for tag in if_match.split(",")}
         if "*" not in tags and etag not in tags:
-            raise OciError("UNSUPPORTED", f"precondition failed: this blob's ETag is {etag}", status=412)
+            raise OciError("PRECONDITION_FAILED", f"precondition failed: this blob's ETag is {etag}")
     elif request.if_unmodified_since is not None:
         try:
             modified = os.stat(path).st_mtime
         except FileNotFoundError:
             raise OciError("BLOB_UNKNOWN", "the blob is gone") from None
         if int(modified) > request.if_unmodified_since.timestamp():
-            raise OciError("UNSUPPORTED", "precondition failed: the blob was stored after If-Unmodified-Since", status=412)
+            raise OciError("PRECONDITION_FAILED", "precondition failed: the blob was stored after If-Unmodified-Since")
 
 
 def _unsatisfiable(size: int) -> OciError:
-    return OciError("SIZE_INVALID", f"the requested range is outside the blob's {size} bytes", status=416,
+    return OciError("RANGE_INVALID", f"the requested range is outside the blob's {size} bytes",
                     headers={"Content-Range": f"bytes */{size}"})
 
 

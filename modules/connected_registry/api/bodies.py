@@ -44,12 +44,12 @@ def size_text(limit: int) -> str:
     return f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit >> 10} KiB"
 
 
-async def read_body(request: web.Request, limit: int, code: str, what: str) -> bytes:
-    """The whole body, at most `limit` bytes (else 413 naming the cap); `code` is the error code of the
-    endpoint, `what` names the body in messages ("manifest", "token request")."""
-    too_large = OciError(code, f"the {what} is larger than the {size_text(limit)} limit", status=413)
+async def read_body(request: web.Request, limit: int, what: str, *, too_large: str, stalled: str) -> bytes:
+    """The whole body, at most `limit` bytes; the endpoint's error codes: `too_large` (a 413 naming the cap),
+    `stalled` (the body went silent). `what` names the body in messages ("manifest", "token request")."""
+    over_limit = OciError(too_large, f"the {what} is larger than the {size_text(limit)} limit")
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise over_limit
     idle_seconds = context(request).store.uploads.body_idle_seconds
     loop = asyncio.get_running_loop()
     idle = asyncio.timeout(idle_seconds)
@@ -62,7 +62,7 @@ async def read_body(request: web.Request, limit: int, code: str, what: str) -> b
                 idle.reschedule(loop.time() + idle_seconds)
                 total += len(chunk)
                 if total > limit:
-                    raise too_large
+                    raise over_limit
                 parts.append(chunk)
         body = b"".join(parts)
         complete = True
@@ -70,8 +70,8 @@ async def read_body(request: web.Request, limit: int, code: str, what: str) -> b
     except TimeoutError:
         if not idle.expired():
             raise
-        raise OciError(code, f"the {what} sent nothing for {idle_seconds:g} s after {total} bytes and was "
-                             "stopped: send the whole body without pausing", status=400) from None
+        raise OciError(stalled, f"the {what} sent nothing for {idle_seconds:g} s after {total} bytes and was "
+                                "stopped: send the whole body without pausing") from None
     finally:
         parts.clear()  # an exception's traceback keeps this frame (and its locals) alive for a while
         if not complete and total >= _TRIM_AFTER_BYTES:  # once the request has unwound

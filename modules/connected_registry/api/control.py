@@ -33,13 +33,13 @@ def _child_name(request: web.Request) -> str:
 
 
 async def _json_body(request: web.Request) -> dict:
-    body = await read_body(request, _MAX_BODY, "SIZE_INVALID", "body")
+    body = await read_body(request, _MAX_BODY, "body", too_large="BODY_TOO_LARGE", stalled="SIZE_INVALID")
     try:
         document = json.loads(body or b"{}")
     except (ValueError, RecursionError):  # RecursionError: nested too deep to be a real document
-        raise OciError("UNSUPPORTED", "the body must be a JSON object", status=400) from None
+        raise OciError("REQUEST_INVALID", "the body must be a JSON object") from None
     if not isinstance(document, dict):
-        raise OciError("UNSUPPORTED", "the body must be a JSON object", status=400)
+        raise OciError("REQUEST_INVALID", "the body must be a JSON object")
     return document
 
 
@@ -48,14 +48,13 @@ def _require_active_instance(request: web.Request, child: Child | None) -> None:
     replaced one is refused, and so is a call that does not say which instance it is."""
     instance_id = request.headers.get("X-Instance-Id", "")
     if not instance_id:
-        raise OciError("UNSUPPORTED", "the X-Instance-Id header is missing: a child sends its instanceId with "
-                                      "every call of its event feed and status report", status=400)
+        raise OciError("REQUEST_INVALID", "the X-Instance-Id header is missing: a child sends its instanceId with "
+                                          "every call of its event feed and status report")
     if child is not None and instance_id in child.revoked:
         raise OciError("DEACTIVATED", "this instance was deactivated: run `connected-registry reset-identity` "
                                       "on its data volume to start over")
     if child is None or child.status != "Active":
-        raise OciError("UNSUPPORTED", f"{request.match_info['child']} is not active here: activate it first",
-                       status=409)
+        raise OciError("NOT_ACTIVE", f"{request.match_info['child']} is not active here: activate it first")
     if child.instance_id != instance_id:
         raise OciError("ALREADY_ACTIVE", f"{child.name} is active as another instance than the X-Instance-Id "
                                          "header names")
@@ -113,7 +112,7 @@ def _check_activation(document: dict) -> None:
             isinstance(item, str) and not CONTROL_CHARACTERS.search(item) for item in repositories)):
         problems.append("repositories must be a list of names or patterns")
     if problems:
-        raise OciError("UNSUPPORTED", f"malformed activation: {'; '.join(problems)}", status=400)
+        raise OciError("REQUEST_INVALID", f"malformed activation: {'; '.join(problems)}")
 
 
 def _check_report(document: dict) -> None:
@@ -122,7 +121,7 @@ def _check_report(document: dict) -> None:
 
     problems = report_problems(document)
     if problems:
-        raise OciError("UNSUPPORTED", f"malformed report: {'; '.join(problems[:5])}", status=400)
+        raise OciError("REQUEST_INVALID", f"malformed report: {'; '.join(problems[:5])}")
 
 
 async def deactivate(request: web.Request) -> web.Response:
@@ -130,7 +129,7 @@ async def deactivate(request: web.Request) -> web.Response:
     name = _child_name(request)
     await ctx.access.require_gateway(request, name, "config_write")
     if not await ctx.store.control.deactivate(name):
-        raise OciError("NAME_UNKNOWN", f"{name} has never activated here", status=404)
+        raise OciError("NAME_UNKNOWN", f"{name} has never activated here")
     ctx.store.after_change()  # the old instance's long poll returns, and its next call learns it is DEACTIVATED
     return web.json_response({"status": "Inactive"})
 
@@ -205,7 +204,7 @@ async def outbox_retry(request: web.Request) -> web.Response:
     ctx = context(request)
     await ctx.access.require_gateway(request, ctx.name, "config_write")
     if not await ctx.store.retry_outbox_entry(_entry_id(request)):
-        raise OciError("NAME_UNKNOWN", "no parked outbox entry with that id", status=404)
+        raise OciError("NAME_UNKNOWN", "no parked outbox entry with that id")
     ctx.on_sync_now()
     return web.json_response({"status": "pending"})
 
@@ -214,7 +213,7 @@ async def outbox_drop(request: web.Request) -> web.Response:
     ctx = context(request)
     await ctx.access.require_gateway(request, ctx.name, "config_write")
     if not await ctx.store.drop_outbox_entry(_entry_id(request)):
-        raise OciError("NAME_UNKNOWN", "no outbox entry with that id", status=404)
+        raise OciError("NAME_UNKNOWN", "no outbox entry with that id")
     ctx.on_sync_now()
     return web.Response(status=204)
 

@@ -50,7 +50,8 @@ async def get_manifest(request: web.Request, name: str, reference: str) -> web.R
 async def put_manifest(request: web.Request, name: str, reference: str) -> web.Response:
     _check_reference(reference, "MANIFEST_INVALID")
     await require_write(request, name, "push")
-    body = await read_body(request, MAX_MANIFEST_BYTES, "MANIFEST_INVALID", "manifest")
+    body = await read_body(request, MAX_MANIFEST_BYTES, "manifest", too_large="MANIFEST_TOO_LARGE",
+                           stalled="MANIFEST_INVALID")
     result = await context(request).store.put_manifest(name, reference, body, request.headers.get("Content-Type"))
     headers = {
         "Location": external_url(request, f"/v2/{name}/manifests/{result.digest}"),

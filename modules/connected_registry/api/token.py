@@ -36,21 +36,22 @@ def _access_list(permissions: Permissions, scopes: list[Scope]) -> list[dict]:
 def _token_access(request: web.Request) -> TokenAccess:
     access = context(request).access
     if not isinstance(access, TokenAccess):
-        raise OciError("UNSUPPORTED", "this registry runs without authentication and issues no tokens", status=404)
+        raise OciError("ENDPOINT_UNKNOWN", "this registry runs without authentication and issues no tokens")
     return access
 
 
 async def _form(request: web.Request) -> dict[str, list[str]]:
-    body = await read_body(request, _MAX_FORM_BYTES, "UNSUPPORTED", "token request")
+    body = await read_body(request, _MAX_FORM_BYTES, "token request", too_large="TOKEN_REQUEST_TOO_LARGE",
+                           stalled="REQUEST_INVALID")
     try:
         return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=100)
     except (UnicodeDecodeError, ValueError):
-        raise OciError("UNSUPPORTED", "token request body must be application/x-www-form-urlencoded", status=400) from None
+        raise OciError("REQUEST_INVALID", "token request body must be application/x-www-form-urlencoded") from None
 
 
 def _check_service(access: TokenAccess, service: str | None) -> None:
     if service and service != access.service:
-        raise OciError("UNSUPPORTED", f"this token service is for {access.service!r}, not {service[:100]!r}", status=400)
+        raise OciError("REQUEST_INVALID", f"this token service is for {access.service!r}, not {service[:100]!r}")
 
 
 async def token_endpoint(request: web.Request) -> web.Response:
@@ -74,8 +75,8 @@ async def token_endpoint(request: web.Request) -> web.Response:
                 raise OciError("UNAUTHORIZED", "the refresh token is invalid, expired or revoked: log in again")
             return _answer(access, claims.subject, claims.credential, permissions, scopes, False,
                            refresh_token=first("refresh_token"))
-        raise OciError("UNSUPPORTED", f"grant_type {str(grant_type)[:40]!r} is not supported: use password or refresh_token",
-                       status=400)
+        raise OciError("REQUEST_INVALID",
+                       f"grant_type {str(grant_type)[:40]!r} is not supported: use password or refresh_token")
 
     _check_service(access, request.query.get("service"))
     scopes = parse_scopes(request.query.getall("scope", []))

@@ -63,8 +63,7 @@ class FileConfigSource:
 
     def _note_unknown_keys(self, settings: DesiredProperties) -> None:
         if settings.unknown_keys:
-            self.status.set("Config", "Warning", "CONFIG_UNKNOWN_KEYS",
-                            f"unknown keys in {self.path} are ignored: {', '.join(settings.unknown_keys)}")
+            self.status.set("CONFIG_UNKNOWN_KEYS", source=self.path, keys=", ".join(settings.unknown_keys))
         else:
             self.status.clear("CONFIG_UNKNOWN_KEYS")
 
@@ -76,8 +75,7 @@ class FileConfigSource:
         try:
             settings, version = read_desired(self.path)
         except ConfigInvalid as invalid:
-            self.status.set("Config", "Error", "CONFIG_INVALID",
-                            f"{self.path} was not applied, the last good configuration stays: " + "; ".join(invalid.problems))
+            self.status.set("CONFIG_INVALID", rejected=self.path, kept="", problems="; ".join(invalid.problems))
             self.on_applied()
             return False
         self.status.clear("CONFIG_INVALID")

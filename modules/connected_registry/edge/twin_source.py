@@ -166,16 +166,15 @@ class TwinConfigSource:
     def _validate(self) -> DesiredProperties:
         settings = validate_desired(self.desired.document)
         if settings.unknown_keys:
-            self.status.set("Config", "Warning", "CONFIG_UNKNOWN_KEYS",
-                            f"unknown keys in the desired properties are ignored: {', '.join(settings.unknown_keys)}")
+            self.status.set("CONFIG_UNKNOWN_KEYS", source="the desired properties",
+                            keys=", ".join(settings.unknown_keys))
         else:
             self.status.clear("CONFIG_UNKNOWN_KEYS")
         return settings
 
     def _note_invalid(self, invalid: ConfigInvalid) -> None:
-        self.status.set("Config", "Error", "CONFIG_INVALID",
-                        f"desired $version {self.desired.version} was not applied, the last good configuration "
-                        f"($version {self.applied_version}) stays: " + "; ".join(invalid.problems))
+        self.status.set("CONFIG_INVALID", rejected=f"desired $version {self.desired.version}",
+                        kept=f" ($version {self.applied_version})", problems="; ".join(invalid.problems))
 
     # --- the reporter's way out ------------------------------------------------------------------------
 

@@ -68,9 +68,9 @@ async def parent_trust(runtime: "Runtime"):
     return context
 
 
-async def report_before_exit(runtime: "Runtime", type_: str, code: str, description: str) -> None:
+async def report_before_exit(runtime: "Runtime", code: str, **fields: object) -> None:
     """A fatal problem at start (e.g. the data volume): the operator sees it in the twin, not only in the log."""
-    runtime.status.set(type_, "Error", code, description)
+    runtime.status.set(code, **fields)
     source = runtime.config_source
     if source is None:
         return

@@ -243,7 +243,7 @@ class RegistryStore:
         the client asks for them next. Anything else makes the manifest's content permanent."""
         from_parent = from_parent or on_demand
         if len(body) > MAX_MANIFEST_BYTES:
-            raise OciError("MANIFEST_INVALID", "manifest is larger than the 4 MiB limit", status=413)
+            raise OciError("MANIFEST_TOO_LARGE", "manifest is larger than the 4 MiB limit")
         if is_digest(reference):
             algorithm, _ = parse_digest(reference)
             digest = digest_of(body, algorithm)

@@ -60,9 +60,8 @@ def abandoned(stat: os.stat_result, now: float, grace: float = ABANDONED_SECONDS
 
 def upload_range_error(session: UploadSession, message: str) -> OciError:
     return OciError(
-        "BLOB_UPLOAD_INVALID",
+        "UPLOAD_RANGE_INVALID",
         message,
-        status=416,
         headers={"Range": f"0-{max(session.offset - 1, 0)}", "Docker-Upload-UUID": session.id},
     )
 
@@ -220,8 +219,7 @@ class Uploads:
             if not idle.expired():  # not ours (e.g. the parent's read timeout during a sync)
                 raise
             raise OciError("BLOB_UPLOAD_INVALID", f"the upload sent nothing for {self.body_idle_seconds:g} s and was "
-                           f"stopped at {session.offset} bytes: check its status and resume from there",
-                           status=400) from None
+                           f"stopped at {session.offset} bytes: check its status and resume from there") from None
         except BaseException:
             await self._settle(session, fd, pending, parts, buffered)
             raise

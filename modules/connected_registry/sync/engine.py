@@ -197,10 +197,9 @@ class SyncEngine:
         self.state.online = False
         self.state.errors += 1
         if error.kind == "auth":
-            self.status.set("Parent", "Error", "PARENT_AUTH_FAILED", str(error))
+            self.status.set("PARENT_AUTH_FAILED", error=error)
         else:
-            self.status.set("Parent", "Warning", "PARENT_UNREACHABLE",
-                            f"{error}; content already here is still served, and sync resumes when the parent answers")
+            self.status.set("PARENT_UNREACHABLE", error=error)
 
     def _parent_answered(self) -> None:
         if not self.state.online:
@@ -305,9 +304,7 @@ class SyncEngine:
     async def _sync_in_window(self) -> None:
         await self._detect_parent_kind()
         if self.state.parent_kind == "plain":
-            self.status.set("Parent", "Warning", "PARENT_NOT_CONNECTED",
-                            f"{self.parent.endpoint} is a plain OCI registry: content syncs, but there is no activation "
-                            "or event feed")
+            self.status.set("PARENT_NOT_CONNECTED", endpoint=self.parent.endpoint)
             self.upstream.plain_parent = True
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._reconcile_forever())
@@ -389,13 +386,13 @@ class SyncEngine:
                                       f"({status}): check the token's gateway/{identity.name} actions and "
                                       "SyncTokenPassword in ACR_REGISTRY_CONNECTION_STRING", status=status)
         if code == "ALREADY_ACTIVE":
-            self.status.set("Parent", "Error", "ALREADY_ACTIVE", message)
+            self.status.set("ALREADY_ACTIVE", message=message)
             raise ActivationRefused(code, message, retry=True)
         if code == "DEACTIVATED":
-            self.status.set("Parent", "Error", "DEACTIVATED", message)
+            self.status.set("DEACTIVATED", message=message)
             raise ActivationRefused(code, message, retry=False)
         if code == "MODE_INCOMPATIBLE":
-            self.status.set("Parent", "Error", "MODE_INCOMPATIBLE", message)
+            self.status.set("MODE_INCOMPATIBLE", message=message)
             raise ActivationRefused(code, message, retry=False)
         raise ParentError("protocol", f"activation at {self.parent.endpoint} answered {status}: {message}")
 
@@ -424,9 +421,7 @@ class SyncEngine:
                 return  # reconcile now (the caller loops back)
             status, body = poll.result()
             if status == 410:
-                self.status.set("Sync", "Information", "CURSOR_EXPIRED",
-                                "the parent no longer had the events since the last sync (away longer than messageTtl): "
-                                "a full reconcile ran")
+                self.status.set("CURSOR_EXPIRED")
                 self.state.cursor = None
                 return
             self._check_feed_status(status, body)
@@ -454,7 +449,7 @@ class SyncEngine:
             return
         if code in ("DEACTIVATED", "ALREADY_ACTIVE"):
             message = (errors[0] or {}).get("message", code)
-            self.status.set("Parent", "Error", code, message)
+            self.status.set(code, message=message)
             raise ActivationRefused(code, message, retry=code == "ALREADY_ACTIVE")
         if status in (401, 403):
             raise ParentError("auth", f"parent refused the event feed ({status}): the sync token needs "
@@ -475,9 +470,7 @@ class SyncEngine:
         if patterns:
             catalog = await self._parent_catalog()
             if catalog is None:
-                self.status.set("Sync", "Warning", "CATALOG_REFUSED",
-                                f"the parent refused its catalog, so the patterns {', '.join(patterns)} cannot be "
-                                "expanded; exact repository names still sync")
+                self.status.set("CATALOG_REFUSED", patterns=", ".join(patterns))
             else:
                 self.status.clear("CATALOG_REFUSED")
                 found |= {name for name in catalog if any(repository_pattern_matches(p, name) for p in patterns)}
@@ -594,12 +587,8 @@ class SyncEngine:
             return
         names = sorted(self.download_failures)
         listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        self.status.set("Sync", "Warning", "DOWNLOAD_FAILED",
-                        f"content of {listed} could not be copied from the parent {self.parent.endpoint}: "
-                        f"{self.download_failures[names[0]]}. Everything else syncs; these are asked again with "
-                        "backoff (at most every 30 minutes) and at every sync-now. If it lasts, check the image at "
-                        "the parent (a damaged or incomplete push, or a token without read access to it) and push "
-                        "it there again.")
+        self.status.set("DOWNLOAD_FAILED", repositories=listed, endpoint=self.parent.endpoint,
+                        failure=self.download_failures[names[0]])
 
 
 async def _until_set(work, event: asyncio.Event) -> asyncio.Future | None:

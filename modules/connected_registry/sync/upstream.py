@@ -91,27 +91,24 @@ class Upstream:
                           if exceeded.limit == "time" else
                           f"`connected-registry outbox drop {entry['id']}` and push it in smaller parts (fewer "
                           "distinct manifests and blobs, less nesting, under one manifest)")
-                await self._park(entry, "UPLOAD_BUDGET_EXCEEDED", str(exceeded), (
-                    f"{entry['operation']} of {repository}:{reference} was not sent to the parent: it {exceeded}. "
-                    f"Later uploads of {repository} wait: {remedy}"))
+                await self._park(entry, "UPLOAD_BUDGET_EXCEEDED", str(exceeded), operation=entry["operation"],
+                                 repository=repository, reference=reference, exceeded=exceeded, remedy=remedy)
                 break
             except ParentError as error:
                 if error.kind != "refused":
                     raise
-                await self._park(entry, "UPLOAD_REJECTED", str(error), (
-                    f"the parent refused {entry['operation']} of {repository}:{reference}: {error}. "
-                    f"Later uploads of {repository} wait: `connected-registry outbox retry {entry['id']}` "
-                    f"or `outbox drop {entry['id']}`"))
+                await self._park(entry, "UPLOAD_REJECTED", str(error), operation=entry["operation"],
+                                 repository=repository, reference=reference, error=error, id=entry["id"])
                 break
             await self.store.finish_outbox_entry(entry["id"])
             delivered += 1
         return delivered
 
-    async def _park(self, entry: dict, code: str, error: str, description: str) -> None:
-        await self.store.park_outbox_entry(entry["id"], error)
+    async def _park(self, entry: dict, code: str, reason: str, /, **fields: object) -> None:
+        await self.store.park_outbox_entry(entry["id"], reason)
         if code == "UPLOAD_BUDGET_EXCEEDED":  # only now: until the write, the outbox still says pending
             self._over_budget.add(entry["id"])
-        self.status.set("Sync", "Error", code, description)
+        self.status.set(code, **fields)
 
     def _report_parked(self, outbox: list[dict]) -> None:
         """Each status detail of parked entries stands while an entry parked for its reason is still parked."""
