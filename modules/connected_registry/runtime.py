@@ -167,10 +167,10 @@ class Runtime:
 
             self.engine = self._sync_engine(await wiring.parent_trust(self))
             self._tasks.append(asyncio.create_task(self.engine.run(), name="sync"))
-            self.pull_through = PullThrough(self.store, self.engine.downstream, self.settings,
+            self.pull_through = PullThrough(self.context.content, self.engine.downstream, self.settings,
                                             in_window=lambda: self.engine.state.in_window,
                                             refused=lambda: any(self.status.has(code) for code in REFUSED_BY_PARENT))
-            self.context.pull_through = self.pull_through
+            self.context.content = self.pull_through  # the read routes now fill misses from the parent
         self._tasks.append(asyncio.create_task(self._prune_events_forever(), name="event-retention"))
         if self.config_source is not None:
             wiring.start_reporting(self)

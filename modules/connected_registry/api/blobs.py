@@ -1,4 +1,4 @@
-"""GET/HEAD/DELETE /v2/<name>/blobs/<digest>: served from disk with sendfile.
+"""GET/HEAD/DELETE /v2/<name>/blobs/<digest>: served from disk with sendfile, or as it arrives from a parent.
 
 Range and conditional headers are decided here, not left to aiohttp, so every refusal is an OCI
 error and malformed or multi-part ranges are ignored (a full 200), as RFC 9110 allows.
@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 from connected_registry.api.context import context, require_read, require_write
 from connected_registry.oci.digest import parse_digest
 from connected_registry.oci.errors import OciError
+from connected_registry.storage.content import ArrivingBlob, StoredBlob
 
 log = logging.getLogger("connected_registry.api")
 
@@ -75,7 +76,13 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     ctx = context(request)
     parse_digest(digest)
     await require_read(request, name, "pull", "BLOB_UNKNOWN")
-    size = ctx.store.blob_size(name, digest)
+    # A HEAD neither counts as a use nor starts a transfer: pushes HEAD every layer first.
+    if request.method == "GET":
+        blob = await ctx.content.open_blob(name, digest)
+    else:
+        blob = ctx.content.stat_blob(name, digest)
+    if blob is None:
+        raise OciError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name}")
     etag = f'"{digest}"'
     headers = {
         "Content-Type": "application/octet-stream",
@@ -83,29 +90,20 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
         "Accept-Ranges": "bytes",
         "Cache-Control": "max-age=31536000",
     }
-    # A HEAD neither counts as a use nor starts a transfer: pushes HEAD every layer first.
-    if ctx.pull_through is not None and request.method == "GET":
-        if size is not None:
-            ctx.pull_through.served(name, digest)
-        else:
-            reader = await ctx.pull_through.open_blob(name, digest)
-            if reader is not None:
-                return await _stream_from_parent(request, reader, headers, etag)
-            size = ctx.store.blob_size(name, digest)
-    if size is None:
-        raise OciError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name}")
-    path = ctx.store.blob_path(digest)
-    _check_preconditions(request, path, etag)
+    if not isinstance(blob, StoredBlob):
+        return await _stream_from_parent(request, blob, headers, etag)
+    _check_preconditions(request, blob.path, etag)
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers={**headers, "ETag": etag})
-    byte_range = _single_range(request, size, etag)
+    byte_range = _single_range(request, blob.size, etag)
     clean = CIMultiDict((key, value) for key, value in request.headers.items() if key not in _DECIDED_HERE)
     if byte_range:
         clean["Range"] = byte_range
-    return _BlobFileResponse(clean, path, chunk_size=1 << 20, headers=headers)
+    return _BlobFileResponse(clean, blob.path, chunk_size=1 << 20, headers=headers)
 
 
-async def _stream_from_parent(request: web.Request, reader, headers: dict, etag: str) -> web.StreamResponse:
+async def _stream_from_parent(request: web.Request, reader: ArrivingBlob, headers: dict, etag: str
+                              ) -> web.StreamResponse:
     """A blob still arriving from the parent (SPEC 8), whole or one range, as its bytes land. If the transfer
     fails or the digest turns out wrong, the connection is cut short of Content-Length: a broken transfer."""
     try:

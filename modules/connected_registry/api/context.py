@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
@@ -13,6 +12,7 @@ from connected_registry.auth.access import request_origin
 from connected_registry.auth.permissions import repository_in_scope
 from connected_registry.oci.errors import OciError
 from connected_registry.storage import RegistryStore, StorageError
+from connected_registry.storage.content import Content, LocalContent
 
 
 @dataclass
@@ -26,8 +26,9 @@ class ApiContext:
     repositories: tuple[str, ...] = ()  # what a child syncs; a ReadWrite child takes pushes only there
     login_server: str | None = None  # ACR_REGISTRY_LOGIN_SERVER: requests to other hosts are refused
     name: str = "connected-registry"
-    # sync.ondemand.PullThrough on an instance with a parent: fills misses (SPEC 8); None on a root.
-    pull_through: Any = None
+    # What the read routes serve: the store's content (given `store` alone), or on an instance with a parent the
+    # pull-through layer around it, which fills misses (SPEC 8).
+    content: Content = None  # type: ignore[assignment]  # None: LocalContent(store), in __post_init__
     # Hooks into the rest of the instance, set by the runtime.
     status_document: Callable[[], dict] = field(default=lambda: {})
     hierarchy: Callable[[], dict] = field(default=lambda: {})
@@ -35,6 +36,10 @@ class ApiContext:
     on_children_changed: Callable[[], None] = field(default=lambda: None)
     on_storage_error: Callable[[StorageError], None] = field(default=lambda error: None)
     on_gc: Callable[[], str] = field(default=lambda: "")
+
+    def __post_init__(self) -> None:
+        if self.content is None:
+            self.content = LocalContent(self.store)
 
 
 CONTEXT = web.AppKey("context", ApiContext)

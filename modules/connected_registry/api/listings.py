@@ -30,12 +30,12 @@ def _page(request: web.Request, path: str, fetch, key: str, body: dict) -> web.R
 async def list_tags(request: web.Request, name: str) -> web.Response:
     ctx = context(request)
     await require_read(request, name, "metadata", "NAME_UNKNOWN")
-    if not ctx.store.repository_exists(name):
+    if not ctx.content.repository_exists(name):
         raise OciError("NAME_UNKNOWN", f"repository {name} is not known to this registry")
     return _page(
         request,
         f"/v2/{name}/tags/list",
-        lambda limit, last: ctx.store.list_tags(name, limit, last),
+        lambda limit, last: ctx.content.list_tags(name, limit, last),
         "tags",
         {"name": name},
     )
@@ -49,7 +49,7 @@ async def catalog(request: web.Request) -> web.Response:
         """Only what the caller may read, paged over the filtered list."""
         found: list[str] = []
         while len(found) < limit:
-            batch = ctx.store.list_repositories(max(limit, 100), last)
+            batch = ctx.content.list_repositories(max(limit, 100), last)
             # The catalog scope lists what the token's metadata/read allows, whatever else the JWT carries.
             found += [name for name in batch
                       if caller.permissions.allows_operation(name, "metadata") and not hidden(ctx, name)]

@@ -29,12 +29,7 @@ async def get_manifest(request: web.Request, name: str, reference: str) -> web.R
     ctx = context(request)
     _check_reference(reference, "MANIFEST_UNKNOWN")
     await require_read(request, name, "pull", "MANIFEST_UNKNOWN")
-    record = ctx.store.get_manifest(name, reference)
-    if ctx.pull_through is not None:
-        if record is None and await ctx.pull_through.fetch_manifest(name, reference):
-            record = ctx.store.get_manifest(name, reference)
-        elif record is not None:
-            ctx.pull_through.served(name)
+    record = await ctx.content.get_manifest(name, reference)
     if record is None:
         raise OciError("MANIFEST_UNKNOWN", f"manifest {reference} is not in repository {name}")
     headers = {

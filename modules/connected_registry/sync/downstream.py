@@ -138,7 +138,7 @@ class Downstream:
             return
         if await self.store.link_blob(repository, digest):
             return  # present in another repository: never transferred again
-        fill = self.join_fill(repository, digest, vouched=True)
+        fill = self.join_fill(repository, digest)
         try:
             await fill.wait_done()
         finally:
@@ -148,18 +148,16 @@ class Downstream:
         if fill.repository != repository:
             await self.store.link_blob(repository, digest)
 
-    def join_fill(self, repository: str, digest: str, on_demand: bool = False, vouched: bool = False
-                  ) -> BlobFill | None:
-        """The one transfer of `digest` from the parent, started now if none runs (single flight). A transfer for
-        another repository (its GET asked the parent for that one) is joined only when `vouched`: the blob is known
-        to be in `repository` too; else None. The caller must `leave()` it; the transfer stops when nobody waits
-        for it any more."""
+    def join_fill(self, repository: str, digest: str, on_demand: bool = False) -> BlobFill:
+        """The one transfer of `digest` from the parent, started now for `repository` if none runs (single flight).
+        A caller joins one running for another repository only when it knows the blob is in `repository` too: a
+        sync copying a manifest of `repository` does (the parent's manifest vouches), the pull-through layer
+        decides it for a client's miss (sync/ondemand.py). The caller must `leave()` it; the transfer stops when
+        nobody waits for it any more."""
         fill = self.fills.get(digest)
         if fill is None:
             fill = self.fills[digest] = BlobFill(repository, digest)
             fill.task = asyncio.create_task(self._transfer(fill, on_demand), name=f"blob transfer {digest[:19]}")
-        elif fill.repository != repository and not vouched:
-            return None
         fill.waiters += 1
         return fill
 

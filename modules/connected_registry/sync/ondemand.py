@@ -9,7 +9,9 @@ client waits, and the store keeps it within the disk budget.
   client gets the usual 404 naming the parent and the timeouts. `onDemand: false` never asks;
   `"windowOnly"` asks only inside a sync window.
 
-The API reaches this through `ApiContext.pull_through` (api imports nothing of sync).
+This is a `Content` (storage.content) wrapped around the local one, as distribution's registry/proxy wraps its
+stores: the API calls it as it calls the local content, and imports nothing of sync. Which repository a blob may
+be served in (issue 14: never on a digest alone) is decided here, in `_belongs` and `_join`, and nowhere else.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import aiohttp
 from connected_registry.durations import duration_seconds
 from connected_registry.oci.digest import is_digest
 from connected_registry.oci.errors import OciError
-from connected_registry.storage import RegistryStore
 from connected_registry.storage.cache import budget_bytes, evict, is_on_demand, on_demand_bytes, touch
+from connected_registry.storage.content import Blob, Content, StoredBlob
+from connected_registry.storage.registry import ManifestRecord
 from connected_registry.sync.downstream import Downstream, verified_digest
 from connected_registry.sync.fills import BlobFill, FillReader
 from connected_registry.sync.parent_client import ParentError
@@ -44,11 +47,14 @@ class CacheStats:
 
 
 class PullThrough:
-    def __init__(self, store: RegistryStore, downstream: Downstream, settings, in_window: Callable[[], bool],
+    """`Content` that looks in `local` first and, on a miss in a repository filled on demand, asks the parent."""
+
+    def __init__(self, local: Content, downstream: Downstream, settings, in_window: Callable[[], bool],
                  refused: Callable[[], bool] = lambda: False) -> None:
         """`in_window`: whether the sync window is open now; `refused`: whether the parent refused this
         instance (deactivated, a clone of an active one, an incompatible mode): then it fills nothing either."""
-        self.store, self.downstream, self.in_window, self.refused = store, downstream, in_window, refused
+        self.local, self.downstream, self.in_window, self.refused = local, downstream, in_window, refused
+        self.store = downstream.store
         self.parent = downstream.parent
         self.stats = CacheStats()
         self._manifest_fetches: dict[tuple[str, str], asyncio.Task] = {}
@@ -77,9 +83,51 @@ class PullThrough:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    # --- Content: what the read routes call ------------------------------------------------------------
+
+    async def get_manifest(self, repository: str, reference: str) -> ManifestRecord | None:
+        record = await self.local.get_manifest(repository, reference)
+        if record is not None:
+            self._served(repository)
+            return record
+        if await self._fill_manifest(repository, reference):
+            return await self.local.get_manifest(repository, reference)
+        return None
+
+    def stat_blob(self, repository: str, digest: str) -> StoredBlob | None:
+        return self.local.stat_blob(repository, digest)
+
+    async def open_blob(self, repository: str, digest: str) -> Blob | None:
+        blob = self.local.stat_blob(repository, digest)
+        if blob is not None:
+            self._served(repository, digest)
+            return blob
+        arriving = await self._fill_blob(repository, digest)
+        return arriving if arriving is not None else self.local.stat_blob(repository, digest)
+
+    async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[dict]:
+        """Ours and, while the parent is reachable, the parent's too (SPEC 8)."""
+        descriptors = await self.local.referrers(repository, subject, artifact_type)
+        known = {descriptor["digest"] for descriptor in descriptors}
+        for descriptor in await self._parent_referrers(repository, subject):
+            if descriptor.get("digest") not in known and (artifact_type is None
+                                                          or descriptor.get("artifactType") == artifact_type):
+                known.add(descriptor.get("digest"))
+                descriptors.append(descriptor)
+        return descriptors
+
+    def repository_exists(self, repository: str) -> bool:
+        return self.local.repository_exists(repository)
+
+    def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str]:
+        return self.local.list_tags(repository, limit, last)
+
+    def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
+        return self.local.list_repositories(limit, last)
+
     # --- hits ---------------------------------------------------------------------------------------
 
-    def served(self, repository: str, digest: str | None = None) -> None:
+    def _served(self, repository: str, digest: str | None = None) -> None:
         """Content that was here answered a request: a hit, and a blob filled on demand is used again."""
         if not self.downstream.in_scope(repository):
             return
@@ -89,7 +137,7 @@ class PullThrough:
 
     # --- manifests ----------------------------------------------------------------------------------
 
-    async def fetch_manifest(self, repository: str, reference: str) -> bool:
+    async def _fill_manifest(self, repository: str, reference: str) -> bool:
         """Fill a missing manifest; False when this repository is not filled on demand (now). A parent that
         lacks it, fails or is too slow gives MANIFEST_UNKNOWN saying so."""
         if not self.allowed(repository):
@@ -110,8 +158,7 @@ class PullThrough:
         except (ParentError, OciError, OSError, aiohttp.ClientError) as error:
             raise self._failed("MANIFEST_UNKNOWN", what, repository, error) from None
         if digest is None:
-            raise OciError("MANIFEST_UNKNOWN", f"{what} is not in repository {repository}, here or at the parent "
-                                               f"{self.parent.endpoint}")
+            raise self._not_at_parent("MANIFEST_UNKNOWN", what, repository)
         return True
 
     async def _fetch_manifest(self, repository: str, reference: str) -> str | None:
@@ -131,7 +178,7 @@ class PullThrough:
         except Exception as error:  # noqa: BLE001 - the next sync (or the next miss) brings them
             log.warning("referrers of %s@%s not brought from the parent: %s", repository, digest, error)
 
-    async def parent_referrers(self, repository: str, digest: str) -> list[dict]:
+    async def _parent_referrers(self, repository: str, digest: str) -> list[dict]:
         """The parent's referrers of `digest`, to merge with ours; empty when it cannot answer in time."""
         if not self.allowed(repository):
             return []
@@ -144,7 +191,7 @@ class PullThrough:
 
     # --- blobs ----------------------------------------------------------------------------------------
 
-    async def open_blob(self, repository: str, digest: str) -> FillReader | None:
+    async def _fill_blob(self, repository: str, digest: str) -> FillReader | None:
         """A reader of the blob as it arrives from the parent; None when it is not filled on demand here, or
         is in the store by now. BLOB_UNKNOWN when the parent lacks it in `repository`, fails or is too slow to
         start. What is here (or on its way) for another repository is served in this one only once it is known
@@ -157,10 +204,7 @@ class PullThrough:
             self.stats.hits += 1
             return None  # here already, in another repository
         self.stats.misses += 1
-        fill = self.downstream.join_fill(repository, digest, on_demand=True, vouched=belongs)
-        if fill is None:  # on its way for another repository, and the parent does not hold it in this one
-            raise OciError("BLOB_UNKNOWN", f"{what} is not in repository {repository}, here or at the parent "
-                                           f"{self.parent.endpoint}")
+        fill = self._join(repository, digest, belongs)
         try:
             async with asyncio.timeout(self.open_timeout):
                 await fill.wait_opened()
@@ -182,6 +226,8 @@ class PullThrough:
         reader.on_close = lambda finished: self._in_background(self._link_after(finished, repository))
         return reader
 
+    # --- the repository boundary (issue 14): a blob is served in R only once it is known to be in R --------
+
     async def _belongs(self, repository: str, digest: str) -> bool:
         """Whether the blob is in `repository` without a transfer for it saying so: a manifest of `repository` here
         references it, or (when it is here or on its way for another repository) the parent answers a HEAD for
@@ -199,6 +245,15 @@ class PullThrough:
             raise self._timed_out("BLOB_UNKNOWN", what, repository) from None
         except (ParentError, OSError, aiohttp.ClientError) as error:
             raise self._failed("BLOB_UNKNOWN", what, repository, error) from None
+
+    def _join(self, repository: str, digest: str, belongs: bool) -> BlobFill:
+        """The one transfer of the blob (single flight), started now if none runs. One running for another
+        repository (its GET asked the parent for that repository's blob) is joined only when the blob `belongs`
+        in this one too."""
+        running = self.downstream.fills.get(digest)
+        if running is not None and running.repository != repository and not belongs:
+            raise self._not_at_parent("BLOB_UNKNOWN", f"blob {digest}", repository)
+        return self.downstream.join_fill(repository, digest, on_demand=True)
 
     async def _link_after(self, fill: BlobFill, repository: str) -> None:
         """Once stored, a blob a client read from a fill counts as used now; and if the fill ran for another
@@ -239,14 +294,16 @@ class PullThrough:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _not_at_parent(self, code: str, what: str, repository: str) -> OciError:
+        return OciError(code, f"{what} is not in repository {repository}, here or at the parent {self.parent.endpoint}")
+
     def _timed_out(self, code: str, what: str, repository: str) -> OciError:
         return OciError(code, f"{what} is not in repository {repository}, and the parent {self.parent.endpoint} did "
                               f"not answer within {self.timeouts}: pull again once the parent is reachable")
 
     def _failed(self, code: str, what: str, repository: str, error: BaseException) -> OciError:
         if isinstance(error, ParentError) and error.status == 404:
-            return OciError(code, f"{what} is not in repository {repository}, here or at the parent "
-                                  f"{self.parent.endpoint}")
+            return self._not_at_parent(code, what, repository)
         if isinstance(error, TimeoutError) or getattr(error, "timed_out", False):
             return self._timed_out(code, what, repository)
         return OciError(code, f"{what} is not in repository {repository}, and the parent {self.parent.endpoint} "
