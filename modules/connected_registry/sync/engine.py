@@ -19,7 +19,8 @@ from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.registry import utc_timestamp
 from connected_registry.sync.downstream import Downstream, content_failure, first_error
 from connected_registry.sync.operation import SyncOperation
-from connected_registry.sync.parent_client import LINK_ERRORS, ParentClient, ParentError, next_link
+from connected_registry.sync.parent_client import (LINK_ERRORS, ControlAnswer, ParentClient, ParentError,
+                                                   ParentProtocolError, ParentUnauthorized, ParentUnreachable)
 from connected_registry.sync.schedule import SyncSchedule, Window
 from connected_registry.sync.upstream import Upstream
 from connected_registry.waits import wait_event
@@ -124,7 +125,7 @@ class SyncEngine:
                 self._operation_failed(error)
                 self._parent_failed(error)
             except LINK_ERRORS as error:  # the link broke while a body was streaming: the parent is away
-                away = ParentError("unreachable", f"the link to parent {self.parent.endpoint} broke: {error!r}")
+                away = ParentUnreachable(f"the link to parent {self.parent.endpoint} broke: {error!r}")
                 self._operation_failed(away)
                 self._parent_failed(away)
             except StorageError as error:  # e.g. a full disk: reported; retried, and at once when it recovers
@@ -196,7 +197,7 @@ class SyncEngine:
             self.on_change()
         self.state.online = False
         self.state.errors += 1
-        if error.kind == "auth":
+        if isinstance(error, ParentUnauthorized):
             self.status.set("Parent", "Error", "PARENT_AUTH_FAILED", str(error))
         else:
             self.status.set("Parent", "Warning", "PARENT_UNREACHABLE",
@@ -275,21 +276,20 @@ class SyncEngine:
         headers = {"X-Instance-Id": self.identity.instance_id}
         path = f"/registries/{self.identity.name}/events"
         if self.state.cursor is None:
-            status, body = await self.parent.control("GET", path, headers=headers)
-            self._check_feed_status(status, body)
+            answer = await self.parent.control("GET", path, headers=headers)
+            self._check_feed_status(answer)
             await self.reconcile_all()
-            await self._save_cursor(int(body.get("next", 1)))
+            await self._save_cursor(int(answer.document.get("next", 1)))
             return
         while True:
-            status, body = await self.parent.control("GET", path, headers=headers,
-                                                     params={"cursor": str(self.state.cursor)})
-            if status == 410:
+            answer = await self.parent.control("GET", path, headers=headers, params={"cursor": str(self.state.cursor)})
+            if answer.status == 410:
                 self.state.cursor = None
                 return await self._catch_up_feed()
-            self._check_feed_status(status, body)
-            for event in body.get("events") or []:
+            self._check_feed_status(answer)
+            for event in answer.document.get("events") or []:
                 await self._apply_event(event)
-            next_cursor = int(body.get("next", self.state.cursor))
+            next_cursor = int(answer.document.get("next", self.state.cursor))
             done = next_cursor == self.state.cursor
             await self._save_cursor(next_cursor)
             if done:
@@ -333,15 +333,14 @@ class SyncEngine:
     async def _send_report(self) -> None:
         # Text from elsewhere (a parent's message, a grandchild's report) may carry control characters, which the
         # parent refuses in a report: they go, the rest of the text stays.
-        status, body = await self.parent.control("POST", f"/registries/{self.identity.name}/status",
-                                                 body=printable(self.report()),
-                                                 headers={"X-Instance-Id": self.identity.instance_id})
-        if status == 400:  # what this instance said does not fit the parent's schema: syncing goes on regardless
-            errors = body.get("errors") if isinstance(body.get("errors"), list) else [{}]
+        answer = await self.parent.control("POST", f"/registries/{self.identity.name}/status",
+                                           body=printable(self.report()),
+                                           headers={"X-Instance-Id": self.identity.instance_id})
+        if answer.status == 400:  # what this instance said does not fit the parent's schema: syncing goes on anyway
             log.warning("parent %s refused the status report: %s", self.parent.endpoint,
-                        printable(str((errors[0] if errors else {}).get("message", "400"))))
-        elif status != 204:
-            self._check_feed_status(status, body)
+                        printable(answer.error_message("400")))
+        elif answer.status != 204:
+            self._check_feed_status(answer)
 
     async def _reconcile_forever(self) -> None:
         """A plain parent has no feed: reconcile every minute (and at once on sync-now)."""
@@ -373,7 +372,8 @@ class SyncEngine:
         document = {"instanceId": identity.instance_id, "deviceId": identity.device_id, "mode": identity.mode,
                     "version": identity.version, "messageTtl": identity.message_ttl,
                     "repositories": identity.repositories}
-        status, body = await self.parent.control("POST", f"/registries/{identity.name}/activate", body=document)
+        answer = await self.parent.control("POST", f"/registries/{identity.name}/activate", body=document)
+        status = answer.status
         self._parent_answered()
         if status == 200:
             self.state.activation, self.state.activated_since = "Active", utc_timestamp()
@@ -382,12 +382,11 @@ class SyncEngine:
             self.on_change()
             log.info("activated %s at %s", identity.name, self.parent.endpoint)
             return
-        code = ((body.get("errors") or [{}])[0]).get("code", "") if isinstance(body.get("errors"), list) else ""
-        message = ((body.get("errors") or [{}])[0]).get("message", f"activation answered {status}")
+        code, message = answer.error_code, answer.error_message(f"activation answered {status}")
         if status in (401, 403) and code not in ("MODE_INCOMPATIBLE",):
-            raise ParentError("auth", f"parent {self.parent.endpoint} refused the sync token for {identity.name} "
-                                      f"({status}): check the token's gateway/{identity.name} actions and "
-                                      "SyncTokenPassword in ACR_REGISTRY_CONNECTION_STRING", status=status)
+            raise ParentUnauthorized(f"parent {self.parent.endpoint} refused the sync token for {identity.name} "
+                                     f"({status}): check the token's gateway/{identity.name} actions and "
+                                     "SyncTokenPassword in ACR_REGISTRY_CONNECTION_STRING", status=status)
         if code == "ALREADY_ACTIVE":
             self.status.set("Parent", "Error", "ALREADY_ACTIVE", message)
             raise ActivationRefused(code, message, retry=True)
@@ -397,7 +396,7 @@ class SyncEngine:
         if code == "MODE_INCOMPATIBLE":
             self.status.set("Parent", "Error", "MODE_INCOMPATIBLE", message)
             raise ActivationRefused(code, message, retry=False)
-        raise ParentError("protocol", f"activation at {self.parent.endpoint} answered {status}: {message}")
+        raise ParentProtocolError(f"activation at {self.parent.endpoint} answered {status}: {message}")
 
     # --- following the feed (SPEC 7.2) ---------------------------------------------------------------------
 
@@ -406,9 +405,9 @@ class SyncEngine:
         path = f"/registries/{self.identity.name}/events"
         if self.state.cursor is None or time.monotonic() - self._last_reconcile > RECONCILE_EVERY_SECONDS:
             self._reconcile_wanted.clear()
-            status, body = await self.parent.control("GET", path, headers=headers)
-            self._check_feed_status(status, body)
-            head = int(body.get("next", 1))
+            answer = await self.parent.control("GET", path, headers=headers)
+            self._check_feed_status(answer)
+            head = int(answer.document.get("next", 1))
             await self.reconcile_all()
             await self._save_cursor(head)
         while True:
@@ -422,15 +421,15 @@ class SyncEngine:
             if poll is None:
                 self._reconcile_wanted.clear()
                 return  # reconcile now (the caller loops back)
-            status, body = poll.result()
-            if status == 410:
+            answer = poll.result()
+            if answer.status == 410:
                 self.status.set("Sync", "Information", "CURSOR_EXPIRED",
                                 "the parent no longer had the events since the last sync (away longer than messageTtl): "
                                 "a full reconcile ran")
                 self.state.cursor = None
                 return
-            self._check_feed_status(status, body)
-            events = body.get("events") or []
+            self._check_feed_status(answer)
+            events = answer.document.get("events") or []
             if events:
                 self.state.syncing = True
                 try:
@@ -438,28 +437,28 @@ class SyncEngine:
                         await self._apply_event(event)
                 finally:
                     self.state.syncing = False
-            await self._save_cursor(int(body.get("next", self.state.cursor)))
+            await self._save_cursor(int(answer.document.get("next", self.state.cursor)))
             if events:
                 self._synced()
                 self.state.syncs += 1
             if time.monotonic() - self._last_reconcile > RECONCILE_EVERY_SECONDS:
                 return
 
-    def _check_feed_status(self, status: int, body: dict) -> None:
-        errors = body.get("errors") if isinstance(body.get("errors"), list) else [{}]
-        code = (errors[0] if errors else {}).get("code", "")
+    def _check_feed_status(self, answer: ControlAnswer) -> None:
+        status, code = answer.status, answer.error_code
         if status == 200:
             self._parent_answered()
             self._backoff = 1.0  # the feed works: the next blip is retried at once, however bad it was before
             return
         if code in ("DEACTIVATED", "ALREADY_ACTIVE"):
-            message = (errors[0] or {}).get("message", code)
+            message = answer.error_message(code)
             self.status.set("Parent", "Error", code, message)
             raise ActivationRefused(code, message, retry=code == "ALREADY_ACTIVE")
         if status in (401, 403):
-            raise ParentError("auth", f"parent refused the event feed ({status}): the sync token needs "
-                                      f"gateway/{self.identity.name}/message/read", status=status)
-        raise ParentError("unreachable" if status >= 500 else "protocol", f"event feed answered {status}", status=status)
+            raise ParentUnauthorized(f"parent refused the event feed ({status}): the sync token needs "
+                                     f"gateway/{self.identity.name}/message/read", status=status)
+        error_type = ParentUnreachable if status >= 500 else ParentProtocolError
+        raise error_type(f"event feed answered {status}", status=status)
 
     async def _save_cursor(self, cursor: int) -> None:
         if cursor != self.state.cursor:
@@ -473,7 +472,7 @@ class SyncEngine:
         patterns = [pattern for pattern in self.identity.repositories if pattern.endswith("*")]
         found = set(exact)
         if patterns:
-            catalog = await self._parent_catalog()
+            catalog = await self.parent.catalog()
             if catalog is None:
                 self.status.set("Sync", "Warning", "CATALOG_REFUSED",
                                 f"the parent refused its catalog, so the patterns {', '.join(patterns)} cannot be "
@@ -482,21 +481,6 @@ class SyncEngine:
                 self.status.clear("CATALOG_REFUSED")
                 found |= {name for name in catalog if any(repository_pattern_matches(p, name) for p in patterns)}
         return sorted(found)
-
-    async def _parent_catalog(self) -> list[str] | None:
-        names: list[str] = []
-        path = "/v2/_catalog?n=1000"
-        while path:
-            async with await self.parent.request("GET", path, scope="registry:catalog:*") as response:
-                if response.status in (401, 403, 404):
-                    return None
-                if response.status != 200:
-                    raise ParentError("unreachable", f"catalog answered {response.status}", status=response.status)
-                document = await response.json(content_type=None)
-                link = response.headers.get("Link")
-            names += [n for n in document.get("repositories") or [] if isinstance(n, str)]
-            path = next_link(link, self.parent.endpoint)
-        return names
 
     async def reconcile_all(self) -> None:
         operation = self.operation if self.operation is not None and self.operation.state in ("Queued", "Running") \
