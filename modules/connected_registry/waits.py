@@ -28,3 +28,18 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+async def until_set(work: Awaitable[T], event: asyncio.Event) -> asyncio.Future[T] | None:
+    """Run `work` until it finishes (its future is returned, to read its result or error) or `event` is set
+    first (`work` is cancelled and awaited: None)."""
+    task = asyncio.ensure_future(work)
+    interrupt = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        interrupt.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    return None if task.cancelled() else task

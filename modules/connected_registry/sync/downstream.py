@@ -18,7 +18,8 @@ from connected_registry.oci.manifest import parse_manifest
 from connected_registry.storage import RegistryStore
 from connected_registry.sync.budget import BudgetExceeded, WalkBudget
 from connected_registry.sync.fills import BlobFill
-from connected_registry.sync.parent_client import ParentClient, ParentError, ParentManifest
+from connected_registry.sync.parent_client import (ParentClient, ParentError, ParentManifest, ParentProtocolError,
+                                                   ParentRefused, ParentUnreachable)
 
 log = logging.getLogger("connected_registry.sync")
 
@@ -166,7 +167,7 @@ class Downstream:
         try:
             await self._download(fill, on_demand)
         except asyncio.CancelledError:
-            error = ParentError("unreachable", f"the transfer of {fill.digest} was stopped; it resumes with the next request")
+            error = ParentUnreachable(f"the transfer of {fill.digest} was stopped; it resumes with the next request")
             raise
         except Exception as failure:  # noqa: BLE001 - handed to every waiter
             error = failure
@@ -193,7 +194,7 @@ class Downstream:
             try:
                 if response.status == 200 and session.offset:  # the parent ignored Range: start over
                     if fill.opened:  # readers have the bytes so far: they cannot start over with us
-                        raise ParentError("protocol", f"parent ignored the Range request resuming {digest}")
+                        raise ParentProtocolError(f"parent ignored the Range request resuming {digest}")
                     await self.store.uploads.cancel(session)
                     session = await self._download_session(repository, digest, fresh=True)
                 if not fill.opened:
@@ -203,8 +204,8 @@ class Downstream:
                                                     fill.progress)
                 except (aiohttp.ClientError, TimeoutError) as cut:
                     if attempt == RESUMES_PER_TRANSFER:
-                        raise ParentError("unreachable", f"the transfer of {digest} from the parent broke off at "
-                                                         f"{session.offset} bytes: {cut!r}") from None
+                        raise ParentUnreachable(f"the transfer of {digest} from the parent broke off at "
+                                                f"{session.offset} bytes: {cut!r}") from None
                     log.info("transfer of %s@%s broke off at %d bytes (%r): resuming with Range", repository, digest,
                              session.offset, cut)
                     continue
@@ -215,8 +216,8 @@ class Downstream:
             await self.store.uploads.complete(session, _Empty(), digest, self.store.origin, on_demand=on_demand,
                                               verified=fill.mark_verified)
         except OciError as error:
-            raise ParentError("protocol", f"blob {repository}@{digest} from the parent failed verification: "
-                                          f"{error.message}") from None
+            raise ParentProtocolError(f"blob {repository}@{digest} from the parent failed verification: "
+                                      f"{error.message}") from None
         finally:
             await self.store.control.forget(f"download:{digest}")
 
@@ -290,7 +291,7 @@ def content_failure(error: BaseException) -> bool:
         return True
     if isinstance(error, OciError):
         return not error.code.startswith("DISK_")
-    return isinstance(error, ParentError) and error.kind in ("refused", "protocol")
+    return isinstance(error, (ParentRefused, ParentProtocolError))
 
 
 def verified_digest(fetched: ParentManifest, repository: str, reference: str) -> str:
@@ -299,8 +300,8 @@ def verified_digest(fetched: ParentManifest, repository: str, reference: str) ->
     digest = digest_of(fetched.body, algorithm)
     if (is_digest(reference) and digest != reference) or (fetched.digest and fetched.digest.startswith(algorithm)
                                                            and fetched.digest != digest):
-        raise ParentError("protocol", f"parent sent manifest bytes for {repository}:{reference} that do not "
-                                      f"match their digest {fetched.digest or reference}")
+        raise ParentProtocolError(f"parent sent manifest bytes for {repository}:{reference} that do not match "
+                                  f"their digest {fetched.digest or reference}")
     return digest
 
 

@@ -1,24 +1,26 @@
 """The only way to the parent (SPEC 3, 7, 11): the OCI API and, on a connected parent, the control API.
 
-Authentication follows the parent's challenge: Bearer (a token fetched from the realm with the sync
-token's Basic credentials, cached per scope until it expires) or Basic. The control API takes Basic.
+Authentication follows the parent's challenge (parent_auth.py: Bearer from the realm, or Basic); the control
+API takes Basic. Every failure is one of the ParentError kinds of parent_errors.py, named here too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlencode, urljoin
+from typing import NamedTuple
+from urllib.parse import urljoin
 
 import aiohttp
 
 from connected_registry import __version__
+from connected_registry.sync.parent_auth import ParentAuth
+from connected_registry.sync.parent_errors import (ParentError, ParentProtocolError, ParentRefused, ParentUnauthorized,
+                                                   ParentUnreachable)
 
 log = logging.getLogger("connected_registry.parent")
 
@@ -28,20 +30,9 @@ MANIFEST_ACCEPT = ", ".join([
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ])
-_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
-
 
 # What a broken link raises once a response's body is streaming (request() itself turns these into ParentError).
 LINK_ERRORS = (aiohttp.ClientError, TimeoutError)
-
-
-class ParentError(Exception):
-    """The parent could not be used. `kind`: unreachable, auth, refused, protocol."""
-
-    def __init__(self, kind: str, message: str, status: int | None = None, code: str | None = None,
-                 timed_out: bool = False) -> None:
-        self.kind, self.status, self.code, self.timed_out = kind, status, code, timed_out
-        super().__init__(message)
 
 
 @dataclass
@@ -51,17 +42,36 @@ class ParentManifest:
     digest: str | None  # as the parent named it (Docker-Content-Digest)
 
 
+class ControlAnswer(NamedTuple):
+    """The parent's answer to a control API call: its status and its JSON document ({} when it sent none)."""
+
+    status: int
+    document: dict
+
+    @property
+    def error_code(self) -> str:
+        """The code of the first error of an error body (`{"errors": [{"code", "message"}]}`); "" without one."""
+        return str(self._first_error().get("code") or "")
+
+    def error_message(self, default: str) -> str:
+        message = self._first_error().get("message")
+        return default if message is None else str(message)
+
+    def _first_error(self) -> dict:
+        errors = self.document.get("errors")
+        first = errors[0] if isinstance(errors, list) and errors else {}
+        return first if isinstance(first, dict) else {}
+
+
 class ParentClient:
     def __init__(self, endpoint: str, token_name: str | None, password: str | None, *,
                  connect_timeout: float = 3.0, first_byte_timeout: float = 10.0, ssl_context=None) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.ssl_context = ssl_context  # None: the system's CAs
         self.on_certificate_error = lambda: None  # inside IoT Edge: read the trust bundle again
-        self.token_name, self.password = token_name, password
+        self.auth = ParentAuth(self.endpoint, token_name, password)
         self.connect_timeout, self.first_byte_timeout = connect_timeout, first_byte_timeout
         self._session: aiohttp.ClientSession | None = None
-        self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (bearer token, expiry)
-        self._basic_only = False
 
     def timeout(self, read: float | None = None) -> aiohttp.ClientTimeout:
         """Given to every request, so new timeouts (a twin update) apply to the next one, not only a new session."""
@@ -90,19 +100,11 @@ class ParentClient:
         self.ssl_context = context
         old, self._session = self._session, None
         if old is not None and not old.closed:
-            import asyncio
-
             asyncio.get_running_loop().call_later(120, lambda: asyncio.ensure_future(old.close()))
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-    def _basic(self) -> str | None:
-        if not self.token_name:
-            return None
-        raw = f"{self.token_name}:{self.password or ''}".encode()
-        return "Basic " + base64.b64encode(raw).decode()
 
     # --- requests with the parent's auth ---------------------------------------------------------
 
@@ -116,7 +118,7 @@ class ParentClient:
             if body is not None:
                 kwargs["data"] = body()
             sent = dict(headers or {})
-            authorization = self._basic() if (basic or self._basic_only) else self._cached_bearer(scope)
+            authorization = self.auth.authorization(scope, basic)
             if authorization:
                 sent["Authorization"] = authorization
             try:
@@ -124,63 +126,24 @@ class ParentClient:
                                                       **{"timeout": self.timeout(), **kwargs})
             except aiohttp.ClientConnectorCertificateError as error:
                 self.on_certificate_error()
-                raise ParentError("unreachable", f"parent {self.endpoint} presented a certificate this instance does "
-                                                 f"not trust ({error.certificate_error}); inside IoT Edge its chain "
-                                                 "must end at the root CA of the hierarchy (the edge CA's trust bundle "
-                                                 "is trusted)") from None
+                raise ParentUnreachable(f"parent {self.endpoint} presented a certificate this instance does not trust "
+                                        f"({error.certificate_error}); inside IoT Edge its chain must end at the root "
+                                        "CA of the hierarchy (the edge CA's trust bundle is trusted)") from None
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
-                raise ParentError("unreachable", f"parent {self.endpoint} is unreachable: {error}",
-                                  timed_out=isinstance(error, TimeoutError)) from None
+                raise ParentUnreachable(f"parent {self.endpoint} is unreachable: {error}",
+                                        timed_out=isinstance(error, TimeoutError)) from None
             if response.status != 401 or attempt == 1:
                 return response
             challenge = response.headers.get("WWW-Authenticate", "")
             response.release()
-            await self._answer_challenge(challenge, scope)
+            await self.auth.answer_challenge(self.session, self.timeout(), challenge, scope)
         raise AssertionError("unreachable")
-
-    def _cached_bearer(self, scope: str | None) -> str | None:
-        cached = self._tokens.get(scope or "")
-        if cached and cached[1] > time.monotonic():
-            return f"Bearer {cached[0]}"
-        return None
-
-    async def _answer_challenge(self, challenge: str, scope: str | None) -> None:
-        scheme = challenge.split(" ", 1)[0].lower()
-        if scheme == "basic":
-            self._basic_only = True
-            return
-        if scheme != "bearer":
-            raise ParentError("auth", f"parent {self.endpoint} asked for unsupported authentication {challenge[:60]!r}")
-        params = dict(_CHALLENGE_PARAM.findall(challenge))
-        realm = params.get("realm")
-        if not realm:
-            raise ParentError("auth", f"parent {self.endpoint} sent a Bearer challenge without a realm")
-        query = [("service", params.get("service", ""))]
-        # one scope parameter per scope, as docker sends them (strict token services take only that form)
-        query += [("scope", item) for item in (scope or params.get("scope") or "").split() if item]
-        headers = {"Authorization": self._basic()} if self._basic() else {}
-        try:
-            async with self.session.get(f"{realm}?{urlencode(query)}", headers=headers,
-                                        timeout=self.timeout()) as response:
-                if response.status in (401, 403):
-                    raise ParentError("auth", f"parent {self.endpoint} refused the sync token {self.token_name!r} "
-                                              f"({response.status}): check SyncTokenPassword in "
-                                              "ACR_REGISTRY_CONNECTION_STRING", status=response.status)
-                if response.status != 200:
-                    raise ParentError("protocol", f"token service {realm} answered {response.status}")
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            raise ParentError("unreachable", f"token service {realm} is unreachable: {error}") from None
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            raise ParentError("protocol", f"token service {realm} sent no token")
-        lifetime = float(body.get("expires_in") or 60)
-        self._tokens[scope or ""] = (token, time.monotonic() + max(lifetime - 30, 10))
 
     # --- the control API (connected parents) ----------------------------------------------------------
 
     async def control(self, method: str, path: str, *, body: dict | None = None, params: dict | None = None,
-                      headers: dict | None = None, read_timeout: float | None = None) -> tuple[int, dict]:
+                      headers: dict | None = None, read_timeout: float | None = None) -> ControlAnswer:
+        """The status and JSON document of a control API call (Basic auth); ParentUnreachable without an answer."""
         kwargs: dict = {"params": params or {}}
         if body is not None:
             kwargs["json"] = body
@@ -191,27 +154,26 @@ class ParentClient:
                                           **kwargs) as response:
                 text = await response.read()
         except TimeoutError:
-            raise ParentError("unreachable", f"parent {self.endpoint} did not answer {path} in time") from None
+            raise ParentUnreachable(f"parent {self.endpoint} did not answer {path} in time") from None
         try:
             document = json.loads(text) if text else {}
         except ValueError:
             document = {}
-        return response.status, document if isinstance(document, dict) else {}
+        return ControlAnswer(response.status, document if isinstance(document, dict) else {})
 
     async def is_connected_parent(self) -> bool:
         """Only an answer decides: a parent that cannot be reached (or fails) now is asked again, not taken for plain."""
         try:
             async with self.session.get(f"{self.endpoint}/acr/connected/v1/info", timeout=self.timeout()) as response:
                 if response.status >= 500:
-                    raise ParentError("unreachable", f"parent {self.endpoint} answered {response.status}",
-                                      status=response.status)
+                    raise ParentUnreachable(f"parent {self.endpoint} answered {response.status}", status=response.status)
                 if response.status != 200:
                     return False
                 document = await response.json(content_type=None)
         except ValueError:
             return False
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            raise ParentError("unreachable", f"parent {self.endpoint} is unreachable: {error}") from None
+            raise ParentUnreachable(f"parent {self.endpoint} is unreachable: {error}") from None
         return isinstance(document, dict) and document.get("kind") == "connected-registry"
 
     # --- the OCI API -----------------------------------------------------------------------------------
@@ -232,21 +194,30 @@ class ParentClient:
 
     async def list_tags(self, repository: str) -> list[str] | None:
         """Every tag, following Link; None when the repository is unknown at the parent."""
-        tags: list[str] = []
-        path = f"/v2/{repository}/tags/list?n=1000"
+        return await self._listing(f"/v2/{repository}/tags/list?n=1000", self.pull_scope(repository), "tags",
+                                   absent=(404,), what=f"tags of {repository}")
+
+    async def catalog(self) -> list[str] | None:
+        """Every repository name, following Link; None when the parent refuses its catalog (401, 403) or has none."""
+        return await self._listing("/v2/_catalog?n=1000", "registry:catalog:*", "repositories",
+                                   absent=(401, 403, 404), what="its catalog")
+
+    async def _listing(self, path: str, scope: str, key: str, absent: tuple[int, ...], what: str) -> list[str] | None:
+        """The names of a paged listing, page after page as Link says; None when the parent answers one of `absent`."""
+        names: list[str] = []
         while path:
-            async with await self.request("GET", path, scope=self.pull_scope(repository)) as response:
-                if response.status == 404:
+            async with await self.request("GET", path, scope=scope) as response:
+                if response.status in absent:
                     return None
-                self._raise_for(response, f"tags of {repository}")
+                self._raise_for(response, what)
                 document = await response.json(content_type=None)
                 link = response.headers.get("Link")
-            page = document.get("tags") or []
+            page = document.get(key) or []
             if not isinstance(page, list):
-                raise ParentError("protocol", f"parent sent a malformed tag list for {repository}")
-            tags += [tag for tag in page if isinstance(tag, str)]
+                raise ParentProtocolError(f"parent {self.endpoint} sent a malformed page of {what}")
+            names += [name for name in page if isinstance(name, str)]
             path = next_link(link, self.endpoint)
-        return tags
+        return names
 
     async def referrers(self, repository: str, digest: str) -> list[dict] | None:
         """Descriptors of the manifests whose subject is `digest`; None when the parent has no referrers API."""
@@ -273,13 +244,13 @@ class ParentClient:
                 response = await self.session.get(location, headers=headers, allow_redirects=False,
                                                   timeout=self.timeout())
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
-                raise ParentError("unreachable", f"blob redirect {location[:80]} is unreachable: {error}") from None
+                raise ParentUnreachable(f"blob redirect {location[:80]} is unreachable: {error}") from None
             hops += 1
         if response.status not in (200, 206):
             status = response.status
             response.release()
-            kind = "refused" if status in (401, 403, 404) else "protocol"
-            raise ParentError(kind, f"parent answered {status} for blob {repository}@{digest}", status=status)
+            error_type = ParentRefused if status in (401, 403, 404) else ParentProtocolError
+            raise error_type(f"parent answered {status} for blob {repository}@{digest}", status=status)
         return response
 
     # --- writing (child to parent) --------------------------------------------------------------------
@@ -322,7 +293,7 @@ class ParentClient:
             self._raise_for(response, f"upload to {repository}")
             location = response.headers.get("Location")
         if not location:
-            raise ParentError("protocol", f"parent {self.endpoint} opened an upload to {repository} without a Location")
+            raise ParentProtocolError(f"parent {self.endpoint} opened an upload to {repository} without a Location")
         return urljoin(self.endpoint + "/", location)
 
     async def upload_offset(self, repository: str, location: str) -> int | None:
@@ -380,12 +351,12 @@ class ParentClient:
         if response.status < 300:
             return
         if response.status == 401 and "insufficient_scope" not in response.headers.get("WWW-Authenticate", ""):
-            kind = "auth"
+            error_type = ParentUnauthorized
         elif response.status >= 500 or response.status == 429:
-            kind = "unreachable"
+            error_type = ParentUnreachable
         else:
-            kind = "refused"  # 400, 403, 404, 405, 413...: the parent will not take it
-        raise ParentError(kind, f"parent {self.endpoint} answered {response.status} for {what}", status=response.status)
+            error_type = ParentRefused  # 400, 403, 404, 405, 413...: the parent will not take it
+        raise error_type(f"parent {self.endpoint} answered {response.status} for {what}", status=response.status)
 
 
 async def _file_body(path: str, offset: int, chunk: int = 1 << 20):

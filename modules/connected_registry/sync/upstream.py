@@ -13,7 +13,7 @@ from connected_registry.oci.manifest import OCI_INDEX, parse_manifest
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore
 from connected_registry.sync.budget import BudgetExceeded, WalkBudget
-from connected_registry.sync.parent_client import ParentClient, ParentError
+from connected_registry.sync.parent_client import ParentClient, ParentRefused
 
 log = logging.getLogger("connected_registry.upstream")
 
@@ -94,9 +94,7 @@ class Upstream:
                 await self._park(entry, "UPLOAD_BUDGET_EXCEEDED", str(exceeded), operation=entry["operation"],
                                  repository=repository, reference=reference, exceeded=exceeded, remedy=remedy)
                 break
-            except ParentError as error:
-                if error.kind != "refused":
-                    raise
+            except ParentRefused as error:
                 await self._park(entry, "UPLOAD_REJECTED", str(error), operation=entry["operation"],
                                  repository=repository, reference=reference, error=error, id=entry["id"])
                 break
@@ -217,8 +215,8 @@ class Upstream:
         the parent, which trusts the sync token, never takes into `repository` what was not in it here."""
         size = self.store.blob_size(repository, digest)
         if size is None:
-            raise ParentError("refused", f"blob {digest} is not in {repository} here (deleted since the manifest "
-                                         "was pushed?): push the blob again")
+            raise ParentRefused(f"blob {digest} is not in {repository} here (deleted since the manifest was pushed?): "
+                                "push the blob again")
         if await self.parent.has_blob(repository, digest):
             return
         sources = [source for source in self.store.repositories_with_blob(digest) if source != repository]
@@ -244,9 +242,7 @@ class Upstream:
             try:
                 await self.parent.finish_upload(repository, digest, location, self.store.blob_path(digest), offset,
                                                 size)
-            except ParentError as error:
-                if error.kind != "refused":
-                    raise  # the link: the session stays, and the next attempt resumes it
+            except ParentRefused as error:  # else the link: the session stays, and the next attempt resumes it
                 if offset:
                     log.info("the parent did not take the upload of %s@%s resumed at %d bytes (%s): starting over",
                              repository, digest, offset, error)

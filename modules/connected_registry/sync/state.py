@@ -1,0 +1,94 @@
+"""What the roles of one child's sync share (engine.py composes them): who this child is, where its sync
+stands (read by the status document), and the parts every role uses, with the few reactions they have in
+common: the parent answered, the sync works again, the parent failed, a sync round ended."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from connected_registry.status import StatusBoard
+from connected_registry.storage import RegistryStore
+from connected_registry.storage.registry import utc_timestamp
+from connected_registry.sync.downstream import Downstream
+from connected_registry.sync.operation import SyncOperation
+from connected_registry.sync.parent_client import ParentClient, ParentError, ParentUnauthorized
+from connected_registry.sync.schedule import Window
+
+
+@dataclass
+class SyncIdentity:
+    name: str
+    mode: str
+    instance_id: str
+    device_id: str
+    version: str
+    message_ttl: str
+    repositories: list[str]
+
+
+@dataclass
+class SyncState:
+    activation: str = "Inactive"  # Active | Inactive
+    activated_since: str | None = None
+    parent_kind: str | None = None  # connected | plain
+    online: bool = False
+    syncing: bool = False
+    last_sync_time: str | None = None
+    cursor: int | None = None
+    errors: int = 0
+    syncs: int = 0
+    window: Window | None = None  # the current or next sync window
+    in_window: bool = True
+    operation: SyncOperation | None = None  # the latest sync-now
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class SyncContext:
+    store: RegistryStore
+    parent: ParentClient
+    identity: SyncIdentity
+    status: StatusBoard
+    downstream: Downstream
+    state: SyncState = field(default_factory=SyncState)
+    on_change: Callable[[], None] = lambda: None  # activation or reachability changed: the reporter looks
+    backoff: float = 1.0  # the loop's wait after a failure; back to 1 s once the sync works again
+    report_wanted: asyncio.Event = field(default_factory=asyncio.Event)  # tell the parent soon
+
+    def running_operation(self) -> SyncOperation | None:
+        """The sync-now that is queued or running, if one is."""
+        operation = self.state.operation
+        return operation if operation is not None and operation.state in ("Queued", "Running") else None
+
+    def became_active(self) -> None:
+        self.state.activation, self.state.activated_since = "Active", utc_timestamp()
+
+    def parent_answered(self) -> None:
+        if not self.state.online:
+            self.state.online = True
+            self.on_change()
+        self.status.clear("PARENT_UNREACHABLE")
+        self.status.clear("PARENT_AUTH_FAILED")
+
+    def sync_works(self) -> None:
+        """The feed or a reconcile worked: the next blip is retried at once, however bad it was before."""
+        self.parent_answered()
+        self.backoff = 1.0
+
+    def parent_failed(self, error: ParentError) -> None:
+        if self.state.online:
+            self.on_change()
+        self.state.online = False
+        self.state.errors += 1
+        if isinstance(error, ParentUnauthorized):
+            self.status.set("PARENT_AUTH_FAILED", error=error)
+        else:
+            self.status.set("PARENT_UNREACHABLE", error=error)
+
+    def round_ended(self) -> None:
+        """A sync round ended; the first one since start is news for the parent's view, so report it soon."""
+        if self.state.last_sync_time is None:
+            self.report_wanted.set()
+        self.state.last_sync_time = utc_timestamp()
