@@ -4,28 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from connected_registry.auth import Access, Caller
 from connected_registry.auth.access import request_origin
 from connected_registry.auth.permissions import repository_in_scope
+from connected_registry.instance import Instance
 from connected_registry.oci.errors import OciError
 from connected_registry.storage import RegistryStore, StorageError
 
 
+class InstanceView(Protocol):
+    """What the API reads of the instance's live settings, when it needs them (the instance core is one)."""
+
+    name: str
+    mode: str  # ReadWrite | ReadOnly
+    is_root: bool
+    repositories: tuple[str, ...]  # what a child syncs; a ReadWrite child takes pushes only there
+
+
 @dataclass
 class ApiContext:
-    """What the API needs of the instance. The runtime replaces fields when the configuration changes."""
+    """What the API needs of the instance. The settings are read live from `instance`, never copied."""
 
     store: RegistryStore
     access: Access
-    mode: str = "ReadWrite"  # ReadWrite | ReadOnly
-    is_root: bool = True
-    repositories: tuple[str, ...] = ()  # what a child syncs; a ReadWrite child takes pushes only there
+    instance: InstanceView = field(default_factory=Instance)  # the embedded default: an open root
     login_server: str | None = None  # ACR_REGISTRY_LOGIN_SERVER: requests to other hosts are refused
-    name: str = "connected-registry"
     # sync.ondemand.PullThrough on an instance with a parent: fills misses (SPEC 8); None on a root.
     pull_through: Any = None
     # Hooks into the rest of the instance, set by the runtime.
@@ -35,6 +42,22 @@ class ApiContext:
     on_children_changed: Callable[[], None] = field(default=lambda: None)
     on_storage_error: Callable[[StorageError], None] = field(default=lambda error: None)
     on_gc: Callable[[], str] = field(default=lambda: "")
+
+    @property
+    def name(self) -> str:
+        return self.instance.name
+
+    @property
+    def mode(self) -> str:
+        return self.instance.mode
+
+    @property
+    def is_root(self) -> bool:
+        return self.instance.is_root
+
+    @property
+    def repositories(self) -> tuple[str, ...]:
+        return self.instance.repositories
 
 
 CONTEXT = web.AppKey("context", ApiContext)

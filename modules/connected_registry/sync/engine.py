@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from connected_registry.auth.permissions import repository_pattern_matches
+from connected_registry.instance import Instance
 from connected_registry.printable import printable
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore, StorageError
@@ -42,13 +43,32 @@ class ActivationRefused(Exception):
 
 @dataclass
 class SyncIdentity:
-    name: str
-    mode: str
-    instance_id: str
+    """Who this child is at its parent. Name, mode, scope and messageTtl are read from the instance core when they
+    are needed, so a new configuration applies without copies (a new name or mode waits for a deactivation)."""
+
+    core: Instance
     device_id: str
     version: str
-    message_ttl: str
-    repositories: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.core.name
+
+    @property
+    def mode(self) -> str:
+        return self.core.mode
+
+    @property
+    def instance_id(self) -> str:
+        return self.core.instance_id
+
+    @property
+    def message_ttl(self) -> str:
+        return self.core.settings.parent.syncProperties.messageTtl
+
+    @property
+    def repositories(self) -> list[str]:
+        return list(self.core.repositories)
 
 
 @dataclass
@@ -88,7 +108,7 @@ class SyncEngine:
         self.operation: SyncOperation | None = None  # the latest sync-now
         self.stopped: str | None = None  # why the loop ended for good (DEACTIVATED, MODE_INCOMPATIBLE)
         self.on_change: Callable[[], None] = lambda: None  # activation or reachability changed: the reporter looks
-        self.downstream = Downstream(store, parent, identity.repositories)
+        self.downstream = Downstream(store, parent, lambda: identity.repositories)
         self.upstream = Upstream(store, parent, status)
         saved = store.control.get("cursor")
         self.state.cursor = int(saved) if saved else None
@@ -168,12 +188,8 @@ class SyncEngine:
         self._schedule_changed.set()
         self.state.wake.set()
 
-    def set_repositories(self, repositories: list[str]) -> None:
-        """A new repository list applies at the next sync (SPEC 3)."""
-        if repositories == self.identity.repositories:
-            return  # another part of the configuration changed: no reconcile needed
-        self.identity.repositories = repositories
-        self.downstream.repositories = repositories
+    def scope_changed(self) -> None:
+        """The repository list changed: it applies at the next sync (SPEC 3)."""
         self._last_reconcile = -RECONCILE_EVERY_SECONDS  # newly added repositories need a reconcile
         self._reconcile_wanted.set()
         self.state.wake.set()
