@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from connected_registry.identity import INSTANCE_NAME_RE
 from connected_registry.printable import CONTROL_CHARACTERS, printable
+from connected_registry.settings import _describe
 
 _NO_CONTROL = "control characters (such as terminal escape sequences) are not allowed"
 
@@ -121,8 +122,6 @@ class ChildEntry(_Part):
 
 def report_problems(document: dict) -> list[str]:
     """What is wrong with a child's report, each naming its field; empty when it may be kept."""
-    from connected_registry.settings import _describe
-
     try:
         Report.model_validate(document)
     except ValidationError as error:

@@ -7,10 +7,20 @@ import asyncio
 import json
 import logging
 
-from connected_registry import __version__
+from connected_registry import __version__, child_settings
+from connected_registry.demo import run_demo
+from connected_registry.edge.module_client import in_iot_edge
+from connected_registry.errors import ConfigInvalid
+from connected_registry.identity import INSTANCE_NAME_RE
+from connected_registry.logs import configure
 from connected_registry.remote import (cmd_deactivate, cmd_list, cmd_outbox, cmd_status, cmd_sync_now,
                                        gc_on_instance)
+from connected_registry.storage import RegistryStore, StorageError
+from connected_registry.storage.gc import collect_garbage
 from connected_registry.views import gc_summary
+
+# Imported in the commands that need them, so that the others start quickly: the server (runtime: aiohttp and every
+# part), the settings model (pydantic) and password hashing (the auth package loads aiohttp).
 
 METRICS_PORT = 9600  # IoT Edge's convention for a module's metrics
 
@@ -33,7 +43,6 @@ def _run(coroutine) -> None:
 
 
 def cmd_serve(arguments: argparse.Namespace) -> int:
-    from connected_registry.edge.module_client import in_iot_edge
     from connected_registry.runtime import InstanceOptions, Runtime, default_data_dir
 
     configured = bool(arguments.config) or in_iot_edge()  # the module twin configures it inside IoT Edge
@@ -55,9 +64,6 @@ def cmd_serve(arguments: argparse.Namespace) -> int:
 def cmd_gc(arguments: argparse.Namespace) -> int:
     if arguments.data is None:
         return gc_on_instance(arguments)
-    from connected_registry.storage import RegistryStore
-    from connected_registry.storage.gc import collect_garbage
-
     async def collect() -> dict:
         store = RegistryStore(arguments.data)
         try:
@@ -74,9 +80,7 @@ def cmd_gc(arguments: argparse.Namespace) -> int:
 
 
 def cmd_get_settings(arguments: argparse.Namespace) -> int:
-    from connected_registry import child_settings
-    from connected_registry.identity import INSTANCE_NAME_RE
-    from connected_registry.settings import ConfigInvalid, validate_desired
+    from connected_registry.settings import validate_desired
 
     child = arguments.child
     if not INSTANCE_NAME_RE.match(child):
@@ -117,14 +121,11 @@ def cmd_get_settings(arguments: argparse.Namespace) -> int:
 
 
 def cmd_demo(arguments: argparse.Namespace) -> int:
-    from connected_registry.demo import run_demo
-
     return run_demo(headless=arguments.headless, base_directory=arguments.data)
 
 
 def cmd_reset_identity(arguments: argparse.Namespace) -> int:
     from connected_registry.runtime import default_data_dir
-    from connected_registry.storage import RegistryStore
 
     store = RegistryStore(arguments.data or default_data_dir())
     try:
@@ -158,7 +159,7 @@ _GATEWAY_ACTIONS = ("config/read", "config/write", "message/read", "message/writ
 
 def cmd_token_create(arguments: argparse.Namespace) -> int:
     from connected_registry.auth.passwords import hash_password, new_password
-    from connected_registry.settings import ConfigInvalid, validate_desired
+    from connected_registry.settings import validate_desired
 
     actions: list[str] = []
     for kind, groups, allowed in (("repositories", arguments.repository, _REPOSITORY_ACTIONS),
@@ -338,11 +339,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from connected_registry.errors import ConfigInvalid
-    from connected_registry.storage import StorageError
-
-    from connected_registry.logs import configure
-
     arguments = build_parser().parse_args(argv)
     configure(arguments.log_level)
     logging.getLogger("azure.iot.device").setLevel(logging.WARNING)  # several lines per twin call at INFO

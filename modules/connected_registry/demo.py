@@ -5,6 +5,7 @@ Ctrl-C (or SIGTERM) stops all three and removes the temporary folder; nothing is
 from __future__ import annotations
 
 import base64
+import ctypes
 import gzip
 import hashlib
 import io
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from connected_registry import child_settings
+from connected_registry.views import render_hierarchy
 
 ADMIN = "demo-admin"
 REPOSITORY, TAG = "demo/hello-world", "1.0"
@@ -70,8 +72,6 @@ def _free_ports(count: int) -> list[int]:
 def _die_with_parent() -> None:
     """In the child: receive SIGTERM if the demo itself dies (even by SIGKILL), so no instance outlives it."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
@@ -115,6 +115,7 @@ def sample_image() -> tuple[list[bytes], bytes]:
 
 class Demo:
     def __init__(self, folder: Path) -> None:
+        # Imported here: the auth package loads aiohttp, which the demo's own process otherwise never needs.
         from connected_registry.auth.passwords import hash_password, new_password
 
         self.folder = folder
@@ -285,8 +286,6 @@ def _terminate(signum, frame) -> None:  # SIGTERM ends the demo as Ctrl-C does
 
 
 def run_demo(headless: bool = False, base_directory: str | None = None) -> int:
-    from connected_registry.views import render_hierarchy
-
     previous = signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background of a script
     folder = Path(base_directory) if base_directory else Path(tempfile.mkdtemp(prefix="connected-registry-demo-"))

@@ -6,6 +6,9 @@ import os
 import re
 import socket
 
+from connected_registry.errors import ConfigInvalid
+from connected_registry.identity import INSTANCE_NAME_RE
+
 
 def parse_connection_string(value: str | None) -> dict[str, str]:
     """`ConnectedRegistryName=..;SyncTokenName=..;SyncTokenPassword=..;ParentGatewayEndpoint=..;ParentEndpointProtocol=..`
@@ -59,9 +62,8 @@ def with_environment(settings):
     """The desired properties completed from the environment (SPEC 3): `name` from ConnectedRegistryName,
     `parent.endpoint` from ACR_PARENT_GATEWAY_ENDPOINT or ParentGatewayEndpoint, `parent.syncToken.name` from
     SyncTokenName. The twin (or file) overrides the environment field by field."""
-    from connected_registry.errors import ConfigInvalid
-    from connected_registry.identity import INSTANCE_NAME_RE
-    from connected_registry.settings import ParentSettings
+    from connected_registry.settings import ParentSettings  # pydantic: the embedded default never loads it
+
 
     connection = parse_connection_string(os.environ.get("ACR_REGISTRY_CONNECTION_STRING"))
     update: dict = {}

@@ -5,14 +5,18 @@ characters before anything of it is printed."""
 from __future__ import annotations
 
 import argparse
+import base64
+import getpass
 import json
 import os
 import shutil
 import sys
 import time
+import urllib.error
+import urllib.request
 
 from connected_registry.printable import printable
-from connected_registry.views import gc_summary
+from connected_registry.views import format_bytes, gc_summary, render_hierarchy, render_status
 
 POLL_SECONDS = 0.3
 
@@ -22,8 +26,6 @@ def credentials(arguments: argparse.Namespace) -> tuple[str | None, str | None]:
     username = arguments.username or os.environ.get("CONNECTED_REGISTRY_USERNAME")
     password = arguments.password or os.environ.get("CONNECTED_REGISTRY_PASSWORD")
     if username and password is None and sys.stdin.isatty():
-        import getpass
-
         password = getpass.getpass(f"password for {username}: ")
         arguments.password = password  # asked once, for every request of this command
     return username, password
@@ -32,10 +34,6 @@ def credentials(arguments: argparse.Namespace) -> tuple[str | None, str | None]:
 def call(arguments: argparse.Namespace, method: str, path: str) -> tuple[int, dict]:
     """One request to a running instance with the operator's credentials (flags or environment); the answer comes
     back printable: an instance's documents carry text from its children and its parent."""
-    import base64
-    import urllib.error
-    import urllib.request
-
     username, password = credentials(arguments)
     request = urllib.request.Request(arguments.registry.rstrip("/") + path, method=method, data=b"" if method != "GET" else None)
     if username:
@@ -70,8 +68,6 @@ def fail(status: int, document: dict, what: str, rights: str | None = None) -> i
 
 
 def cmd_status(arguments: argparse.Namespace) -> int:
-    from connected_registry.views import render_status
-
     status, document = call(arguments, "GET", "/acr/connected/v1/status")
     if status != 200:
         return fail(status, document, "status", "metadata/read on *")
@@ -84,8 +80,6 @@ def terminal_width() -> int:
 
 
 def cmd_list(arguments: argparse.Namespace) -> int:
-    from connected_registry.views import render_hierarchy
-
     status, document = call(arguments, "GET", "/acr/connected/v1/registries")
     if status != 200:
         return fail(status, document, "list", "metadata/read on *")
@@ -94,8 +88,6 @@ def cmd_list(arguments: argparse.Namespace) -> int:
 
 
 def cmd_sync_now(arguments: argparse.Namespace) -> int:
-    from connected_registry.views import format_bytes
-
     status, before = call(arguments, "GET", "/acr/connected/v1/status")
     if status != 200:
         return fail(status, before, "reading the status", "metadata/read on *")

@@ -12,6 +12,8 @@ import ssl
 from collections.abc import Callable
 from urllib.parse import quote
 
+import aiohttp
+
 from connected_registry.waits import wait_event
 
 log = logging.getLogger("connected_registry.tls")
@@ -77,8 +79,6 @@ def parent_ssl_context(extra_ca_pem: str | None) -> ssl.SSLContext:
 async def fetch_trust_bundle() -> str | None:
     """IoT Edge's trust bundle (PEM): from the workload API (IOTEDGE_WORKLOADURI), or in IoT Edge's dev mode the
     file named by EdgeModuleCACertificateFile. None outside IoT Edge."""
-    import aiohttp
-
     ca_file = os.environ.get("EdgeModuleCACertificateFile")
     if not os.environ.get("IOTEDGE_WORKLOADURI") and ca_file:
         return await asyncio.to_thread(lambda: open(ca_file, encoding="utf-8").read())

@@ -33,12 +33,12 @@ async def test_window_only_and_false_keep_the_link_closed_and_true_opens_it(tmp_
             assert not leaf.engine.state.in_window
 
             for setting in ("windowOnly", False):
-                leaf.apply_settings(validate_desired({**document, "onDemand": setting}))
+                leaf.instance.apply(validate_desired({**document, "onDemand": setting}))
                 async with session.get(url(leaf, "/v2/factory/app/manifests/v1"), headers=reader) as response:
                     await expect_oci_error(response, 404, "MANIFEST_UNKNOWN")
             assert leaf.status_document()["cache"]["misses"] == 0  # the parent was not asked
 
-            leaf.apply_settings(validate_desired({**document, "onDemand": True}))
+            leaf.instance.apply(validate_desired({**document, "onDemand": True}))
             assert await digest_at(session, leaf, "factory/app", "v1", reader) == digest  # still outside the window
             assert leaf.status_document()["cache"]["misses"] == 1
     finally:

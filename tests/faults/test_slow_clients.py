@@ -39,9 +39,7 @@ def _receive_until_closed(sock: socket.socket, seconds: float) -> bytes:
 
 async def test_a_connection_that_never_finishes_its_request_is_closed(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(runtime_module, "IDLE_CONNECTION_SECONDS", 1.0)
-    instance = Runtime(InstanceOptions(str(tmp_path / "data"), "127.0.0.1", 0))
-    await instance.start()
-    try:
+    async with Runtime(InstanceOptions(str(tmp_path / "data"), "127.0.0.1", 0)) as instance:
         sock = socket.create_connection(("127.0.0.1", instance.port))
         sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic ")
         # Closed by the server well before the client's own 10 s patience runs out.
@@ -49,8 +47,6 @@ async def test_a_connection_that_never_finishes_its_request_is_closed(tmp_path: 
         sock.close()
         assert b"200 OK" not in received
         figures["slow clients: half-sent requests closed by the idle timeout"] += 1
-    finally:
-        await instance.stop()
 
 
 async def test_a_stalled_upload_body_ends_its_request_and_the_upload_resumes(tmp_path: Path):

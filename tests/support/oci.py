@@ -153,6 +153,7 @@ class ServedStore:
 def serve_store(store, *, mode: str = "ReadWrite"):
     """Async context manager: serve `store` (which the caller owns and closes) in-process; yields ServedStore."""
     import contextlib
+    from types import SimpleNamespace
 
     import aiohttp
     from aiohttp.test_utils import TestServer
@@ -163,7 +164,8 @@ def serve_store(store, *, mode: str = "ReadWrite"):
 
     @contextlib.asynccontextmanager
     async def serving():
-        server = TestServer(create_app(ApiContext(store=store, access=AnonymousAccess(), mode=mode)),
+        instance = SimpleNamespace(name="connected-registry", mode=mode, is_root=True, repositories=())
+        server = TestServer(create_app(ApiContext(store=store, access=AnonymousAccess(), instance=instance)),
                             host="127.0.0.1")
         await server.start_server()
         try:

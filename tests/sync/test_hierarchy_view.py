@@ -17,7 +17,7 @@ async def test_a_child_silent_for_three_report_intervals_shows_stale(tmp_path: P
     leaf = await start_runtime(tmp_path / "leaf", document, clock)
     try:
         async def reported():
-            children = root.hierarchy()["children"]
+            children = root.views.hierarchy()["children"]
             return children if children and children[0]["reportedAt"] else None
 
         children = await eventually(reported, what="the leaf's first report at the root")
@@ -26,7 +26,7 @@ async def test_a_child_silent_for_three_report_intervals_shows_stale(tmp_path: P
         await leaf.stop()
         leaf = None
         clock.advance(4 * 300)  # the root's reportInterval is the default PT5M: three intervals have passed
-        state = root.hierarchy()["children"][0]["connectionState"]
+        state = root.views.hierarchy()["children"][0]["connectionState"]
         assert state.startswith("Offline (stale since ") and children[0]["reportedAt"] in state
     finally:
         if leaf is not None:

@@ -26,8 +26,8 @@ async def test_mode_and_name_changes_wait_for_deactivation_while_the_rest_applie
         detail = await eventually(held_back, what="CHANGE_NEEDS_DEACTIVATION")
         assert detail["severity"] == "Warning" and "mode 'ReadWrite'" in detail["description"]
         assert "name 'line1-renamed'" in detail["description"]
-        assert leaf.mode == "ReadOnly" and leaf.name == "line1-leaf"
-        assert leaf.settings.anonymousPull is True  # the rest of the same change applied
+        assert leaf.instance.mode == "ReadOnly" and leaf.instance.name == "line1-leaf"
+        assert leaf.instance.settings.anonymousPull is True  # the rest of the same change applied
 
         (tmp_path / "leaf" / "desired.json").write_text(json.dumps(dict(document, anonymousPull=True)))
 
@@ -57,7 +57,7 @@ async def test_a_cloned_data_volume_on_another_device_is_already_active(tmp_path
         shutil.copytree(tmp_path / "leaf", tmp_path / "clone")  # the same instanceId on another device
         monkeypatch.setenv("IOTEDGE_DEVICEID", "other-device")
         clone = await start_runtime(tmp_path / "clone", document, clock)
-        assert clone.instance_id == original.instance_id
+        assert clone.instance.instance_id == original.instance.instance_id
 
         async def refused():
             return {d["code"] for d in clone.status_document()["statusDetails"]} & {"ALREADY_ACTIVE"}

@@ -26,9 +26,9 @@ async def test_a_child_away_longer_than_its_message_ttl_reconciles_and_converges
             await leaf.stop()
 
             second = await push_small_image(session, root, "factory/app", "b", writer)
-            assert await root.prune_events() == 0  # within the child's messageTtl nothing goes
+            assert await root.retention.prune_events() == 0  # within the child's messageTtl nothing goes
             clock.advance(2 * 24 * 3600)
-            assert await root.prune_events() > 0
+            assert await root.retention.prune_events() > 0
 
             leaf = await start_runtime(tmp_path / "leaf", leaf_document, clock)
             await eventually(lambda: _has(session, leaf, "b", second, reader), what="tag b after the reconcile")

@@ -41,9 +41,9 @@ async def test_leaving_the_scope_hides_at_once_and_deletes_after_seven_days(tmp_
             assert leaf.store.get_manifest("factory/b", b) is not None  # hidden, not deleted
 
             clock.advance(6 * 24 * 3600)
-            assert await leaf.remove_out_of_scope() == []
+            assert await leaf.retention.remove_out_of_scope() == []
             clock.advance(2 * 24 * 3600)
-            assert await leaf.remove_out_of_scope() == ["factory/b"]
+            assert await leaf.retention.remove_out_of_scope() == ["factory/b"]
             assert leaf.store.get_manifest("factory/b", b) is None
             assert await digest_at(session, leaf, "factory/a", "v1", reader) == a
             assert "REPOSITORY_PENDING_REMOVAL" not in {d["code"] for d in leaf.status_document()["statusDetails"]}

@@ -4,28 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
 from connected_registry.auth import Access, Caller
 from connected_registry.auth.access import request_origin
 from connected_registry.auth.permissions import repository_in_scope
+from connected_registry.instance import Instance
 from connected_registry.oci.errors import OciError
 from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.content import Content, LocalContent
 
 
+class InstanceView(Protocol):
+    """What the API reads of the instance's live settings, when it needs them (the instance core is one)."""
+
+    name: str
+    mode: str  # ReadWrite | ReadOnly
+    is_root: bool
+    repositories: tuple[str, ...]  # what a child syncs; a ReadWrite child takes pushes only there
+
+
 @dataclass
 class ApiContext:
-    """What the API needs of the instance. The runtime replaces fields when the configuration changes."""
+    """What the API needs of the instance. The settings are read live from `instance`, never copied."""
 
     store: RegistryStore
     access: Access
-    mode: str = "ReadWrite"  # ReadWrite | ReadOnly
-    is_root: bool = True
-    repositories: tuple[str, ...] = ()  # what a child syncs; a ReadWrite child takes pushes only there
+    instance: InstanceView = field(default_factory=Instance)  # the embedded default: an open root
     login_server: str | None = None  # ACR_REGISTRY_LOGIN_SERVER: requests to other hosts are refused
-    name: str = "connected-registry"
     # What the read routes serve: the store's content (given `store` alone), or on an instance with a parent the
     # pull-through layer around it, which fills misses (SPEC 8).
     content: Content = None  # type: ignore[assignment]  # None: LocalContent(store), in __post_init__
@@ -40,6 +48,22 @@ class ApiContext:
     def __post_init__(self) -> None:
         if self.content is None:
             self.content = LocalContent(self.store)
+
+    @property
+    def name(self) -> str:
+        return self.instance.name
+
+    @property
+    def mode(self) -> str:
+        return self.instance.mode
+
+    @property
+    def is_root(self) -> bool:
+        return self.instance.is_root
+
+    @property
+    def repositories(self) -> tuple[str, ...]:
+        return self.instance.repositories
 
 
 CONTEXT = web.AppKey("context", ApiContext)

@@ -117,7 +117,7 @@ def _check_activation(document: dict) -> None:
 
 def _check_report(document: dict) -> None:
     """A child's report is shown to operators as it came: refuse one that does not fit its schema (SPEC 11)."""
-    from connected_registry.child_report import report_problems
+    from connected_registry.child_report import report_problems  # pydantic: loaded at the first child's report
 
     problems = report_problems(document)
     if problems:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -105,12 +106,17 @@ def _enabled(tokens: dict[str, tuple["TokenSettings", Permissions]], name: str) 
 
 
 class TokenAccess:
-    def __init__(self, signer: "TokenSigner", service: str, settings: "DesiredProperties",
+    def __init__(self, signer: "TokenSigner", service: Callable[[], str], settings: "DesiredProperties",
                  checker: PasswordChecker | None = None) -> None:
         self.signer = signer
-        self.service = service
+        self._service = service
         self.checker = checker or PasswordChecker()
         self.configure(settings)
+
+    @property
+    def service(self) -> str:
+        """The token service's name (the login server, else the instance's name), read live: a rename applies."""
+        return self._service()
 
     def configure(self, settings: "DesiredProperties") -> None:
         previous = getattr(self, "_tokens", None)  # None: the first configuration, after a start

@@ -67,7 +67,7 @@ class ModuleConnection:
     def _create():
         with warnings.catch_warnings():  # the SDK builds an ssl.PROTOCOL_TLSv1_2 context (deprecated in 3.10)
             warnings.simplefilter("ignore", DeprecationWarning)
-            from azure.iot.device.aio import IoTHubModuleClient
+            from azure.iot.device.aio import IoTHubModuleClient  # the SDK is heavy: loaded only inside IoT Edge
 
             return IoTHubModuleClient.create_from_edge_environment(keep_alive=60, connection_retry_interval=5)
 
@@ -100,7 +100,7 @@ class ModuleConnection:
         self._method_handler = handler
 
     async def _answer_method(self, request) -> None:
-        from azure.iot.device import MethodResponse
+        from azure.iot.device import MethodResponse  # the SDK is heavy: loaded only inside IoT Edge
 
         try:
             if self._method_handler is None:

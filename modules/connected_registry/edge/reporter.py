@@ -5,9 +5,9 @@
 - `Syncing` only once a transfer has lasted 30 s (until then it is reported as Online);
 - counters (`sync.*`, lastSyncTime, lastActivityTime, uploadSessions) at most once per `reportInterval`.
 
-There is one status document (`Runtime.status_document()`); the reporter only decides when to send, and sends the
-difference from what it sent last as a JSON merge patch (null deletes). It looks at the document every second and
-at once when poked (a configuration was applied, a status detail changed).
+There is one status document (status_document.py, read through `InstanceControl`); the reporter only decides when
+to send, and sends the difference from what it sent last as a JSON merge patch (null deletes). It looks at the
+document every second and at once when poked (a configuration was applied, a status detail changed).
 """
 
 from __future__ import annotations

@@ -415,6 +415,14 @@ class RegistryStore:
         finally:
             self.after_change()
 
+    async def remove_repositories(self, repositories: list[str]) -> None:
+        """Every manifest of these repositories goes, as the parent's deletions do (events, no outbox entries):
+        what left a ReadOnly child's scope and its grace period (SPEC 7.2)."""
+        for repository in repositories:
+            for (digest,) in self.metadata.read("SELECT digest FROM manifests WHERE repository = ?", (repository,)):
+                if self.get_manifest(repository, digest) is not None:
+                    await self.delete_manifest(repository, digest, from_parent=True)
+
     # --- events and outbox (written inside the transactions above) ------------------------------
 
     @staticmethod
@@ -473,6 +481,9 @@ class RegistryStore:
 
     def repository_exists(self, repository: str) -> bool:
         return self.metadata.read_one("SELECT 1 FROM repositories WHERE name = ?", (repository,)) is not None
+
+    def has_manifests(self, repository: str) -> bool:
+        return self.metadata.read_one("SELECT 1 FROM manifests WHERE repository = ? LIMIT 1", (repository,)) is not None
 
     def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str]:
         sql = "SELECT tag FROM tags WHERE repository = ? AND tag > ? ORDER BY tag"

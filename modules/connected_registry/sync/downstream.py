@@ -46,17 +46,17 @@ class _Counted:
 
 
 class Downstream:
-    def __init__(self, store: RegistryStore, parent: ParentClient, repositories: list[str]) -> None:
+    def __init__(self, store: RegistryStore, parent: ParentClient, repositories: Callable[[], list[str]]) -> None:
         self.store = store
         self.parent = parent
-        self.repositories = repositories
+        self.repositories = repositories  # the live scope, read at each check
         self.bytes_downloaded = 0
         self.bytes_on_demand = 0
         self.fills: dict[str, BlobFill] = {}  # digest -> the one transfer in progress
         self.after_on_demand_fill: Callable[[str], Awaitable[None]] | None = None  # the disk budget's check
 
     def in_scope(self, repository: str) -> bool:
-        return repository_in_scope(self.repositories, repository)
+        return repository_in_scope(self.repositories(), repository)
 
     # --- content ------------------------------------------------------------------------------------
 

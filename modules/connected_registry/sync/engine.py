@@ -39,7 +39,7 @@ class SyncEngine:
                  kind: str = "auto", report: Callable[[], dict] | None = None, report_interval: float = 300,
                  schedule: SyncSchedule | None = None, clock: Callable[[], float] = time.time,
                  on_storage_error: Callable[[StorageError], None] | None = None) -> None:
-        self.sync = SyncContext(store, parent, identity, status, Downstream(store, parent, identity.repositories))
+        self.sync = SyncContext(store, parent, identity, status, Downstream(store, parent, lambda: identity.repositories))
         self.upstream = Upstream(store, parent, status)
         self.activation = Activation(self.sync, kind)
         self.reconcile = Reconcile(self.sync)
@@ -102,12 +102,8 @@ class SyncEngine:
         self._schedule_changed.set()
         self.sync.state.wake.set()
 
-    def set_repositories(self, repositories: list[str]) -> None:
-        """A new repository list applies at the next sync (SPEC 3)."""
-        if repositories == self.sync.identity.repositories:
-            return  # another part of the configuration changed: no reconcile needed
-        self.sync.identity.repositories = repositories
-        self.sync.downstream.repositories = repositories
+    def scope_changed(self) -> None:
+        """The repository list changed: it applies at the next sync (SPEC 3)."""
         self.reconcile.want()  # newly added repositories need a reconcile
         self.sync.state.wake.set()
 

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from connected_registry.instance import Instance
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore
 from connected_registry.storage.registry import utc_timestamp
@@ -19,13 +20,32 @@ from connected_registry.sync.schedule import Window
 
 @dataclass
 class SyncIdentity:
-    name: str
-    mode: str
-    instance_id: str
+    """Who this child is at its parent. Name, mode, scope and messageTtl are read from the instance core when they
+    are needed, so a new configuration applies without copies (a new name or mode waits for a deactivation)."""
+
+    core: Instance
     device_id: str
     version: str
-    message_ttl: str
-    repositories: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.core.name
+
+    @property
+    def mode(self) -> str:
+        return self.core.mode
+
+    @property
+    def instance_id(self) -> str:
+        return self.core.instance_id
+
+    @property
+    def message_ttl(self) -> str:
+        return self.core.settings.parent.syncProperties.messageTtl
+
+    @property
+    def repositories(self) -> list[str]:
+        return list(self.core.repositories)
 
 
 @dataclass
