@@ -20,7 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from tests.support.clients import registry_requests, skopeo
+from tests.support.clients import registry_requests, rootfs_tar, skopeo
 from tests.support.layouts import make_image, manifest_digest, read_blob
 from tests.support.pki import non_loopback_ipv4
 from tests.support.processes import wait_until
@@ -158,18 +158,9 @@ def test_docker_pulls_an_image_pushed_by_skopeo_and_pushes_it_retagged_as_docker
     assert [layer["digest"] for layer in copied["layers"]] == [layer["digest"] for layer in original["layers"]]
 
 
-def _rootfs_tar(payload: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        info = tarfile.TarInfo("payload/data.bin")
-        info.size, info.mode, info.mtime = len(payload), 0o644, 0
-        archive.addfile(info, io.BytesIO(payload))
-    return buffer.getvalue()
-
-
 def test_docker_uploads_an_image_the_registry_has_never_seen(registry, dockerd, tmp_path: Path):
     payload = os.urandom(300_000)
-    rootfs = _rootfs_tar(payload)
+    rootfs = rootfs_tar(payload)
     (tmp_path / "rootfs.tar").write_bytes(rootfs)
     reference = f"{registry.host}/edge/imported:v1"
     dockerd.docker("import", str(tmp_path / "rootfs.tar"), reference)
@@ -282,12 +273,10 @@ def test_docker_pulls_and_pushes_through_the_api_proxy_verifying_the_test_ca(reg
 
     dockerd.trust(proxy_host, test_pki.ca_cert)  # /etc/docker/certs.d/<host:port>/ca.crt inside dockerd's namespace
     dockerd.docker("pull", f"{proxy_host}/edge/app:v1")
-    repo_digests = dockerd.docker("image", "inspect", "--format", "{{json .RepoDigests}}",
-                                  f"{proxy_host}/edge/app:v1").stdout
-    assert f"{proxy_host}/edge/app@{digest}" in json.loads(repo_digests)
+    assert f"{proxy_host}/edge/app@{digest}" in dockerd.repo_digests(f"{proxy_host}/edge/app:v1")
 
     payload = os.urandom(200_000)
-    (tmp_path / "rootfs.tar").write_bytes(_rootfs_tar(payload))
+    (tmp_path / "rootfs.tar").write_bytes(rootfs_tar(payload))
     dockerd.docker("import", str(tmp_path / "rootfs.tar"), f"{proxy_host}/edge/docker-via-proxy:v1")
     output = dockerd.docker("push", f"{proxy_host}/edge/docker-via-proxy:v1").stdout
     pushed_digest = re.search(r"v1: digest: (sha256:[0-9a-f]{64})", output).group(1)

@@ -10,7 +10,7 @@ from tests.support.http import basic, request
 from tests.support.layouts import make_image
 from tests.support.processes import RegistryProcess, run_cli, wait_until
 from tests.sync.hierarchy import READER, client_tokens, start_instance
-from tests.sync.test_downstream import ACCEPT, skopeo_push
+from tests.sync.instance_api import ACCEPT, skopeo_push
 
 AZ_KEYS = ["ACR_REGISTRY_CERTIFICATE_VOLUME", "ACR_REGISTRY_CONNECTION_STRING", "ACR_REGISTRY_DATA_VOLUME",
            "ACR_REGISTRY_LOGIN_SERVER", "SYNC_TOKEN_PASSWORD", "SYNC_TOKEN_USER"]

@@ -8,11 +8,10 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tests.cli.conftest import operator_cli
 from tests.support.layouts import make_image
 from tests.support.processes import run_cli
 from tests.sync.hierarchy import READER, start_instance
-from tests.sync.test_downstream import manifest_at, skopeo_push
+from tests.sync.instance_api import manifest_at, operator_cli, skopeo_push
 
 
 def outside_any_window() -> dict:

@@ -11,6 +11,8 @@ import urllib.request
 from tests.edge.modules import (MODULE_NAME, OTHER_END_2H, OTHER_SCHEDULE, OTHER_START, QUIET_END,
                                 QUIET_SCHEDULE, QUIET_START, EdgeModule)
 from tests.support.edge_runtime import wait_for_module_exit
+from tests.support.http import basic, request
+from tests.sync.hierarchy import WRITER
 
 
 def _codes(reported: dict) -> set[str]:
@@ -98,9 +100,6 @@ def test_a_full_redelivery_of_the_desired_document_changes_nothing(edge_module: 
 
 
 def test_changes_made_while_edgehub_was_away_arrive_when_the_module_is_back(edge_module: EdgeModule):
-    from tests.support.http import basic, request
-    from tests.sync.hierarchy import WRITER
-
     hub = edge_module.hub
     hub.wait_reported(_active_with_window(QUIET_START), timeout=60, what="Active with its window")
     manifests = f"{edge_module.process.url}/v2/factory/app/manifests/v1"

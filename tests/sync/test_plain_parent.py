@@ -11,8 +11,7 @@ from tests.support.layouts import make_image, read_blob
 from tests.support.oci import image_manifest, sha256
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import READER, WRITER, start_instance
-from tests.sync.test_activation import codes, status_of
-from tests.sync.test_downstream import manifest_at, skopeo_push
+from tests.sync.instance_api import codes, manifest_at, skopeo_push, status_of
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
