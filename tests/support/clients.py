@@ -424,35 +424,40 @@ http {{
         self.daemon.stop()  # SIGTERM to the master: fast shutdown; workers are in its process group
 
 
+DISTRIBUTION_CONFIG = """\
+version: 0.1
+log:
+  level: info
+  formatter: text
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: {addr}
+  secret: connected-registry-tests
+"""
+
+
 class Distribution:
     """CNCF distribution (`docker-registry serve CONFIG`) on a free loopback port, storage under `workdir`."""
 
-    def __init__(self, workdir: Path, port: int | None = None, timeout: float = 20.0, extra_config: str = "") -> None:
-        """`extra_config`: more top-level YAML for the config (an `auth:` section, say)."""
-        require("docker-registry")
+    def __init__(self, workdir: Path, port: int | None = None, timeout: float = 20.0, extra_config: str = "", *,
+                 config: str = DISTRIBUTION_CONFIG, binary: str = "docker-registry") -> None:
+        """`extra_config`: more top-level YAML for the config (an `auth:` section, say). `config`: the YAML with
+        `{root}` and `{addr}` in place of the storage directory and the listen address (the benchmarks' own)."""
+        require(binary)
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "config.yml"
-        self.config.write_text(textwrap.dedent(f"""\
-            version: 0.1
-            log:
-              level: info
-              formatter: text
-            storage:
-              filesystem:
-                rootdirectory: {workdir / 'data'}
-              delete:
-                enabled: true
-              maintenance:
-                uploadpurging:
-                  enabled: false
-            http:
-              addr: {self.host}
-              secret: connected-registry-tests
-            """) + textwrap.dedent(extra_config))
-        self.daemon = Daemon("docker-registry", ["docker-registry", "serve", self.config], workdir / "registry.log")
+        self.config.write_text(config.format(root=workdir / "data", addr=self.host) + textwrap.dedent(extra_config))
+        self.daemon = Daemon("docker-registry", [binary, "serve", self.config], workdir / "registry.log")
         self.daemon.wait_ready(self._ready, timeout=timeout)
 
     def _ready(self) -> bool:

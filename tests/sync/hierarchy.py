@@ -60,6 +60,10 @@ class Instance:
     def metrics_url(self) -> str:
         return self.process.metrics_url
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
     def stop(self) -> None:
         self.process.stop()
 
@@ -68,11 +72,12 @@ def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly"
                    repositories: list[str] | None = None, children: list[tuple[str, str]] = (),
                    extra: dict | None = None, directory_name: str | None = None,
                    sync_password: str | None = None, parent_settings: dict | None = None,
-                   port: int | None = None) -> Instance:
+                   port: int | None = None, env: dict[str, str | None] | None = None, **process) -> Instance:
     """An instance named `name`. `parent`: an Instance (its tokens must include this one's sync token, see
     `children`) or any registry with `url` and `host` (a plain parent). `sync_password` replaces the sync token's
     password in the connection string (e.g. a wrong one); `parent_settings` adds to the `parent` section. `port`:
-    where it listens (default: a free one)."""
+    where it listens (default: a free one); `env` adds to its environment; `process` goes to RegistryProcess
+    (`wait`, `command`, `metrics`, `log_path`: how the benchmarks run it)."""
     directory = base / (directory_name or name)
     directory.mkdir(parents=True, exist_ok=True)
     tokens = client_tokens()
@@ -82,7 +87,7 @@ def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly"
         sync_name, _, sync_entry = sync_token_for(child, child_mode)
         tokens[sync_name] = sync_entry
     document: dict = {"name": name, "mode": mode, "tokens": tokens, "repositories": repositories or ["*"]}
-    env = {}
+    env = dict(env or {})
     if parent is not None:
         sync_name, right_password, _ = sync_token_for(name, mode)
         sync_password = right_password if sync_password is None else sync_password
@@ -93,5 +98,6 @@ def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly"
     document.update(extra or {})
     config_path = directory / "desired.json"
     config_path.write_text(json.dumps(document))
-    process = RegistryProcess(directory / "data", port=port, extra_args=["--config", str(config_path)], env=env)
+    process = RegistryProcess(directory / "data", port=port, extra_args=["--config", str(config_path)], env=env,
+                              **process)
     return Instance(name, process, config_path, document)
