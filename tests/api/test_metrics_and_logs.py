@@ -3,7 +3,6 @@ the log level follows logging.logLevel at once."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from connected_registry.api.metrics import render
@@ -87,7 +86,7 @@ def test_request_ids_are_returned_and_on_the_log_line_and_the_level_changes_at_o
         assert request(f"{root.url}/healthz").headers["X-Request-Id"]
 
         root.document["logging"] = {"logLevel": "Warning"}
-        root.config_path.write_text(json.dumps(root.document))
+        root.write_config()
         probes = iter(range(1000))
 
         def quiet() -> bool:  # a request after the change writes no debug line (one would show within ms)

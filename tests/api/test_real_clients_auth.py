@@ -34,7 +34,6 @@ from tests.support.clients import RecordingProxy, engine_request, registry_auth,
 from tests.support.http import basic, request
 from tests.support.layouts import make_image, manifest_digest, read_blob
 from tests.support.pki import non_loopback_ipv4
-from tests.support.processes import wait_until
 
 READER = ("reader1", PASSWORDS["reader1"])
 WRITER = ("writer1", PASSWORDS["writer1"])
@@ -103,11 +102,6 @@ def docker_login(dockerd, host: str, name: str, password: str, check: bool = Tru
 
 def docker_auths(dockerd) -> dict:
     return json.loads((dockerd.cli_config / "config.json").read_text()).get("auths", {})
-
-
-def wait_for_proxy_log(proxy, predicate, what: str):
-    """nginx writes an access-log line just after it has sent the response: poll for it."""
-    return wait_until(lambda: predicate(proxy.requests()), timeout=10, what=f"{what} in {proxy.access_log}")
 
 
 # --- containerd / ctr: POST grant_type=password ---------------------------------------------------------------
@@ -303,7 +297,7 @@ def test_skopeo_and_ctr_log_in_and_pull_through_the_api_proxy(secured, app_image
     assert manifest_digest(pulled, "v1") == app_image.digest
     for blob in app_image.blobs:
         assert read_blob(pulled, blob) == read_blob(app_image.layout, blob)
-    wait_for_proxy_log(proxy, lambda rows: any(
+    proxy.wait_for_requests(lambda rows: any(
         method == "GET" and uri.startswith("/acr/oauth2/token?") and "account=reader1" in uri and status == 200
         for method, uri, status in rows), "skopeo's GET token request")
 
@@ -315,7 +309,7 @@ def test_skopeo_and_ctr_log_in_and_pull_through_the_api_proxy(secured, app_image
     seen = re.findall(r'response\.header\.www-authenticate="((?:[^"\\]|\\.)*)"', result.stderr)
     assert seen and all(challenge_realm(value.replace('\\"', '"')) == realm for value in seen), result.stderr
     assert {url.split("/v2/")[0] for _, url in registry_requests(result.stderr)} == {f"https://{proxy.host}"}
-    wait_for_proxy_log(proxy, lambda rows: ("POST", "/acr/oauth2/token", 200) in rows,
+    proxy.wait_for_requests(lambda rows: ("POST", "/acr/oauth2/token", 200) in rows,
                        "ctr's POST token request (grant_type=password)")
     assert not [row for row in proxy.requests() if row[1].startswith("/acr/") and row[2] not in (200,)], \
         proxy.requests()
@@ -339,13 +333,13 @@ def test_docker_logs_in_and_pulls_through_the_api_proxy_on_a_non_loopback_addres
     docker_login(dockerd, proxy_host, *READER)
 
     assert docker_auths(dockerd)[proxy_host]["identitytoken"]
-    wait_for_proxy_log(proxy, lambda rows: any(
+    proxy.wait_for_requests(lambda rows: any(
         method == "GET" and uri.startswith("/acr/oauth2/token?") and "offline_token=true" in uri and status == 200
         for method, uri, status in rows), "docker login's GET token request")
 
     dockerd.docker("pull", f"{proxy_host}/factory/app:v1")
 
     assert f"{proxy_host}/factory/app@{app_image.digest}" in dockerd.repo_digests(f"{proxy_host}/factory/app:v1")
-    wait_for_proxy_log(proxy, lambda rows: ("POST", "/acr/oauth2/token", 200) in rows
+    proxy.wait_for_requests(lambda rows: ("POST", "/acr/oauth2/token", 200) in rows
                        and ("GET", f"/v2/factory/app/manifests/{app_image.digest}", 200) in rows,
                        "docker pull's POST token request (grant_type=refresh_token) and manifest GET")

@@ -65,7 +65,7 @@ def test_a_generated_sync_token_lets_a_new_child_activate_and_sync(tmp_path: Pat
         assert not any(action.endswith("content/write") for action in entry["actions"])  # ReadOnly by default
         # The operator adds the entry to the parent's tokens (re-read at once) and deploys the child with the env.
         root.document["tokens"].update(tokens)
-        root.config_path.write_text(json.dumps(root.document))
+        root.write_config()
         layout = tmp_path / "layout"
         make_image(layout, "v1", layers=1, size="8K")
         skopeo_push(layout, "v1", root, "factory/app:v1")

@@ -26,7 +26,7 @@ def test_sync_now_shows_repositories_and_bytes_and_ends_with_a_summary(tmp_path:
     try:
         leaf.document["parent"]["syncProperties"] = outside_any_window()
         leaf.document["onDemand"] = False  # a GET at the leaf must not fill the content itself: the sync brings it
-        leaf.config_path.write_text(json.dumps(leaf.document))
+        leaf.write_config()
         leaf.process.restart()
         layout = tmp_path / "layout"
         for repository in ("one", "two"):

@@ -412,6 +412,10 @@ http {{
                 rows.append((parts[0], parts[1], int(parts[2])))
         return rows
 
+    def wait_for_requests(self, predicate, what: str):
+        """nginx writes an access-log line just after it has sent the response: poll `predicate(requests())`."""
+        return wait_until(lambda: predicate(self.requests()), timeout=10, what=f"{what} in {self.access_log}")
+
     def open(self, method: str, path: str, data: bytes | None = None, headers: dict[str, str] | None = None):
         """One HTTPS request through the proxy, verified with the test CA; returns the response (or HTTPError)."""
         request = urllib.request.Request(self.url + path, method=method, data=data, headers=headers or {})

@@ -43,6 +43,8 @@ def sync_token_for(child: str, mode: str = "ReadOnly") -> tuple[str, str, dict]:
 
 @dataclass
 class Instance:
+    """A running `serve` process and the desired properties it reads from its --config file."""
+
     name: str
     process: RegistryProcess
     config_path: Path
@@ -63,6 +65,14 @@ class Instance:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def write_config(self, document: dict | None = None) -> None:
+        """Give the running instance a new configuration (by default its `document`, changed in place). Written
+        whole, then moved into place, so the instance never reads half of it."""
+        self.document = self.document if document is None else document
+        temporary = self.config_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.document))
+        temporary.replace(self.config_path)
 
     def stop(self) -> None:
         self.process.stop()

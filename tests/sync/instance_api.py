@@ -144,7 +144,7 @@ def add_tokens(instance, *tokens: tuple[str, str, list[str]]) -> None:
     """Add tokens to a running instance's configuration, and wait until it applied them."""
     for name, password, actions in tokens:
         instance.document["tokens"][name] = token(password, actions)
-    instance.config_path.write_text(json.dumps(instance.document))
+    instance.write_config()
 
     def known(name: str, password: str) -> bool:
         return request(f"{instance.url}/acr/oauth2/token", headers=basic(name, password)).status == 200

@@ -20,7 +20,7 @@ def test_a_refused_entry_is_parked_and_does_not_block_other_repositories(tmp_pat
                        "repositories/factory/app/content/write"])
     root = start_instance(tmp_path, "factory-root")
     root.document["tokens"][sync_name] = limited
-    root.config_path.write_text(json.dumps(root.document))
+    root.write_config()
     middle = start_instance(tmp_path, "plant-middle", parent=root, mode="ReadWrite", repositories=["factory/*"])
     try:
         layout = tmp_path / "layout"
@@ -48,7 +48,7 @@ def test_a_refused_entry_is_parked_and_does_not_block_other_repositories(tmp_pat
         # the operator grants the write and retries: the entry goes up
         root.document["tokens"][sync_name] = token(sync_password, limited["actions"] + [
             "repositories/factory/locked/content/write"])
-        root.config_path.write_text(json.dumps(root.document))
+        root.write_config()
 
         def write_granted() -> bool:
             reply = request(f"{root.url}/acr/oauth2/token?service=factory-root&scope=repository:factory/locked:push",
