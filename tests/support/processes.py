@@ -97,6 +97,7 @@ class ManagedProcess:
         else:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "ab") as log:
+                self._log_start = log.tell()  # an earlier run's lines (a restart) are not this one's
                 self.process = self._spawn(stdout=log)
 
     def _spawn(self, **output) -> subprocess.Popen:
@@ -121,7 +122,9 @@ class ManagedProcess:
         if self.log_path is None:
             return list(self.output)
         try:
-            return self.log_path.read_text(errors="replace").splitlines()
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                return log.read().decode(errors="replace").splitlines()
         except FileNotFoundError:
             return []
 
@@ -162,8 +165,8 @@ class RegistryProcess(ManagedProcess):
         if wait:  # else the caller waits with `wait_ready` (e.g. for an IoT Edge module whose edgeHub is not up yet)
             self.wait_ready()
 
-    def wait_ready(self, timeout: float = 30, interval: float = 0.02) -> None:
-        wait_until(self._ready, timeout=timeout, what=f"registry on port {self.port}", interval=interval)
+    def wait_ready(self, timeout: float = 30) -> None:
+        wait_until(self._ready, timeout=timeout, what=f"registry on port {self.port}")
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:
