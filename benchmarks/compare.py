@@ -9,21 +9,20 @@ and writes it as JSON to benchmarks/results/latest.json.
     .venv/bin/python benchmarks/compare.py             # full run (1 GiB blob, 10x20 MiB image), ~4 min
     .venv/bin/python benchmarks/compare.py --quick     # smoke run with small sizes
 
-Needs: curl, wrk, skopeo, docker-registry on PATH; Python 3.11 standard library only. See README.md.
+Needs: curl, wrk, skopeo, docker-registry on PATH, and the project's .venv: the registries are started and stopped
+with tests/support's process helpers (tests/support/processes.py, clients.py). See README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import json
 import os
 import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-MKIMAGE = ROOT / "tests" / "support" / "mkimage.py"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.clients import Distribution, run  # noqa: E402 - after the repository root is on the path
+from tests.support.http import request  # noqa: E402
+from tests.support.layouts import make_image  # noqa: E402
+from tests.support.processes import RegistryProcess, stop_process  # noqa: E402
+
 DEFAULT_OURS = ROOT / ".venv" / "bin" / "connected-registry"
 DEFAULT_JSON = HERE / "results" / "latest.json"
 
@@ -69,76 +75,32 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
 # --- processes ---------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
-    """Poll `condition` until truthy or the deadline passes (no fixed sleeps for readiness)."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-            if result:
-                return result
-        except (OSError, http.client.HTTPException) as error:
-            last_error = error
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f": {last_error!r}" if last_error else ""))
-
-
 class Children:
-    """Every long-lived child we start, so all of them are stopped by PID whatever happens."""
+    """Every long-lived child we start (anything with `stop()`), so all of them are stopped by PID whatever
+    happens."""
 
     def __init__(self) -> None:
-        self.processes: list[subprocess.Popen] = []
+        self.running: list = []
 
-    def spawn(self, argv: list[str], **kwargs) -> subprocess.Popen:
-        process = subprocess.Popen(argv, **kwargs)
-        self.processes.append(process)
-        return process
+    def track(self, child):
+        self.running.append(child)
+        return child
 
-    @staticmethod
-    def stop(process: subprocess.Popen, grace: float = 15.0) -> None:
-        if process.poll() is None:
-            try:
-                os.kill(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=grace)
+    def stop(self, child) -> None:
+        child.stop()
+        if child in self.running:
+            self.running.remove(child)
 
     def stop_all(self) -> None:
-        for process in reversed(self.processes):
+        for child in reversed(self.running):
             try:
-                self.stop(process)
+                child.stop()
             except Exception as error:  # noqa: BLE001 - keep stopping the others
-                progress(f"could not stop PID {process.pid}: {error!r}")
-        self.processes.clear()
+                progress(f"could not stop {child!r}: {error!r}")
+        self.running.clear()
 
 
 CHILDREN = Children()
-
-
-def run(argv: list[str], timeout: float, what: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """A short-lived command; subprocess.run kills it on timeout, Ctrl-C or SIGTERM."""
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"{what} failed ({result.returncode}): {' '.join(argv)}\n{result.stdout}\n{result.stderr}")
-    return result
-
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -155,24 +117,7 @@ def rss_kib(pid: int) -> int:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for PID {pid}")
-
-
-# --- HTTP ------------------------------------------------------------------------------------------
-
-
-def http_request(method: str, url: str, headers: dict | None = None, body: bytes | None = None,
-                 timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
-    parts = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        connection.request(method, target, body=body, headers=headers or {})
-        response = connection.getresponse()
-        data = response.read()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-    finally:
-        connection.close()
+    raise RuntimeError(f"no VmRSS for PID {pid}: it has exited (its log is shown below)")
 
 
 # --- the two registries ----------------------------------------------------------------------------
@@ -180,63 +125,32 @@ def http_request(method: str, url: str, headers: dict | None = None, body: bytes
 
 @dataclass
 class Registry:
+    """One registry under measurement: its column in the table, and its process's CPU time and memory, read by PID."""
+
     key: str  # "ours" | "distribution"
-    argv: list[str]
-    data_dir: Path
-    port: int
-    log_path: Path
-    process: subprocess.Popen | None = None
-    notes: dict = field(default_factory=dict)
+    server: RegistryProcess | Distribution
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return self.server.host
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     @property
     def pid(self) -> int:
-        return self.process.pid
-
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "wb")
-        try:
-            self.process = CHILDREN.spawn(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True)  # Ctrl-C reaches us, we stop it by PID
-        finally:
-            log.close()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def _check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.key} exited with {self.process.returncode}:\n{self.log_tail()}")
-
-    def ready(self) -> bool:
-        self._check_alive()
-        if self.key == "ours":
-            return "serving http://" in self.log_path.read_text(errors="replace") and port_open(self.port)
-        status, _, _ = http_request("GET", f"{self.url}/v2/", timeout=2)
-        return status == 200
+        return self.server.pid
 
     def rss_mib(self) -> float:
-        self._check_alive()
         return rss_kib(self.pid) / 1024
 
     def cpu(self) -> float:
-        self._check_alive()
         return cpu_seconds(self.pid)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            CHILDREN.stop(self.process)
 
 
 DISTRIBUTION_CONFIG = """\
@@ -253,30 +167,21 @@ storage:
   cache:
     blobdescriptor: inmemory
 http:
-  addr: 127.0.0.1:{port}
+  addr: {addr}
 """
 
 
-def make_registries(work: Path, ours_bin: str, distribution_bin: str) -> dict[str, Registry]:
-    ours_port = free_port()
-    dist_port = free_port()
-    while dist_port == ours_port:
-        dist_port = free_port()
-    ours_data = work / "ours-data"
-    dist_data = work / "distribution-data"
-    config = work / "distribution.yml"
-    config.write_text(DISTRIBUTION_CONFIG.format(root=dist_data, port=dist_port))
-    return {
-        "ours": Registry(
-            "ours",
-            [ours_bin, "serve", "--data", str(ours_data), "--listen", f"127.0.0.1:{ours_port}",
-             "--metrics-listen", "off"],
-            ours_data, ours_port, work / "ours.log",
-        ),
-        "distribution": Registry(
-            "distribution", [distribution_bin, "serve", str(config)], dist_data, dist_port, work / "distribution.log",
-        ),
-    }
+def start_distribution(work: Path, binary: str, name: str = "distribution") -> Distribution:
+    """CNCF distribution as the baseline: its stock configuration (DISTRIBUTION_CONFIG), in `work/name`."""
+    return CHILDREN.track(Distribution(work / name, timeout=60, config=DISTRIBUTION_CONFIG, binary=binary))
+
+
+def start_registries(work: Path, ours_bin: str, distribution_bin: str) -> dict[str, Registry]:
+    ours = CHILDREN.track(RegistryProcess(work / "ours-data", command=[ours_bin], metrics=False,
+                                          log_path=work / "ours.log", wait=False))
+    distribution = start_distribution(work, distribution_bin)
+    ours.wait_ready(timeout=60)
+    return {"ours": Registry("ours", ours), "distribution": Registry("distribution", distribution)}
 
 
 def orders(registries: dict[str, Registry], repeat: int):
@@ -321,16 +226,10 @@ class RandomBlob:
         return "sha256:" + hasher.hexdigest()
 
 
-def make_layout(layout: Path, tag: str, layers: int, size: str) -> None:
-    run([sys.executable, str(MKIMAGE), str(layout), "--tag", tag, "--layers", str(layers), "--size", size],
-        timeout=1800, what=f"mkimage {layout}")
-
-
 def skopeo_copy(layout: Path, tag: str, registry: Registry, repository: str, timeout: float) -> float:
     started = time.perf_counter()
     run(["skopeo", "copy", "-q", "--preserve-digests", "--dest-tls-verify=false",
-         f"oci:{layout}:{tag}", f"docker://{registry.host}/{repository}:{tag}"],
-        timeout=timeout, what=f"skopeo copy to {registry.key}")
+         f"oci:{layout}:{tag}", f"docker://{registry.host}/{repository}:{tag}"], timeout=timeout)
     return time.perf_counter() - started
 
 
@@ -340,14 +239,14 @@ def skopeo_copy(layout: Path, tag: str, registry: Registry, repository: str, tim
 def push_blob(registry: Registry, repository: str, blob: RandomBlob, digest: str) -> float:
     """Monolithic push: POST, then one PUT ?digest= carrying the whole body (curl -T). Returns seconds."""
     started = time.perf_counter()
-    status, headers, body = http_request("POST", f"{registry.url}/v2/{repository}/blobs/uploads/")
-    if status != 202 or "location" not in headers:
-        raise RuntimeError(f"{registry.key}: POST upload answered {status}: {body[:300]!r}")
-    location = urllib.parse.urljoin(registry.url + "/", headers["location"])
+    reply = request(f"{registry.url}/v2/{repository}/blobs/uploads/", "POST", timeout=60)
+    if reply.status != 202 or "location" not in reply.headers:
+        raise RuntimeError(f"{registry.key}: POST upload answered {reply.status}: {reply.body[:300]!r}")
+    location = urllib.parse.urljoin(registry.url + "/", reply.headers["location"])
     put_url = location + ("&" if "?" in location else "?") + "digest=" + digest
     result = run(["curl", "-sS", "-X", "PUT", "-T", str(blob.path), "-H", "Expect:",
                   "-H", "Content-Type: application/octet-stream", "-o", "/dev/null",
-                  "-w", "%{http_code}", put_url], timeout=1800, what=f"PUT to {registry.key}")
+                  "-w", "%{http_code}", put_url], timeout=1800)
     elapsed = time.perf_counter() - started
     if result.stdout.strip() != "201":
         raise RuntimeError(f"{registry.key}: PUT upload answered {result.stdout.strip()}")
@@ -357,7 +256,7 @@ def push_blob(registry: Registry, repository: str, blob: RandomBlob, digest: str
 def pull_blob(registry: Registry, repository: str, digest: str, size: int) -> float:
     started = time.perf_counter()
     result = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
-                  f"{registry.url}/v2/{repository}/blobs/{digest}"], timeout=1800, what=f"GET from {registry.key}")
+                  f"{registry.url}/v2/{repository}/blobs/{digest}"], timeout=1800)
     elapsed = time.perf_counter() - started
     code, downloaded = result.stdout.split()
     if code != "200" or int(downloaded) != size:
@@ -367,7 +266,7 @@ def pull_blob(registry: Registry, repository: str, digest: str, size: int) -> fl
 
 def run_wrk(registry: Registry, path: str, lua: Path, threads: int, connections: int, duration: int) -> dict:
     result = run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(lua),
-                  registry.url + path], timeout=duration + 60, what=f"wrk against {registry.key}")
+                  registry.url + path], timeout=duration + 60)
     text = result.stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     if not rps:
@@ -390,8 +289,8 @@ def concurrent_pulls(registry: Registry, repository: str, digest: str, size: int
     """`clients` curl processes pull the same blob at once; RSS sampled every 100 ms. Returns peak etc."""
     before = registry.rss_mib()
     url = f"{registry.url}/v2/{repository}/blobs/{digest}"
-    pulls = [CHILDREN.spawn(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(clients)]
+    pulls = [subprocess.Popen(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(clients)]
     started = time.perf_counter()
     peak = before
     samples = 0
@@ -407,9 +306,7 @@ def concurrent_pulls(registry: Registry, repository: str, digest: str, size: int
         peak = max(peak, registry.rss_mib())
     finally:
         for p in pulls:
-            CHILDREN.stop(p, grace=5)
-            if p in CHILDREN.processes:
-                CHILDREN.processes.remove(p)
+            stop_process(p, grace=5)
     failures = []
     for p in pulls:
         out, err = p.communicate()
@@ -567,7 +464,26 @@ def parse_size(text: str) -> int:
     return int(float(text.rstrip("KMG")) * multiplier)
 
 
-def benchmark(arguments: argparse.Namespace, work: Path) -> tuple[list[Row], dict]:
+@dataclass
+class Session:
+    """One run's registries and settings, and what the measurements pass on: the CPU each registry used per
+    operation, and the last blob pushed to each (pulled in the pull and memory steps)."""
+
+    arguments: argparse.Namespace
+    registries: dict[str, Registry]
+    blob_size: int
+    cpu_used: dict[str, dict[str, list[float]]] = field(default_factory=lambda: {
+        step: {"ours": [], "distribution": []} for step in ("push", "pull", "wrk", "skopeo")})
+    last_blob: dict[str, str] = field(default_factory=dict)
+
+    def rounds(self):
+        return orders(self.registries, self.arguments.repeat)
+
+    def progress_round(self, step: str, round_number: int, registry: Registry, text: str) -> None:
+        progress(f"{step:6s} round {round_number + 1}/{self.arguments.repeat} {registry.key:12s} {text}")
+
+
+def check_tools(arguments: argparse.Namespace) -> None:
     for tool in ("curl", "wrk", "skopeo"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is not on PATH (scripts/setup.sh --test installs it)")
@@ -575,159 +491,186 @@ def benchmark(arguments: argparse.Namespace, work: Path) -> tuple[list[Row], dic
         if shutil.which(binary) is None:
             raise RuntimeError(f"{binary} not found (run scripts/setup.sh --test)")
 
-    blob_size = parse_size(arguments.blob_size)
-    repeat = arguments.repeat
-    registries = make_registries(work, arguments.ours, arguments.distribution)
-    ours, dist = registries["ours"], registries["distribution"]
 
-    progress(f"starting ours on {ours.host} and distribution on {dist.host} (work dir {work})")
-    for registry in registries.values():
-        registry.start()
-    for registry in registries.values():
-        wait_until(registry.ready, timeout=60, what=f"{registry.key} on {registry.host}")
-        progress(f"{registry.key} ready, PID {registry.pid}")
-
-    # Idle RSS right after start, before any request: the highest of ten samples over one second.
+def idle_rss(registries: dict[str, Registry]) -> dict[str, float]:
+    """Idle RSS right after start, before any request: the highest of ten samples over one second."""
     idle = {key: 0.0 for key in registries}
     for _ in range(10):
         for key, registry in registries.items():
             idle[key] = max(idle[key], registry.rss_mib())
         time.sleep(0.1)  # sampling period
     progress(f"idle RSS after start: ours {idle['ours']:.1f} MiB, distribution {idle['distribution']:.1f} MiB")
+    return idle
 
-    # Test data, made once before any timing.
-    progress(f"generating {blob_size / MIB:.0f} MiB of random data")
-    blob = RandomBlob(work / "random.bin", blob_size)
+
+def make_images(arguments: argparse.Namespace, work: Path) -> tuple[Path, list[Path], int]:
+    """The small image for the manifest GETs, a new multi-layer image per skopeo round, and the size of one."""
     small_layout = work / "small-layout"
-    make_layout(small_layout, "v1", 2, "64K")
+    make_image(small_layout, "v1", 2, "64K")
     layouts = []
-    for round_number in range(repeat):
+    for round_number in range(arguments.repeat):
         layout = work / f"image-{round_number}"
-        progress(f"making image layout {round_number + 1}/{repeat}: {arguments.layers} x {arguments.layer_size}")
-        make_layout(layout, "v1", arguments.layers, arguments.layer_size)
+        progress(f"making image layout {round_number + 1}/{arguments.repeat}: {arguments.layers} x "
+                 f"{arguments.layer_size}")
+        make_image(layout, "v1", arguments.layers, arguments.layer_size)
         layouts.append(layout)
     image_bytes = sum(f.stat().st_size for f in (layouts[0] / "blobs" / "sha256").iterdir())
+    return small_layout, layouts, image_bytes
 
-    rows: list[Row] = []
 
-    # 1. Monolithic push.
+def measure_pushes(session: Session, blob: RandomBlob) -> Row:
+    """1. Monolithic push."""
     push_times: dict[str, list[float]] = {"ours": [], "distribution": []}
-    cpu_used: dict[str, dict[str, list[float]]] = {k: {"ours": [], "distribution": []} for k in ("push", "pull", "wrk", "skopeo")}
-    last_blob: dict[str, str] = {}
-    for round_number, registry in orders(registries, repeat):
+    for round_number, registry in session.rounds():
         digest = blob.next_variant(f"{registry.key}-{round_number}-{time.time_ns()}")
         os.sync()  # leftover writeback from the previous step must not land in this measurement
         cpu_before = registry.cpu()
         seconds = push_blob(registry, "bench/push", blob, digest)
-        cpu_used["push"][registry.key].append(registry.cpu() - cpu_before)
+        session.cpu_used["push"][registry.key].append(registry.cpu() - cpu_before)
         push_times[registry.key].append(seconds)
-        last_blob[registry.key] = digest
-        progress(f"push   round {round_number + 1}/{repeat} {registry.key:12s} {blob_size / 1e6 / seconds:8.1f} MB/s")
+        session.last_blob[registry.key] = digest
+        session.progress_round("push", round_number, registry, f"{session.blob_size / 1e6 / seconds:8.1f} MB/s")
     os.sync()
-    rows.append(ratio_row(f"push {arguments.blob_size} monolithic", "MB/s",
-                          [blob_size / 1e6 / t for t in push_times["ours"]],
-                          [blob_size / 1e6 / t for t in push_times["distribution"]], "ours/dist", minimum=2.0))
+    return ratio_row(f"push {session.arguments.blob_size} monolithic", "MB/s",
+                     [session.blob_size / 1e6 / t for t in push_times["ours"]],
+                     [session.blob_size / 1e6 / t for t in push_times["distribution"]], "ours/dist", minimum=2.0)
 
-    # 2. Pull.
+
+def measure_pulls(session: Session) -> Row:
+    """2. Pull."""
     pull_rates: dict[str, list[float]] = {"ours": [], "distribution": []}
-    for round_number, registry in orders(registries, repeat):
+    for round_number, registry in session.rounds():
         cpu_before = registry.cpu()
-        seconds = pull_blob(registry, "bench/push", last_blob[registry.key], blob_size)
-        cpu_used["pull"][registry.key].append(registry.cpu() - cpu_before)
-        pull_rates[registry.key].append(blob_size / 1e6 / seconds)
-        progress(f"pull   round {round_number + 1}/{repeat} {registry.key:12s} {pull_rates[registry.key][-1]:8.1f} MB/s")
-    rows.append(ratio_row(f"pull {arguments.blob_size}", "MB/s", pull_rates["ours"], pull_rates["distribution"],
-                          "ours/dist", minimum=0.9))
+        seconds = pull_blob(registry, "bench/push", session.last_blob[registry.key], session.blob_size)
+        session.cpu_used["pull"][registry.key].append(registry.cpu() - cpu_before)
+        pull_rates[registry.key].append(session.blob_size / 1e6 / seconds)
+        session.progress_round("pull", round_number, registry, f"{pull_rates[registry.key][-1]:8.1f} MB/s")
+    return ratio_row(f"pull {session.arguments.blob_size}", "MB/s", pull_rates["ours"], pull_rates["distribution"],
+                     "ours/dist", minimum=0.9)
 
-    # 3. Manifest GET by tag under wrk.
+
+def push_small_image(session: Session, small_layout: Path, manifest_path: str) -> None:
+    for registry in session.registries.values():
+        skopeo_copy(small_layout, "v1", registry, "bench/img", timeout=300)
+        reply = request(registry.url + manifest_path, headers={"Accept": MANIFEST_ACCEPT})
+        if reply.status != 200:
+            raise RuntimeError(f"{registry.key}: manifest GET answered {reply.status}: {reply.body[:300]!r}")
+        progress(f"{registry.key}: small image pushed; manifest {reply.headers.get('docker-content-digest')} "
+                 f"({reply.headers.get('content-type')}, {len(reply.body)} bytes)")
+
+
+def measure_manifest_gets(session: Session, work: Path, small_layout: Path) -> Row:
+    """3. Manifest GET by tag under wrk."""
+    arguments = session.arguments
     lua = work / "accept.lua"
     lua.write_text(f'wrk.method = "GET"\nwrk.headers["Accept"] = "{MANIFEST_ACCEPT}"\n')
     manifest_path = "/v2/bench/img/manifests/v1"
-    for registry in registries.values():
-        skopeo_copy(small_layout, "v1", registry, "bench/img", timeout=300)
-        status, headers, body = http_request("GET", registry.url + manifest_path, {"Accept": MANIFEST_ACCEPT})
-        if status != 200:
-            raise RuntimeError(f"{registry.key}: manifest GET answered {status}: {body[:300]!r}")
-        progress(f"{registry.key}: small image pushed; manifest {headers.get('docker-content-digest')} "
-                 f"({headers.get('content-type')}, {len(body)} bytes)")
+    push_small_image(session, small_layout, manifest_path)
     wrk_results: dict[str, list[dict]] = {"ours": [], "distribution": []}
-    for round_number, registry in orders(registries, repeat):
+    for round_number, registry in session.rounds():
         cpu_before = registry.cpu()
         result = run_wrk(registry, manifest_path, lua, arguments.wrk_threads, arguments.wrk_connections,
                          arguments.wrk_duration)
-        cpu_used["wrk"][registry.key].append((registry.cpu() - cpu_before) / max(result["requests"], 1) * 1e6)
+        session.cpu_used["wrk"][registry.key].append((registry.cpu() - cpu_before) / max(result["requests"], 1) * 1e6)
         wrk_results[registry.key].append(result)
-        progress(f"wrk    round {round_number + 1}/{repeat} {registry.key:12s} {result['rps']:8.0f} req/s "
-                 f"p99 {result['p99']} non-2xx {result['non_2xx']} {result['socket_errors']}")
+        session.progress_round("wrk", round_number, registry, f"{result['rps']:8.0f} req/s p99 {result['p99']} "
+                               f"non-2xx {result['non_2xx']} {result['socket_errors']}")
         if result["non_2xx"]:
             progress(f"WARNING: {registry.key} answered {result['non_2xx']} manifest GETs with an error status")
-    rows.append(ratio_row(
+    return ratio_row(
         "manifest GET by tag, wrk -t{} -c{} -d{}s".format(arguments.wrk_threads, arguments.wrk_connections,
                                                           arguments.wrk_duration),
         "req/s", [r["rps"] for r in wrk_results["ours"]], [r["rps"] for r in wrk_results["distribution"]],
-        "ours/dist", minimum=1.5, details=wrk_results))
+        "ours/dist", minimum=1.5, details=wrk_results)
 
-    # 4. skopeo copy of a multi-layer image (a new image each round, so nothing can be skipped or mounted).
+
+def measure_skopeo_copies(session: Session, layouts: list[Path], image_bytes: int) -> Row:
+    """4. skopeo copy of a multi-layer image (a new image each round, so nothing can be skipped or mounted)."""
     copy_times: dict[str, list[float]] = {"ours": [], "distribution": []}
-    for round_number, registry in orders(registries, repeat):
+    for round_number, registry in session.rounds():
         os.sync()
         cpu_before = registry.cpu()
         seconds = skopeo_copy(layouts[round_number], "v1", registry, f"bench/copy{round_number}", timeout=1800)
-        cpu_used["skopeo"][registry.key].append(registry.cpu() - cpu_before)
+        session.cpu_used["skopeo"][registry.key].append(registry.cpu() - cpu_before)
         copy_times[registry.key].append(seconds)
-        progress(f"skopeo round {round_number + 1}/{repeat} {registry.key:12s} {seconds:8.2f} s")
+        session.progress_round("skopeo", round_number, registry, f"{seconds:8.2f} s")
     os.sync()
-    rows.append(ratio_row(f"skopeo copy {arguments.layers}x{arguments.layer_size} image ({image_bytes / MIB:.0f} MiB)",
-                          "s", copy_times["ours"], copy_times["distribution"], "ours/dist", maximum=1.0))
+    arguments = session.arguments
+    return ratio_row(f"skopeo copy {arguments.layers}x{arguments.layer_size} image ({image_bytes / MIB:.0f} MiB)",
+                     "s", copy_times["ours"], copy_times["distribution"], "ours/dist", maximum=1.0)
 
-    # 5. Memory: idle after start, and peak while N clients pull the same blob (one registry at a time).
-    loads = {}
-    for registry in (ours, dist):
+
+def measure_memory(session: Session) -> dict[str, dict]:
+    """5. Memory: peak while N clients pull the same blob (one registry at a time)."""
+    arguments, loads = session.arguments, {}
+    for registry in session.registries.values():
         progress(f"memory: {arguments.clients} concurrent pulls of {arguments.blob_size} from {registry.key}")
-        loads[registry.key] = concurrent_pulls(registry, "bench/push", last_blob[registry.key], blob_size,
-                                               arguments.clients, timeout=1800)
+        loads[registry.key] = concurrent_pulls(registry, "bench/push", session.last_blob[registry.key],
+                                               session.blob_size, arguments.clients, timeout=1800)
         load = loads[registry.key]
         progress(f"memory: {registry.key:12s} before {load['before']:.1f} MiB, peak {load['peak']:.1f} MiB, "
                  f"{load['aggregate_mb_s']:.0f} MB/s aggregate over {load['seconds']:.1f} s")
-    after = {key: registry.rss_mib() for key, registry in registries.items()}
+    return loads
 
+
+def memory_rows(clients: int, idle: dict[str, float], loads: dict[str, dict]) -> list[Row]:
     def memory_row(name, ours_value, dist_value, target=None, met=None):
-        row = Row(name, "MiB", ours_value, dist_value, "ours/dist", target or "", met)
-        return row
+        return Row(name, "MiB", ours_value, dist_value, "ours/dist", target or "", met)
 
-    rows.append(memory_row("RSS idle after start", idle["ours"], idle["distribution"], "ours <= 60 MiB",
-                           idle["ours"] <= 60))
-    rows.append(memory_row(f"RSS before {arguments.clients} pulls", loads["ours"]["before"],
-                           loads["distribution"]["before"]))
-    rows.append(memory_row(f"RSS peak during {arguments.clients} pulls", loads["ours"]["peak"],
-                           loads["distribution"]["peak"]))
     growth = {key: loads[key]["peak"] - loads[key]["before"] for key in loads}
-    grow_row = Row(f"RSS growth under {arguments.clients} pulls (peak - before)", "MiB", growth["ours"],
-                   growth["distribution"], "ours-dist", "ours <= 10 MiB", growth["ours"] <= 10)
-    rows.append(grow_row)
-    rows.append(Row("RSS peak - idle after start", "MiB", loads["ours"]["peak"] - idle["ours"],
-                    loads["distribution"]["peak"] - idle["distribution"], "ours-dist", "", None))
-    rows.append(Row(f"{arguments.clients}-client pull aggregate", "MB/s", loads["ours"]["aggregate_mb_s"],
-                    loads["distribution"]["aggregate_mb_s"], "ours/dist", "", None))
+    return [
+        memory_row("RSS idle after start", idle["ours"], idle["distribution"], "ours <= 60 MiB", idle["ours"] <= 60),
+        memory_row(f"RSS before {clients} pulls", loads["ours"]["before"], loads["distribution"]["before"]),
+        memory_row(f"RSS peak during {clients} pulls", loads["ours"]["peak"], loads["distribution"]["peak"]),
+        Row(f"RSS growth under {clients} pulls (peak - before)", "MiB", growth["ours"], growth["distribution"],
+            "ours-dist", "ours <= 10 MiB", growth["ours"] <= 10),
+        Row("RSS peak - idle after start", "MiB", loads["ours"]["peak"] - idle["ours"],
+            loads["distribution"]["peak"] - idle["distribution"], "ours-dist", "", None),
+        Row(f"{clients}-client pull aggregate", "MB/s", loads["ours"]["aggregate_mb_s"],
+            loads["distribution"]["aggregate_mb_s"], "ours/dist", "", None),
+    ]
 
-    # Registry CPU time per operation (user + system, all threads): how much of the 2-core box each one needs.
-    for key, name, unit in (("push", f"CPU per {arguments.blob_size} push", "CPU s"),
-                            ("pull", f"CPU per {arguments.blob_size} pull", "CPU s"),
-                            ("wrk", "CPU per manifest GET", "CPU us"),
-                            ("skopeo", "CPU per skopeo copy", "CPU s")):
-        rows.append(ratio_row(name, unit, cpu_used[key]["ours"], cpu_used[key]["distribution"], "ours/dist"))
 
+def cpu_rows(session: Session) -> list[Row]:
+    """Registry CPU time per operation (user + system, all threads): how much of the 2-core box each one needs."""
+    blob_size = session.arguments.blob_size
+    return [ratio_row(name, unit, session.cpu_used[step]["ours"], session.cpu_used[step]["distribution"], "ours/dist")
+            for step, name, unit in (("push", f"CPU per {blob_size} push", "CPU s"),
+                                     ("pull", f"CPU per {blob_size} pull", "CPU s"),
+                                     ("wrk", "CPU per manifest GET", "CPU us"),
+                                     ("skopeo", "CPU per skopeo copy", "CPU s"))]
+
+
+def benchmark(arguments: argparse.Namespace, work: Path) -> tuple[list[Row], dict]:
+    check_tools(arguments)
+    progress(f"starting ours and distribution (work dir {work})")
+    registries = start_registries(work, arguments.ours, arguments.distribution)
+    for registry in registries.values():
+        progress(f"{registry.key} ready on {registry.host}, PID {registry.pid}")
+    idle = idle_rss(registries)
+
+    # Test data, made once before any timing.
+    session = Session(arguments, registries, parse_size(arguments.blob_size))
+    progress(f"generating {session.blob_size / MIB:.0f} MiB of random data")
+    blob = RandomBlob(work / "random.bin", session.blob_size)
+    small_layout, layouts, image_bytes = make_images(arguments, work)
+
+    rows = [measure_pushes(session, blob), measure_pulls(session), measure_manifest_gets(session, work, small_layout),
+            measure_skopeo_copies(session, layouts, image_bytes)]
+    loads = measure_memory(session)
+    after = {key: registry.rss_mib() for key, registry in registries.items()}
+    rows += memory_rows(arguments.clients, idle, loads) + cpu_rows(session)
     meta = {
-        "blob_bytes": blob_size,
+        "blob_bytes": session.blob_size,
         "image_bytes": image_bytes,
-        "repeat": repeat,
+        "repeat": arguments.repeat,
         "quick": arguments.quick,
         "git_head": git_head(),
         "ports": {key: registry.port for key, registry in registries.items()},
         "idle_rss_mib": idle,
         "loads": loads,
         "rss_after_all_mib": after,
-        "distribution_config": (work / "distribution.yml").read_text(),
+        "distribution_config": registries["distribution"].server.config.read_text(),
     }
     return rows, meta
 
@@ -792,7 +735,7 @@ def main() -> int:
             **meta,
         })
 
-    return run_guarded(work, arguments.keep, body, lambda: [work / "ours.log", work / "distribution.log"])
+    return run_guarded(work, arguments.keep, body, lambda: [work / "ours.log", work / "distribution" / "registry.log"])
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """Pull-through benchmark: the first pull of an image through two cold layers, against a pull of the same
 image straight from the root, in the same run; and the time to first byte of a cold blob at the leaf.
 
-Real `connected-registry serve` processes on loopback (configured as tests/sync/hierarchy.py does): a root
+Real `connected-registry serve` processes on loopback (made by tests/sync/hierarchy.py's start_instance): a root
 holding the image, and per round a fresh middle and leaf (new data directories) whose sync window is only
 on 1 January, so everything they serve arrives on demand. The client is `skopeo copy` into an OCI layout.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import statistics
 import sys
 import tempfile
@@ -29,11 +28,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import compare  # noqa: E402
-from compare import CHILDREN, RandomBlob, format_number, make_layout, progress, run  # noqa: E402
-from sync import DEFAULT_OURS, READER, basic, make_ours, start_and_wait, stop  # noqa: E402
+from compare import RandomBlob, cpu_seconds, format_number, progress  # noqa: E402
+from sync import DEFAULT_OURS, start_ours, stop, wait_ready  # noqa: E402
 from sync import skopeo_push as push_image  # noqa: E402
 
-from tests.sync.hierarchy import WRITER  # noqa: E402
+from tests.support.clients import run  # noqa: E402
+from tests.support.http import basic, request  # noqa: E402
+from tests.support.layouts import make_image  # noqa: E402
+from tests.sync.hierarchy import READER, WRITER  # noqa: E402
 
 DEFAULT_JSON = HERE / "results" / "pull-through-latest.json"
 REPOSITORY = "bench/app"
@@ -42,20 +44,15 @@ NO_SYNC_DURING_THE_RUN = {"schedule": "0 0 1 1 *", "syncWindow": "PT1H"}
 
 def cold_child(arguments, work: Path, name: str, parent, children=()):
     """A ReadOnly child whose only sync window is on 1 January: what it serves arrives on demand."""
-    child = make_ours(arguments, work, name, parent_url=parent.url, repositories=["bench/*"], children=children)
-    config = work / name / "desired.json"
-    document = json.loads(config.read_text())
-    document["parent"]["syncProperties"] = NO_SYNC_DURING_THE_RUN
-    document["onDemand"] = True  # make_ours turns it off, for the sync benchmark; here it is what is measured
-    config.write_text(json.dumps(document))
-    return child
+    return start_ours(arguments, work, name, parent=parent, repositories=["bench/*"], children=children,
+                      parent_settings={"syncProperties": NO_SYNC_DURING_THE_RUN})
 
 
 def skopeo_pull(registry, destination: Path) -> float:
     started = time.perf_counter()
     run(["skopeo", "copy", "-q", "--preserve-digests", "--src-tls-verify=false", "--src-creds",
          f"{READER[0]}:{READER[1]}", f"docker://{registry.host}/{REPOSITORY}:v1", f"oci:{destination}:v1"],
-        timeout=900, what=f"skopeo copy from {registry.host}")
+        timeout=900)
     return time.perf_counter() - started
 
 
@@ -64,7 +61,7 @@ def first_byte(registry, digest: str) -> tuple[float, float]:
     connection = http.client.HTTPConnection(registry.host, timeout=300)
     try:
         started = time.perf_counter()
-        connection.request("GET", f"/v2/{REPOSITORY}/blobs/{digest}", headers=basic(READER))
+        connection.request("GET", f"/v2/{REPOSITORY}/blobs/{digest}", headers=basic(*READER))
         response = connection.getresponse()
         if response.status != 200:
             raise RuntimeError(f"GET blob at {registry.host} answered {response.status}: {response.read()[:300]!r}")
@@ -78,32 +75,41 @@ def first_byte(registry, digest: str) -> tuple[float, float]:
 
 
 def one_round(arguments, work: Path, root, number: int, size: int, blob_digest: str) -> dict:
-    middle = cold_child(arguments, work, f"bench-middle-{number}", root, children=[(f"bench-leaf-{number}", "ReadOnly")])
-    leaf = cold_child(arguments, work, f"bench-leaf-{number}", middle)
+    """A fresh cold middle below the root and a fresh cold leaf below it (each ready before the next starts), the
+    round's measurements, and both stopped."""
+    middle = cold_child(arguments, work, f"bench-middle-{number}", root,
+                        children=[(f"bench-leaf-{number}", "ReadOnly")])
+    leaf = None
     try:
-        start_and_wait(middle, "middle")
-        start_and_wait(leaf, "leaf")
-        result = {}
-        order = ("root", "leaf") if number % 2 else ("leaf", "root")  # alternate who goes first
-        for which in order:
-            run(["sync"], timeout=120, what="sync")
-            cpu_before = {instance.name: instance.cpu() for instance in (root, middle, leaf)}
-            seconds = skopeo_pull(root if which == "root" else leaf, work / f"pulled-{which}-{number}")
-            cpu = {name: round(instance.cpu() - cpu_before[name], 2)
-                   for name, instance in ((i.name, i) for i in (root, middle, leaf))}
-            result[which], result[f"cpu_{which}"] = seconds, cpu
-            progress(f"round {number}: {which} {seconds:.2f}s ({size / seconds / 1e6:.0f} MB/s), CPU s {cpu}")
-        result["ttfb_leaf"], result["whole_leaf"] = first_byte(leaf, blob_digest)  # cold at both layers
-        result["ttfb_root"], result["whole_root"] = first_byte(root, blob_digest)
-        progress(f"round {number}: cold blob at the leaf: first byte {result['ttfb_leaf'] * 1000:.0f} ms, "
-                 f"root (stored) {result['ttfb_root'] * 1000:.1f} ms")
-        for instance in (leaf, middle):
-            status = compare.http_request("GET", f"{instance.url}/acr/connected/v1/status", basic(READER))
-            result[f"cache_{instance.name}"] = json.loads(status[2])["cache"]
-        return result
+        wait_ready(middle, "middle")
+        leaf = cold_child(arguments, work, f"bench-leaf-{number}", middle)
+        wait_ready(leaf, "leaf")
+        return measure_round(work, root, middle, leaf, number, size, blob_digest)
     finally:
-        stop(leaf)
-        stop(middle)
+        for instance in (leaf, middle):
+            if instance is not None:
+                stop(instance)
+
+
+def measure_round(work: Path, root, middle, leaf, number: int, size: int, blob_digest: str) -> dict:
+    result = {}
+    order = ("root", "leaf") if number % 2 else ("leaf", "root")  # alternate who goes first
+    for which in order:
+        run(["sync"], timeout=120)
+        cpu_before = {instance.name: cpu_seconds(instance.pid) for instance in (root, middle, leaf)}
+        seconds = skopeo_pull(root if which == "root" else leaf, work / f"pulled-{which}-{number}")
+        cpu = {name: round(cpu_seconds(instance.pid) - cpu_before[name], 2)
+               for name, instance in ((i.name, i) for i in (root, middle, leaf))}
+        result[which], result[f"cpu_{which}"] = seconds, cpu
+        progress(f"round {number}: {which} {seconds:.2f}s ({size / seconds / 1e6:.0f} MB/s), CPU s {cpu}")
+    result["ttfb_leaf"], result["whole_leaf"] = first_byte(leaf, blob_digest)  # cold at both layers
+    result["ttfb_root"], result["whole_root"] = first_byte(root, blob_digest)
+    progress(f"round {number}: cold blob at the leaf: first byte {result['ttfb_leaf'] * 1000:.0f} ms, "
+             f"root (stored) {result['ttfb_root'] * 1000:.1f} ms")
+    for instance in (leaf, middle):
+        status = request(f"{instance.url}/acr/connected/v1/status", headers=basic(*READER), timeout=60)
+        result[f"cache_{instance.name}"] = status.json()["cache"]
+    return result
 
 
 def benchmark(arguments, work: Path) -> dict:
@@ -111,18 +117,18 @@ def benchmark(arguments, work: Path) -> dict:
     rounds = 1 if arguments.quick else arguments.rounds
     layout = work / "layout"
     progress(f"making a {layers} x {layer_size} image")
-    make_layout(layout, "v1", layers, layer_size)
+    make_image(layout, "v1", layers, layer_size)
     size = sum(path.stat().st_size for path in (layout / "blobs" / "sha256").iterdir())
-    root = make_ours(arguments, work, "bench-root",
-                     children=[(f"bench-middle-{n}", "ReadOnly") for n in range(1, rounds + 1)])
-    start_and_wait(root, "root")
+    root = start_ours(arguments, work, "bench-root",
+                      children=[(f"bench-middle-{n}", "ReadOnly") for n in range(1, rounds + 1)])
+    wait_ready(root, "root")
     push_image(layout, "v1", root, f"{REPOSITORY}:v1", WRITER)
     blob = RandomBlob(work / "blob", arguments.blob_mib << 20)
     digest = blob.next_variant("ttfb")
-    status, headers, body = compare.http_request("POST", f"{root.url}/v2/{REPOSITORY}/blobs/uploads/?digest={digest}",
-                                                 basic(WRITER), blob.path.read_bytes())
-    if status != 201:
-        raise RuntimeError(f"blob push answered {status}: {body[:300]!r}")
+    reply = request(f"{root.url}/v2/{REPOSITORY}/blobs/uploads/?digest={digest}", "POST", blob.path.read_bytes(),
+                    basic(*WRITER), timeout=60)
+    if reply.status != 201:
+        raise RuntimeError(f"blob push answered {reply.status}: {reply.body[:300]!r}")
     results = [one_round(arguments, work, root, number, size, digest) for number in range(1, rounds + 1)]
     root_seconds = statistics.median(r["root"] for r in results)
     leaf_seconds = statistics.median(r["leaf"] for r in results)

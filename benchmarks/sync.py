@@ -26,20 +26,18 @@ See README.md.
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import json
 import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -49,179 +47,119 @@ for _path in (str(HERE), str(ROOT)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import compare  # noqa: E402 - the side-by-side benchmark's helpers (processes, HTTP, table numbers)
+import compare  # noqa: E402 - the side-by-side benchmark's helpers (children, CPU, table numbers, result file)
 from compare import (  # noqa: E402
     CHILDREN,
-    DISTRIBUTION_CONFIG,
     MANIFEST_ACCEPT,
-    Registry,
     align,
+    cpu_seconds,
     format_number,
-    free_port,
     git_head,
-    http_request,
-    make_layout,
     progress,
-    run,
     tool_versions,
-    wait_until,
 )
 
+from tests.support import layouts  # noqa: E402
+from tests.support.clients import Distribution, run  # noqa: E402
+from tests.support.http import basic, request  # noqa: E402
+from tests.support.processes import free_port, wait_until  # noqa: E402
 from tests.support.threaded import ThreadedApp  # noqa: E402
-from tests.sync.hierarchy import OPERATOR, READER, WRITER, client_tokens, sync_token_for, token  # noqa: E402
+from tests.sync.hierarchy import READER, WRITER, Instance, start_instance  # noqa: E402
 
 DEFAULT_OURS = ROOT / ".venv" / "bin" / "connected-registry"
 DEFAULT_JSON = HERE / "results" / "sync-latest.json"
 REPOSITORY = "bench/app"
 LATENCY_REPOSITORY = "latency/app"
 PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+SYNC_ONLY = {"onDemand": False}  # this measures the sync: the polls for the tags must not fill them on demand
+
+READER_HEADERS = {**basic(*READER), "Accept": MANIFEST_ACCEPT}
+WRITER_HEADERS = basic(*WRITER)
 
 
-def basic(credentials: tuple[str, str]) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()}
+# --- the instances ---------------------------------------------------------------------------------------
 
 
-READER_HEADERS = {**basic(READER), "Accept": MANIFEST_ACCEPT}
-WRITER_HEADERS = basic(WRITER)
+def start_ours(arguments, work: Path, name: str, **settings) -> Instance:
+    """An instance as tests/sync/hierarchy.py's start_instance makes it (the client tokens, an operator token, a
+    sync token per child, its own sync token in the connection string; `settings` go to start_instance), run as
+    `--ours --log-level LEVEL serve` without a metrics listener, its log in work/NAME/registry.log and no proxy
+    from our environment. Not waited for: `wait_ready` waits, the initial-sync round polls from the spawn on."""
+    instance = start_instance(work, name, env={variable: None for variable in PROXY_ENV}, wait=False,
+                              command=[arguments.ours, "--log-level", arguments.log_level], metrics=False,
+                              log_path=work / name / "registry.log", **settings)
+    return CHILDREN.track(instance)
 
 
-# --- our instances -----------------------------------------------------------------------------------
+def wait_ready(instance: Instance, what: str) -> None:
+    instance.process.wait_ready(timeout=60)
+    progress(f"{what} ready on {instance.host}, PID {instance.pid}")
 
 
-@dataclass
-class Ours(Registry):
-    """One `connected-registry serve --config FILE` with ACR_REGISTRY_CONNECTION_STRING in its environment
-    (compare.Registry's start, readiness by the "serving http://" log line, stop by PID)."""
-
-    name: str = ""
-    env: dict = field(default_factory=dict)
-    started_at: float = 0.0  # time.perf_counter() just before the process was spawned
-
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        environment = {k: v for k, v in os.environ.items() if k not in PROXY_ENV}  # trust_env: no proxy from us
-        environment.update(self.env)
-        log = open(self.log_path, "wb")
-        try:
-            self.started_at = time.perf_counter()
-            self.process = CHILDREN.spawn(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True, env=environment)
-        finally:
-            log.close()
+def start_distribution(arguments, work: Path, name: str, what: str) -> Distribution:
+    distribution = compare.start_distribution(work, arguments.distribution, name)
+    progress(f"{what} ready on {distribution.host}, PID {distribution.pid}")
+    return distribution
 
 
-def make_ours(arguments, work: Path, name: str, *, parent_url: str | None = None, mode: str = "ReadOnly",
-              repositories: list[str] | None = None, children: list[tuple[str, str]] = ()) -> Ours:
-    """An instance configured as tests/sync/hierarchy.py's start_instance does: the client tokens, an
-    operator token, a sync token per child, and (with a parent) its own sync token in the connection string."""
-    directory = work / name
-    directory.mkdir(parents=True, exist_ok=True)
-    tokens = client_tokens()
-    tokens[OPERATOR[0]] = token(OPERATOR[1], [f"gateway/{name}/config/read", f"gateway/{name}/config/write",
-                                              "repositories/*/metadata/read"])
-    for child, child_mode in children:
-        sync_name, _, entry = sync_token_for(child, child_mode)
-        tokens[sync_name] = entry
-    document: dict = {"name": name, "mode": mode, "tokens": tokens, "repositories": repositories or ["*"]}
-    env = {}
-    if parent_url is not None:
-        sync_name, sync_password, _ = sync_token_for(name, mode)
-        host = urllib.parse.urlsplit(parent_url).netloc
-        document["parent"] = {"endpoint": parent_url, "syncToken": {"name": sync_name}}
-        document["onDemand"] = False  # this measures the sync: the polls for the tags must not fill them on demand
-        env["ACR_REGISTRY_CONNECTION_STRING"] = (f"ConnectedRegistryName={name};SyncTokenName={sync_name};"
-                                                 f"SyncTokenPassword={sync_password};ParentGatewayEndpoint={host};"
-                                                 "ParentEndpointProtocol=http")
-    config = directory / "desired.json"
-    config.write_text(json.dumps(document))
-    port = free_port()
-    data = directory / "data"
-    argv = [arguments.ours, "--log-level", arguments.log_level, "serve", "--config", str(config), "--data", str(data),
-            "--listen", f"127.0.0.1:{port}", "--metrics-listen", "off"]
-    return Ours("ours", argv, data, port, directory / "registry.log", name=name, env=env)
-
-
-def make_distribution(arguments, work: Path, name: str) -> Registry:
-    directory = work / name
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = directory / "config.yml"
-    config.write_text(DISTRIBUTION_CONFIG.format(root=directory / "data", port=port))
-    return Registry("distribution", [arguments.distribution, "serve", str(config)], directory / "data", port,
-                    directory / "registry.log")
-
-
-def start_and_wait(registry: Registry, what: str) -> None:
-    registry.start()
-    wait_until(registry.ready, timeout=60, what=f"{what} on {registry.host}", interval=0.02)
-    progress(f"{what} ready on {registry.host}, PID {registry.pid}")
-
-
-def stop(registry: Registry) -> None:
-    registry.stop()
-    if registry.process in CHILDREN.processes:
-        CHILDREN.processes.remove(registry.process)
+def stop(instance: Instance | Distribution) -> None:
+    CHILDREN.stop(instance)
 
 
 # --- content -------------------------------------------------------------------------------------------
 
 
-def skopeo_push(layout: Path, tag: str, registry: Registry, reference: str, creds: tuple[str, str] | None) -> float:
+def skopeo_push(layout: Path, tag: str, registry, reference: str, creds: tuple[str, str] | None) -> float:
     argv = ["skopeo", "copy", "-q", "--preserve-digests", "--dest-tls-verify=false"]
     if creds:
         argv += ["--dest-creds", f"{creds[0]}:{creds[1]}"]
     started = time.perf_counter()
-    run([*argv, f"oci:{layout}:{tag}", f"docker://{registry.host}/{reference}"], timeout=600,
-        what=f"skopeo copy to {registry.host}")
+    run([*argv, f"oci:{layout}:{tag}", f"docker://{registry.host}/{reference}"], timeout=600)
     return time.perf_counter() - started
 
 
 def layout_manifest(layout: Path, tag: str) -> tuple[str, str, bytes]:
     """(digest, media type, bytes) of the manifest tagged `tag` in an OCI layout."""
-    index = json.loads((layout / "index.json").read_text())
-    for descriptor in index["manifests"]:
-        if descriptor.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
-            digest = descriptor["digest"]
-            body = (layout / "blobs" / "sha256" / digest.split(":", 1)[1]).read_bytes()
-            return digest, descriptor["mediaType"], body
-    raise KeyError(f"no tag {tag} in {layout}")
+    digest = layouts.manifest_digest(layout, tag)
+    body = layouts.read_blob(layout, digest)
+    return digest, json.loads(body)["mediaType"], body
 
 
-def http_push(layout: Path, tag: str, registry: Registry, repository: str) -> float:
+def http_push(layout: Path, tag: str, registry, repository: str) -> float:
     """Push one image by plain HTTP (monolithic blob uploads, then the manifest); returns time.perf_counter()
     when the manifest PUT answered 201, i.e. when the tag exists at `registry`."""
     digest, media_type, body = layout_manifest(layout, tag)
     manifest = json.loads(body)
     for blob in [manifest["config"], *manifest["layers"]]:
-        status, headers, reply = http_request("POST", f"{registry.url}/v2/{repository}/blobs/uploads/",
-                                              WRITER_HEADERS)
-        if status != 202:
-            raise RuntimeError(f"upload POST answered {status}: {reply[:300]!r}")
-        location = urllib.parse.urljoin(registry.url + "/", headers["location"])
-        data = (layout / "blobs" / "sha256" / blob["digest"].split(":", 1)[1]).read_bytes()
-        status, _, reply = http_request("PUT", location + ("&" if "?" in location else "?") + "digest=" + blob["digest"],
-                                        {**WRITER_HEADERS, "Content-Type": "application/octet-stream"}, data)
-        if status != 201:
-            raise RuntimeError(f"blob PUT answered {status}: {reply[:300]!r}")
-    status, headers, reply = http_request("PUT", f"{registry.url}/v2/{repository}/manifests/{tag}",
-                                          {**WRITER_HEADERS, "Content-Type": media_type}, body)
+        reply = request(f"{registry.url}/v2/{repository}/blobs/uploads/", "POST", headers=WRITER_HEADERS, timeout=60)
+        if reply.status != 202:
+            raise RuntimeError(f"upload POST answered {reply.status}: {reply.body[:300]!r}")
+        location = urllib.parse.urljoin(registry.url + "/", reply.headers["location"])
+        data = layouts.read_blob(layout, blob["digest"])
+        reply = request(location + ("&" if "?" in location else "?") + "digest=" + blob["digest"], "PUT", data,
+                        {**WRITER_HEADERS, "Content-Type": "application/octet-stream"}, timeout=60)
+        if reply.status != 201:
+            raise RuntimeError(f"blob PUT answered {reply.status}: {reply.body[:300]!r}")
+    reply = request(f"{registry.url}/v2/{repository}/manifests/{tag}", "PUT", body,
+                    {**WRITER_HEADERS, "Content-Type": media_type}, timeout=60)
     done = time.perf_counter()
-    if status != 201 or headers.get("docker-content-digest") != digest:
-        raise RuntimeError(f"manifest PUT answered {status} {headers.get('docker-content-digest')}: {reply[:300]!r}")
+    if reply.status != 201 or reply.headers.get("docker-content-digest") != digest:
+        raise RuntimeError(f"manifest PUT answered {reply.status} {reply.headers.get('docker-content-digest')}: "
+                           f"{reply.body[:300]!r}")
     return done
 
 
-def manifest_digest(registry: Registry, repository: str, reference: str, headers: dict | None = None,
+def manifest_digest(registry, repository: str, reference: str, headers: dict | None = None,
                     timeout: float = 5) -> str | None:
-    status, reply_headers, _ = http_request("GET", f"{registry.url}/v2/{repository}/manifests/{reference}",
-                                            headers if headers is not None else READER_HEADERS, timeout=timeout)
-    return reply_headers.get("docker-content-digest") if status == 200 else None
+    reply = request(f"{registry.url}/v2/{repository}/manifests/{reference}",
+                    headers=headers if headers is not None else READER_HEADERS, timeout=timeout)
+    return reply.headers.get("docker-content-digest") if reply.status == 200 else None
 
 
-def poll_tags(registry: Ours, repository: str, expected: dict[str, str], timeout: float,
+def poll_tags(registry: Instance, repository: str, expected: dict[str, str], timeout: float,
               interval: float) -> dict:
     """Poll `registry` until every tag answers 200 with the expected digest. Times are seconds since the
-    process was spawned (registry.started_at). Each polling period asks for the first pending tag only, and
+    process was spawned (registry.process.spawned_at). Each polling period asks for the first pending tag only, and
     moves on to the next one in the same period as soon as one answers, so the child (busy syncing) gets
     one request per period. "all" is exact to one period; a tag that arrives before an earlier one is
     recorded when the poll reaches it. Connection errors (not listening yet) and 404s count as "not yet";
@@ -234,8 +172,9 @@ def poll_tags(registry: Ours, repository: str, expected: dict[str, str], timeout
     while pending:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{registry.name}: tags {pending} not pullable after {timeout:.0f}s")
-        if registry.process.poll() is not None:
-            raise RuntimeError(f"{registry.name} exited with {registry.process.returncode}:\n{registry.log_tail()}")
+        if not registry.process.alive():
+            raise RuntimeError(f"{registry.name} exited with {registry.process.process.returncode}:\n"
+                               f"{registry.process.log(30)}")
         while pending:
             tag = pending[0]
             polls += 1
@@ -243,7 +182,7 @@ def poll_tags(registry: Ours, repository: str, expected: dict[str, str], timeout
                 digest = manifest_digest(registry, repository, tag, timeout=10)
             except (OSError, http.client.HTTPException):
                 break  # not listening yet
-            now = time.perf_counter() - registry.started_at
+            now = time.perf_counter() - registry.process.spawned_at
             if first_answer is None:
                 first_answer = now
             if digest is None:
@@ -278,6 +217,10 @@ class CountingProxy(ThreadedApp):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
         self.serve(self.port, timeout=30)
@@ -347,7 +290,7 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def initial_sync(arguments, work: Path, parent: Ours, source: Registry, expected: dict[str, str]) -> dict:
+def initial_sync(arguments, work: Path, parent: Instance, source: Distribution, expected: dict[str, str]) -> dict:
     """Item 1: per round, a fresh ReadOnly child from spawn to all tags pullable, and `skopeo sync` into a
     fresh distribution; alternating which goes first."""
     ours_rounds, skopeo_rounds = [], []
@@ -356,15 +299,14 @@ def initial_sync(arguments, work: Path, parent: Ours, source: Registry, expected
         for which in order:
             os.sync()  # dirty pages of the previous step must not be flushed during this one
             if which == "ours":
-                child = make_ours(arguments, work, f"bench-child-{number}", parent_url=parent.url,
-                                  repositories=["bench/*"])
-                parent_cpu = parent.cpu()
-                child.start()
+                parent_cpu = cpu_seconds(parent.pid)
+                child = start_ours(arguments, work, f"bench-child-{number}", parent=parent, repositories=["bench/*"],
+                                   extra=SYNC_ONLY)
                 try:
                     result = poll_tags(child, REPOSITORY, expected, timeout=arguments.deadline,
                                        interval=arguments.poll_interval)
-                    result["child_cpu_s"] = child.cpu()
-                    result["parent_cpu_s"] = parent.cpu() - parent_cpu
+                    result["child_cpu_s"] = cpu_seconds(child.pid)
+                    result["parent_cpu_s"] = cpu_seconds(parent.pid) - parent_cpu
                     result["child_ready_s"] = _serving_after(child)
                     verify_blobs(child, parent, expected)
                 finally:
@@ -374,19 +316,19 @@ def initial_sync(arguments, work: Path, parent: Ours, source: Registry, expected
                          f"(answering after {result['first_answer']:.2f} s; child CPU {result['child_cpu_s']:.2f} s, "
                          f"parent CPU {result['parent_cpu_s']:.2f} s)")
             else:
-                destination = make_distribution(arguments, work, f"dest-{number}")
-                start_and_wait(destination, f"destination distribution {number}")
+                destination = start_distribution(arguments, work, f"dest-{number}",
+                                                 f"destination distribution {number}")
                 try:
-                    cpu = {"source": source.cpu(), "destination": destination.cpu(), "skopeo": children_cpu()}
+                    cpu = {"source": cpu_seconds(source.pid), "destination": cpu_seconds(destination.pid),
+                           "skopeo": children_cpu()}
                     started = time.perf_counter()
                     run(["skopeo", "sync", "--src", "docker", "--dest", "docker", "--src-tls-verify=false",
                          "--dest-tls-verify=false", "--preserve-digests", f"{source.host}/{REPOSITORY}",
-                         f"{destination.host}/{REPOSITORY.rsplit('/', 1)[0]}"],
-                        timeout=arguments.deadline, what="skopeo sync")
+                         f"{destination.host}/{REPOSITORY.rsplit('/', 1)[0]}"], timeout=arguments.deadline)
                     seconds = time.perf_counter() - started
                     result = {"all": seconds, "skopeo_cpu_s": children_cpu() - cpu["skopeo"],
-                              "source_cpu_s": source.cpu() - cpu["source"],
-                              "destination_cpu_s": destination.cpu() - cpu["destination"]}
+                              "source_cpu_s": cpu_seconds(source.pid) - cpu["source"],
+                              "destination_cpu_s": cpu_seconds(destination.pid) - cpu["destination"]}
                     for tag, digest in expected.items():
                         got = manifest_digest(destination, REPOSITORY, tag, {"Accept": MANIFEST_ACCEPT})
                         if got != digest:
@@ -399,37 +341,37 @@ def initial_sync(arguments, work: Path, parent: Ours, source: Registry, expected
     return {"ours": ours_rounds, "skopeo": skopeo_rounds}
 
 
-def _serving_after(instance: Ours) -> float | None:
+def _serving_after(instance: Instance) -> float | None:
     """Seconds from spawn to the "serving" log line, from the log's own timestamp (informational)."""
-    for line in instance.log_path.read_text(errors="replace").splitlines():
+    for line in instance.process.lines():
         if "serving http://" in line:
             try:
                 stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
             except ValueError:
                 return None
-            spawned_wall = time.time() - (time.perf_counter() - instance.started_at)
+            spawned_wall = time.time() - (time.perf_counter() - instance.process.spawned_at)
             return stamp - spawned_wall
     return None
 
 
-def verify_blobs(child: Ours, parent: Ours, expected: dict[str, str]) -> None:
+def verify_blobs(child: Instance, parent: Instance, expected: dict[str, str]) -> None:
     """Outside the timing: every layer of every tag is served by the child with the parent's size."""
     for tag in expected:
-        status, _, body = http_request("GET", f"{parent.url}/v2/{REPOSITORY}/manifests/{tag}", READER_HEADERS)
-        for layer in json.loads(body)["layers"]:
-            status, headers, _ = http_request("HEAD", f"{child.url}/v2/{REPOSITORY}/blobs/{layer['digest']}",
-                                              basic(READER))
-            if status != 200 or int(headers.get("content-length", -1)) != layer["size"]:
-                raise RuntimeError(f"{child.name}: layer {layer['digest']} answered {status}")
+        manifest = request(f"{parent.url}/v2/{REPOSITORY}/manifests/{tag}", headers=READER_HEADERS, timeout=60)
+        for layer in json.loads(manifest.body)["layers"]:
+            reply = request(f"{child.url}/v2/{REPOSITORY}/blobs/{layer['digest']}", "HEAD", headers=basic(*READER),
+                            timeout=60)
+            if reply.status != 200 or int(reply.headers.get("content-length", -1)) != layer["size"]:
+                raise RuntimeError(f"{child.name}: layer {layer['digest']} answered {reply.status}")
 
 
-def idle_requests(arguments, work: Path, parent: Ours, expected: dict[str, str]) -> dict:
+def idle_requests(arguments, work: Path, parent: Instance, expected: dict[str, str]) -> dict:
     """Item 2: a child behind the counting proxy, caught up; the requests it makes over a fixed interval."""
     proxy = CountingProxy(parent.url)
     proxy.start()
-    child = make_ours(arguments, work, "bench-idle", parent_url=proxy.url, repositories=["bench/*"])
+    child = None
     try:
-        child.start()
+        child = start_ours(arguments, work, "bench-idle", parent=proxy, repositories=["bench/*"], extra=SYNC_ONLY)
         caught = poll_tags(child, REPOSITORY, expected, timeout=arguments.deadline, interval=0.05)
         progress(f"idle: child behind the proxy has all tags after {caught['all']:.2f} s "
                  f"({len(proxy.snapshot())} requests so far)")
@@ -449,7 +391,8 @@ def idle_requests(arguments, work: Path, parent: Ours, expected: dict[str, str])
         window_end = time.perf_counter()
         records = proxy.snapshot()
     finally:
-        stop(child)
+        if child is not None:
+            stop(child)
         proxy.stop()
     setup = [r for r in records if r["start"] < window_start]
     inside = [r for r in records if window_start <= r["start"] < window_end]
@@ -497,13 +440,13 @@ def _summary(records: list[dict]) -> dict:
     return kinds
 
 
-def three_layers(arguments, work: Path, root: Ours, layout: Path, tags: list[str]) -> dict:
+def three_layers(arguments, work: Path, root: Instance, layout: Path, tags: list[str]) -> dict:
     """Item 3: root -> middle -> leaf; a push at the root, then the time until the middle and the leaf serve it."""
-    middle = make_ours(arguments, work, "bench-middle", parent_url=root.url, mode=arguments.middle_mode,
-                       repositories=["latency/*"], children=[("bench-leaf", "ReadOnly")])
-    start_and_wait(middle, f"middle ({arguments.middle_mode})")
-    leaf = make_ours(arguments, work, "bench-leaf", parent_url=middle.url, repositories=["latency/*"])
-    start_and_wait(leaf, "leaf (ReadOnly)")
+    middle = start_ours(arguments, work, "bench-middle", parent=root, mode=arguments.middle_mode,
+                        repositories=["latency/*"], children=[("bench-leaf", "ReadOnly")], extra=SYNC_ONLY)
+    wait_ready(middle, f"middle ({arguments.middle_mode})")
+    leaf = start_ours(arguments, work, "bench-leaf", parent=middle, repositories=["latency/*"], extra=SYNC_ONLY)
+    wait_ready(leaf, "leaf (ReadOnly)")
     try:
         # Warm-up push, not timed: the whole chain is activated, reconciled and long-polling afterwards.
         http_push(layout, "warmup", root, LATENCY_REPOSITORY)
@@ -640,21 +583,20 @@ def benchmark(arguments, work: Path) -> tuple[list[Row], dict]:
     layout = work / "images"
     for tag in tags:
         progress(f"making image {tag}: {arguments.layers} x {arguments.layer_size}")
-        make_layout(layout, tag, arguments.layers, arguments.layer_size)
+        layouts.make_image(layout, tag, arguments.layers, arguments.layer_size)
     small = work / "small"
     latency_tags = [f"p{i}" for i in range(1, arguments.pushes + 1)]
     for tag in ["warmup", *latency_tags]:
-        make_layout(small, tag, 2, "64K")
+        layouts.make_image(small, tag, 2, "64K")
     expected = {tag: layout_manifest(layout, tag)[0] for tag in tags}
     image_bytes = sum(f.stat().st_size for f in (layout / "blobs" / "sha256").iterdir() if f.stat().st_size > 4096)
     image = f"{arguments.tags} tags x {arguments.layers}x{arguments.layer_size} ({image_bytes / (1 << 20):.0f} MiB)"
 
     children = [(f"bench-child-{n}", "ReadOnly") for n in range(1, arguments.rounds + 1)]
     children += [("bench-idle", "ReadOnly"), ("bench-middle", arguments.middle_mode)]
-    parent = make_ours(arguments, work, "bench-root", children=children)
-    source = make_distribution(arguments, work, "source")
-    start_and_wait(parent, "root (ours)")
-    start_and_wait(source, "source distribution")
+    parent = start_ours(arguments, work, "bench-root", children=children)
+    wait_ready(parent, "root (ours)")
+    source = start_distribution(arguments, work, "source", "source distribution")
 
     prefill = {"ours": [], "distribution": []}
     for tag in tags:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from connected_registry.auth.passwords import hash_password
 from tests.support.processes import RegistryProcess
+from tests.sync.hierarchy import Instance
 
 PASSWORDS = {
     "writer1": "writer-password",
@@ -38,30 +38,9 @@ def standard_tokens() -> dict:
     }
 
 
-@dataclass
-class SecuredRegistry:
-    process: RegistryProcess
-    config_path: Path
-    document: dict = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return self.process.url
-
-    @property
-    def host(self) -> str:
-        return self.process.host
-
-    def write_config(self, document: dict) -> None:
-        self.document = document
-        temporary = self.config_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(document))
-        temporary.replace(self.config_path)
-
-
-def start_secured(tmp_path: Path, document: dict | None = None, env: dict | None = None) -> SecuredRegistry:
+def start_secured(tmp_path: Path, document: dict | None = None, env: dict | None = None) -> Instance:
     config_path = tmp_path / "desired.json"
     document = document if document is not None else {"name": "factory-root", "tokens": standard_tokens()}
     config_path.write_text(json.dumps(document))
     process = RegistryProcess(tmp_path / "data", extra_args=["--config", str(config_path)], env=env)
-    return SecuredRegistry(process, config_path, document)
+    return Instance(document.get("name", ""), process, config_path, document)

@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.api.auth_fixtures import PASSWORDS, start_secured, standard_tokens, token_entry
-from tests.api.test_hostile_input import call, raw_exchange
 from tests.support.http import basic, bearer, request
 from tests.support.oci import image_manifest, sha256
 from tests.support.processes import wait_until
+from tests.support.raw_client import call, raw_exchange
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ from tests.support.layouts import make_image
 from tests.support.oci import sha256
 from tests.support.processes import RegistryProcess, wait_until
 from tests.sync.hierarchy import READER, WRITER, start_instance
-from tests.sync.test_downstream import manifest_at, skopeo_push
-from tests.sync.test_three_layers import digest_at
+from tests.sync.instance_api import digest_at, manifest_at, skopeo_push
 
 
 def modes(data_dir: Path) -> dict[str, int]:

@@ -13,7 +13,7 @@ Every response to every generated request is held to three properties:
     CONNECT whose target is not host:port).
     aiohttp answers those itself with `HTTP/1.0 400 Bad Request`, `text/plain`, no API-version header, and
     closes the connection; only the raw-socket tests send such bytes and they accept exactly that shape
-    (`_is_parser_rejection`). A malformed chunk that arrives after the handler has started reading gets no
+    (`is_parser_rejection`). A malformed chunk that arrives after the handler has started reading gets no
     answer at all: aiohttp queues the 400 behind the stuck request, which waits until the client goes away.
 (c) stored data is unchanged: before the fuzzing the module pushes a known image (config, two layers, an
     OCI manifest under several tags, an index, a referrer, a second repository, and two open upload
@@ -25,7 +25,8 @@ Every response to every generated request is held to three properties:
     sits four levels deep in it (the process runs with its cwd, HOME and TMPDIR inside that sandbox too).
 
 When an example changes the stored data, the test fails with the difference and the module repairs the
-registry through the API (deleting what appeared, re-pushing moved tags) so later examples start clean.
+registry through the API (deleting what appeared, re-pushing moved tags) so later examples start clean
+(the harness, `Target`, is tests/support/hostile.py; the raw client is tests/support/raw_client.py).
 
 The registry is a `connected-registry serve` subprocess for the whole module; requests go over fresh
 loopback connections with http.client (full control of headers) or raw sockets (full control of bytes).
@@ -34,25 +35,18 @@ Hypothesis runs derandomized without an example database, so every run tries the
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
-import os
-import random
 import re
-import socket
-import sys
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, note, settings
+from hypothesis import assume, example, given, note, settings
 from hypothesis import strategies as st
 
-from tests.support.processes import ManagedProcess, RegistryProcess, free_port, wait_until
+from tests.support.hostile import APP, APP_TAGS, FUZZ, OTHER, SCRATCH, SPEC_DIGEST, Target
+from tests.support.oci import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, descriptor, sha256
+from tests.support.raw_client import (RawResponse, Reply, call, is_parser_rejection, location_path, path_part,
+                                      raw_exchange)
 
 # --------------------------------------------------------------------------------------------------
 # What the OCI distribution spec says (written out here, independent of the registry's own code)
@@ -65,193 +59,15 @@ OCI_ERROR_CODES = frozenset({
 })
 SPEC_NAME = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
 SPEC_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
-SPEC_DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
-UUID_NAME = re.compile(r"(?:tmp-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_EMPTY = "application/vnd.oci.empty.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 MAX_MANIFEST = 4 * 1024 * 1024
 INT64_MAX = 2**63 - 1
 
-APP, OTHER, SCRATCH = "fuzz/app", "fuzz/other", "fuzz/scratch"
-APP_TAGS = ("1.0", "A_tag", "latest", "v1", "z-last")  # all on the image; "multi" is the index
-
-FUZZ = settings(
-    max_examples=100,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    print_blob=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-)
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
 
 # --------------------------------------------------------------------------------------------------
-# HTTP: fresh connections with http.client, raw sockets, and the checks every answer must pass
+# The checks every answer must pass
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    method: str
-    target: str
-    status: int
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-    sent: dict[str, str] = field(default_factory=dict)
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    def describe(self) -> str:
-        shown = {k: v for k, v in self.headers.items() if k not in ("date", "server")}
-        sent = f" headers={self.sent}" if self.sent else ""
-        return f"{self.method} {self.target[:300]}{sent} -> {self.status} {shown} {self.body[:400]!r}"
-
-    def error_codes(self) -> list[str]:
-        return [error.get("code") for error in json.loads(self.body)["errors"]]
-
-
-def call(port: int, method: str, target: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-         *, chunks: list[bytes] | None = None, timeout: float = 30) -> Reply:
-    """One request on a fresh connection. `chunks` sends the body with Transfer-Encoding: chunked."""
-    headers = dict(headers or {})
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.putrequest(method, target, skip_accept_encoding=True)
-        if chunks is not None:
-            headers["Transfer-Encoding"] = "chunked"
-        elif body is not None and not any(k.lower() == "content-length" for k in headers):
-            headers["Content-Length"] = str(len(body))
-        for name, value in headers.items():
-            connection.putheader(name, value)
-        connection.endheaders()
-        try:
-            if chunks is not None:
-                for chunk in chunks:
-                    if chunk:
-                        connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                connection.send(b"0\r\n\r\n")
-            elif body:
-                connection.send(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered early (e.g. 413) and stopped reading: its answer is still there
-        response = connection.getresponse()
-        data = response.read()
-        return Reply(method, target, response.status, {k.lower(): v for k, v in response.getheaders()}, data,
-                     sent=headers)
-    finally:
-        connection.close()
-
-
-@dataclass
-class RawResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    head: bytes
-
-    def describe(self) -> str:
-        return f"{self.head[:300]!r} {self.body[:300]!r}"
-
-
-def raw_exchange(port: int, data: bytes, *, half_close: bool = False, deadline: float = 10.0,
-                 responses: int = 2, between=None, tail: bytes = b"") -> list[RawResponse]:
-    """Send bytes, read what comes back until EOF, `responses` complete answers, or the deadline.
-
-    `between` runs after `data` is sent and before `tail` (a barrier that lets the handler start)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=deadline)
-    parsed: list[RawResponse] = []
-    pending = b""
-    try:
-        try:
-            sock.sendall(data)
-            if between is not None:
-                between()
-            if tail:
-                sock.sendall(tail)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        end = time.monotonic() + deadline
-        while len(parsed) < responses and time.monotonic() < end:
-            sock.settimeout(max(end - time.monotonic(), 0.01))
-            try:
-                block = sock.recv(1 << 18)
-            except (socket.timeout, ConnectionResetError):
-                break
-            if not block:
-                break
-            pending += block
-            while True:
-                response, used = _parse_one(pending)
-                if response is None:
-                    break
-                parsed.append(response)
-                pending = pending[used:]
-    finally:
-        sock.close()
-    if pending:  # the connection closed with a response that has no length: it runs to the end
-        response, used = _parse_one(pending, at_eof=True)
-        if response is not None:
-            parsed.append(response)
-    return parsed
-
-
-def _parse_one(data: bytes, at_eof: bool = False) -> tuple[RawResponse | None, int]:
-    """The first complete HTTP response in `data` and the bytes it used, or (None, 0)."""
-    head, separator, rest = data.partition(b"\r\n\r\n")
-    if not separator:
-        return None, 0
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    start = len(head) + 4
-    if status in (204, 304) or 100 <= status < 200:
-        return RawResponse(status, headers, b"", head), start
-    if "content-length" in headers:
-        length = int(headers["content-length"])
-        if len(rest) < length:
-            return None, 0
-        return RawResponse(status, headers, rest[:length], head), start + length
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body, position = b"", 0
-        while True:
-            line_end = rest.find(b"\r\n", position)
-            if line_end < 0:
-                return None, 0
-            size = int(rest[position:line_end].split(b";")[0], 16)
-            if len(rest) < line_end + 2 + size + 2:
-                return None, 0
-            body += rest[line_end + 2:line_end + 2 + size]
-            position = line_end + 2 + size + 2
-            if size == 0:
-                return RawResponse(status, headers, body, head), start + position
-    if at_eof:
-        return RawResponse(status, headers, rest, head), len(data)
-    return None, 0
-
-
-def _is_parser_rejection(response: RawResponse) -> bool:
-    """aiohttp's own answer to unparseable HTTP (the documented exception to property (b))."""
-    return (response.status == 400 and response.headers.get("content-type", "").startswith("text/plain")
-            and "docker-distribution-api-version" not in response.headers)
 
 
 def check_oci_error_body(body: bytes, context: str) -> list[str]:
@@ -283,7 +99,7 @@ def check(reply: Reply) -> Reply:
 
 def check_raw(response: RawResponse, context: str) -> None:
     assert response.status < 500, f"5xx: {context}: {response.describe()}"
-    if 400 <= response.status < 500 and not _is_parser_rejection(response):
+    if 400 <= response.status < 500 and not is_parser_rejection(response):
         check_oci_error_body(response.body, f"{context}: {response.describe()}")
 
 
@@ -295,392 +111,9 @@ def expect_error(reply: Reply, codes: set[str] | frozenset[str]) -> None:
         assert set(got) & set(codes), f"expected one of {sorted(codes)}, got {got}: {reply.describe()}"
 
 
-def location_path(reply: Reply) -> str:
-    parts = urlsplit(reply.header("Location"))
-    return parts.path + (f"?{parts.query}" if parts.query else "")
-
-
-def path_part(value: str, safe: str = "") -> str:
-    """Percent-encode so that the server's decoded path contains exactly `value`."""
-    return quote(value, safe=safe)
-
-
 # --------------------------------------------------------------------------------------------------
-# The registry under test, the known content, and the invariant check
+# The registry under test (tests/support/hostile.py: the known content, and the invariant check)
 # --------------------------------------------------------------------------------------------------
-
-
-class SandboxedRegistry(RegistryProcess):
-    """`serve` with its data directory, cwd, HOME and TMPDIR all inside one sandbox directory.
-
-    The data directory sits four levels down, so a name or digest that climbs out of it with up to four
-    `..` still lands inside the sandbox, which the invariant check watches."""
-
-    def __init__(self, sandbox: Path) -> None:
-        for part in ("cwd", "home", "tmp"):
-            (sandbox / part).mkdir(parents=True, exist_ok=True)
-        self.sandbox = sandbox
-        self.port = free_port()
-        self.data_dir = sandbox / "var" / "acr" / "volume" / "data"
-        self.url = f"http://127.0.0.1:{self.port}"
-        environment = {"HOME": str(sandbox / "home"), "TMPDIR": str(sandbox / "tmp"),
-                       "XDG_DATA_HOME": str(sandbox / "home"), "ACR_REGISTRY_DATA_VOLUME": str(self.data_dir),
-                       "ACR_REGISTRY_LOGIN_SERVER": ""}
-        ManagedProcess.__init__(
-            self,
-            [sys.executable, "-m", "connected_registry", "serve", "--data", str(self.data_dir),
-             "--listen", f"127.0.0.1:{self.port}", "--metrics-listen", "off"],
-            env=environment,
-            cwd=str(sandbox / "cwd"),
-        )
-        wait_until(self._ready, timeout=30, what=f"registry on port {self.port}")
-
-
-def _descriptor(media_type: str, data: bytes) -> dict:
-    return {"mediaType": media_type, "digest": sha256(data), "size": len(data)}
-
-
-class Target:
-    """The running registry, what was pushed into it, and the check that it is all still there."""
-
-    def __init__(self, sandbox: Path) -> None:
-        self.registry = SandboxedRegistry(sandbox)
-        self.port = self.registry.port
-        self.sandbox = sandbox
-        self.data_dir = self.registry.data_dir
-        self._probe: http.client.HTTPConnection | None = None
-        self.poisoned: str | None = None
-        self.allowed_new_files: set[str] = set()
-        self._listings: dict[str, tuple[int, list[tuple[str, bool]]]] = {}
-        self._hashes: dict[tuple, str] = {}
-
-        rng = random.Random(20240601)
-        self.blobs: dict[str, dict[str, bytes]] = {APP: {}, OTHER: {}}
-        self.manifests: dict[str, dict[str, tuple[bytes, str]]] = {APP: {}, OTHER: {}}
-        self.tags: dict[str, dict[str, str]] = {APP: {}, OTHER: {}}
-
-        self.config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers"}}).encode()
-        self.small_layer = b"x"
-        self.big_layer = rng.randbytes(70_000)
-        for blob in (self.config, self.small_layer, self.big_layer):
-            self._push_blob(APP, blob)
-        self.image_doc = {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": _descriptor(OCI_CONFIG, self.config),
-            "layers": [_descriptor(OCI_LAYER, self.small_layer), _descriptor(OCI_LAYER, self.big_layer)],
-        }
-        self.image_body = json.dumps(self.image_doc, indent=2).encode()
-        self.image = sha256(self.image_body)
-        for tag in APP_TAGS:
-            self._push_manifest(APP, tag, self.image_body, OCI_MANIFEST)
-
-        self.index_doc = {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [{**_descriptor(OCI_MANIFEST, self.image_body),
-                           "platform": {"architecture": "amd64", "os": "linux"}}],
-        }
-        self.index_body = json.dumps(self.index_doc).encode()
-        self.index = sha256(self.index_body)
-        self._push_manifest(APP, "multi", self.index_body, OCI_INDEX)
-
-        self.empty, self.sbom = b"{}", b"hostile-input sbom v1\n"
-        self._push_blob(APP, self.empty)
-        self._push_blob(APP, self.sbom)
-        self.referrer_doc = {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "artifactType": "application/vnd.example.sbom.v1",
-            "config": _descriptor(OCI_EMPTY, self.empty),
-            "layers": [_descriptor("text/plain", self.sbom)],
-            "subject": _descriptor(OCI_MANIFEST, self.image_body),
-            "annotations": {"org.opencontainers.image.created": "2024-06-01T00:00:00Z"},
-        }
-        self.referrer_body = json.dumps(self.referrer_doc).encode()
-        self.referrer = sha256(self.referrer_body)
-        self._push_manifest(APP, self.referrer, self.referrer_body, OCI_MANIFEST)
-
-        other_config = json.dumps({"architecture": "arm64", "os": "linux"}).encode()
-        other_layer = rng.randbytes(3000)
-        for blob in (other_config, other_layer):
-            self._push_blob(OTHER, blob)
-        other_body = json.dumps({
-            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
-            "config": _descriptor(DOCKER_CONFIG, other_config), "layers": [_descriptor(DOCKER_LAYER, other_layer)],
-        }).encode()
-        self._push_manifest(OTHER, "o1", other_body, DOCKER_MANIFEST)
-
-        # Two open upload sessions with known bytes; hostile requests must neither touch nor finish them.
-        self.sessions: dict[str, tuple[str, bytes]] = {}
-        for repository, content in ((SCRATCH, b"scratch session bytes 0123456789"), (OTHER, b"other session bytes")):
-            self.sessions[repository] = (self.open_session(repository, content), content)
-
-        self.baseline_api = self.api_state()
-        self.baseline_files, problems = self.file_state()
-        assert not problems, problems
-        self.baseline_outside = self.outside_state()
-
-    # --- pushing ------------------------------------------------------------------------------------
-
-    def _push_blob(self, repository: str, data: bytes) -> None:
-        reply = call(self.port, "POST", f"/v2/{repository}/blobs/uploads/?digest={sha256(data)}", data,
-                     {"Content-Type": "application/octet-stream"})
-        assert reply.status == 201, reply.describe()
-        self.blobs[repository][sha256(data)] = data
-
-    def _push_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> None:
-        reply = call(self.port, "PUT", f"/v2/{repository}/manifests/{reference}", body, {"Content-Type": media_type})
-        assert reply.status == 201, reply.describe()
-        self.manifests[repository][sha256(body)] = (body, media_type)
-        if not SPEC_DIGEST.fullmatch(reference):
-            self.tags[repository][reference] = sha256(body)
-
-    def open_session(self, repository: str, content: bytes = b"") -> str:
-        reply = call(self.port, "POST", f"/v2/{repository}/blobs/uploads/")
-        assert reply.status == 202, reply.describe()
-        path = location_path(reply)
-        if content:
-            reply = call(self.port, "PATCH", path, content, {"Content-Type": "application/octet-stream"})
-            assert reply.status == 202, reply.describe()
-        return path.rsplit("/", 1)[1]
-
-    def session_path(self, repository: str, upload_id: str) -> str:
-        return f"/v2/{repository}/blobs/uploads/{upload_id}"
-
-    # --- observing --------------------------------------------------------------------------------------
-
-    def get(self, target: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-        """A well-formed read on a kept-alive connection (for the invariant check only)."""
-        for attempt in (1, 2):
-            try:
-                if self._probe is None:
-                    self._probe = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                self._probe.request(method, target)
-                response = self._probe.getresponse()
-                body = response.read()
-                return response.status, {k.lower(): v for k, v in response.getheaders()}, body
-            except (OSError, http.client.HTTPException):
-                if self._probe is not None:
-                    self._probe.close()
-                self._probe = None
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def get_many(self, targets: list[str]) -> list[RawResponse]:
-        """Well-formed GETs pipelined on one connection (the invariant check runs after every example)."""
-        request = b"".join(f"GET {target} HTTP/1.1\r\nHost: registry\r\n\r\n".encode() for target in targets)
-        responses = raw_exchange(self.port, request, responses=len(targets), deadline=30)
-        assert len(responses) == len(targets), f"{len(responses)} answers to {len(targets)} pipelined GETs"
-        return responses
-
-    def api_state(self) -> dict[tuple, object]:
-        keys: list[tuple] = [("catalog",)]
-        targets = ["/v2/_catalog"]
-        for repository in (APP, OTHER, SCRATCH):
-            keys.append(("tags", repository))
-            targets.append(f"/v2/{repository}/tags/list")
-        for repository, manifests in self.manifests.items():
-            for reference in list(manifests) + list(self.tags[repository]):
-                keys.append(("manifest", repository, reference))
-                targets.append(f"/v2/{repository}/manifests/{reference}")
-        for repository, blobs in self.blobs.items():
-            for digest in blobs:
-                keys.append(("blob", repository, digest))
-                targets.append(f"/v2/{repository}/blobs/{digest}")
-        keys.append(("referrers", APP, self.image))
-        targets.append(f"/v2/{APP}/referrers/{self.image}")
-        for repository, (upload_id, _content) in self.sessions.items():
-            keys.append(("session", repository))
-            targets.append(self.session_path(repository, upload_id))
-        state: dict[tuple, object] = {}
-        for key, response in zip(keys, self.get_many(targets)):
-            headers = response.headers
-            if key[0] in ("catalog", "tags", "referrers"):
-                state[key] = (response.status, response.body if response.status == 200 else None)
-            elif key[0] == "manifest":
-                state[key] = (response.status, headers.get("docker-content-digest"), headers.get("content-type"),
-                              sha256(response.body))
-            elif key[0] == "blob":
-                state[key] = (response.status, sha256(response.body), headers.get("docker-content-digest"))
-            else:
-                state[key] = (response.status, headers.get("range"))
-        return state
-
-    def _entries(self, folder: str) -> list[tuple[str, bool]]:
-        """(name, is a folder) for one folder; listings of folders unchanged for over a second are cached
-        (a folder's mtime moves whenever an entry is added or removed; the second covers coarse clocks)."""
-        mtime = os.stat(folder).st_mtime_ns
-        cached = self._listings.get(folder)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
-        entries = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in os.scandir(folder)]
-        if mtime < time.time_ns() - 1_000_000_000:
-            self._listings[folder] = (mtime, entries)
-        return entries
-
-    def _blob_hash(self, path: str, algorithm: str) -> str:
-        status = os.stat(path)
-        key = (path, status.st_size, status.st_mtime_ns, status.st_ino)
-        if key not in self._hashes:
-            with open(path, "rb") as file:
-                self._hashes[key] = hashlib.new(algorithm, file.read()).hexdigest()
-        return self._hashes[key]
-
-    def file_state(self) -> tuple[dict[str, str], list[str]]:
-        """Every file and folder under the data directory (blob files hashed), and layout violations."""
-        listing: dict[str, str] = {}
-        problems: list[str] = []
-        root = str(self.data_dir)
-        cut = len(root) + 1
-        pending = [root]
-        while pending:
-            folder = pending.pop()
-            for name, is_folder in self._entries(folder):
-                full = f"{folder}/{name}"
-                path = full[cut:]
-                if is_folder:
-                    listing[path] = "dir"
-                    pending.append(full)
-                    continue
-                parts = path.split("/")
-                if parts[0] == "uploads":
-                    if len(parts) != 2 or not UUID_NAME.fullmatch(parts[1]):
-                        problems.append(f"unexpected file in uploads/: {path!r}")
-                elif len(parts) == 1 and name.startswith("metadata.db"):
-                    continue
-                elif parts[0] == "blobs":
-                    expected = (len(parts) == 4 and parts[1] in ("sha256", "sha512")
-                                and re.fullmatch(r"[0-9a-f]{%d}" % (64 if parts[1] == "sha256" else 128), parts[3])
-                                and parts[3][:2] == parts[2])
-                    if not expected:
-                        problems.append(f"unexpected file in blobs/: {path!r}")
-                        continue
-                    listing[path] = self._blob_hash(full, parts[1])
-                    if listing[path] != parts[3]:
-                        problems.append(f"blob file {path} does not hold the content its name says")
-                else:
-                    listing[path] = "file"
-        return listing, problems
-
-    def outside_state(self) -> set[str]:
-        """Everything in the sandbox except the data directory's contents."""
-        found = set()
-        data = str(self.data_dir)
-        for folder, folders, files in os.walk(self.sandbox):
-            folders[:] = [name for name in folders if os.path.join(folder, name) != data]
-            relative = os.path.relpath(folder, self.sandbox)
-            for name in folders + files:
-                found.add(os.path.normpath(os.path.join(relative, name)))
-        return found
-
-    def problems(self, absent_manifests=(), absent_blobs=(), absent_files=()) -> list[str]:
-        problems: list[str] = []
-        if self.registry.process.poll() is not None:
-            return [f"the registry process exited with {self.registry.process.returncode}:\n"
-                    + self.registry.log()[-3000:]]
-        current = self.api_state()
-        for key, before in self.baseline_api.items():
-            after = current.get(key)
-            if after != before:
-                problems.append(f"{key}: was {str(before)[:300]}, now {str(after)[:300]}")
-        for repository, digest in absent_manifests:
-            status, headers, _ = self.get(f"/v2/{repository}/manifests/{digest}", "HEAD")
-            if status != 404:
-                problems.append(f"manifest {repository}@{digest} exists (HEAD -> {status})")
-        for repository, digest in absent_blobs:
-            status, _, _ = self.get(f"/v2/{repository}/blobs/{digest}", "HEAD")
-            if status != 404:
-                problems.append(f"blob {digest} is in {repository} (HEAD -> {status})")
-        files, layout = self.file_state()
-        problems += layout
-        for path, value in self.baseline_files.items():
-            if files.get(path) != value:
-                problems.append(f"data/{path} changed or vanished")
-        for path in files.keys() - self.baseline_files.keys():
-            digest_hex = path.rsplit("/", 1)[-1]
-            if digest_hex in self.allowed_new_files:
-                continue
-            if any(d.split(":")[1] == digest_hex for d in absent_files):
-                problems.append(f"data/{path} was written for content that must not be stored")
-            else:
-                problems.append(f"new entry in the data directory: {path!r}")
-        outside = self.outside_state()
-        if outside != self.baseline_outside:
-            problems.append(f"entries appeared outside the data directory: {sorted(outside - self.baseline_outside)}"
-                            f" / vanished: {sorted(self.baseline_outside - outside)}")
-        return problems
-
-    def restore(self, absent_manifests=(), absent_blobs=()) -> None:
-        """Undo what a failing example stored, through the API, so the next example starts clean."""
-        for repository, digest in absent_manifests:
-            call(self.port, "DELETE", f"/v2/{repository}/manifests/{digest}")
-        for repository, digest in absent_blobs:
-            call(self.port, "DELETE", f"/v2/{repository}/blobs/{digest}")
-        for repository, tags in self.tags.items():
-            status, _, body = self.get(f"/v2/{repository}/tags/list")
-            current = set(json.loads(body).get("tags") or []) if status == 200 else set()
-            for extra in current - set(tags):
-                call(self.port, "DELETE", f"/v2/{repository}/manifests/{path_part(extra)}")
-            for tag, digest in tags.items():
-                _, headers, _ = self.get(f"/v2/{repository}/manifests/{tag}")
-                if headers.get("docker-content-digest") != digest:
-                    body, media_type = self.manifests[repository][digest]
-                    call(self.port, "PUT", f"/v2/{repository}/manifests/{tag}", body, {"Content-Type": media_type})
-        for repository, (upload_id, content) in list(self.sessions.items()):
-            if self.api_state().get(("session", repository)) != self.baseline_api[("session", repository)]:
-                self.sessions[repository] = (self.open_session(repository, content), content)
-                self.baseline_api[("session", repository)] = self.api_state()[("session", repository)]
-        files, _ = self.file_state()
-        for path in files.keys() - self.baseline_files.keys():
-            if path.startswith("blobs/"):
-                self.allowed_new_files.add(path.rsplit("/", 1)[-1])
-
-    @contextmanager
-    def example(self):
-        """Run one example; afterwards the stored data must be exactly as before (property (c))."""
-        if self.poisoned:
-            pytest.fail(f"an earlier example changed the stored data and it could not be restored: {self.poisoned}")
-        guard = Guard()
-        failure: BaseException | None = None
-        try:
-            yield guard
-        except BaseException as error:  # noqa: BLE001 - re-raised below, after the data check
-            failure = error
-        problems = self.problems(guard.absent_manifests, guard.absent_blobs, guard.absent_files)
-        if problems:
-            self.restore(guard.absent_manifests, guard.absent_blobs)
-            left = self.problems(guard.absent_manifests, guard.absent_blobs)
-            if left:
-                self.poisoned = "; ".join(left)[:2000]
-        if failure is not None:
-            if problems:
-                failure.add_note("stored data changed too:\n  " + "\n  ".join(problems))
-            raise failure
-        assert not problems, "stored data changed:\n  " + "\n  ".join(problems) + "\n" + "\n".join(guard.log)
-
-    def close(self) -> None:
-        if self._probe is not None:
-            self._probe.close()
-        self.registry.stop()
-
-
-@dataclass
-class Guard:
-    absent_manifests: list[tuple[str, str]] = field(default_factory=list)
-    absent_blobs: list[tuple[str, str]] = field(default_factory=list)
-    absent_files: list[str] = field(default_factory=list)
-    log: list[str] = field(default_factory=list)
-
-    def must_not_store(self, repository: str, data: bytes, *, manifest: bool = False) -> None:
-        digest = sha256(data)
-        (self.absent_manifests if manifest else self.absent_blobs).append((repository, digest))
-        self.absent_files.append(digest)
-
-    def sent(self, reply: Reply) -> Reply:
-        self.log.append(reply.describe())
-        return reply
 
 
 @pytest.fixture(scope="module")
@@ -1469,7 +902,7 @@ def _descriptor_mutations(which: str = "any"):
     return choices[which] if which != "any" else st.one_of(*choices.values())
 
 
-def _mutate_descriptor(descriptor: dict, mutation) -> dict:
+def _mutatedescriptor(descriptor: dict, mutation) -> dict:
     field_name, value = mutation
     descriptor = dict(descriptor)
     if field_name.startswith("-"):
@@ -1531,12 +964,12 @@ def invalid_manifests(draw, target: Target, kind: str) -> tuple[str, bytes, str 
         if base_name == "image":
             where = draw(st.sampled_from(["config", "layers"]))
             if where == "config":
-                base["config"] = _mutate_descriptor(base["config"], mutation)
+                base["config"] = _mutatedescriptor(base["config"], mutation)
             else:
-                base["layers"][1] = _mutate_descriptor(base["layers"][1], mutation)
+                base["layers"][1] = _mutatedescriptor(base["layers"][1], mutation)
         else:
             where = "manifests"
-            base["manifests"][0] = _mutate_descriptor(base["manifests"][0], mutation)
+            base["manifests"][0] = _mutatedescriptor(base["manifests"][0], mutation)
         return f"{where} descriptor {mutation!r}", json.dumps(base).encode(), media_type
     if kind == "annotations":
         value = draw(st.sampled_from([[], "x", 1, True, {"a": 1}, {"a": None}, {"a": ["x"]}, {"a": {"b": "c"}}]))
@@ -1546,7 +979,7 @@ def invalid_manifests(draw, target: Target, kind: str) -> tuple[str, bytes, str 
         if draw(st.booleans()):
             value = draw(st.sampled_from(NOT_AN_OBJECT))
         else:
-            value = _mutate_descriptor(_descriptor(OCI_MANIFEST, target.image_body), draw(_descriptor_mutations()))
+            value = _mutatedescriptor(descriptor(OCI_MANIFEST, target.image_body), draw(_descriptor_mutations()))
         base["subject"] = value
         return f"subject={value!r}", json.dumps(base).encode(), media_type
     if kind == "encoding":

@@ -3,33 +3,16 @@ the log level follows logging.logLevel at once."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from connected_registry.api.metrics import render
 from connected_registry.api.requests import RequestStats
 from tests.support.http import basic, request
 from tests.support.layouts import make_image
+from tests.support.metrics import samples, scrape, value
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import READER, start_instance
-from tests.sync.test_downstream import ACCEPT, manifest_at, skopeo_push
-
-
-def scrape(instance) -> dict[tuple[str, tuple], float]:
-    reply = request(instance.metrics_url)
-    assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain; version=")
-    return samples(reply.body.decode())
-
-
-def samples(text: str) -> dict[tuple[str, tuple], float]:
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
-
-
-def value(metrics: dict, metric: str, **labels) -> float:
-    return metrics.get((metric, tuple(sorted(labels.items()))), 0.0)
+from tests.sync.instance_api import ACCEPT, manifest_at, skopeo_push, status_of
 
 
 def test_metrics_are_served_on_their_own_listener_and_not_on_the_registry_port(registry):
@@ -76,8 +59,7 @@ def test_counters_move_with_a_push_a_pull_and_a_sync(tmp_path: Path):
             before_leaf[("connected_registry_http_sent_bytes_total", ())] + layer["size"]
         assert value(after_leaf, "connected_registry_connection_state", state="Online") == 1
         assert value(after_leaf, "connected_registry_outbox_entries", state="pending") == 0
-        assert value(after_leaf, "connected_registry_info", instance_id=json.loads(request(
-            f"{leaf.url}/acr/connected/v1/status", headers=basic(*READER)).body)["activation"]["instanceId"],
+        assert value(after_leaf, "connected_registry_info", instance_id=status_of(leaf)["activation"]["instanceId"],
             mode="ReadOnly", name="line1-leaf", version="0.1.0") == 1
         misses = value(after_leaf, "connected_registry_http_requests_total", route=manifests, method="GET", status="404")
         unknown = request(f"{leaf.url}/v2/factory/nothing/manifests/v9", headers={**basic(*READER), **ACCEPT})
@@ -104,7 +86,7 @@ def test_request_ids_are_returned_and_on_the_log_line_and_the_level_changes_at_o
         assert request(f"{root.url}/healthz").headers["X-Request-Id"]
 
         root.document["logging"] = {"logLevel": "Warning"}
-        root.config_path.write_text(json.dumps(root.document))
+        root.write_config()
         probes = iter(range(1000))
 
         def quiet() -> bool:  # a request after the change writes no debug line (one would show within ms)

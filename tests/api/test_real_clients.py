@@ -20,15 +20,11 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from tests.support.clients import registry_requests, skopeo
+from tests.support.clients import registry_requests, rootfs_tar, skopeo
 from tests.support.layouts import make_image, manifest_digest, read_blob
+from tests.support.oci import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_MANIFEST
 from tests.support.pki import non_loopback_ipv4
-from tests.support.processes import wait_until
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 ACCEPT_ALL = ", ".join([OCI_MANIFEST, DOCKER_MANIFEST, "application/vnd.oci.image.index.v1+json",
                         "application/vnd.docker.distribution.manifest.list.v2+json"])
 
@@ -54,11 +50,6 @@ def push_with_skopeo(layout: Path, tag: str, destination: str, *flags: str) -> N
 def image_blobs(layout: Path, digest: str) -> list[str]:
     manifest = json.loads(read_blob(layout, digest))
     return [manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]]
-
-
-def wait_for_proxy_log(proxy, predicate, what: str):
-    """nginx writes an access-log line just after it has sent the response: poll for it."""
-    return wait_until(lambda: predicate(proxy.requests()), timeout=10, what=f"{what} in {proxy.access_log}")
 
 
 # --- containerd / ctr -------------------------------------------------------------------------------------------
@@ -158,18 +149,9 @@ def test_docker_pulls_an_image_pushed_by_skopeo_and_pushes_it_retagged_as_docker
     assert [layer["digest"] for layer in copied["layers"]] == [layer["digest"] for layer in original["layers"]]
 
 
-def _rootfs_tar(payload: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        info = tarfile.TarInfo("payload/data.bin")
-        info.size, info.mode, info.mtime = len(payload), 0o644, 0
-        archive.addfile(info, io.BytesIO(payload))
-    return buffer.getvalue()
-
-
 def test_docker_uploads_an_image_the_registry_has_never_seen(registry, dockerd, tmp_path: Path):
     payload = os.urandom(300_000)
-    rootfs = _rootfs_tar(payload)
+    rootfs = rootfs_tar(payload)
     (tmp_path / "rootfs.tar").write_bytes(rootfs)
     reference = f"{registry.host}/edge/imported:v1"
     dockerd.docker("import", str(tmp_path / "rootfs.tar"), reference)
@@ -215,7 +197,7 @@ def test_skopeo_and_ctr_pull_through_the_api_proxy_over_tls_with_the_test_ca(reg
 
     blob_gets = lambda rows: [uri for method, uri, status in rows  # noqa: E731
                               if method == "GET" and "/blobs/sha256:" in uri and status == 200]
-    wait_for_proxy_log(api_proxy, lambda rows: len(blob_gets(rows)) >= 2 * len(image_blobs(layout, digest)),
+    api_proxy.wait_for_requests(lambda rows: len(blob_gets(rows)) >= 2 * len(image_blobs(layout, digest)),
                        "every blob fetched through the proxy by skopeo and by ctr")
 
 
@@ -238,7 +220,7 @@ def test_upload_locations_point_at_the_api_proxy_and_pushes_through_it_work(regi
         return [uri for m, uri, status in rows
                 if m == method and uri.startswith(f"/v2/{repository}/blobs/uploads/") and status in (201, 202)]
 
-    wait_for_proxy_log(api_proxy, lambda rows: len(finished_uploads(rows, "edge/via-proxy", "PUT")) == len(blobs)
+    api_proxy.wait_for_requests(lambda rows: len(finished_uploads(rows, "edge/via-proxy", "PUT")) == len(blobs)
                        and len(finished_uploads(rows, "edge/via-proxy", "PATCH")) >= len(blobs)
                        and ("PUT", "/v2/edge/via-proxy/manifests/v1", 201) in rows,
                        "skopeo's PATCH and PUT requests")
@@ -257,7 +239,7 @@ def test_upload_locations_point_at_the_api_proxy_and_pushes_through_it_work(regi
     containerd.ctr("images", "tag", source, target)
     containerd.ctr("images", "push", "--hosts-dir", str(api_proxy.ctr_hosts_dir), target)
     other_blobs = image_blobs(other, other_digest)
-    wait_for_proxy_log(api_proxy, lambda rows: len(finished_uploads(rows, "edge/ctr-via-proxy", "PUT"))
+    api_proxy.wait_for_requests(lambda rows: len(finished_uploads(rows, "edge/ctr-via-proxy", "PUT"))
                        == len(other_blobs) and ("PUT", "/v2/edge/ctr-via-proxy/manifests/v1", 201) in rows,
                        "ctr's monolithic PUTs")
     assert not finished_uploads(api_proxy.requests(), "edge/ctr-via-proxy", "PATCH")
@@ -282,16 +264,14 @@ def test_docker_pulls_and_pushes_through_the_api_proxy_verifying_the_test_ca(reg
 
     dockerd.trust(proxy_host, test_pki.ca_cert)  # /etc/docker/certs.d/<host:port>/ca.crt inside dockerd's namespace
     dockerd.docker("pull", f"{proxy_host}/edge/app:v1")
-    repo_digests = dockerd.docker("image", "inspect", "--format", "{{json .RepoDigests}}",
-                                  f"{proxy_host}/edge/app:v1").stdout
-    assert f"{proxy_host}/edge/app@{digest}" in json.loads(repo_digests)
+    assert f"{proxy_host}/edge/app@{digest}" in dockerd.repo_digests(f"{proxy_host}/edge/app:v1")
 
     payload = os.urandom(200_000)
-    (tmp_path / "rootfs.tar").write_bytes(_rootfs_tar(payload))
+    (tmp_path / "rootfs.tar").write_bytes(rootfs_tar(payload))
     dockerd.docker("import", str(tmp_path / "rootfs.tar"), f"{proxy_host}/edge/docker-via-proxy:v1")
     output = dockerd.docker("push", f"{proxy_host}/edge/docker-via-proxy:v1").stdout
     pushed_digest = re.search(r"v1: digest: (sha256:[0-9a-f]{64})", output).group(1)
-    wait_for_proxy_log(proxy, lambda rows: ("PUT", "/v2/edge/docker-via-proxy/manifests/v1", 201) in rows
+    proxy.wait_for_requests(lambda rows: ("PUT", "/v2/edge/docker-via-proxy/manifests/v1", 201) in rows
                        and sum(1 for m, uri, s in rows
                                if m == "PATCH" and "/edge/docker-via-proxy/blobs/uploads/" in uri and s == 202) == 2,
                        "docker's PATCH uploads (layer and config) and manifest PUT")

@@ -17,12 +17,10 @@ so the grant each client used is seen, not guessed. The API-proxy tests read ngi
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import re
 import ssl
-import tarfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -32,11 +30,10 @@ import jwt
 import pytest
 
 from tests.api.auth_fixtures import PASSWORDS, start_secured
-from tests.support.clients import RecordingProxy, engine_request, registry_requests, skopeo
+from tests.support.clients import RecordingProxy, engine_request, registry_auth, registry_requests, rootfs_tar, skopeo
 from tests.support.http import basic, request
 from tests.support.layouts import make_image, manifest_digest, read_blob
 from tests.support.pki import non_loopback_ipv4
-from tests.support.processes import wait_until
 
 READER = ("reader1", PASSWORDS["reader1"])
 WRITER = ("writer1", PASSWORDS["writer1"])
@@ -99,30 +96,12 @@ def challenge_realm(challenge: str) -> str | None:
     return match.group(1) if match else None
 
 
-def rootfs_tar(payload: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        info = tarfile.TarInfo("payload/data.bin")
-        info.size, info.mode, info.mtime = len(payload), 0o644, 0
-        archive.addfile(info, io.BytesIO(payload))
-    return buffer.getvalue()
-
-
 def docker_login(dockerd, host: str, name: str, password: str, check: bool = True):
     return dockerd.docker("login", "-u", name, "--password-stdin", host, input=password + "\n", check=check)
 
 
 def docker_auths(dockerd) -> dict:
     return json.loads((dockerd.cli_config / "config.json").read_text()).get("auths", {})
-
-
-def repo_digests(dockerd, reference: str) -> list[str]:
-    return json.loads(dockerd.docker("image", "inspect", "--format", "{{json .RepoDigests}}", reference).stdout)
-
-
-def wait_for_proxy_log(proxy, predicate, what: str):
-    """nginx writes an access-log line just after it has sent the response: poll for it."""
-    return wait_until(lambda: predicate(proxy.requests()), timeout=10, what=f"{what} in {proxy.access_log}")
 
 
 # --- containerd / ctr: POST grant_type=password ---------------------------------------------------------------
@@ -225,7 +204,7 @@ def test_docker_login_keeps_a_refresh_token_and_pulls_with_the_refresh_grant(rec
 
     dockerd.docker("pull", f"{recorder.host}/factory/app:v1")
 
-    assert f"{recorder.host}/factory/app@{app_image.digest}" in repo_digests(dockerd, f"{recorder.host}/factory/app:v1")
+    assert f"{recorder.host}/factory/app@{app_image.digest}" in dockerd.repo_digests(f"{recorder.host}/factory/app:v1")
     tokens = recorder.token_requests()
     assert tokens, recorder.exchanges
     for token in tokens:
@@ -274,11 +253,6 @@ def test_docker_pushes_as_writer1_and_is_denied_as_reader1_with_the_reason(recor
 # --- edgeAgent's way: the Engine API with X-Registry-Auth (GET + Basic) -----------------------------------------
 
 
-def registry_auth(name: str, password: str, server: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"username": name, "password": password,
-                                                "serveraddress": server}).encode()).decode()
-
-
 def test_edge_agent_pulls_through_the_engine_api_with_x_registry_auth(recorder, app_image, dockerd):
     path = f"/v1.41/images/create?fromImage={recorder.host}/factory/app&tag=v1"
 
@@ -295,7 +269,7 @@ def test_edge_agent_pulls_through_the_engine_api_with_x_registry_auth(recorder, 
     assert status == 200 and not [m for m in messages if "error" in m], messages
     assert messages[-1]["status"].startswith("Status: Downloaded newer image for "
                                              f"{recorder.host}/factory/app:v1"), messages
-    assert f"{recorder.host}/factory/app@{app_image.digest}" in repo_digests(dockerd, f"{recorder.host}/factory/app:v1")
+    assert f"{recorder.host}/factory/app@{app_image.digest}" in dockerd.repo_digests(f"{recorder.host}/factory/app:v1")
     tokens = recorder.token_requests()
     assert tokens and all((t.method, t.authorization, t.status) == ("GET", "Basic", 200) for t in tokens), tokens
     assert tokens[0].query.get("scope") == ["repository:factory/app:pull"], tokens
@@ -323,7 +297,7 @@ def test_skopeo_and_ctr_log_in_and_pull_through_the_api_proxy(secured, app_image
     assert manifest_digest(pulled, "v1") == app_image.digest
     for blob in app_image.blobs:
         assert read_blob(pulled, blob) == read_blob(app_image.layout, blob)
-    wait_for_proxy_log(proxy, lambda rows: any(
+    proxy.wait_for_requests(lambda rows: any(
         method == "GET" and uri.startswith("/acr/oauth2/token?") and "account=reader1" in uri and status == 200
         for method, uri, status in rows), "skopeo's GET token request")
 
@@ -335,7 +309,7 @@ def test_skopeo_and_ctr_log_in_and_pull_through_the_api_proxy(secured, app_image
     seen = re.findall(r'response\.header\.www-authenticate="((?:[^"\\]|\\.)*)"', result.stderr)
     assert seen and all(challenge_realm(value.replace('\\"', '"')) == realm for value in seen), result.stderr
     assert {url.split("/v2/")[0] for _, url in registry_requests(result.stderr)} == {f"https://{proxy.host}"}
-    wait_for_proxy_log(proxy, lambda rows: ("POST", "/acr/oauth2/token", 200) in rows,
+    proxy.wait_for_requests(lambda rows: ("POST", "/acr/oauth2/token", 200) in rows,
                        "ctr's POST token request (grant_type=password)")
     assert not [row for row in proxy.requests() if row[1].startswith("/acr/") and row[2] not in (200,)], \
         proxy.requests()
@@ -359,13 +333,13 @@ def test_docker_logs_in_and_pulls_through_the_api_proxy_on_a_non_loopback_addres
     docker_login(dockerd, proxy_host, *READER)
 
     assert docker_auths(dockerd)[proxy_host]["identitytoken"]
-    wait_for_proxy_log(proxy, lambda rows: any(
+    proxy.wait_for_requests(lambda rows: any(
         method == "GET" and uri.startswith("/acr/oauth2/token?") and "offline_token=true" in uri and status == 200
         for method, uri, status in rows), "docker login's GET token request")
 
     dockerd.docker("pull", f"{proxy_host}/factory/app:v1")
 
-    assert f"{proxy_host}/factory/app@{app_image.digest}" in repo_digests(dockerd, f"{proxy_host}/factory/app:v1")
-    wait_for_proxy_log(proxy, lambda rows: ("POST", "/acr/oauth2/token", 200) in rows
+    assert f"{proxy_host}/factory/app@{app_image.digest}" in dockerd.repo_digests(f"{proxy_host}/factory/app:v1")
+    proxy.wait_for_requests(lambda rows: ("POST", "/acr/oauth2/token", 200) in rows
                        and ("GET", f"/v2/factory/app/manifests/{app_image.digest}", 200) in rows,
                        "docker pull's POST token request (grant_type=refresh_token) and manifest GET")

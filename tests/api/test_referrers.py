@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.support.oci import (
+    OCI_EMPTY,
     OCI_INDEX,
     OCI_MANIFEST,
     descriptor,
@@ -21,11 +22,10 @@ from tests.support.oci import (
 
 SIGNATURE = "application/vnd.example.signature.v1"
 SBOM = "application/vnd.example.sbom.v1"
-EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 
 
 async def push_referrer(api, repository: str, subject: bytes, artifact_type: str | None = None,
-                        annotations: dict | None = None, config_type: str = EMPTY_CONFIG) -> bytes:
+                        annotations: dict | None = None, config_type: str = OCI_EMPTY) -> bytes:
     config = b"{}"
     await push_blob(api, repository, config)
     body = image_manifest(config, [], subject=subject, artifact_type=artifact_type, config_type=config_type,

@@ -10,7 +10,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tests.support.http import basic, request
-from tests.sync.hierarchy import READER, WRITER, client_tokens, start_instance, token
+from tests.sync.hierarchy import WRITER, client_tokens, start_instance, token
+from tests.sync.instance_api import status_of
 
 PER_TOKEN, PER_REPOSITORY = 64, 256
 PUSHERS = [(f"pusher{number}", f"pusher{number}-password") for number in range(1, 5)]
@@ -38,7 +39,7 @@ def open_sessions(instance, credentials: tuple[str, str], repository: str, count
 
 
 def open_count(instance) -> int:
-    document = request(f"{instance.url}/acr/connected/v1/status", headers=basic(*READER)).json()
+    document = status_of(instance)
     assert document["uploadSessions"]["maxPerToken"] == PER_TOKEN
     assert document["uploadSessions"]["maxPerRepository"] == PER_REPOSITORY
     return document["uploadSessions"]["open"]

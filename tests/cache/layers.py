@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.support.http import basic, request
 from tests.sync.hierarchy import READER, start_instance
+from tests.sync.instance_api import status_of
 
 # A window only on 1 January: no scheduled sync runs while a test does.
 NO_SYNC_DURING_THE_TEST = {"syncProperties": {"schedule": "0 0 1 1 *", "syncWindow": "PT1H"}}
@@ -22,7 +23,7 @@ def start_cold_child(base: Path, name: str, parent, *, children=(), extra: dict 
 
 
 def cache_status(instance) -> dict:
-    document = request(f"{instance.url}/acr/connected/v1/status", headers=basic(*READER)).json()
+    document = status_of(instance)
     return {**document["cache"], "lastSyncTime": document["lastSyncTime"]}
 
 
@@ -37,17 +38,6 @@ def skopeo_pull(instance, reference: str, destination: Path, *extra: str, check:
 
 def blob_at(instance, repository: str, digest: str):
     return request(f"{instance.url}/v2/{repository}/blobs/{digest}", headers=basic(*READER))
-
-
-def push_blob(instance, repository: str, data: bytes) -> str:
-    from tests.support.oci import sha256
-    from tests.sync.hierarchy import WRITER
-
-    digest = sha256(data)
-    reply = request(f"{instance.url}/v2/{repository}/blobs/uploads/?digest={digest}", "POST", data, basic(*WRITER),
-                    timeout=120)
-    assert reply.status == 201, reply.body
-    return digest
 
 
 def blob_transfers(proxy, digest: str) -> list:

@@ -11,12 +11,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.cache.layers import cache_status, cold_leaf_behind_proxy, pull_blob, push_blob, skopeo_pull
+from tests.cache.layers import cache_status, cold_leaf_behind_proxy, pull_blob, skopeo_pull
 from tests.support.http import basic, request
 from tests.support.layouts import make_image, read_blob
 from tests.support.oci import sha256
 from tests.sync.hierarchy import READER
-from tests.sync.test_downstream import skopeo_push
+from tests.sync.instance_api import push_blob, skopeo_push
 
 SIZE = 8 << 20
 

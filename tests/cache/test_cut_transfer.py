@@ -8,7 +8,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.cache.layers import cache_status, cold_leaf_behind_proxy, pull_blob, push_blob
+from tests.cache.layers import cache_status, cold_leaf_behind_proxy, pull_blob
+from tests.sync.instance_api import push_blob
 
 SIZE = 16 << 20
 CUT_AFTER = 5 << 20

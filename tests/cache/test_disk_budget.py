@@ -7,13 +7,13 @@ import json
 import os
 from pathlib import Path
 
-from tests.cache.layers import blob_at, cache_status, push_blob, start_cold_child
+from tests.cache.layers import blob_at, cache_status, start_cold_child
 from tests.support.http import basic, request
 from tests.support.layouts import make_image, read_blob
 from tests.support.oci import image_manifest, sha256
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import OPERATOR, READER, WRITER, start_instance
-from tests.sync.test_downstream import skopeo_push
+from tests.sync.instance_api import push_blob, skopeo_push
 
 MiB = 1 << 20
 

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.test_real_clients_auth import registry_auth, repo_digests
 from tests.cache.layers import cache_status, start_cold_child
-from tests.support.clients import engine_request
+from tests.support.clients import engine_request, registry_auth
 from tests.support.layouts import make_image, read_blob
 from tests.sync.hierarchy import READER, start_instance
-from tests.sync.test_downstream import skopeo_push
+from tests.sync.instance_api import skopeo_push
 
 
 @pytest.fixture
@@ -44,7 +43,7 @@ def test_moby_and_containerd_pull_module_images_through_the_cold_leaf(cold_hiera
     messages = [json.loads(line) for line in body.splitlines() if line.strip()]
     assert status == 200 and not [m for m in messages if "error" in m], messages
     assert messages[-1]["status"].startswith(f"Status: Downloaded newer image for {leaf.host}/factory/edge-agent:1.5")
-    assert f"{leaf.host}/factory/edge-agent@{for_docker}" in repo_digests(dockerd, f"{leaf.host}/factory/edge-agent:1.5")
+    assert f"{leaf.host}/factory/edge-agent@{for_docker}" in dockerd.repo_digests(f"{leaf.host}/factory/edge-agent:1.5")
     image_id = dockerd.docker("image", "inspect", "--format", "{{.Id}}", f"{leaf.host}/factory/edge-agent:1.5").stdout
     assert image_id.strip() == json.loads(read_blob(layout, for_docker))["config"]["digest"]
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.api.test_metrics_and_logs import scrape
-from tests.cache.layers import blob_transfers, cache_status, pull_blob, push_blob, start_cold_child
+from tests.cache.layers import blob_transfers, cache_status, pull_blob, start_cold_child
 from tests.support.clients import RecordingProxy
+from tests.support.metrics import scrape
 from tests.support.oci import sha256
 from tests.sync.hierarchy import start_instance
+from tests.sync.instance_api import push_blob
 
 SIZE = 100 << 20
 CLIENTS = 20

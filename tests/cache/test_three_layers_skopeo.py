@@ -10,7 +10,7 @@ from tests.support.http import basic, request
 from tests.support.layouts import read_blob
 from tests.support.oci import sha256
 from tests.sync.hierarchy import READER, start_instance
-from tests.sync.test_downstream import manifest_at, push_index_with_signature
+from tests.sync.instance_api import manifest_at, push_index_with_signature
 
 
 def referrers_at(instance, repository: str, digest: str) -> list[str]:

@@ -12,7 +12,7 @@ from tests.cache.layers import blob_at, cold_leaf_behind_proxy, skopeo_pull
 from tests.support.http import basic, request
 from tests.support.layouts import make_image, read_blob
 from tests.sync.hierarchy import READER
-from tests.sync.test_downstream import ACCEPT, skopeo_push
+from tests.sync.instance_api import ACCEPT, skopeo_push
 
 TIMEOUTS = {"connectTimeout": "PT1S", "firstByteTimeout": "PT2S"}
 

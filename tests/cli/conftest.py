@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support.processes import run_cli
-from tests.sync.hierarchy import OPERATOR, Instance, start_instance
+from tests.sync.hierarchy import Instance, start_instance
 
 FRESH_REPORTS = {"reportInterval": "PT10S"}  # children report every 10 s, so the root's view is fresh
 
@@ -37,7 +36,3 @@ def hierarchy(tmp_path_factory):
             instance.stop()
 
 
-def operator_cli(instance: Instance, *arguments: str, env: dict | None = None):
-    """A remote command against `instance` with its operator token (gateway rights on its own name)."""
-    return run_cli(*arguments, "--registry", instance.url, "--username", OPERATOR[0], "--password", OPERATOR[1],
-                   env=env)

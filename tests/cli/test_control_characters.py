@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import uuid
 from pathlib import Path
 
 from aiohttp import web
 
-from tests.cli.conftest import operator_cli
-from tests.support.http import basic, request
 from tests.support.processes import free_port, wait_until
 from tests.support.threaded import ThreadedApp
-from tests.sync.hierarchy import READER, start_instance
-from tests.sync.test_control_trust import activate
+from tests.sync.hierarchy import start_instance
+from tests.sync.instance_api import CONTROL, activate, operator_cli, status_of
 
-# Everything but the newlines the program writes itself: ESC, BEL, CR, backspace, CSI (C1), DEL.
-CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b[H\x9b31mforged\rline9-fake  ReadOnly  Active  Online\n\x08\x7f"
 
 
@@ -57,7 +52,7 @@ def test_status_and_list_print_a_parents_message_without_control_characters(tmp_
     leaf = start_instance(tmp_path, "line1-leaf", parent=address, repositories=["factory/*"])
     try:
         def refused() -> bool:
-            details = request(f"{leaf.url}/acr/connected/v1/status", headers=basic(*READER)).json()["statusDetails"]
+            details = status_of(leaf)["statusDetails"]
             return any(detail["code"] == "ALREADY_ACTIVE" and "pwned" in detail["description"] for detail in details)
 
         wait_until(refused, what="the parent's refusal in the leaf's status details")

@@ -10,7 +10,7 @@ from tests.support.http import basic, request
 from tests.support.layouts import make_image
 from tests.support.processes import RegistryProcess, run_cli, wait_until
 from tests.sync.hierarchy import READER, client_tokens, start_instance
-from tests.sync.test_downstream import ACCEPT, skopeo_push
+from tests.sync.instance_api import ACCEPT, skopeo_push
 
 AZ_KEYS = ["ACR_REGISTRY_CERTIFICATE_VOLUME", "ACR_REGISTRY_CONNECTION_STRING", "ACR_REGISTRY_DATA_VOLUME",
            "ACR_REGISTRY_LOGIN_SERVER", "SYNC_TOKEN_PASSWORD", "SYNC_TOKEN_USER"]
@@ -65,7 +65,7 @@ def test_a_generated_sync_token_lets_a_new_child_activate_and_sync(tmp_path: Pat
         assert not any(action.endswith("content/write") for action in entry["actions"])  # ReadOnly by default
         # The operator adds the entry to the parent's tokens (re-read at once) and deploys the child with the env.
         root.document["tokens"].update(tokens)
-        root.config_path.write_text(json.dumps(root.document))
+        root.write_config()
         layout = tmp_path / "layout"
         make_image(layout, "v1", layers=1, size="8K")
         skopeo_push(layout, "v1", root, "factory/app:v1")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from tests.cli.conftest import operator_cli
+from tests.cli.conftest import FRESH_REPORTS
 from tests.support.processes import run_cli, wait_until
-from tests.sync.hierarchy import OPERATOR, READER
+from tests.sync.hierarchy import OPERATOR, READER, start_instance
+from tests.sync.instance_api import operator_cli
 
 
 def _listing(hierarchy, columns: int = 100):
@@ -80,9 +81,6 @@ def test_credentials_come_from_the_environment_and_are_never_printed(hierarchy):
 def test_list_marks_a_child_that_went_silent_as_stale(tmp_path):
     """A leaf that stops reporting (power cut, link gone) is marked STALE after three of the root's report
     intervals, with how long it has been silent, and counted in the footer."""
-    from tests.cli.conftest import FRESH_REPORTS
-    from tests.sync.hierarchy import start_instance
-
     root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")], extra=FRESH_REPORTS)
     leaf = start_instance(tmp_path, "line1-leaf", parent=root, repositories=["factory/*"], extra=FRESH_REPORTS)
     try:

@@ -8,11 +8,10 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tests.cli.conftest import operator_cli
 from tests.support.layouts import make_image
 from tests.support.processes import run_cli
 from tests.sync.hierarchy import READER, start_instance
-from tests.sync.test_downstream import manifest_at, skopeo_push
+from tests.sync.instance_api import manifest_at, operator_cli, skopeo_push
 
 
 def outside_any_window() -> dict:
@@ -27,7 +26,7 @@ def test_sync_now_shows_repositories_and_bytes_and_ends_with_a_summary(tmp_path:
     try:
         leaf.document["parent"]["syncProperties"] = outside_any_window()
         leaf.document["onDemand"] = False  # a GET at the leaf must not fill the content itself: the sync brings it
-        leaf.config_path.write_text(json.dumps(leaf.document))
+        leaf.write_config()
         leaf.process.restart()
         layout = tmp_path / "layout"
         for repository in ("one", "two"):

@@ -18,7 +18,7 @@ from tests.support.layouts import make_image
 from tests.support.pki import make_pki
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import READER, start_instance, sync_token_for
-from tests.sync.test_downstream import manifest_at, skopeo_push
+from tests.sync.instance_api import manifest_at, skopeo_push
 
 
 def test_an_image_pushed_at_the_root_is_pulled_at_the_bottom_and_a_twin_patch_moves_its_schedule(tmp_path: Path):

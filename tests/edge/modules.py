@@ -46,6 +46,11 @@ def module_desired(schedule: str = QUIET_SCHEDULE, window: str = "PT1H") -> dict
             "parent": {"syncProperties": {"schedule": schedule, "syncWindow": window}}, "reportInterval": "PT10S"}
 
 
+def codes(reported: dict) -> set[str]:
+    """The codes of the status details in the module's reported properties (none yet: empty)."""
+    return {detail["code"] for detail in reported.get("statusDetails") or []}
+
+
 def connection_string(name: str, parent: Instance | None) -> str:
     """As `get-settings` prints it; without `parent`, the parent endpoint is left to the twin."""
     sync_name, sync_password, _ = sync_token_for(name)

@@ -31,12 +31,12 @@ def test_reported_json_follows_activation_and_configuration_changes(tmp_path: Pa
         document = {**leaf.document, "$version": 4,
                     "parent": {**leaf.document["parent"],
                                "syncProperties": {"schedule": QUIET_SCHEDULE, "syncWindow": "PT1H"}}}
-        leaf.config_path.write_text(json.dumps(document))
+        leaf.write_config(document)
         wait_until(lambda: _reported(reported_path).get("appliedDesiredVersion") == 4, timeout=30,
                    what="reported.json with the new configuration")
         assert _reported(reported_path)["sync"]["nextWindowStart"].endswith(QUIET_START)
 
-        leaf.config_path.write_text(json.dumps({**document, "$version": 5, "mode": "Sideways"}))
+        leaf.write_config({**document, "$version": 5, "mode": "Sideways"})
         wait_until(lambda: any(d["code"] == "CONFIG_INVALID" for d in _reported(reported_path).get("statusDetails", [])),
                    timeout=30, what="CONFIG_INVALID in reported.json")
         assert _reported(reported_path)["appliedDesiredVersion"] == 4

@@ -9,12 +9,10 @@ import time
 import urllib.request
 
 from tests.edge.modules import (MODULE_NAME, OTHER_END_2H, OTHER_SCHEDULE, OTHER_START, QUIET_END,
-                                QUIET_SCHEDULE, QUIET_START, EdgeModule)
+                                QUIET_SCHEDULE, QUIET_START, EdgeModule, codes)
 from tests.support.edge_runtime import wait_for_module_exit
-
-
-def _codes(reported: dict) -> set[str]:
-    return {detail["code"] for detail in reported.get("statusDetails") or []}
+from tests.support.http import basic, request
+from tests.sync.hierarchy import WRITER
 
 
 def _active_with_window(start: str):
@@ -65,7 +63,7 @@ def test_an_invalid_patch_is_reported_and_the_old_schedule_keeps_running(edge_mo
     hub = edge_module.hub
     hub.wait_reported(_active_with_window(QUIET_START), timeout=60, what="Active with its window")
     hub.patch_desired({"parent": {"syncProperties": {"schedule": OTHER_SCHEDULE, "syncWindow": "PT10M"}}})
-    hub.wait_reported(lambda r: "CONFIG_INVALID" in _codes(r), timeout=30, what="CONFIG_INVALID")
+    hub.wait_reported(lambda r: "CONFIG_INVALID" in codes(r), timeout=30, what="CONFIG_INVALID")
     detail = next(d for d in hub.reported["statusDetails"] if d["code"] == "CONFIG_INVALID")
     assert "parent.syncProperties.syncWindow" in detail["description"] and detail["severity"] == "Error"
     assert hub.reported["appliedDesiredVersion"] == 1
@@ -74,7 +72,7 @@ def test_an_invalid_patch_is_reported_and_the_old_schedule_keeps_running(edge_mo
     assert hub.reported["connectionState"] == "Unhealthy"
     # the next patch completes the raw document (merged with the bad one): now it validates and applies
     version = hub.patch_desired({"parent": {"syncProperties": {"syncWindow": "PT2H"}}})
-    hub.wait_reported(lambda r: r.get("appliedDesiredVersion") == version and "CONFIG_INVALID" not in _codes(r),
+    hub.wait_reported(lambda r: r.get("appliedDesiredVersion") == version and "CONFIG_INVALID" not in codes(r),
                       timeout=30, what="the fixed document applied")
     assert hub.reported["sync"]["nextWindowStart"].endswith(OTHER_START)
 
@@ -89,7 +87,7 @@ def test_a_full_redelivery_of_the_desired_document_changes_nothing(edge_module: 
     log = edge_module.process.log()
     assert "desired $version 1 is not newer than the $version 1 held here" in log
     assert "applied desired $version 1 " not in log and f"applied desired $version {version} " in log
-    assert not _codes(hub.reported) & {"CONFIG_INVALID", "CONFIG_UNKNOWN_KEYS", "CHANGE_NEEDS_DEACTIVATION"}
+    assert not codes(hub.reported) & {"CONFIG_INVALID", "CONFIG_UNKNOWN_KEYS", "CHANGE_NEEDS_DEACTIVATION"}
     versions = [patch["appliedDesiredVersion"] for _, patch in hub.reported_patches if "appliedDesiredVersion" in patch]
     assert versions == sorted(versions), versions
     after = {key: json.dumps(hub.reported.get(key), sort_keys=True) for key in ("parent", "activation")}
@@ -98,9 +96,6 @@ def test_a_full_redelivery_of_the_desired_document_changes_nothing(edge_module: 
 
 
 def test_changes_made_while_edgehub_was_away_arrive_when_the_module_is_back(edge_module: EdgeModule):
-    from tests.support.http import basic, request
-    from tests.sync.hierarchy import WRITER
-
     hub = edge_module.hub
     hub.wait_reported(_active_with_window(QUIET_START), timeout=60, what="Active with its window")
     manifests = f"{edge_module.process.url}/v2/factory/app/manifests/v1"
@@ -114,7 +109,7 @@ def test_changes_made_while_edgehub_was_away_arrive_when_the_module_is_back(edge
                       and (r["sync"].get("nextWindowStart") or "").endswith(OTHER_START), timeout=60,
                       what="the twin read again after the reconnect")
     assert request(manifests, headers=basic(*WRITER)).status == 401  # the whole document replaced: the token is gone
-    assert "CONFIG_INVALID" not in _codes(hub.reported)
+    assert "CONFIG_INVALID" not in codes(hub.reported)
 
 
 def test_a_mode_change_while_active_is_held_back_and_reported(edge_module: EdgeModule):
@@ -122,7 +117,7 @@ def test_a_mode_change_while_active_is_held_back_and_reported(edge_module: EdgeM
     hub.wait_reported(_active_with_window(QUIET_START), timeout=60, what="Active with its window")
     version = hub.patch_desired({"mode": "ReadWrite", "parent": {"syncProperties": {"schedule": OTHER_SCHEDULE,
                                                                                     "syncWindow": "PT2H"}}})
-    hub.wait_reported(lambda r: "CHANGE_NEEDS_DEACTIVATION" in _codes(r) and r.get("appliedDesiredVersion") == version,
+    hub.wait_reported(lambda r: "CHANGE_NEEDS_DEACTIVATION" in codes(r) and r.get("appliedDesiredVersion") == version,
                       timeout=30, what="CHANGE_NEEDS_DEACTIVATION")
     detail = next(d for d in hub.reported["statusDetails"] if d["code"] == "CHANGE_NEEDS_DEACTIVATION")
     assert "ReadWrite" in detail["description"] and "deactivate" in detail["description"]

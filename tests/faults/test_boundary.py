@@ -25,8 +25,8 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from tests.api.test_hostile_input import FUZZ
 from tests.faults.conftest import figures
+from tests.support.hostile import FUZZ
 from tests.support.http import basic, bearer, request
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, image_manifest, index_manifest, sha256
 from tests.support.processes import wait_until

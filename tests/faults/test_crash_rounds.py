@@ -19,11 +19,11 @@ from pathlib import Path
 import aiohttp
 
 from connected_registry.storage import RegistryStore
-from tests.api.test_crash import Pusher, _check_every_served_blob_matches_its_digest
 from tests.faults.conftest import figures
 from tests.support.http import basic, request
 from tests.support.oci import sha256
 from tests.support.processes import ManagedProcess, wait_until
+from tests.support.pushers import Pusher, check_every_blob_file_matches_its_digest
 from tests.sync.hierarchy import OPERATOR, READER, WRITER, start_instance
 from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, push_small_image,
                                   start_root_for_leaf, start_runtime)
@@ -160,7 +160,7 @@ def test_sigkill_during_pushes_syncs_and_gc_loses_nothing_and_converges(tmp_path
         child.stop()
         root.stop()
     for instance in (root, child):
-        figures["crash: blob files checked whole"] += _check_every_served_blob_matches_its_digest(instance.process.data_dir)
+        figures["crash: blob files checked whole"] += check_every_blob_file_matches_its_digest(instance.process.data_dir)
 
 
 async def test_a_download_that_was_whole_when_the_child_died_is_finished_after_the_restart(tmp_path: Path,

@@ -13,26 +13,14 @@ from pathlib import Path
 
 from connected_registry.oci.manifest import MAX_MANIFEST_BYTES
 from connected_registry.sync.budget import MAX_DEPTH
-from tests.cache.layers import push_blob
 from tests.faults.conftest import figures
 from tests.support.clients import RecordingProxy
-from tests.support.oci import OCI_INDEX, OCI_MANIFEST, descriptor, image_manifest, sha256
+from tests.support.oci import OCI_INDEX, OCI_MANIFEST, descriptor, index_of, sha256
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import start_instance
-from tests.sync.test_activation import status_of
-from tests.sync.test_nested_indexes import PROMPTLY, index_of, push_small_image, put_manifest, requests_for
-from tests.sync.test_three_layers import digest_at
+from tests.sync.instance_api import PROMPTLY, digest_at, push_small_image, push_the_one_image, put_manifest, status_of
 
 BLOBS = 2  # every shape's one image manifest: a config and a layer
-
-
-def _image(instance, repository: str) -> bytes:
-    config, layer = b'{"architecture":"amd64","os":"linux"}', b"the one layer"
-    for blob in (config, layer):
-        push_blob(instance, repository, blob)
-    body = image_manifest(config, [layer])
-    put_manifest(instance, repository, sha256(body), body)
-    return body
 
 
 def _push_levels(instance, repository: str, levels: list[list[bytes]]) -> str:
@@ -45,7 +33,7 @@ def _push_levels(instance, repository: str, levels: list[list[bytes]]) -> str:
 
 def nested(instance, repository: str) -> tuple[str, int]:
     """10 x 10 x 10 references to one image: (the tagged digest, distinct manifests)."""
-    levels = [[_image(instance, repository)]]
+    levels = [[push_the_one_image(instance, repository)]]
     for _ in range(3):
         levels.append([index_of(levels[-1][0], 10)])
     return _push_levels(instance, repository, levels[1:]), 4
@@ -53,7 +41,7 @@ def nested(instance, repository: str) -> tuple[str, int]:
 
 def wide(instance, repository: str) -> tuple[str, int]:
     """One image named as often as an index at the 4 MiB cap can name it."""
-    image = _image(instance, repository)
+    image = push_the_one_image(instance, repository)
     entry = len(json.dumps(descriptor(OCI_MANIFEST, image))) + len(", ")
     body = index_of(image, (MAX_MANIFEST_BYTES - 100) // entry)
     assert len(body) <= MAX_MANIFEST_BYTES
@@ -63,7 +51,7 @@ def wide(instance, repository: str) -> tuple[str, int]:
 def lattice(instance, repository: str, width: int = 6, depth: int = 4) -> tuple[str, int]:
     """`depth` levels of `width` distinct indexes, each naming every index of the level below: width ** depth
     paths to the image through width * depth + 2 manifests."""
-    levels = [[_image(instance, repository)]]
+    levels = [[push_the_one_image(instance, repository)]]
     for level in range(depth):
         below = [descriptor(json.loads(body)["mediaType"], body) for body in levels[-1]]
         levels.append([json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": below,
@@ -76,7 +64,7 @@ def lattice(instance, repository: str, width: int = 6, depth: int = 4) -> tuple[
 
 def chain(instance, repository: str, length: int) -> str:
     """An index of an index of ... of an image, `length` indexes deep; the top's digest."""
-    levels = [[_image(instance, repository)]]
+    levels = [[push_the_one_image(instance, repository)]]
     for _ in range(length):
         levels.append([index_of(levels[-1][0], 1)])
     return _push_levels(instance, repository, levels[1:])
@@ -104,7 +92,7 @@ def test_hostile_index_shapes_cost_one_request_per_distinct_manifest_in_both_dir
             figures["attack: nested or repeated index entries (down) tried"] += 1
             wait_until(lambda: digest_at(middle, f"factory/down-{shape}", "v1") == top, timeout=30,
                        what=f"the {shape} index at the child")
-            gets = requests_for(proxy, f"factory/down-{shape}", "GET")
+            gets = proxy.requests_for(f"factory/down-{shape}", "GET")
             assert len(gets) <= 3 * distinct + BLOBS + 10, f"{shape}: {len(gets)} GETs for {distinct} manifests"
             figures["attack: nested or repeated index entries (down) held"] += 1
         figures["attack: index chain past the depth budget (down) tried"] += 1
@@ -128,7 +116,7 @@ def test_hostile_index_shapes_cost_one_request_per_distinct_manifest_in_both_dir
             figures["attack: nested or repeated index entries (up) tried"] += 1
             wait_until(lambda: digest_at(root, f"factory/up-{shape}", "v1") == top, timeout=30,
                        what=f"the {shape} index at the parent")
-            sent = requests_for(proxy, f"factory/up-{shape}")
+            sent = proxy.requests_for(f"factory/up-{shape}")
             entries = distinct  # each manifest was pushed on its own: one entry each, sending its tree
             assert len(sent) <= entries * (distinct + BLOBS + 3) + 20, f"{shape}: {len(sent)} requests at the parent"
             figures["attack: nested or repeated index entries (up) held"] += 1

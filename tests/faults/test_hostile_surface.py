@@ -1,6 +1,7 @@
 """Hostile input at the authenticated surface: the token service (/oauth2/token, /acr/oauth2/token), the
 control API (/acr/connected/v1) and /v2 with credentials and tokens from another instance. This extends
-tests/api/test_hostile_input.py (which fuzzes /v2 of an open instance) and uses its HTTP helpers.
+tests/api/test_hostile_input.py (which fuzzes /v2 of an open instance) with the same raw client
+(tests/support/raw_client.py) and hypothesis settings (tests/support/hostile.py).
 
 Two real instances with the same token names and passwords but their own signing keys: `factory-root`
 (the target, with a ReadWrite child `line1-child` registered) and `other-root`. Every answer: never a 5xx,
@@ -26,15 +27,14 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from tests.api.test_hostile_input import FUZZ, Reply, call
-from tests.cli.conftest import operator_cli
-from tests.cli.test_control_characters import CONTROL
 from tests.faults.conftest import figures
+from tests.support.hostile import FUZZ
 from tests.support.http import basic, request
 from tests.support.oci import image_manifest, sha256
 from tests.support.processes import wait_until
+from tests.support.raw_client import Reply, call
 from tests.sync.hierarchy import OPERATOR, READER, WRITER, start_instance, sync_token_for
-from tests.sync.test_control_trust import ONE_REPOSITORY_READER, OTHER_CHILD_SYNC, activate, add_tokens
+from tests.sync.instance_api import CONTROL, ONE_REPOSITORY_READER, OTHER_CHILD_SYNC, activate, add_tokens, operator_cli
 
 REPOSITORY = "factory/app"
 CHILD = "line1-child"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.cache.layers import NO_SYNC_DURING_THE_TEST
 from tests.faults.conftest import figures
 from tests.support.oci import sha256
 from tests.sync.hierarchy import READER, WRITER
@@ -168,8 +169,6 @@ async def _pull_image(session, runtime, repository: str, tag: str, headers: dict
 
 async def test_on_demand_pulls_through_every_link_fault_get_whole_images_or_a_clear_failure(tmp_path: Path,
                                                                                            monkeypatch, budget):
-    from tests.cache.layers import NO_SYNC_DURING_THE_TEST
-
     link = await FaultyLink().start()
     clock = FakeClock()
     root, document = await start_root_for_leaf(

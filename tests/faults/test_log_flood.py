@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.test_hostile_input import _is_parser_rejection, raw_exchange
-from tests.api.test_metrics_and_logs import scrape
 from tests.faults.conftest import figures
 from tests.support.http import basic, bearer, request
+from tests.support.metrics import scrape
 from tests.support.processes import wait_until
+from tests.support.raw_client import is_parser_rejection, raw_exchange
 from tests.sync.hierarchy import WRITER, start_instance
 
 REPOSITORY = "flood/app"
@@ -85,7 +85,7 @@ def test_malformed_http_and_hang_ups_cost_the_log_a_line_at_most_and_no_false_50
         for _ in range(ROUNDS):
             for data in MALFORMED:
                 answers = raw_exchange(port, data, responses=1)
-                assert answers and _is_parser_rejection(answers[0]), [answer.describe() for answer in answers]
+                assert answers and is_parser_rejection(answers[0]), [answer.describe() for answer in answers]
                 malformed += 1
             heads = cut_heads * 2
             _cut_bodies(port, heads, barrier)

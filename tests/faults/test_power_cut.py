@@ -18,9 +18,8 @@ from connected_registry.storage import RegistryStore
 from connected_registry.storage.gc import collect_garbage
 from tests.faults.conftest import figures, soaking
 from tests.faults.powercut import JournalingDisk, digest_matches, rebuild
-from tests.support.oci import image_manifest, serve_store, sha256
+from tests.support.oci import OCI_MANIFEST, image_manifest, serve_store, sha256
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SIZES = [0, 1, 4096, 70_000, 300_000]
 
 

@@ -18,10 +18,10 @@ from connected_registry import runtime as runtime_module
 from connected_registry.runtime import InstanceOptions, Runtime
 from connected_registry.storage import RegistryStore
 from connected_registry.waits import within
-from tests.api.test_hostile_input import raw_exchange
 from tests.faults.conftest import figures
 from tests.support.oci import serve_store, sha256
 from tests.support.processes import RegistryProcess, wait_until
+from tests.support.raw_client import raw_exchange
 from tests.sync.inprocess import eventually
 
 RSS_SLACK_KIB = 6 << 10  # what a process may keep after a burst: allocator and interpreter caches

@@ -20,13 +20,18 @@ How each tool was seen to behave on this machine: ../shared/reference/real-clien
 
 from __future__ import annotations
 
+import base64
+import http.client
+import io
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
+import tarfile
 import tempfile
 import textwrap
 import urllib.error
@@ -36,8 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.pki import TestPki
-from tests.support.processes import die_with_parent as _die_with_parent
-from tests.support.processes import free_port, port_open, wait_until
+from tests.support.processes import ManagedProcess, free_port, port_open, stop_process, wait_until
 from tests.support.threaded import ThreadedApp
 
 DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 client; /usr/local/bin/docker (28.x) may come first in PATH
@@ -91,35 +95,17 @@ def _short_dir(workdir: Path, room: int = 40) -> tuple[Path, bool]:
     return Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp")), True
 
 
-class Daemon:
-    """A long-running child: own session, output in `log_path`, stopped by PID."""
+class Daemon(ManagedProcess):
+    """A long-running child named `name`: own session, output in `log_path`, stopped by PID with `stop_signal`."""
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None,
                  stop_signal: int = signal.SIGTERM, cwd: Path | None = None) -> None:
         self.name = name
-        self.argv = [str(a) for a in argv]
-        self.log_path = log_path
         self.stop_signal = stop_signal
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent,
-            )
+        super().__init__(argv, env=env, cwd=cwd, log_path=log_path)
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log(self, tail: int = 60) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return ""
-        return "\n".join(lines[-tail:])
+    def log(self, tail: int | None = 60) -> str:
+        return super().log(tail)
 
     def check_alive(self) -> None:
         if not self.alive():
@@ -135,15 +121,9 @@ class Daemon:
             raise
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process.poll() is None:
-            os.kill(self.pid, self.stop_signal)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                warnings.warn(f"{self.name} (pid {self.pid}) ignored signal {self.stop_signal} for {timeout}s: "
-                              f"SIGKILL\n{self.log(20)}", stacklevel=2)
-                os.kill(self.pid, signal.SIGKILL)
-                self.process.wait(timeout=timeout)
+        if stop_process(self.process, self.stop_signal, grace=timeout):
+            warnings.warn(f"{self.name} (pid {self.pid}) ignored signal {self.stop_signal} for {timeout}s: "
+                          f"SIGKILL\n{self.log(20)}", stacklevel=2)
         try:  # the daemon's own process group (its session's leader was the daemon): workers, shims, helpers
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -304,6 +284,10 @@ class Dockerd:
                ) -> subprocess.CompletedProcess:
         return run([DOCKER_CLI, *arguments], env=self.env, check=check, timeout=timeout, input=input)
 
+    def repo_digests(self, reference: str) -> list[str]:
+        """The `name@digest` references the engine keeps for an image it pulled or pushed."""
+        return json.loads(self.docker("image", "inspect", "--format", "{{json .RepoDigests}}", reference).stdout)
+
     def trust(self, host: str, ca_cert: Path) -> None:
         """certs.d/<host:port>/ca.crt (dockerd re-reads certs.d on every pull and push). Moby never verifies TLS
         for 127.0.0.0/8, so this matters only for non-loopback addresses."""
@@ -428,6 +412,10 @@ http {{
                 rows.append((parts[0], parts[1], int(parts[2])))
         return rows
 
+    def wait_for_requests(self, predicate, what: str):
+        """nginx writes an access-log line just after it has sent the response: poll `predicate(requests())`."""
+        return wait_until(lambda: predicate(self.requests()), timeout=10, what=f"{what} in {self.access_log}")
+
     def open(self, method: str, path: str, data: bytes | None = None, headers: dict[str, str] | None = None):
         """One HTTPS request through the proxy, verified with the test CA; returns the response (or HTTPError)."""
         request = urllib.request.Request(self.url + path, method=method, data=data, headers=headers or {})
@@ -440,35 +428,40 @@ http {{
         self.daemon.stop()  # SIGTERM to the master: fast shutdown; workers are in its process group
 
 
+DISTRIBUTION_CONFIG = """\
+version: 0.1
+log:
+  level: info
+  formatter: text
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: {addr}
+  secret: connected-registry-tests
+"""
+
+
 class Distribution:
     """CNCF distribution (`docker-registry serve CONFIG`) on a free loopback port, storage under `workdir`."""
 
-    def __init__(self, workdir: Path, port: int | None = None, timeout: float = 20.0, extra_config: str = "") -> None:
-        """`extra_config`: more top-level YAML for the config (an `auth:` section, say)."""
-        require("docker-registry")
+    def __init__(self, workdir: Path, port: int | None = None, timeout: float = 20.0, extra_config: str = "", *,
+                 config: str = DISTRIBUTION_CONFIG, binary: str = "docker-registry") -> None:
+        """`extra_config`: more top-level YAML for the config (an `auth:` section, say). `config`: the YAML with
+        `{root}` and `{addr}` in place of the storage directory and the listen address (the benchmarks' own)."""
+        require(binary)
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "config.yml"
-        self.config.write_text(textwrap.dedent(f"""\
-            version: 0.1
-            log:
-              level: info
-              formatter: text
-            storage:
-              filesystem:
-                rootdirectory: {workdir / 'data'}
-              delete:
-                enabled: true
-              maintenance:
-                uploadpurging:
-                  enabled: false
-            http:
-              addr: {self.host}
-              secret: connected-registry-tests
-            """) + textwrap.dedent(extra_config))
-        self.daemon = Daemon("docker-registry", ["docker-registry", "serve", self.config], workdir / "registry.log")
+        self.config.write_text(config.format(root=workdir / "data", addr=self.host) + textwrap.dedent(extra_config))
+        self.daemon = Daemon("docker-registry", [binary, "serve", self.config], workdir / "registry.log")
         self.daemon.wait_ready(self._ready, timeout=timeout)
 
     def _ready(self) -> bool:
@@ -612,17 +605,19 @@ class RecordingProxy(ThreadedApp):
     def token_requests(self) -> list[Exchange]:
         return [exchange for exchange in self.exchanges if exchange.is_token_request]
 
+    def requests_for(self, repository: str, method: str | None = None, kind: str = "") -> list[Exchange]:
+        """The exchanges under /v2/<repository>/<kind> (`kind`: "manifests/", "blobs/", ...), of one method or all."""
+        return [exchange for exchange in self.exchanges if exchange.path.startswith(f"/v2/{repository}/{kind}")
+                and (method is None or exchange.method == method)]
+
 
 def engine_request(socket_path: Path, method: str, path: str, headers: dict[str, str] | None = None,
                    timeout: float = 120) -> tuple[int, bytes]:
     """One Docker Engine API request over dockerd's unix socket (as IoT Edge's edgeAgent makes them);
     returns (status, whole body). A pull's progress is streamed JSON lines; errors after the 200 come as
     {"error": ...} lines."""
-    import http.client
-    import socket as sockets
-
     connection = http.client.HTTPConnection("localhost", timeout=timeout)
-    connection.sock = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    connection.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.sock.settimeout(timeout)
     try:
         connection.sock.connect(str(socket_path))
@@ -631,6 +626,22 @@ def engine_request(socket_path: Path, method: str, path: str, headers: dict[str,
         return response.status, response.read()
     finally:
         connection.close()
+
+
+def registry_auth(name: str, password: str, server: str) -> str:
+    """The X-Registry-Auth header of an Engine API pull, as edgeAgent sends it."""
+    return base64.urlsafe_b64encode(json.dumps({"username": name, "password": password,
+                                                "serveraddress": server}).encode()).decode()
+
+
+def rootfs_tar(payload: bytes) -> bytes:
+    """A root filesystem of one file (payload/data.bin) for `docker import`: an image no registry has seen."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("payload/data.bin")
+        info.size, info.mode, info.mtime = len(payload), 0o644, 0
+        archive.addfile(info, io.BytesIO(payload))
+    return buffer.getvalue()
 
 
 # --- CNCF distribution with token auth (appended for tests/sync/test_plain_parent_token_auth.py) -----------------

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.oci import OCI_INDEX, sha256
+
 MKIMAGE = Path(__file__).with_name("mkimage.py")
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 def make_image(layout: Path, tag: str, layers: int = 2, size: str = "64K") -> str:
@@ -48,7 +48,7 @@ def make_multiplatform_index(layout: Path, tag: str) -> str:
             "platform": {"architecture": arch, "os": "linux"},
         })
     body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}).encode()
-    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    digest = sha256(body)
     (layout / "blobs" / "sha256" / digest.split(":")[1]).write_bytes(body)
     index = _index(layout)
     index["manifests"].append({

@@ -10,6 +10,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -57,6 +58,12 @@ def index_manifest(manifests: list[bytes], *, docker: bool = False) -> bytes:
         ],
     }
     return json.dumps(document).encode()
+
+
+def index_of(body: bytes, count: int) -> bytes:
+    """An index naming the same manifest `count` times."""
+    entry = descriptor(json.loads(body)["mediaType"], body)
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry] * count}).encode()
 
 
 def random_bytes(size: int) -> bytes:

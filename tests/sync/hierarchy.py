@@ -43,6 +43,8 @@ def sync_token_for(child: str, mode: str = "ReadOnly") -> tuple[str, str, dict]:
 
 @dataclass
 class Instance:
+    """A running `serve` process and the desired properties it reads from its --config file."""
+
     name: str
     process: RegistryProcess
     config_path: Path
@@ -60,6 +62,18 @@ class Instance:
     def metrics_url(self) -> str:
         return self.process.metrics_url
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def write_config(self, document: dict | None = None) -> None:
+        """Give the running instance a new configuration (by default its `document`, changed in place). Written
+        whole, then moved into place, so the instance never reads half of it."""
+        self.document = self.document if document is None else document
+        temporary = self.config_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.document))
+        temporary.replace(self.config_path)
+
     def stop(self) -> None:
         self.process.stop()
 
@@ -68,11 +82,12 @@ def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly"
                    repositories: list[str] | None = None, children: list[tuple[str, str]] = (),
                    extra: dict | None = None, directory_name: str | None = None,
                    sync_password: str | None = None, parent_settings: dict | None = None,
-                   port: int | None = None) -> Instance:
+                   port: int | None = None, env: dict[str, str | None] | None = None, **process) -> Instance:
     """An instance named `name`. `parent`: an Instance (its tokens must include this one's sync token, see
     `children`) or any registry with `url` and `host` (a plain parent). `sync_password` replaces the sync token's
     password in the connection string (e.g. a wrong one); `parent_settings` adds to the `parent` section. `port`:
-    where it listens (default: a free one)."""
+    where it listens (default: a free one); `env` adds to its environment; `process` goes to RegistryProcess
+    (`wait`, `command`, `metrics`, `log_path`: how the benchmarks run it)."""
     directory = base / (directory_name or name)
     directory.mkdir(parents=True, exist_ok=True)
     tokens = client_tokens()
@@ -82,7 +97,7 @@ def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly"
         sync_name, _, sync_entry = sync_token_for(child, child_mode)
         tokens[sync_name] = sync_entry
     document: dict = {"name": name, "mode": mode, "tokens": tokens, "repositories": repositories or ["*"]}
-    env = {}
+    env = dict(env or {})
     if parent is not None:
         sync_name, right_password, _ = sync_token_for(name, mode)
         sync_password = right_password if sync_password is None else sync_password
@@ -93,5 +108,6 @@ def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly"
     document.update(extra or {})
     config_path = directory / "desired.json"
     config_path.write_text(json.dumps(document))
-    process = RegistryProcess(directory / "data", port=port, extra_args=["--config", str(config_path)], env=env)
+    process = RegistryProcess(directory / "data", port=port, extra_args=["--config", str(config_path)], env=env,
+                              **process)
     return Instance(name, process, config_path, document)

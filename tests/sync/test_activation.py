@@ -5,19 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.support.http import basic, request
 from tests.support.layouts import make_image
 from tests.support.processes import free_port, run_cli, wait_until
-from tests.sync.hierarchy import OPERATOR, READER, start_instance, sync_token_for
-from tests.sync.test_downstream import manifest_at, skopeo_push
-
-
-def status_of(instance) -> dict:
-    return request(f"{instance.url}/acr/connected/v1/status", headers=basic(*READER)).json()
-
-
-def codes(document: dict) -> set[str]:
-    return {detail["code"] for detail in document["statusDetails"]}
+from tests.sync.hierarchy import OPERATOR, start_instance, sync_token_for
+from tests.sync.instance_api import codes, manifest_at, skopeo_push, status_of
 
 
 def cli(*arguments: str) -> subprocess.CompletedProcess:

@@ -7,12 +7,11 @@ import json
 import os
 from pathlib import Path
 
-from tests.cache.layers import push_blob
 from tests.support.http import basic, request
 from tests.support.oci import image_manifest, random_bytes, sha256
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import READER, WRITER, start_instance
-from tests.sync.test_downstream import ACCEPT, manifest_at
+from tests.sync.instance_api import manifest_at, push_blob, status_of
 
 
 def push_image(instance, repository: str, tag: str, layer: bytes, damage: bool = False) -> tuple[str, Path]:
@@ -33,12 +32,8 @@ def push_image(instance, repository: str, tag: str, layer: bytes, damage: bool =
     return sha256(body), layer_file
 
 
-def leaf_status(leaf) -> dict:
-    return request(f"{leaf.url}/acr/connected/v1/status", headers=basic(*READER)).json()
-
-
 def download_failed(leaf) -> str | None:
-    details = [d for d in leaf_status(leaf)["statusDetails"] if d["code"] == "DOWNLOAD_FAILED"]
+    details = [d for d in status_of(leaf)["statusDetails"] if d["code"] == "DOWNLOAD_FAILED"]
     return details[0]["description"] if details else None
 
 
@@ -59,7 +54,7 @@ def test_a_damaged_image_at_the_parent_is_reported_and_retried_while_everything_
         description = wait_until(lambda: download_failed(leaf), timeout=30, what="DOWNLOAD_FAILED")
         assert "factory/a-broken" in description and "failed verification" in description
         assert manifest_at(leaf, "factory/a-broken", "v1") is None
-        status = leaf_status(leaf)
+        status = status_of(leaf)
         assert status["activation"]["status"] == "Active" and status["connectionState"] != "Unhealthy"
 
         # The event feed goes on too: a damaged push and a good push made now.
@@ -102,7 +97,7 @@ def test_a_sync_now_names_what_could_not_be_copied(tmp_path: Path):
         assert started.status == 202, started.body
 
         def finished():
-            operation = leaf_status(leaf)["sync"].get("operation") or {}
+            operation = status_of(leaf)["sync"].get("operation") or {}
             return operation if operation.get("state") in ("Succeeded", "Failed") else None
 
         operation = wait_until(finished, timeout=30, what="the sync-now to finish")

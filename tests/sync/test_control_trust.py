@@ -8,40 +8,12 @@ import json
 import uuid
 from pathlib import Path
 
-from connected_registry.child_settings import sync_token_actions
 from tests.support.http import basic, request
 from tests.support.processes import run_cli, wait_until
-from tests.sync.hierarchy import OPERATOR, READER, start_instance, sync_token_for, token
+from tests.sync.hierarchy import OPERATOR, READER, start_instance, sync_token_for
+from tests.sync.instance_api import ONE_REPOSITORY_READER, OTHER_CHILD_SYNC, activate, add_tokens, status_of
 
-ONE_REPOSITORY_READER = ("app-reader1", "app-reader-password", ["repositories/factory/app/content/read",
-                                                                "repositories/factory/app/metadata/read"])
-# Another child's sync token as `get-settings --generate-password --repository 'factory/*'` makes it.
-OTHER_CHILD_SYNC = ("line2-leaf-sync-token", "line2-leaf-sync-password",
-                    sync_token_actions("line2-leaf", "ReadOnly", ["factory/*"]))
 OWN_GATEWAY_ONLY = ("root-watcher1", "root-watcher-password", ["gateway/factory-root/config/read"])
-
-
-def add_tokens(instance, *tokens: tuple[str, str, list[str]]) -> None:
-    """Add tokens to a running instance's configuration, and wait until it applied them."""
-    for name, password, actions in tokens:
-        instance.document["tokens"][name] = token(password, actions)
-    instance.config_path.write_text(json.dumps(instance.document))
-
-    def known(name: str, password: str) -> bool:
-        return request(f"{instance.url}/acr/oauth2/token", headers=basic(name, password)).status == 200
-
-    for name, password, _ in tokens:
-        wait_until(lambda: known(name, password), what=f"{instance.name} to apply token {name}")  # noqa: B023
-
-
-def activate(instance, child: str, instance_id: str) -> None:
-    """What a child's engine sends at activation, with the child's sync token."""
-    name, password, _ = sync_token_for(child)
-    document = {"instanceId": instance_id, "deviceId": "edge-1", "mode": "ReadOnly", "version": "1",
-                "messageTtl": "P2D", "repositories": ["factory/*"]}
-    reply = request(f"{instance.url}/acr/connected/v1/registries/{child}/activate", "POST",
-                    json.dumps(document).encode(), {**basic(name, password), "Content-Type": "application/json"})
-    assert reply.status == 200, reply.body
 
 
 def test_status_and_hierarchy_need_metadata_read_on_everything_or_the_instances_gateway_rights(tmp_path: Path):
@@ -67,7 +39,7 @@ def test_a_report_with_control_characters_or_a_wrong_type_is_refused_naming_the_
         activate(root, "line1-leaf", instance_id)
         sync = {**basic(*sync_token_for("line1-leaf")[:2]), "X-Instance-Id": instance_id}
         # A real reported document (the root's own) as the child's, with an empty subtree: accepted.
-        report = dict(request(f"{root.url}/acr/connected/v1/status", headers=basic(*READER)).json(),
+        report = dict(status_of(root),
                       name="line1-leaf", activation={"status": "Active", "instanceId": instance_id}, children=[])
         report_url = f"{root.url}/acr/connected/v1/registries/line1-leaf/status"
         accepted = request(report_url, "POST", json.dumps(report).encode(), sync)

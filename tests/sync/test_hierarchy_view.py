@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.api.test_hostile_input import call
 from tests.support.http import basic, request
+from tests.support.raw_client import call
 from tests.sync.hierarchy import OPERATOR, start_instance, sync_token_for
 from tests.sync.inprocess import FakeClock, eventually, start_root_for_leaf, start_runtime
 

@@ -12,57 +12,24 @@ from pathlib import Path
 import aiohttp
 
 from connected_registry.sync.budget import MAX_REQUESTS
-from tests.cache.layers import push_blob
 from tests.support.clients import RecordingProxy
 from tests.support.http import basic, request
-from tests.support.oci import OCI_INDEX, descriptor, image_manifest, sha256
+from tests.support.oci import image_manifest, index_of, sha256
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import WRITER, start_instance
-from tests.sync.test_activation import status_of
-from tests.sync.test_outbox import outbox
-from tests.sync.test_three_layers import digest_at
-
-PROMPTLY = 5  # seconds for a small push to reach the parent while another repository's entry is going up
-
-
-def put_manifest(instance, repository: str, reference: str, body: bytes) -> str:
-    media_type = json.loads(body)["mediaType"]
-    reply = request(f"{instance.url}/v2/{repository}/manifests/{reference}", "PUT", body,
-                    {**basic(*WRITER), "Content-Type": media_type}, timeout=120)
-    assert reply.status == 201, reply.body
-    return sha256(body)
-
-
-def index_of(body: bytes, count: int) -> bytes:
-    """An index naming the same manifest `count` times."""
-    entry = descriptor(json.loads(body)["mediaType"], body)
-    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry] * count}).encode()
-
-
-def push_small_image(instance, repository: str, tag: str) -> str:
-    config, layer = json.dumps({"repository": repository, "tag": tag}).encode(), f"layer of {repository}".encode()
-    for blob in (config, layer):
-        push_blob(instance, repository, blob)
-    return put_manifest(instance, repository, tag, image_manifest(config, [layer]))
+from tests.sync.instance_api import (PROMPTLY, digest_at, outbox, push_small_image, push_the_one_image, put_manifest,
+                                     status_of)
 
 
 def push_nested_index(instance, repository: str, tag: str, fan_out: int, levels: int) -> tuple[str, str]:
     """An index of `fan_out` identical indexes of ... of `fan_out` identical image manifests (`levels` indexes
     deep): (the image manifest's digest, the top index's digest)."""
-    config, layer = b'{"architecture":"amd64","os":"linux"}', b"the one layer"
-    for blob in (config, layer):
-        push_blob(instance, repository, blob)
-    body = image_manifest(config, [layer])
-    image = put_manifest(instance, repository, sha256(body), body)
+    body = push_the_one_image(instance, repository)
+    image = sha256(body)
     for level in range(levels):
         body = index_of(body, fan_out)
         put_manifest(instance, repository, tag if level == levels - 1 else sha256(body), body)
     return image, sha256(body)
-
-
-def requests_for(proxy: RecordingProxy, repository: str, method: str | None = None, kind: str = "") -> list:
-    return [exchange for exchange in proxy.exchanges if exchange.path.startswith(f"/v2/{repository}/{kind}")
-            and (method is None or exchange.method == method)]
 
 
 class HoldingProxy(RecordingProxy):
@@ -111,9 +78,9 @@ def test_a_nested_index_goes_up_with_a_request_per_distinct_manifest_and_holds_u
             assert digest_at(root, "factory/nested", reference) is not None
 
         # four outbox entries (the image, two inner indexes, the tagged top): each sends a distinct manifest once
-        sent = requests_for(proxy, "factory/nested")
+        sent = proxy.requests_for("factory/nested")
         assert len(sent) < 100, f"{len(sent)} requests at the parent for 4 manifests of 3 distinct blobs and manifests"
-        image_puts = [e for e in requests_for(proxy, "factory/nested", "PUT", "manifests/") if e.path.endswith(image)]
+        image_puts = [e for e in proxy.requests_for("factory/nested", "PUT", "manifests/") if e.path.endswith(image)]
         assert len([e for e in image_puts if e.status == 201]) <= 4, image_puts
         assert took < PROMPTLY, f"a push of another repository took {took:.1f}s to reach the parent"
     finally:
@@ -180,7 +147,7 @@ def test_an_entry_over_the_request_budget_is_parked_before_anything_is_sent(tmp_
         entries = json.loads(outbox(middle, "list", "--json").stdout)
         assert [(e["repository"], e["state"]) for e in entries] == [("factory/huge", "parked")]
         assert f"outbox drop {entries[0]['id']}" in description
-        assert requests_for(proxy, "factory/huge") == []  # refused before it sent anything
+        assert proxy.requests_for("factory/huge") == []  # refused before it sent anything
         assert status_of(middle)["sync"]["rejectedUploads"] == 1
 
         # other repositories go on; dropping the entry clears the detail
@@ -203,10 +170,10 @@ def test_an_index_of_ten_thousand_identical_entries_comes_down_with_one_get_per_
     try:
         wait_until(lambda: digest_at(leaf, "factory/wide", "v1") == top, timeout=60, what="the wide index at the leaf")
         assert digest_at(leaf, "factory/wide", image) is not None
-        gets = requests_for(proxy, "factory/wide", "GET", "manifests/")
+        gets = proxy.requests_for("factory/wide", "GET", "manifests/")
         assert len([e for e in gets if e.path.endswith(image)]) <= 2, f"{len(gets)} manifest GETs"
         assert len(gets) <= 10, f"{len(gets)} manifest GETs for 2 distinct manifests"
-        referrers = requests_for(proxy, "factory/wide", "GET", "referrers/")
+        referrers = proxy.requests_for("factory/wide", "GET", "referrers/")
         assert len(referrers) <= 10, f"{len(referrers)} referrers GETs for 2 distinct manifests"
     finally:
         leaf.stop()

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from tests.support.http import basic, request
 from tests.support.layouts import make_image
-from tests.support.processes import run_cli, wait_until
-from tests.sync.hierarchy import OPERATOR, start_instance, sync_token_for, token
-from tests.sync.test_activation import codes, status_of
-from tests.sync.test_three_layers import digest_at
-from tests.sync.test_downstream import skopeo_push
-
-
-def outbox(instance, *arguments: str) -> subprocess.CompletedProcess:
-    return run_cli("outbox", *arguments, "--registry", instance.url, "--username", OPERATOR[0], "--password", OPERATOR[1])
+from tests.support.processes import wait_until
+from tests.sync.hierarchy import start_instance, sync_token_for, token
+from tests.sync.instance_api import codes, digest_at, outbox, skopeo_push, status_of
 
 
 def test_a_refused_entry_is_parked_and_does_not_block_other_repositories(tmp_path: Path):
@@ -27,7 +20,7 @@ def test_a_refused_entry_is_parked_and_does_not_block_other_repositories(tmp_pat
                        "repositories/factory/app/content/write"])
     root = start_instance(tmp_path, "factory-root")
     root.document["tokens"][sync_name] = limited
-    root.config_path.write_text(json.dumps(root.document))
+    root.write_config()
     middle = start_instance(tmp_path, "plant-middle", parent=root, mode="ReadWrite", repositories=["factory/*"])
     try:
         layout = tmp_path / "layout"
@@ -55,7 +48,7 @@ def test_a_refused_entry_is_parked_and_does_not_block_other_repositories(tmp_pat
         # the operator grants the write and retries: the entry goes up
         root.document["tokens"][sync_name] = token(sync_password, limited["actions"] + [
             "repositories/factory/locked/content/write"])
-        root.config_path.write_text(json.dumps(root.document))
+        root.write_config()
 
         def write_granted() -> bool:
             reply = request(f"{root.url}/acr/oauth2/token?service=factory-root&scope=repository:factory/locked:push",

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import urljoin
 
 from tests.support.clients import Distribution
 from tests.support.http import basic, request
 from tests.support.layouts import make_image, read_blob
-from tests.support.oci import image_manifest, sha256
+from tests.support.oci import OCI_INDEX, OCI_MANIFEST, image_manifest, sha256
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import READER, WRITER, start_instance
-from tests.sync.test_activation import codes, status_of
-from tests.sync.test_downstream import manifest_at, skopeo_push
+from tests.sync.instance_api import codes, manifest_at, skopeo_push, status_of
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 def push_plain(registry_url: str, repository: str, reference: str, body: bytes, media_type: str, headers=None):
@@ -27,8 +25,6 @@ def push_plain(registry_url: str, repository: str, reference: str, body: bytes, 
 
 def upload(registry_url: str, repository: str, blob: bytes, headers: dict) -> None:
     """POST then PUT: distribution 2.8 has no single-request (POST ?digest=) upload."""
-    from urllib.parse import urljoin
-
     started = request(f"{registry_url}/v2/{repository}/blobs/uploads/", "POST", b"", headers)
     assert started.status == 202, started.body
     location = urljoin(registry_url + "/", started.headers["Location"])

@@ -10,13 +10,12 @@ import pytest
 from tests.support.clients import TokenAuthDistribution, skopeo
 from tests.support.http import basic, bearer, request
 from tests.support.layouts import make_image, read_blob
+from tests.support.oci import OCI_MANIFEST
 from tests.support.processes import wait_until
 from tests.support.tokenserver import TokenServer, TokenUser
 from tests.sync.hierarchy import READER, start_instance, sync_token_for
-from tests.sync.test_activation import codes, status_of
-from tests.sync.test_downstream import manifest_at, skopeo_push
+from tests.sync.instance_api import codes, manifest_at, skopeo_push, status_of
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ADMIN = ("registry-admin", "registry-admin-password")
 CATALOG = {"registry:catalog": ["*"]}  # patterns like factory/* need the parent's _catalog (SPEC 7.2)
 

@@ -9,7 +9,6 @@ fetching it for demo/secret right now; and the outbox never makes the parent tak
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import threading
 from pathlib import Path
@@ -128,7 +127,7 @@ def test_the_outbox_never_makes_the_parent_mount_a_blob_into_a_repository_that_l
                  ] + ["repositories/*/content/read", "repositories/*/metadata/read"]
     root = start_instance(tmp_path, "factory-root")
     root.document["tokens"][sync_name] = token(sync_password, read_only)
-    root.config_path.write_text(json.dumps(root.document))
+    root.write_config()
     child = start_child(tmp_path, root, mode="ReadWrite", cold=False)
     operator = basic(*OPERATOR)
 
@@ -145,7 +144,7 @@ def test_the_outbox_never_makes_the_parent_mount_a_blob_into_a_repository_that_l
         assert request(f"{child.url}/v2/{APP}/blobs/{layer}", "DELETE", headers=basic(*APP_CLIENT)).status == 202
 
         root.document["tokens"][sync_name] = token(sync_password, read_only + [f"repositories/{APP}/content/write"])
-        root.config_path.write_text(json.dumps(root.document))
+        root.write_config()
         wait_until(lambda: "push" in request(f"{root.url}/acr/oauth2/token?service=factory-root&scope=repository:"
                                              f"{APP}:push", headers=basic(sync_name, sync_password)).json()["scope"],
                    what="the root to apply the write right")

@@ -11,8 +11,8 @@ from tests.support.http import basic, request
 from tests.support.layouts import make_image
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import READER, WRITER, start_instance
-from tests.sync.test_downstream import (assert_index_with_signature_arrives, manifest_at, push_index_with_signature,
-                                       skopeo_push)
+from tests.sync.instance_api import (assert_index_with_signature_arrives, digest_at, push_index_with_signature,
+                                     skopeo_push, status_of)
 
 
 @pytest.fixture
@@ -29,11 +29,6 @@ def three_layers(tmp_path: Path):
             instance.stop()
 
 
-def digest_at(instance, repository: str, reference: str) -> str | None:
-    reply = manifest_at(instance, repository, reference)
-    return reply.headers["Docker-Content-Digest"] if reply else None
-
-
 def test_pushes_at_the_root_and_at_the_middle_reach_every_layer(three_layers, tmp_path: Path):
     root, middle, leaf = three_layers
     layout = tmp_path / "layout"
@@ -48,8 +43,7 @@ def test_pushes_at_the_root_and_at_the_middle_reach_every_layer(three_layers, tm
                what="the middle's push at the root")
     wait_until(lambda: digest_at(leaf, "factory/app", "middle") == from_middle, timeout=40,
                what="the middle's push at the leaf")
-    wait_until(lambda: request(f"{middle.url}/acr/connected/v1/status", headers=basic(*READER)).json()
-               ["sync"]["pendingUploads"] == 0, what="the middle's outbox drained")
+    wait_until(lambda: status_of(middle)["sync"]["pendingUploads"] == 0, what="the middle's outbox drained")
 
 
 def test_the_middle_keeps_taking_pushes_while_the_root_is_away_and_converges(three_layers, tmp_path: Path):
@@ -62,14 +56,14 @@ def test_the_middle_keeps_taking_pushes_while_the_root_is_away_and_converges(thr
     reply = request(f"{middle.url}/v2/factory/app/manifests/t", "DELETE", headers=basic(*WRITER))
     assert reply.status == 202
     skopeo_push(layout, "b", middle, "factory/app:t")
-    status = wait_until(lambda: (lambda s: s if s["connectionState"] == "Offline" else None)(
-        request(f"{middle.url}/acr/connected/v1/status", headers=basic(*READER)).json()), what="the middle Offline")
+    status = wait_until(lambda: (lambda s: s if s["connectionState"] == "Offline" else None)(status_of(middle)),
+                        what="the middle Offline")
     assert status["sync"]["pendingUploads"] == 3
 
     root.process.restart()
-    wait_until(lambda: digest_at(root, "factory/app", "t") == second and request(
-        f"{middle.url}/acr/connected/v1/status", headers=basic(*READER)).json()["sync"]["pendingUploads"] == 0,
-        timeout=60, what="the outbox delivered in commit order")
+    wait_until(lambda: digest_at(root, "factory/app", "t") == second
+               and status_of(middle)["sync"]["pendingUploads"] == 0,
+               timeout=60, what="the outbox delivered in commit order")
     assert digest_at(root, "factory/app", first) == first  # the first push arrived too
     assert digest_at(middle, "factory/app", "t") == second
     wait_until(lambda: digest_at(leaf, "factory/app", "t") == second, timeout=40, what="t=B at the leaf")
