@@ -93,6 +93,26 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
 
     The media type is the body's `mediaType`, else the request's Content-Type; the two must agree.
     """
+    document = _decode(body)
+    media_type = _media_type(document, content_type)
+    if document.get("schemaVersion") != 2:
+        raise _invalid("schemaVersion must be 2")
+    parsed = ParsedManifest(media_type=media_type)
+    _read_references(document, parsed)
+    if "subject" in document:
+        parsed.subject = _descriptor(document["subject"], "subject").digest
+    annotations = document.get("annotations")
+    if annotations is not None:
+        if not isinstance(annotations, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+        ):
+            raise _invalid("annotations must map strings to strings")
+        parsed.annotations = annotations
+    return parsed
+
+
+def _decode(body: bytes) -> dict:
+    """The manifest's JSON object: UTF-8, no duplicate keys, no NaN, nothing another client could read otherwise."""
     try:
         document = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
         # Lone surrogates ("\ud800") parse, but cannot be stored or read back by other clients.
@@ -105,6 +125,10 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         raise _invalid("manifest JSON is nested too deeply") from None
     if not isinstance(document, dict):
         raise _invalid("manifest must be a JSON object")
+    return document
+
+
+def _media_type(document: dict, content_type: str | None) -> str:
     declared = document.get("mediaType")
     content_type = (content_type or "").split(";")[0].strip() or None
     if declared is not None and not isinstance(declared, str):
@@ -114,20 +138,19 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     if declared and content_type and declared != content_type and content_type != "application/json":
         raise _invalid(f"Content-Type {content_type!r} does not match the manifest's mediaType {declared!r}")
     media_type = declared or content_type
-    if media_type not in MANIFEST_MEDIA_TYPES:
-        if media_type is None and "manifests" in document:
-            media_type = OCI_INDEX
-        elif media_type is None and "config" in document:
-            media_type = OCI_MANIFEST
-        else:
-            raise _invalid(
-                f"unsupported manifest media type {media_type!r}: expected one of {', '.join(MANIFEST_MEDIA_TYPES)}"
-            )
-    if document.get("schemaVersion") != 2:
-        raise _invalid("schemaVersion must be 2")
+    if media_type in MANIFEST_MEDIA_TYPES:
+        return media_type
+    if media_type is None and "manifests" in document:
+        return OCI_INDEX
+    if media_type is None and "config" in document:
+        return OCI_MANIFEST
+    raise _invalid(f"unsupported manifest media type {media_type!r}: expected one of {', '.join(MANIFEST_MEDIA_TYPES)}")
 
-    parsed = ParsedManifest(media_type=media_type)
-    if media_type in IMAGE_MANIFESTS:
+
+def _read_references(document: dict, parsed: ParsedManifest) -> None:
+    """The blobs of an image manifest (config and distributable layers), or the manifests of an index."""
+    artifact_type = document.get("artifactType")
+    if parsed.media_type in IMAGE_MANIFESTS:
         config = _descriptor(document.get("config"), "config")
         layers = document.get("layers")
         if not isinstance(layers, list):
@@ -137,25 +160,11 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
             layer = _descriptor(raw, f"layers[{number}]")
             if not is_non_distributable(layer.media_type):
                 parsed.blobs.append(layer)
-        artifact_type = document.get("artifactType")
-        if not artifact_type and media_type == OCI_MANIFEST:  # absent or empty: the config's type
+        if not artifact_type and parsed.media_type == OCI_MANIFEST:  # absent or empty: the config's type
             artifact_type = config.media_type
-        parsed.artifact_type = artifact_type if isinstance(artifact_type, str) else None
     else:
         children = document.get("manifests")
         if not isinstance(children, list):
             raise _invalid("manifests must be a list")
         parsed.manifests = [_descriptor(raw, f"manifests[{n}]") for n, raw in enumerate(children)]
-        artifact_type = document.get("artifactType")
-        parsed.artifact_type = artifact_type if isinstance(artifact_type, str) else None
-
-    if "subject" in document:
-        parsed.subject = _descriptor(document["subject"], "subject").digest
-    annotations = document.get("annotations")
-    if annotations is not None:
-        if not isinstance(annotations, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
-        ):
-            raise _invalid("annotations must map strings to strings")
-        parsed.annotations = annotations
-    return parsed
+    parsed.artifact_type = artifact_type if isinstance(artifact_type, str) else None
