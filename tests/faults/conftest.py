@@ -1,4 +1,4 @@
-"""The fault suites: crashes, power cuts, link faults, a full disk and hostile input (issue 8).
+"""The fault suites: crashes, power cuts, link faults, a full disk and hostile input (issues 8 and 14: the boundary between layers, floods).
 
 Each suite counts what it inflicted and checked into `figures`; the totals are printed at the end of the
 run, so the numbers quoted in the closing note come from the run itself. `CONNECTED_REGISTRY_SOAK=1`
@@ -53,6 +53,6 @@ def budget():
 def pytest_terminal_summary(terminalreporter) -> None:
     if not figures:
         return
-    terminalreporter.section("fault figures (issue 8)")
+    terminalreporter.section("fault figures: faults, attacks (tried, held), losses")
     for key in sorted(figures):
         terminalreporter.write_line(f"{key:60} {figures[key]}")
