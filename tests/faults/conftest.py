@@ -1,4 +1,5 @@
-"""The fault suites: crashes, power cuts, link faults, a full disk and hostile input (issues 8 and 14: the boundary between layers, floods).
+"""The fault suites: crashes, power cuts, link faults, a full disk, hostile input and floods, and attacks on the
+boundary between layers (issues 8 and 14).
 
 Each suite counts what it inflicted and checked into `figures`; the totals are printed at the end of the
 run, so the numbers quoted in the closing note come from the run itself. `CONNECTED_REGISTRY_SOAK=1`
