@@ -23,6 +23,7 @@ from connected_registry.auth import OpenAccess, TokenAccess
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.gc import collect_garbage
+from connected_registry.timefmt import utc_timestamp
 
 if TYPE_CHECKING:  # pydantic and the JWT machinery load only with a configuration (idle memory)
     from connected_registry.edge.file_source import FileConfigSource
@@ -81,7 +82,7 @@ class Runtime:
     def __init__(self, options: InstanceOptions, clock=time.time) -> None:
         self.options = options
         self.clock = clock  # injected: message TTLs (and later windows) are tested without waiting
-        self.status = StatusBoard()
+        self.status = StatusBoard(clock)
         self.store: RegistryStore | None = None
         self.context: ApiContext | None = None
         self.settings: DesiredProperties | None = None  # None: the embedded default (open, root)
@@ -205,7 +206,6 @@ class Runtime:
     async def prune_events(self) -> int:
         """Keep events for the longest messageTtl any active child sent (P2D without children), SPEC 7.4."""
         from connected_registry.durations import duration_seconds
-        from connected_registry.storage.registry import utc_timestamp
 
         ttls = [duration_seconds(child.message_ttl) for child in self.store.control.children()
                 if child.status == "Active" and child.message_ttl]
@@ -224,23 +224,19 @@ class Runtime:
     async def remove_out_of_scope(self) -> list[str]:
         """Repositories that left a ReadOnly child's scope are hidden at once and deleted after seven days
         (SPEC 7.2); back in scope before then, they are kept. Returns what was deleted."""
-        import json
-
         from connected_registry.auth.permissions import repository_in_scope
-        from connected_registry.storage.registry import utc_timestamp
 
         if self.is_root or self.mode != "ReadOnly":
             self.status.clear("REPOSITORY_PENDING_REMOVAL")
             return []
         now = self.clock()
-        pending: dict[str, float] = json.loads(self.store.control.get("pendingRemoval") or "{}")
+        pending = dict(self.store.control.state().pending_removal)
         removed = []
         for repository in self.store.list_repositories(None, None):
             if repository_in_scope(list(self.settings.repositories), repository):
                 pending.pop(repository, None)
                 continue
-            digests = [row[0] for row in self.store.metadata.read(
-                "SELECT digest FROM manifests WHERE repository = ?", (repository,))]
+            digests = self.store.manifest_digests(repository)
             if not digests:
                 pending.pop(repository, None)
                 continue
@@ -251,7 +247,7 @@ class Runtime:
                         await self.store.delete_manifest(repository, digest, from_parent=True)
                 pending.pop(repository)
                 removed.append(repository)
-        await self.store.control.set("pendingRemoval", json.dumps(pending))
+        await self.store.control.update_state(pending_removal=pending)
         if pending:
             when = ", ".join(f"{name} on {utc_timestamp(since + REMOVAL_GRACE_SECONDS)[:10]}"
                              for name, since in sorted(pending.items()))
@@ -324,14 +320,11 @@ class Runtime:
         """Starts a run now (visible at once in the status document); returns the coroutine that does it."""
         import uuid
 
-        from connected_registry.storage.registry import utc_timestamp
-
-        run = self.last_gc = {"operationId": str(uuid.uuid4()), "state": "Running", "startedAt": utc_timestamp()}
+        run = self.last_gc = {"operationId": str(uuid.uuid4()), "state": "Running",
+                              "startedAt": utc_timestamp(self.clock())}
         return self._run_gc(run)
 
     async def _run_gc(self, run: dict) -> None:
-        from connected_registry.storage.registry import utc_timestamp
-
         try:
             report = await collect_garbage(self.store, read_only=self.mode == "ReadOnly")
             run.update(state="Succeeded", **{_camel(key): value for key, value in vars(report).items()})
@@ -339,12 +332,11 @@ class Runtime:
             log.exception("garbage collection failed; it runs again at the next scheduled time")
             run.update(state="Failed", error=str(error))
         finally:
-            run["finishedAt"] = utc_timestamp()
+            run["finishedAt"] = utc_timestamp(self.clock())
 
     def status_document(self) -> dict:
         """The reported properties (SPEC 4), as served at /acr/connected/v1/status."""
         from connected_registry import __version__
-        from connected_registry.storage.registry import utc_timestamp
 
         details = self.status.details()
         engine_state = self.engine.state if self.engine else None
@@ -372,7 +364,7 @@ class Runtime:
             "connectionState": connection_state,
             "parent": None,
             "lastSyncTime": engine_state.last_sync_time if engine_state else None,
-            "lastActivityTime": utc_timestamp(),
+            "lastActivityTime": utc_timestamp(self.clock()),
             "sync": {
                 "pendingUploads": sum(1 for entry in self.store.outbox() if entry["state"] == "pending"),
                 "rejectedUploads": sum(1 for entry in self.store.outbox() if entry["state"] == "parked"),
@@ -470,7 +462,7 @@ class Runtime:
 
     async def _gc_loop(self, schedule: str) -> None:
         while True:
-            now = datetime.now(timezone.utc)
+            now = datetime.fromtimestamp(self.clock(), timezone.utc)
             next_run = croniter(schedule, now).get_next(datetime)
             await asyncio.sleep((next_run - now).total_seconds())
             await self._collect_garbage()

@@ -5,7 +5,6 @@ Every failure of one iteration is reported and retried with backoff; nothing her
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,12 +15,12 @@ from connected_registry.auth.permissions import repository_pattern_matches
 from connected_registry.printable import printable
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore, StorageError
-from connected_registry.storage.registry import utc_timestamp
 from connected_registry.sync.downstream import Downstream, content_failure, first_error
 from connected_registry.sync.operation import SyncOperation
 from connected_registry.sync.parent_client import LINK_ERRORS, ParentClient, ParentError, next_link
 from connected_registry.sync.schedule import SyncSchedule, Window
 from connected_registry.sync.upstream import Upstream
+from connected_registry.timefmt import utc_timestamp
 from connected_registry.waits import wait_event
 
 log = logging.getLogger("connected_registry.sync")
@@ -90,12 +89,12 @@ class SyncEngine:
         self.on_change: Callable[[], None] = lambda: None  # activation or reachability changed: the reporter looks
         self.downstream = Downstream(store, parent, identity.repositories)
         self.upstream = Upstream(store, parent, status)
-        saved = store.control.get("cursor")
-        self.state.cursor = int(saved) if saved else None
+        saved = store.control.state()
+        self.state.cursor = saved.sync_cursor
         self._last_reconcile = time.monotonic()  # a restart with a cursor follows the feed; the daily reconcile counts from here
         self._backoff = 1.0  # after a failure; back to 1 s once the sync works again (the feed answers)
         # repository -> why some of its content could not be copied (kept across restarts; retried with backoff)
-        self.download_failures: dict[str, str] = json.loads(store.control.get("download_failures") or "{}")
+        self.download_failures: dict[str, str] = dict(saved.download_failures)
         self._retry_delay, self._retry_at = RETRY_FIRST_SECONDS, 0.0
         self._report_download_failures()
 
@@ -149,7 +148,7 @@ class SyncEngine:
         if self.operation is None or self.operation.state not in ("Queued", "Running"):
             self.operation = SyncOperation()
         if self.stopped:  # nothing will pick it up: say why at once
-            self.operation.finish(RuntimeError(f"this instance no longer syncs: {self.stopped}"))
+            self.operation.finish(self.clock(), RuntimeError(f"this instance no longer syncs: {self.stopped}"))
         self._sync_now_requested = True
         self._last_reconcile = -RECONCILE_EVERY_SECONDS  # in a window: the feed loop reconciles everything now
         self._reconcile_wanted.set()
@@ -158,7 +157,7 @@ class SyncEngine:
 
     def _operation_failed(self, error: BaseException) -> None:
         if self.operation is not None:
-            self.operation.finish(error)
+            self.operation.finish(self.clock(), error)
 
     def set_schedule(self, schedule: SyncSchedule) -> None:
         """A new schedule applies at once: the next window is recomputed (SPEC 7.4), also while syncing in one."""
@@ -185,7 +184,7 @@ class SyncEngine:
         """A sync round ended; the first one since start is news for the parent's view, so report it soon."""
         if self.state.last_sync_time is None:
             self.report_soon()
-        self.state.last_sync_time = utc_timestamp()
+        self.state.last_sync_time = utc_timestamp(self.clock())
 
     def report_soon(self) -> None:
         """Something below changed (a child activated or reported): tell the parent without waiting."""
@@ -254,7 +253,7 @@ class SyncEngine:
 
     async def _one_round(self) -> None:
         if self.operation is not None:
-            self.operation.start()
+            self.operation.start(self.clock())
         await self._detect_parent_kind()
         if self.state.parent_kind == "connected":
             if self.state.activation != "Active":
@@ -267,7 +266,7 @@ class SyncEngine:
         if self.identity.mode == "ReadWrite":
             await self.upstream.drain()
         if self.operation is not None:
-            self.operation.finish()
+            self.operation.finish(self.clock())
         if self.state.parent_kind == "connected":
             await self._send_report()  # outside a window the parent hears from us only now
 
@@ -348,7 +347,7 @@ class SyncEngine:
         while True:
             await self.reconcile_all()
             if self.state.activation != "Active":  # authenticated: as Active as a plain parent allows (SPEC 6)
-                self.state.activation, self.state.activated_since = "Active", utc_timestamp()
+                self.state.activation, self.state.activated_since = "Active", utc_timestamp(self.clock())
             await self._pause(PLAIN_PARENT_INTERVAL)
 
     async def _follow_feed_forever(self) -> None:
@@ -376,7 +375,7 @@ class SyncEngine:
         status, body = await self.parent.control("POST", f"/registries/{identity.name}/activate", body=document)
         self._parent_answered()
         if status == 200:
-            self.state.activation, self.state.activated_since = "Active", utc_timestamp()
+            self.state.activation, self.state.activated_since = "Active", utc_timestamp(self.clock())
             for code in ("ALREADY_ACTIVE", "DEACTIVATED", "MODE_INCOMPATIBLE"):
                 self.status.clear(code)
             self.on_change()
@@ -464,7 +463,7 @@ class SyncEngine:
     async def _save_cursor(self, cursor: int) -> None:
         if cursor != self.state.cursor:
             self.state.cursor = cursor
-            await self.store.control.set("cursor", str(cursor))
+            await self.store.control.update_state(sync_cursor=cursor)
 
     # --- full reconcile ------------------------------------------------------------------------------------
 
@@ -502,7 +501,7 @@ class SyncEngine:
         operation = self.operation if self.operation is not None and self.operation.state in ("Queued", "Running") \
             else None
         if operation is not None:
-            operation.start()
+            operation.start(self.clock())
         self.state.syncing = True
         try:
             repositories = await self.repositories_in_scope()
@@ -522,9 +521,9 @@ class SyncEngine:
             self.state.syncing = False
         if operation is not None:
             failed = sorted(set(repositories) & set(self.download_failures))
-            operation.finish(RuntimeError(f"{len(failed)} of {len(repositories)} repositories could not be copied "
-                                          f"whole ({', '.join(failed[:5])}): {self.download_failures[failed[0]]}")
-                             if failed else None)
+            operation.finish(self.clock(), RuntimeError(
+                f"{len(failed)} of {len(repositories)} repositories could not be copied whole "
+                f"({', '.join(failed[:5])}): {self.download_failures[failed[0]]}") if failed else None)
         self._parent_answered()
         self._backoff = 1.0
         if self.operation is None or self.operation.state != "Queued":  # a sync-now that came meanwhile: again
@@ -583,7 +582,7 @@ class SyncEngine:
             if repository in before:
                 log.info("the content of %s is whole again", repository)
         if self.download_failures != before:
-            await self.store.control.set("download_failures", json.dumps(self.download_failures))
+            await self.store.control.update_state(download_failures=dict(self.download_failures))
             if not self.download_failures:
                 self._retry_delay = RETRY_FIRST_SECONDS
         self._report_download_failures()
