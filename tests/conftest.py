@@ -71,12 +71,9 @@ def registry(tmp_path: Path):
 @pytest.fixture
 async def api(tmp_path: Path):
     """In-process registry (real HTTP on loopback) over a fresh RegistryStore; yields a ServedStore."""
-    store = RegistryStore(str(tmp_path / "data"), origin="test-root")
-    try:
+    async with RegistryStore(str(tmp_path / "data"), origin="test-root") as store:
         async with serve_store(store) as served:
             yield served
-    finally:
-        store.close()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+from contextlib import closing
 
 from connected_registry import __version__, child_settings
 from connected_registry.demo import run_demo
@@ -65,11 +66,8 @@ def cmd_gc(arguments: argparse.Namespace) -> int:
     if arguments.data is None:
         return gc_on_instance(arguments)
     async def collect() -> dict:
-        store = RegistryStore(arguments.data)
-        try:
+        async with RegistryStore(arguments.data) as store:
             return vars(await collect_garbage(store, read_only=arguments.read_only))
-        finally:
-            store.close()
 
     result = asyncio.run(collect())
     if arguments.json:
@@ -127,13 +125,9 @@ def cmd_demo(arguments: argparse.Namespace) -> int:
 def cmd_reset_identity(arguments: argparse.Namespace) -> int:
     from connected_registry.runtime import default_data_dir
 
-    store = RegistryStore(arguments.data or default_data_dir())
-    try:
-        old = store.control.get("instanceId")
+    with closing(RegistryStore(arguments.data or default_data_dir())) as store:
+        old = store.control.state().instance_id
         new = store.control.reset_identity()
-        store.metadata.transaction(lambda db: db.execute("DELETE FROM state WHERE key = 'cursor'"))
-    finally:
-        store.close()
     print(f"instanceId {old} -> {new}: this instance activates as new at its next start "
           "(the name must be Inactive at the parent)")
     return 0

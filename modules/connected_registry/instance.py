@@ -61,7 +61,7 @@ class Instance:
         self.clock = clock  # injected: message TTLs, windows and schedules are tested without waiting
         self.settings: DesiredProperties | None = None
         self.instance_id: str | None = None  # from the data volume, once the store is open
-        self.status = StatusBoard()
+        self.status = StatusBoard(clock)
         self.settings_changed = Signal()  # (previous, current) once a configuration is applied
         self.state_changed = Signal()  # what the status document shows at once changed (a detail, the activation)
         self.status.on_change = self.state_changed.emit

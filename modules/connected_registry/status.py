@@ -10,7 +10,7 @@ import string
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from connected_registry.storage.registry import utc_timestamp
+from connected_registry.timefmt import Clock, utc_timestamp
 
 log = logging.getLogger("connected_registry.status")
 
@@ -99,14 +99,15 @@ class StatusDetail:
     severity: str  # Error, Warning, Information
     code: str
     description: str
-    timestamp: str = field(default_factory=utc_timestamp)
+    timestamp: str
     correlationId: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 class StatusBoard:
     """The current status details, one per code. Setting or clearing one is logged once."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock  # when a detail was set: its timestamp
         self._details: dict[str, StatusDetail] = {}
         self.on_change = lambda: None  # the reporter: status details are reported at once (SPEC 4)
 
@@ -116,7 +117,7 @@ class StatusBoard:
         current = self._details.get(code)
         if current and current.description == description:
             return
-        self._details[code] = StatusDetail(kind.type, kind.severity, code, description)
+        self._details[code] = StatusDetail(kind.type, kind.severity, code, description, utc_timestamp(self.clock()))
         self.on_change()
         level = {"Error": logging.ERROR, "Warning": logging.WARNING}.get(kind.severity, logging.INFO)
         log.log(level, "%s %s: %s", kind.severity, code, description)

@@ -12,7 +12,7 @@ from connected_registry import __version__
 from connected_registry.durations import duration_seconds
 from connected_registry.instance import Instance
 from connected_registry.storage import RegistryStore
-from connected_registry.storage.registry import utc_timestamp
+from connected_registry.timefmt import utc_timestamp
 
 if TYPE_CHECKING:
     from connected_registry.maintenance.gc import GarbageCollection
@@ -53,7 +53,7 @@ class StatusDocument:
             "connectionState": _connection_state(details, state),
             "parent": None,
             "lastSyncTime": state.last_sync_time if state else None,
-            "lastActivityTime": utc_timestamp(),
+            "lastActivityTime": utc_timestamp(self.core.clock()),
             "sync": self._sync(),
             "loginServer": {"host": self.login_server,
                             "tls": {"status": "Enabled" if self.listener.context else "Disabled"}},

@@ -220,16 +220,12 @@ async def test_repository_names_that_contain_endpoint_words_route_correctly(api)
 
 async def test_a_read_only_instance_serves_reads_and_refuses_writes(tmp_path: Path):
     data_dir = str(tmp_path / "data")
-    store = RegistryStore(data_dir)
-    try:
+    async with RegistryStore(data_dir) as store:
         async with serve_store(store) as api:
             body, digest = await push_image(api, "app", "v1")
             blob = json.loads(body)["layers"][0]["digest"]
             upload = await start_upload(api, "app")
-    finally:
-        store.close()
-    store = RegistryStore(data_dir)
-    try:
+    async with RegistryStore(data_dir) as store:
         async with serve_store(store, mode="ReadOnly") as api:
             async with api.request("GET", "/v2/app/manifests/v1") as response:
                 assert await response.read() == body
@@ -253,8 +249,6 @@ async def test_a_read_only_instance_serves_reads_and_refuses_writes(tmp_path: Pa
             async with api.request("GET", "/v2/app/manifests/v1") as response:
                 assert response.status == 200, "nothing was deleted"
             assert [event["type"] for event in store.events()] == ["ManifestPut", "TagSet"]
-    finally:
-        store.close()
 
 
 # --- health ------------------------------------------------------------------------------------------------

@@ -33,12 +33,9 @@ EVENT_KEYS = {"seq", "type", "repository", "digest", "mediaType", "size", "origi
 @pytest.fixture
 async def outbox_api(tmp_path: Path):
     """A ReadWrite child's store: record_outbox=True, origin "child-1"."""
-    store = RegistryStore(str(tmp_path / "outbox-data"), origin="child-1", record_outbox=True)
-    try:
+    async with RegistryStore(str(tmp_path / "outbox-data"), origin="child-1", record_outbox=True) as store:
         async with serve_store(store) as served:
             yield served
-    finally:
-        store.close()
 
 
 def new_events(api, before: list[dict]) -> list[dict]:
@@ -326,8 +323,7 @@ class FailingCommitDisk(Disk):
 
 async def test_a_manifest_put_whose_commit_fails_records_no_event(tmp_path: Path):
     disk = FailingCommitDisk()
-    store = RegistryStore(str(tmp_path / "data"), record_outbox=True, disk=disk)
-    try:
+    async with RegistryStore(str(tmp_path / "data"), record_outbox=True, disk=disk) as store:
         async with serve_store(store) as api:
             config = b"{}"
             await push_blob(api, "app", config)
@@ -341,5 +337,3 @@ async def test_a_manifest_put_whose_commit_fails_records_no_event(tmp_path: Path
             assert store.events() == []
             assert store.outbox() == []
             assert await manifest_status(api, "app", "v1") == 404
-    finally:
-        store.close()

@@ -487,19 +487,15 @@ async def test_sha512_blob_can_be_mounted(api):
 async def test_upload_session_survives_a_restart_of_the_store(tmp_path: Path):
     data = os.urandom((3 << 20) + 11)
     data_dir = str(tmp_path / "data")
-    store = RegistryStore(data_dir)
-    try:
+    async with RegistryStore(data_dir) as store:
         async with serve_store(store) as api:
             location = await start_upload(api, "app")
             path = urlsplit(location).path
             async with api.session.patch(location, data=data[: 2 << 20],
                                          headers={"Content-Range": f"0-{(2 << 20) - 1}"}) as response:
                 assert response.status == 202
-    finally:
-        store.close()
 
-    store = RegistryStore(data_dir)
-    try:
+    async with RegistryStore(data_dir) as store:
         async with serve_store(store) as api:
             async with api.request("GET", path) as response:
                 assert response.status == 204, await response.text()
@@ -514,69 +510,49 @@ async def test_upload_session_survives_a_restart_of_the_store(tmp_path: Path):
             async with api.request("PUT", path, params={"digest": sha256(data)}) as response:
                 assert response.status == 201, await response.text()
             assert await blob_bytes(api, "app", sha256(data)) == data
-    finally:
-        store.close()
 
 
 async def test_a_restarted_store_verifies_the_digest_of_a_resumed_upload(tmp_path: Path):
     data = os.urandom(100_000)
     data_dir = str(tmp_path / "data")
-    store = RegistryStore(data_dir)
-    try:
+    async with RegistryStore(data_dir) as store:
         async with serve_store(store) as api:
             path = urlsplit(await start_upload(api, "app")).path
             async with api.request("PATCH", path, data=data[:50_000]) as response:
                 assert response.status == 202
-    finally:
-        store.close()
-    store = RegistryStore(data_dir)
-    try:
+    async with RegistryStore(data_dir) as store:
         async with serve_store(store) as api:
             async with api.request("PUT", path, params={"digest": sha256(b"wrong")}, data=data[50_000:]) as response:
                 await expect_oci_error(response, 400, "DIGEST_INVALID")
             assert await blob_bytes(api, "app", sha256(data)) is None
-    finally:
-        store.close()
 
 
 async def test_a_sha512_upload_can_be_finished_after_a_restart(tmp_path: Path):
     data = os.urandom(100_000)
     data_dir = str(tmp_path / "data")
-    store = RegistryStore(data_dir)
-    try:
+    async with RegistryStore(data_dir) as store:
         async with serve_store(store) as api:
             path = urlsplit(await start_upload(api, "app")).path
             async with api.request("PATCH", path, data=data[:60_000]) as response:
                 assert response.status == 202
-    finally:
-        store.close()
-    store = RegistryStore(data_dir)
-    try:
+    async with RegistryStore(data_dir) as store:
         async with serve_store(store) as api:
             async with api.request("PUT", path, params={"digest": sha512(data)}, data=data[60_000:]) as response:
                 assert response.status == 201, await response.text()
             assert await blob_bytes(api, "app", sha512(data)) == data
-    finally:
-        store.close()
 
 
 async def test_a_cancelled_upload_stays_unknown_after_a_restart(tmp_path: Path):
     data_dir = str(tmp_path / "data")
-    store = RegistryStore(data_dir)
-    try:
+    async with RegistryStore(data_dir) as store:
         async with serve_store(store) as api:
             location = await start_upload(api, "app")
             path = urlsplit(location).path
             async with api.session.delete(location) as response:
                 assert response.status == 204
-    finally:
-        store.close()
-    store = RegistryStore(data_dir)
-    try:
+    async with RegistryStore(data_dir) as store:
         async with serve_store(store) as api:
             for method in ("GET", "PATCH", "PUT", "DELETE"):
                 async with api.request(method, path, params={"digest": sha256(b"")}) as response:
                     assert response.status == 404, (method, response.status)
                     await expect_oci_error(response, 404, "BLOB_UPLOAD_UNKNOWN")
-    finally:
-        store.close()

@@ -77,11 +77,8 @@ def test_list_prints_a_report_kept_from_before_reports_were_checked_without_cont
                                 "connectionState": "Online", "report": {"connectionState": "Online"}}]}
 
         async def keep_report() -> None:  # as a version that took any report stored it
-            store = RegistryStore(str(root.process.data_dir))
-            try:
+            async with RegistryStore(str(root.process.data_dir)) as store:
                 await store.control.record_report("line1-leaf", report, "2026-01-01T00:00:00Z")
-            finally:
-                store.close()
 
         asyncio.run(keep_report())
         root.process.restart()

@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from connected_registry.storage import RegistryStore
+from connected_registry.storage.records import ResumableDownload
 from tests.faults.conftest import figures
 from tests.support.http import basic, request
 from tests.support.oci import sha256
@@ -175,21 +176,20 @@ async def test_a_download_that_was_whole_when_the_child_died_is_finished_after_t
         async with aiohttp.ClientSession() as session:
             digest = await push_small_image(session, root, "factory/app", "v1", basic_header(*WRITER), layer=layer)
             # What the child left behind: the whole layer in its download session, not yet verified.
-            store = RegistryStore(str(tmp_path / "leaf" / "data"))
-            download = await store.uploads.create("factory/app")
+            async with RegistryStore(str(tmp_path / "leaf" / "data")) as store:
+                download = await store.uploads.create("factory/app")
 
-            class Whole:
-                sent = False
+                class Whole:
+                    sent = False
 
-                async def readany(self) -> bytes:
-                    if self.sent:
-                        return b""
-                    self.sent = True
-                    return layer
+                    async def readany(self) -> bytes:
+                        if self.sent:
+                            return b""
+                        self.sent = True
+                        return layer
 
-            await store.uploads.append(download, Whole(), None)
-            await store.control.set(f"download:{sha256(layer)}", download.id)
-            store.close()
+                await store.uploads.append(download, Whole(), None)
+                await store.control.remember_transfer_session(ResumableDownload(sha256(layer)), download.id)
             leaf = await start_runtime(tmp_path / "leaf", document, clock)
 
             async def arrived():

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -102,15 +104,12 @@ async def collect_often(store: RegistryStore, until: float) -> int:
 
 async def run_workload(data_dir: Path, seed: int, seconds: float) -> tuple[list[tuple], int]:
     disk = JournalingDisk(str(data_dir))
-    store = RegistryStore(str(data_dir), origin="line1-child", record_outbox=True, disk=disk)
-    try:
+    async with RegistryStore(str(data_dir), origin="line1-child", record_outbox=True, disk=disk) as store:
         async with serve_store(store) as api:
             workload = Workload(api, disk, seed)
             until = time.monotonic() + seconds
             results = await asyncio.gather(*(workload.run(worker, until) for worker in range(3)),
                                            collect_often(store, until))
-    finally:
-        store.close()
     return disk.journal, results[-1]
 
 
@@ -147,8 +146,7 @@ def check_after_cut(data_dir: Path, acknowledged: list[tuple]) -> tuple[int, lis
             elif entry[0] == "blob":
                 checked += 1  # garbage collection may take a lone blob; if it is visible it is whole (below)
         # Nothing half-written is visible: every blob and manifest the metadata names is whole on disk.
-        for (digest,) in store.metadata.read("SELECT DISTINCT digest FROM repository_blobs UNION "
-                                             "SELECT DISTINCT digest FROM manifests"):
+        for digest in _digests_the_metadata_names(data_dir):
             path = Path(store.files.path(digest))
             if not path.exists():
                 problems.append(f"{digest} is visible but its file is missing")
@@ -159,16 +157,20 @@ def check_after_cut(data_dir: Path, acknowledged: list[tuple]) -> tuple[int, lis
     return checked, problems
 
 
+def _digests_the_metadata_names(data_dir: Path) -> list[str]:
+    """Read from the database file itself: what any blob or manifest row of the rebuilt volume names."""
+    with closing(sqlite3.connect(data_dir / "metadata.db")) as database:
+        return [row[0] for row in database.execute("SELECT DISTINCT digest FROM repository_blobs UNION "
+                                                   "SELECT DISTINCT digest FROM manifests")]
+
+
 async def accepts_pushes(data_dir: Path) -> None:
-    store = RegistryStore(str(data_dir), record_outbox=True)
-    try:
+    async with RegistryStore(str(data_dir), record_outbox=True) as store:
         async with serve_store(store) as api:
             data = b"after the power came back"
             async with api.request("POST", "/v2/cut/after/blobs/uploads/", params={"digest": sha256(data)},
                                    data=data) as response:
                 assert response.status == 201, await response.text()
-    finally:
-        store.close()
 
 
 def replay_cuts(tmp_path: Path, journal: list[tuple], cuts: list[int]) -> tuple[int, list[str]]:

@@ -162,7 +162,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     try:
-        ctx.store.metadata.read_one("SELECT 1")
+        ctx.store.check_readable()
     except Exception as error:  # noqa: BLE001 - any failure means not ready
         return web.json_response({"status": "unavailable", "reason": str(error)}, status=503)
     return web.json_response({"status": "ready"})

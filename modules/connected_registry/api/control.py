@@ -14,8 +14,8 @@ from connected_registry.durations import duration_seconds
 from connected_registry.oci.errors import OciError
 from connected_registry.identity import INSTANCE_NAME_RE
 from connected_registry.printable import CONTROL_CHARACTERS
-from connected_registry.storage.control import Child
-from connected_registry.storage.registry import utc_timestamp
+from connected_registry.storage.records import Child
+from connected_registry.timefmt import utc_timestamp
 
 API_VERSION = "1"
 MAX_EVENTS = 1000

@@ -18,7 +18,7 @@ from connected_registry.auth.permissions import Permissions, Scope, parse_scopes
 from connected_registry.auth.claims import Claims
 from connected_registry.oci.errors import OciError
 from connected_registry.oci.names import NAME_RE
-from connected_registry.storage.registry import utc_timestamp
+from connected_registry.timefmt import utc_timestamp
 
 _MAX_FORM_BYTES = 64 * 1024
 
@@ -102,7 +102,7 @@ def _answer(access: TokenAccess, subject: str, credential: str, permissions: Per
         "token": token,
         "access_token": token,
         "expires_in": lifetime,
-        "issued_at": utc_timestamp(),
+        "issued_at": utc_timestamp(access.signer.clock()),
         "scope": " ".join(str(Scope(g["type"], g["name"], tuple(g["actions"]))) for g in granted if g["actions"]),
     }
     if offline and subject:

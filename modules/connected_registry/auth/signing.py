@@ -60,7 +60,7 @@ class TokenSigner:
     def __init__(self, key: ec.EllipticCurvePrivateKey, clock=time.time, revocations: str | None = None) -> None:
         self._key = key
         self._public = key.public_key()
-        self._clock = clock
+        self.clock = clock  # the moment a token is issued (its iat, and the token answer's issued_at)
         self._revocations = revocations  # the file (`revocations_path`); None: kept in memory only
         self._revoked_until: dict[str, float] = {}  # lower-case token name -> time
         if revocations is not None and os.path.exists(revocations):
@@ -69,11 +69,11 @@ class TokenSigner:
                     self._revoked_until = {str(name): float(when) for name, when in json.load(file).items()}
             except (OSError, ValueError, TypeError, AttributeError) as error:
                 log.warning("%s is unreadable (%s): every token issued before now is refused", revocations, error)
-                self._revoked_until = {_EVERYONE: self._clock()}
+                self._revoked_until = {_EVERYONE: self.clock()}
 
     def revoke_issued_until_now(self, subject: str) -> None:
         """Refuse every JWT of `subject` issued until now: its token was disabled or removed."""
-        now = self._clock()
+        now = self.clock()
         expired = now - REFRESH_SECONDS - 60  # every JWT issued before then has expired anyway
         self._revoked_until = {name: when for name, when in self._revoked_until.items() if when > expired}
         self._revoked_until[subject.lower()] = now
@@ -89,7 +89,7 @@ class TokenSigner:
         return issued_at <= until
 
     def issue(self, service: str, claims: Claims) -> tuple[str, int]:
-        exact = self._clock()
+        exact = self.clock()
         now = int(exact)
         lifetime = ACCESS_SECONDS if claims.kind == "access" else REFRESH_SECONDS
         payload = {

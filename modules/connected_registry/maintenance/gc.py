@@ -14,7 +14,7 @@ from croniter import croniter
 from connected_registry.instance import Instance
 from connected_registry.storage import RegistryStore
 from connected_registry.storage.gc import collect_garbage
-from connected_registry.storage.registry import utc_timestamp
+from connected_registry.timefmt import utc_timestamp
 
 log = logging.getLogger("connected_registry")
 
@@ -58,7 +58,8 @@ class GarbageCollection:
 
     def _started(self) -> dict:
         """A run starting now, visible at once in the status document."""
-        self.last_run = {"operationId": str(uuid.uuid4()), "state": "Running", "startedAt": utc_timestamp()}
+        self.last_run = {"operationId": str(uuid.uuid4()), "state": "Running",
+                         "startedAt": utc_timestamp(self.core.clock())}
         return self.last_run
 
     async def _run(self, run: dict) -> None:
@@ -69,4 +70,4 @@ class GarbageCollection:
             log.exception("garbage collection failed; it runs again at the next scheduled time")
             run.update(state="Failed", error=str(error))
         finally:
-            run["finishedAt"] = utc_timestamp()
+            run["finishedAt"] = utc_timestamp(self.core.clock())

@@ -5,14 +5,13 @@ days, kept when they come back before then. Checked every ten minutes and after 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from connected_registry.auth.permissions import repository_in_scope
 from connected_registry.durations import duration_seconds
 from connected_registry.instance import Instance
 from connected_registry.storage import RegistryStore
-from connected_registry.storage.registry import utc_timestamp
+from connected_registry.timefmt import utc_timestamp
 
 log = logging.getLogger("connected_registry")
 
@@ -53,7 +52,7 @@ class Retention:
             core.status.clear("REPOSITORY_PENDING_REMOVAL")
             return []
         now = core.clock()
-        pending: dict[str, float] = json.loads(self.store.control.get("pendingRemoval") or "{}")
+        pending = dict(self.store.control.state().pending_removal)
         listed = self.store.list_repositories(None, None)
         for repository in listed:
             if repository_in_scope(list(core.repositories), repository) or not self.store.has_manifests(repository):
@@ -64,7 +63,7 @@ class Retention:
         await self.store.remove_repositories(removed)
         for repository in removed:
             pending.pop(repository)
-        await self.store.control.set("pendingRemoval", json.dumps(pending))
+        await self.store.control.update_state(pending_removal=pending)
         self._report_pending(pending)
         return removed
 

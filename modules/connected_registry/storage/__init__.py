@@ -1,4 +1,5 @@
-"""Crash-safe embedded storage: content-addressed blobs, uploads, SQLite metadata, event log, outbox, gc.
+"""Crash-safe embedded storage: content-addressed blobs, uploads, the metadata store (one interface, metadata.py;
+SQLite behind it, sqlite/), event log, outbox, control state, gc.
 
 Nothing here knows HTTP. Errors a client caused are `OciError`s; disk trouble is `StorageError`.
 """

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 
+from connected_registry.storage.metadata import MetadataWrites
 from connected_registry.storage.registry import RegistryStore
 
 log = logging.getLogger("connected_registry.cache")
@@ -24,28 +24,25 @@ def budget_bytes(max_bytes: int | str, data_dir: str) -> int:
 
 
 def on_demand_bytes(store: RegistryStore) -> int:
-    row = store.metadata.read_one("SELECT COALESCE(SUM(o.size), 0) FROM on_demand o JOIN blobs b USING (digest)")
-    return row[0]
+    return store.metadata.on_demand_bytes()
 
 
 def is_on_demand(store: RegistryStore, digest: str) -> bool:
-    return store.metadata.read_one("SELECT 1 FROM on_demand WHERE digest = ?", (digest,)) is not None
+    return store.metadata.is_on_demand(digest)
 
 
 async def touch(store: RegistryStore, digest: str, used: float | None = None) -> None:
     """Served again (at `used`, default now): the blob moves to the back of the eviction queue."""
     used = store.clock() if used is None else used
-    await store.metadata.write(lambda db: db.execute(
-        "UPDATE on_demand SET last_used = MAX(last_used, ?) WHERE digest = ?", (used, digest)))
+    await store.metadata.write(lambda tx: tx.touch_on_demand(digest, used))
 
 
 async def evict(store: RegistryStore, budget: int, busy: set[str] = frozenset()) -> list[tuple[str, int]]:
     """Remove least recently used on-demand blobs until they fit in `budget` bytes; returns what went.
     `busy` blobs (being filled or served from a fill) are passed over."""
 
-    def choose_and_unlist(db: sqlite3.Connection) -> list[tuple[str, int]]:
-        rows = db.execute("SELECT o.digest, o.size FROM on_demand o JOIN blobs b USING (digest) "
-                          "ORDER BY o.last_used, o.digest").fetchall()
+    def choose_and_unlist(tx: MetadataWrites) -> list[tuple[str, int]]:
+        rows = tx.on_demand_by_age()
         total = sum(size for _, size in rows)
         chosen = []
         for digest, size in rows:
@@ -55,14 +52,12 @@ async def evict(store: RegistryStore, budget: int, busy: set[str] = frozenset())
                 continue
             chosen.append((digest, size))
             total -= size
-            db.execute("DELETE FROM repository_blobs WHERE digest = ?", (digest,))
-            db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
-            db.execute("DELETE FROM on_demand WHERE digest = ?", (digest,))
-        db.execute("DELETE FROM on_demand WHERE digest NOT IN (SELECT digest FROM blobs)")  # gone by gc or delete
+            tx.remove_blob(digest)
+        tx.unlist_gone_on_demand()
         return chosen
 
     chosen = await store.metadata.write(choose_and_unlist)
     for digest, size in chosen:
-        await store.metadata.run_on_writer(store.files.remove, digest)
+        await store.remove_blob_file(digest)
         log.info("evicted on-demand blob %s (%d bytes): cache.maxBytes is %d bytes", digest, size, budget)
     return chosen

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
-import time
 from dataclasses import dataclass
 
 from connected_registry.oci.digest import is_digest
+from connected_registry.storage.metadata import MetadataReads, MetadataWrites
 from connected_registry.storage.registry import RegistryStore
 
 log = logging.getLogger("connected_registry.gc")
@@ -36,22 +35,25 @@ class GcReport:
 async def collect_garbage(
     store: RegistryStore, *, read_only: bool = False, now: float | None = None, grace: float = GRACE_SECONDS
 ) -> GcReport:
-    now = time.time() if now is None else now
+    """`now`: the store's clock unless given."""
+    now = store.clock() if now is None else now
     cutoff = now - grace
     report = GcReport()
     if read_only:
-        report.manifests_removed = await store.metadata.write(lambda db: _remove_unkept_manifests(db, cutoff))
+        report.manifests_removed = await store.metadata.write(lambda tx: _remove_unkept_manifests(tx, cutoff))
         store.after_change()
     while True:
-        batch = await store.metadata.write(lambda db: _remove_unreferenced_blobs(db, cutoff))
+        batch = await store.metadata.write(lambda tx: _remove_unreferenced_blobs(tx, cutoff))
         for digest, size in batch:
-            await store.metadata.run_on_writer(store.files.remove, digest)
+            await store.remove_blob_file(digest)
             report.blobs_removed += 1
             report.bytes_freed += size
         if len(batch) < _BATCH:
             break
-    report.uploads_removed = await store.metadata.run_on_writer(_remove_abandoned_uploads, store, now, grace)
-    report.stray_files_removed = await store.metadata.run_on_writer(_remove_stray_blob_files, store, cutoff)
+    report.uploads_removed = await store.metadata.serialized(
+        lambda reads: _remove_abandoned_uploads(reads, store, now, grace))
+    report.stray_files_removed = await store.metadata.serialized(
+        lambda reads: _remove_stray_blob_files(reads, store, cutoff))
     log.info(
         "garbage collection: %d blobs (%d bytes), %d manifests, %d uploads, %d stray files removed",
         report.blobs_removed,
@@ -63,63 +65,48 @@ async def collect_garbage(
     return report
 
 
-def _remove_unreferenced_blobs(db: sqlite3.Connection, cutoff: float) -> list[tuple[str, int]]:
-    rows = db.execute(
-        "SELECT digest, size FROM blobs b WHERE last_used < ? "
-        "AND NOT EXISTS (SELECT 1 FROM manifest_references r WHERE r.child = b.digest) "
-        "AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = b.digest) LIMIT ?",
-        (cutoff, _BATCH),
-    ).fetchall()
+def _remove_unreferenced_blobs(tx: MetadataWrites, cutoff: float) -> list[tuple[str, int]]:
+    rows = tx.unreferenced_blobs(cutoff, _BATCH)
     for digest, _ in rows:
-        db.execute("DELETE FROM repository_blobs WHERE digest = ?", (digest,))
-        db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
-        db.execute("DELETE FROM on_demand WHERE digest = ?", (digest,))
+        tx.remove_blob(digest)
     return rows
 
 
-def _remove_unkept_manifests(db: sqlite3.Connection, cutoff: float) -> int:
-    kept: set[tuple[str, str]] = set(db.execute("SELECT repository, digest FROM tags").fetchall())
+def _remove_unkept_manifests(tx: MetadataWrites, cutoff: float) -> int:
+    kept: set[tuple[str, str]] = set(tx.tagged_manifests())
     frontier = list(kept)
     while frontier:
-        repository, digest = frontier.pop()
-        followers = db.execute(
-            "SELECT repository, child FROM manifest_references WHERE repository = ? AND manifest = ? AND kind = 'manifest' "
-            "UNION SELECT repository, digest FROM manifests WHERE repository = ? AND subject = ?",
-            (repository, digest, repository, digest),
-        ).fetchall()
-        for follower in followers:
+        for follower in tx.manifest_followers(*frontier.pop()):
             if follower not in kept:
                 kept.add(follower)
                 frontier.append(follower)
     removed = 0
-    for repository, digest in db.execute("SELECT repository, digest FROM manifests WHERE created < ?", (cutoff,)).fetchall():
+    for repository, digest in tx.manifests_created_before(cutoff):
         if (repository, digest) in kept:
             continue
-        db.execute("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?", (repository, digest))
-        db.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, digest))
+        tx.remove_manifest(repository, digest)  # untagged: only its references and itself go
         removed += 1
     return removed
 
 
-def _remove_abandoned_uploads(store: RegistryStore, now: float, grace: float) -> int:
+def _remove_abandoned_uploads(reads: MetadataReads, store: RegistryStore, now: float, grace: float) -> int:
     """Sessions (and files a crash left in the uploads folder) untouched for `grace`, or empty for an hour."""
-    names = {row[0] for row in store.metadata.writer.execute("SELECT id FROM uploads").fetchall()}
+    names = set(reads.upload_ids())
     names.update(entry.name for entry in os.scandir(store.files.incoming))
-    return store.metadata.transaction(
-        lambda db: sum(store.uploads.remove_if_abandoned(db, name, now, grace) for name in sorted(names)))
+    return store.metadata.write_now(
+        lambda tx: sum(store.uploads.remove_if_abandoned(tx, name, now, grace) for name in sorted(names)))
 
 
-def _remove_stray_blob_files(store: RegistryStore, cutoff: float) -> int:
+def _remove_stray_blob_files(reads: MetadataReads, store: RegistryStore, cutoff: float) -> int:
     """Files renamed into place whose metadata commit never happened (a crash in between)."""
     removed = 0
-    db = store.metadata.writer
     for algorithm_dir in os.scandir(store.files.root):
         for prefix_dir in os.scandir(algorithm_dir.path):
             for entry in os.scandir(prefix_dir.path):
                 digest = f"{algorithm_dir.name}:{entry.name}"
                 if not is_digest(digest):
                     continue
-                if db.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is not None:
+                if reads.holds_blob(digest):
                     continue
                 try:
                     if entry.stat().st_mtime < cutoff:

@@ -1,216 +1,202 @@
-"""SQLite metadata (WAL): schema version, forward migrations, one writer thread, a reader on the loop.
+"""The metadata store, as one interface: what the registry, the uploads, garbage collection, the cache budget and
+the control state ask of it. SQLite implements it (`storage/sqlite/`); another backend (PostgreSQL for scale-out)
+is another implementation of these Protocols, and nothing above `storage/` changes.
 
-Every write is one transaction run on the single writer thread and committed through `Disk.commit`,
-so a change is durable (synchronous=FULL) before the caller answers the client.
+Reads run on the event loop. A write is a function given a `MetadataWrites` and run as one transaction, in turn
+with every other write, and durable when `write` returns; file work a commit depends on (a blob renamed into
+place, a manifest's file) runs inside that function, so nothing interleaves with it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sqlite3
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Callable, Iterable, Protocol, TypeVar
 
-from connected_registry.storage.disk import FILE_MODE, Disk, StorageError, storage_error_from_os
+from connected_registry.oci.manifest import ParsedManifest
+from connected_registry.storage.records import Child, ControlState, EventRecord, ManifestEntry, Referrer, TransferKey
 
 T = TypeVar("T")
 
-# Each entry migrates the schema from version N to N+1. Append only; never edit a released step.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE repositories (
-        name TEXT PRIMARY KEY,
-        created REAL NOT NULL
-    );
-    CREATE TABLE blobs (
-        digest TEXT PRIMARY KEY,
-        size INTEGER NOT NULL,
-        origin TEXT NOT NULL,
-        created REAL NOT NULL,
-        last_used REAL NOT NULL
-    );
-    CREATE TABLE repository_blobs (
-        repository TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        created REAL NOT NULL,
-        PRIMARY KEY (repository, digest)
-    ) WITHOUT ROWID;
-    CREATE INDEX repository_blobs_digest ON repository_blobs(digest);
-    CREATE TABLE manifests (
-        repository TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        media_type TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        artifact_type TEXT,
-        subject TEXT,
-        annotations TEXT,
-        origin TEXT NOT NULL,
-        created REAL NOT NULL,
-        PRIMARY KEY (repository, digest)
-    ) WITHOUT ROWID;
-    CREATE INDEX manifests_subject ON manifests(repository, subject) WHERE subject IS NOT NULL;
-    CREATE INDEX manifests_digest ON manifests(digest);
-    CREATE TABLE manifest_references (
-        repository TEXT NOT NULL,
-        manifest TEXT NOT NULL,
-        child TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('blob', 'manifest')),
-        PRIMARY KEY (repository, manifest, child)
-    ) WITHOUT ROWID;
-    CREATE INDEX manifest_references_child ON manifest_references(child);
-    CREATE TABLE tags (
-        repository TEXT NOT NULL,
-        tag TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        updated REAL NOT NULL,
-        PRIMARY KEY (repository, tag)
-    ) WITHOUT ROWID;
-    CREATE INDEX tags_digest ON tags(repository, digest);
-    CREATE TABLE uploads (
-        id TEXT PRIMARY KEY,
-        repository TEXT NOT NULL,
-        started REAL NOT NULL
-    );
-    CREATE TABLE events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        type TEXT NOT NULL CHECK (type IN ('TagSet', 'TagDeleted', 'ManifestPut', 'ManifestDeleted')),
-        repository TEXT NOT NULL,
-        tag TEXT,
-        digest TEXT NOT NULL,
-        media_type TEXT,
-        size INTEGER,
-        subject TEXT,
-        origin TEXT NOT NULL,
-        time TEXT NOT NULL
-    );
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        repository TEXT NOT NULL,
-        operation TEXT NOT NULL CHECK (operation IN ('PushManifest', 'DeleteTag', 'DeleteManifest')),
-        tag TEXT,
-        digest TEXT NOT NULL,
-        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'parked')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        created TEXT NOT NULL
-    );
-    CREATE INDEX outbox_repository ON outbox(repository, id);
-    """,
-    """
-    CREATE TABLE state (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    CREATE TABLE children (
-        name TEXT PRIMARY KEY,
-        display_name TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('Active', 'Inactive')),
-        instance_id TEXT,
-        device_id TEXT,
-        mode TEXT,
-        version TEXT,
-        message_ttl TEXT,
-        repositories TEXT,
-        revoked TEXT NOT NULL DEFAULT '[]',
-        activated TEXT,
-        report TEXT,
-        reported TEXT
-    );
-    """,
-    """
-    CREATE TABLE on_demand (
-        digest TEXT PRIMARY KEY,
-        size INTEGER NOT NULL,
-        last_used REAL NOT NULL
-    );
-    CREATE INDEX on_demand_last_used ON on_demand(last_used);
-    """,
-    # The token that opened a client's upload session, for its cap; NULL for the sync's own sessions.
-    """
-    ALTER TABLE uploads ADD COLUMN owner TEXT;
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
+
+class MetadataReads(Protocol):
+    def check_readable(self) -> None:
+        """Raise while the metadata cannot be read (readiness)."""
+
+    # --- blobs and manifests -----------------------------------------------------------------------
+
+    def blob_size(self, repository: str, digest: str) -> int | None: ...
+
+    def links_blob(self, repository: str, digest: str) -> bool:
+        """Whether the blob is linked into `repository`."""
+
+    def holds_blob(self, digest: str) -> bool:
+        """Whether the blob is stored, in any repository."""
+
+    def repositories_with_blob(self, digest: str) -> list[str]: ...
+
+    def references_blob(self, repository: str, digest: str) -> bool:
+        """Whether a manifest of `repository` references the blob."""
+
+    def manifest_by_digest(self, repository: str, digest: str) -> ManifestEntry | None: ...
+
+    def manifest_by_tag(self, repository: str, tag: str) -> ManifestEntry | None: ...
+
+    def tag_digest(self, repository: str, tag: str) -> str | None: ...
+
+    def manifest_digests(self, repository: str) -> list[str]: ...
+
+    def incomplete(self, repository: str, digest: str) -> bool:
+        """Whether a blob or child manifest the manifest references (at any depth) is missing in `repository`."""
+
+    def repository_exists(self, name: str) -> bool: ...
+
+    def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str]: ...
+
+    def list_repositories(self, limit: int | None, last: str | None) -> list[str]: ...
+
+    def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]: ...
+
+    # --- events and outbox ---------------------------------------------------------------------------
+
+    def has_events_after(self, seq: int) -> bool: ...
+
+    def events(self, after: int, limit: int) -> list[dict]: ...
+
+    def event_head(self) -> int:
+        """The seq of the newest event kept, 0 when there is none."""
+
+    def last_event_before(self, time: str) -> int | None:
+        """The seq of the newest event older than an ISO 8601 time."""
+
+    def outbox(self) -> list[dict]: ...
+
+    def undelivered_tag(self, repository: str, tag: str) -> bool:
+        """Whether an outbox entry names the tag."""
+
+    # --- control state and children ------------------------------------------------------------------
+
+    def control_state(self) -> ControlState: ...
+
+    def transfer_session(self, key: TransferKey) -> str | None: ...
+
+    def child(self, name: str) -> Child | None: ...
+
+    def children(self) -> list[Child]: ...
+
+    # --- uploads, the on-demand list, garbage collection ---------------------------------------------
+
+    def upload_repository(self, upload_id: str) -> str | None: ...
+
+    def upload_ids(self) -> list[str]: ...
+
+    def upload_count(self) -> int: ...
+
+    def client_uploads_of(self, owner: str) -> list[str]:
+        """The open sessions a client's token started (the sync's own have no owner)."""
+
+    def client_uploads_in(self, repository: str) -> list[str]:
+        """The open sessions clients started in `repository`."""
+
+    def on_demand_bytes(self) -> int: ...
+
+    def is_on_demand(self, digest: str) -> bool: ...
+
+    def on_demand_by_age(self) -> list[tuple[str, int]]:
+        """(digest, size) of the stored on-demand blobs, least recently used first."""
+
+    def unreferenced_blobs(self, used_before: float, limit: int) -> list[tuple[str, int]]:
+        """(digest, size) of blobs no manifest references (nor are they manifests) and unused since `used_before`."""
+
+    def tagged_manifests(self) -> list[tuple[str, str]]:
+        """(repository, digest) of every tagged manifest."""
+
+    def manifest_followers(self, repository: str, digest: str) -> list[tuple[str, str]]:
+        """(repository, digest) of the manifests kept with this one: its child manifests and its referrers."""
+
+    def manifests_created_before(self, cutoff: float) -> list[tuple[str, str]]: ...
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
-    connection.execute("PRAGMA busy_timeout=30000")
-    return connection
+class MetadataWrites(MetadataReads, Protocol):
+    """Inside one write transaction: the changes commit together, or none does."""
+
+    def add_repository(self, name: str, now: float) -> None: ...
+
+    def add_blob(self, digest: str, size: int, origin: str, now: float) -> bool:
+        """False when the blob was stored already."""
+
+    def touch_blobs(self, digests: Iterable[str], now: float) -> None:
+        """Used now: garbage collection gives them another grace period."""
+
+    def link_blob(self, repository: str, digest: str, now: float) -> None: ...
+
+    def unlink_blob(self, repository: str, digest: str) -> bool:
+        """False when the blob was not linked into `repository`."""
+
+    def remove_blob(self, digest: str) -> None:
+        """The blob is gone from every repository (and from the on-demand list); its file is the caller's."""
+
+    def add_manifest(self, repository: str, digest: str, size: int, parsed: ParsedManifest, origin: str,
+                     now: float) -> bool:
+        """The manifest and what it references; False when it was in `repository` already."""
+
+    def remove_manifest(self, repository: str, digest: str) -> None:
+        """The manifest, its tags and its references."""
+
+    def set_tag(self, repository: str, tag: str, digest: str, now: float) -> None: ...
+
+    def remove_tag(self, repository: str, tag: str) -> None: ...
+
+    def add_event(self, event: EventRecord) -> None: ...
+
+    def remove_events_through(self, seq: int) -> int: ...
+
+    def add_outbox_entry(self, repository: str, operation: str, tag: str | None, digest: str, created: str) -> None: ...
+
+    def remove_outbox_entry(self, entry_id: int) -> bool: ...
+
+    def park_outbox_entry(self, entry_id: int, error: str) -> None: ...
+
+    def retry_outbox_entry(self, entry_id: int) -> bool:
+        """A parked entry is pending again; False when there is no such parked entry."""
+
+    def save_control_state(self, state: ControlState) -> None:
+        """The stored record becomes `state` (only the fields that differ are written)."""
+
+    def remember_transfer_session(self, key: TransferKey, session: str) -> None: ...
+
+    def forget_transfer_session(self, key: TransferKey) -> None: ...
+
+    def save_activation(self, name: str, document: dict, now: str) -> None:
+        """The child is Active with the identity `document` names (SPEC 6); `activated` is kept while it stays so."""
+
+    def save_deactivation(self, name: str, revoked: list[str]) -> None:
+        """The child is Inactive, and these instance ids of it are refused from now on."""
+
+    def record_child_report(self, name: str, report: dict, now: str) -> None: ...
+
+    def add_upload(self, upload_id: str, repository: str, started: float, owner: str | None) -> None: ...
+
+    def remove_upload(self, upload_id: str) -> None: ...
+
+    def list_on_demand(self, digest: str, size: int, now: float) -> None: ...
+
+    def unlist_on_demand(self, digests: Iterable[str]) -> None:
+        """Something synced or pushed references them: permanent from now on."""
+
+    def touch_on_demand(self, digest: str, used: float) -> None: ...
+
+    def unlist_gone_on_demand(self) -> None:
+        """Entries whose blob is gone (by garbage collection or a delete)."""
 
 
-class MetadataDB:
-    def __init__(self, data_dir: str, disk: Disk) -> None:
-        self.path = os.path.join(data_dir, "metadata.db")
-        self.disk = disk
-        try:
-            # Made here with its mode: SQLite gives the -wal and -shm files the database file's mode.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE))
-            self.writer = _connect(self.path)
-            self._migrate()
-            self.reader = _connect(self.path)
-        except sqlite3.DatabaseError as error:
-            raise StorageError("DISK_ERROR", f"cannot open {self.path}: {error}") from error
-        except OSError as error:
-            raise storage_error_from_os(error, f"opening {self.path}") from error
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata-writer")
+class MetadataStore(MetadataReads, Protocol):
+    async def write(self, work: Callable[[MetadataWrites], T]) -> T:
+        """Run `work` as one transaction in turn with the other writes, without stalling the event loop."""
 
-    def _migrate(self) -> None:
-        version = self.writer.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                "DISK_SCHEMA_NEWER",
-                f"the data volume has schema version {version}, newer than this program's {SCHEMA_VERSION}: "
-                "run the newer connected-registry version that wrote it, or use another data volume",
-            )
-        if version == SCHEMA_VERSION:
-            return
-        self.writer.execute("BEGIN IMMEDIATE")
-        try:
-            for step in MIGRATIONS[version:]:
-                for statement in step.split(";"):
-                    if statement.strip():
-                        self.writer.execute(statement)
-            self.writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self.disk.commit(self.writer)
-        except BaseException:
-            self.writer.rollback()
-            raise
+    def write_now(self, work: Callable[[MetadataWrites], T]) -> T:
+        """`write` on the calling thread: at start-up, in commands without an event loop, and inside `serialized`."""
 
-    def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in one write transaction on the calling (writer) thread."""
-        self.writer.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(self.writer)
-            self.disk.commit(self.writer)
-            return result
-        except sqlite3.OperationalError as error:
-            self.writer.rollback()
-            if "disk" in str(error).lower() or "full" in str(error).lower():
-                raise StorageError("DISK_STORAGE_FULL", f"metadata write failed: {error}") from error
-            raise StorageError("DISK_ERROR", f"metadata write failed: {error}") from error
-        except BaseException:
-            if self.writer.in_transaction:
-                self.writer.rollback()
-            raise
+    async def serialized(self, work: Callable[[MetadataReads], T]) -> T:
+        """Run `work` in turn with the writes, never during one, reading what they committed: file work that must
+        not interleave with a commit (garbage collection removing a file a commit is installing)."""
 
-    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run one write transaction on the writer thread without stalling the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.transaction, work)
-
-    async def run_on_writer(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
-
-    def read(self, sql: str, parameters: tuple = ()) -> list[tuple]:
-        return self.reader.execute(sql, parameters).fetchall()
-
-    def read_one(self, sql: str, parameters: tuple = ()) -> tuple | None:
-        return self.reader.execute(sql, parameters).fetchone()
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        self.reader.close()
-        self.writer.close()
+    def close(self) -> None: ...

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import sqlite3
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +19,8 @@ from connected_registry.oci.digest import parse_digest
 from connected_registry.oci.errors import OciError
 from connected_registry.storage.blobs import BlobFiles
 from connected_registry.storage.disk import StorageError, storage_error_from_os
-from connected_registry.storage.metadata import MetadataDB
+from connected_registry.storage.metadata import MetadataStore, MetadataWrites
+from connected_registry.timefmt import Clock
 
 BLOCK = 1 << 20  # bytes handed to the writer thread at a time
 FIRST_BLOCK = 64 << 10  # the first write comes sooner: a client streaming a fill gets its first byte early
@@ -67,10 +66,12 @@ def upload_range_error(session: UploadSession, message: str) -> OciError:
 
 
 class Uploads:
-    def __init__(self, files: BlobFiles, metadata: MetadataDB, io_executor: ThreadPoolExecutor) -> None:
+    def __init__(self, files: BlobFiles, metadata: MetadataStore, io_executor: ThreadPoolExecutor,
+                 clock: Clock) -> None:
         self.files = files
         self.metadata = metadata
         self.io = io_executor
+        self.clock = clock  # the store's: when a session started, when its blob was last used
         self.body_idle_seconds = BODY_IDLE_SECONDS
         self.sessions_per_token = SESSIONS_PER_TOKEN
         self.sessions_per_repository = SESSIONS_PER_REPOSITORY
@@ -89,11 +90,12 @@ class Uploads:
             raise storage_error_from_os(error, "starting an upload") from error
         session = UploadSession(upload_id, repository, path, 0, hashlib.sha256(), persistent)
         if persistent:
-            def insert(db: sqlite3.Connection) -> None:
+            now = self.clock()
+
+            def insert(tx: MetadataWrites) -> None:
                 if owner is not None:
-                    self._admit(db, repository, owner)
-                db.execute("INSERT INTO uploads (id, repository, started, owner) VALUES (?, ?, ?, ?)",
-                           (upload_id, repository, time.time(), owner))
+                    self._admit(tx, repository, owner, now)
+                tx.add_upload(upload_id, repository, now, owner)
 
             try:
                 await self.metadata.write(insert)
@@ -103,26 +105,25 @@ class Uploads:
         self._sessions[upload_id] = session
         return session
 
-    def _admit(self, db: sqlite3.Connection, repository: str, owner: str) -> None:
-        """On the writer thread: refuse a client's session beyond its token's or its repository's cap. Abandoned
+    def _admit(self, tx: MetadataWrites, repository: str, owner: str, now: float) -> None:
+        """Inside the write: refuse a client's session beyond its token's or its repository's cap. Abandoned
         sessions in the way are removed first, so a client that left some behind is not held up until the next
         garbage collection."""
-        now = time.time()
-        caps = (("owner", owner, self.sessions_per_token, f"token {owner!r}", "token"),
-                ("repository", repository, self.sessions_per_repository, f"repository {repository}", "repository"))
-        for column, value, cap, holder, per in caps:
-            open_ids = [row[0] for row in db.execute(
-                f"SELECT id FROM uploads WHERE {column} = ? AND owner IS NOT NULL", (value,))]
+        caps = ((tx.client_uploads_of, owner, self.sessions_per_token, f"token {owner!r}", "token"),
+                (tx.client_uploads_in, repository, self.sessions_per_repository, f"repository {repository}",
+                 "repository"))
+        for open_sessions, value, cap, holder, per in caps:
+            open_ids = open_sessions(value)
             if len(open_ids) >= cap:
-                open_ids = [upload_id for upload_id in open_ids if not self.remove_if_abandoned(db, upload_id, now)]
+                open_ids = [upload_id for upload_id in open_ids if not self.remove_if_abandoned(tx, upload_id, now)]
             if len(open_ids) >= cap:
                 raise OciError("TOOMANYREQUESTS", f"{holder} has {len(open_ids)} open upload sessions and the cap is "
                                f"{cap} per {per}: finish or cancel (DELETE) some before starting more (one left empty "
                                "for an hour, or untouched for a day, is removed by itself)")
 
-    def remove_if_abandoned(self, db: sqlite3.Connection, name: str, now: float,
+    def remove_if_abandoned(self, tx: MetadataWrites, name: str, now: float,
                             grace: float = ABANDONED_SECONDS) -> bool:
-        """On the writer thread: remove an abandoned file of the uploads folder (a session's, with its row, or one
+        """Inside a write: remove an abandoned file of the uploads folder (a session's, with its row, or one
         a crash left) and say so. A session that a request is writing to is never abandoned."""
         path = os.path.join(self.files.incoming, name)
         try:
@@ -133,7 +134,7 @@ class Uploads:
         if (stat is not None and not abandoned(stat, now, grace)) or (session is not None and session.lock.locked()):
             return False
         self._sessions.pop(name, None)
-        db.execute("DELETE FROM uploads WHERE id = ?", (name,))
+        tx.remove_upload(name)
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -142,16 +143,16 @@ class Uploads:
 
     def open_sessions(self) -> int:
         """Upload sessions open now (clients' and the sync's): the status document's count."""
-        return self.metadata.read_one("SELECT COUNT(*) FROM uploads")[0]
+        return self.metadata.upload_count()
 
     def get(self, repository: str, upload_id: str) -> UploadSession:
         session = self._sessions.get(upload_id)
         if session is None:
-            row = self.metadata.read_one("SELECT repository FROM uploads WHERE id = ?", (upload_id,))
+            owning_repository = self.metadata.upload_repository(upload_id)
             path = os.path.join(self.files.incoming, upload_id)
-            if row is None or not os.path.exists(path):
+            if owning_repository is None or not os.path.exists(path):
                 raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} is unknown: start a new upload with POST")
-            session = UploadSession(upload_id, row[0], path, os.path.getsize(path), None, True)
+            session = UploadSession(upload_id, owning_repository, path, os.path.getsize(path), None, True)
             self._sessions[upload_id] = session
         if session.repository != repository:
             raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} belongs to another repository")
@@ -160,7 +161,7 @@ class Uploads:
     async def cancel(self, session: UploadSession) -> None:
         self._sessions.pop(session.id, None)
         if session.persistent:
-            await self.metadata.write(lambda db: db.execute("DELETE FROM uploads WHERE id = ?", (session.id,)))
+            await self.metadata.write(lambda tx: tx.remove_upload(session.id))
         try:
             os.unlink(session.path)
         except FileNotFoundError:
@@ -299,7 +300,7 @@ class Uploads:
                     f"uploaded content has digest {algorithm}:{actual}, not {digest}: the upload was discarded",
                     detail={"expected": digest, "actual": f"{algorithm}:{actual}"},
                 )
-            now = time.time()  # when the content was last used: readers of a fill may have it from here on
+            now = self.clock()  # when the content was last used: readers of a fill may have it from here on
             if verified is not None:  # the bytes are right; making them durable and visible follows
                 verified()
             size = session.offset
@@ -308,23 +309,16 @@ class Uploads:
                 await loop.run_in_executor(self.io, self.files.sync_data, session.path)
             self._sessions.pop(session.id, None)
 
-            def commit(db):
+            def commit(tx: MetadataWrites) -> None:
                 self.files.install(session.path, digest, data_synced=not already_stored)
-                new_blob = db.execute(
-                    "INSERT OR IGNORE INTO blobs (digest, size, origin, created, last_used) VALUES (?, ?, ?, ?, ?)",
-                    (digest, size, origin, now, now),
-                ).rowcount
-                db.execute("UPDATE blobs SET last_used = ? WHERE digest = ?", (now, digest))
-                db.execute(
-                    "INSERT OR IGNORE INTO repository_blobs (repository, digest, created) VALUES (?, ?, ?)",
-                    (session.repository, digest, now),
-                )
-                db.execute("DELETE FROM uploads WHERE id = ?", (session.id,))
+                new_blob = tx.add_blob(digest, size, origin, now)
+                tx.touch_blobs([digest], now)
+                tx.link_blob(session.repository, digest, now)
+                tx.remove_upload(session.id)
                 if on_demand and new_blob:  # content already here stays what it was (maybe permanent)
-                    db.execute("INSERT OR IGNORE INTO on_demand (digest, size, last_used) VALUES (?, ?, ?)",
-                               (digest, size, now))
+                    tx.list_on_demand(digest, size, now)
                 elif not on_demand:
-                    db.execute("DELETE FROM on_demand WHERE digest = ?", (digest,))
+                    tx.unlist_on_demand([digest])
 
             await self.metadata.write(commit)
             return size

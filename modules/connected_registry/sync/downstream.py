@@ -16,6 +16,7 @@ from connected_registry.oci.digest import digest_of, is_digest, parse_digest
 from connected_registry.oci.errors import OciError
 from connected_registry.oci.manifest import parse_manifest
 from connected_registry.storage import RegistryStore
+from connected_registry.storage.records import ResumableDownload
 from connected_registry.sync.budget import BudgetExceeded, WalkBudget
 from connected_registry.sync.fills import BlobFill
 from connected_registry.sync.parent_client import (ParentClient, ParentError, ParentManifest, ParentProtocolError,
@@ -219,19 +220,19 @@ class Downstream:
             raise ParentProtocolError(f"blob {repository}@{digest} from the parent failed verification: "
                                       f"{error.message}") from None
         finally:
-            await self.store.control.forget(f"download:{digest}")
+            await self.store.control.forget_transfer_session(ResumableDownload(digest))
 
     async def _download_session(self, repository: str, digest: str, fresh: bool = False):
         """A persistent upload session per blob, so a cut transfer resumes with Range where it stopped."""
-        key = f"download:{digest}"
-        upload_id = None if fresh else self.store.control.get(key)
+        key = ResumableDownload(digest)
+        upload_id = None if fresh else self.store.control.transfer_session(key)
         if upload_id:
             try:
                 return self.store.uploads.get(repository, upload_id)
             except OciError:
                 pass
         session = await self.store.uploads.create(repository)
-        await self.store.control.set(key, session.id)
+        await self.store.control.remember_transfer_session(key, session.id)
         return session
 
     # --- events -------------------------------------------------------------------------------------

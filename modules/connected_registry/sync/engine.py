@@ -39,7 +39,8 @@ class SyncEngine:
                  kind: str = "auto", report: Callable[[], dict] | None = None, report_interval: float = 300,
                  schedule: SyncSchedule | None = None, clock: Callable[[], float] = time.time,
                  on_storage_error: Callable[[StorageError], None] | None = None) -> None:
-        self.sync = SyncContext(store, parent, identity, status, Downstream(store, parent, lambda: identity.repositories))
+        self.sync = SyncContext(store, parent, identity, status, Downstream(store, parent, lambda: identity.repositories),
+                                clock=clock)
         self.upstream = Upstream(store, parent, status)
         self.activation = Activation(self.sync, kind)
         self.reconcile = Reconcile(self.sync)
@@ -88,7 +89,7 @@ class SyncEngine:
         if self.sync.running_operation() is None:
             state.operation = SyncOperation()
         if self.stopped:  # nothing will pick it up: say why at once
-            state.operation.finish(RuntimeError(f"this instance no longer syncs: {self.stopped}"))
+            state.operation.finish(self.clock(), RuntimeError(f"this instance no longer syncs: {self.stopped}"))
         self._sync_now_requested = True
         self.reconcile.want()  # in a window: the feed loop reconciles everything now
         state.wake.set()
@@ -166,7 +167,7 @@ class SyncEngine:
 
     def _operation_failed(self, error: BaseException) -> None:
         if self.sync.state.operation is not None:
-            self.sync.state.operation.finish(error)
+            self.sync.state.operation.finish(self.clock(), error)
 
     async def _iteration(self) -> None:
         self._schedule_changed.clear()
@@ -214,7 +215,7 @@ class SyncEngine:
     async def _one_round(self) -> None:
         state = self.sync.state  # state.operation is read anew each time: a sync-now may come meanwhile
         if state.operation is not None:
-            state.operation.start()
+            state.operation.start(self.clock())
         await self.activation.detect_parent_kind()
         if state.parent_kind == "connected":
             if state.activation != "Active":
@@ -227,7 +228,7 @@ class SyncEngine:
         if self.sync.identity.mode == "ReadWrite":
             await self.upstream.drain()
         if state.operation is not None:
-            state.operation.finish()
+            state.operation.finish(self.clock())
         if state.parent_kind == "connected":
             await self.reporting.send()  # outside a window the parent hears from us only now
 

@@ -117,13 +117,12 @@ class Feed:
                     repository, [f"{repository}:{event.get('tag') or event.get('digest')}: {error}"])
 
     def _saved_cursor(self) -> int | None:
-        saved = self.sync.store.control.get("cursor")
-        return int(saved) if saved else None
+        return self.sync.store.control.state().sync_cursor
 
     async def save_cursor(self, cursor: int) -> None:
         if cursor != self.sync.state.cursor:
             self.sync.state.cursor = cursor
-            await self.sync.store.control.set("cursor", str(cursor))
+            await self.sync.store.control.update_state(sync_cursor=cursor)
 
 
 def check_feed_answer(sync: SyncContext, answer: ControlAnswer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from connected_registry.storage.registry import utc_timestamp
+from connected_registry.timefmt import utc_timestamp
 
 
 @dataclass
@@ -21,12 +21,12 @@ class SyncOperation:
     finishedAt: str | None = None
     error: str | None = None
 
-    def start(self) -> None:
+    def start(self, now: float) -> None:
         if self.state == "Queued":
-            self.state, self.startedAt = "Running", utc_timestamp()
+            self.state, self.startedAt = "Running", utc_timestamp(now)
 
-    def finish(self, error: BaseException | None = None) -> None:
+    def finish(self, now: float, error: BaseException | None = None) -> None:
         if self.state in ("Queued", "Running"):
             self.state = "Failed" if error else "Succeeded"
             self.error = str(error) if error else None
-            self.finishedAt, self.repository = utc_timestamp(), None
+            self.finishedAt, self.repository = utc_timestamp(now), None

@@ -6,7 +6,6 @@ download-failure ledger (ledger.py) and is asked again with its backoff."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 
@@ -55,7 +54,7 @@ class Reconcile:
         sync = self.sync
         operation = sync.running_operation()
         if operation is not None:
-            operation.start()
+            operation.start(sync.clock())
         sync.state.syncing = True
         try:
             repositories = await self.repositories_in_scope()
@@ -66,7 +65,7 @@ class Reconcile:
         finally:
             sync.state.syncing = False
         if operation is not None:
-            operation.finish(self._incomplete(repositories))
+            operation.finish(sync.clock(), self._incomplete(repositories))
         sync.sync_works()
         if sync.state.operation is None or sync.state.operation.state != "Queued":  # a sync-now meanwhile: again
             self.last = time.monotonic()
@@ -138,7 +137,7 @@ class Reconcile:
                              failure=reasons[names[0]])
 
     def _saved_failures(self) -> dict[str, str]:
-        return json.loads(self.sync.store.control.get("download_failures") or "{}")
+        return dict(self.sync.store.control.state().download_failures)
 
     async def _save_failures(self) -> None:
-        await self.sync.store.control.set("download_failures", json.dumps(self.failures.to_data()))
+        await self.sync.store.control.update_state(download_failures=self.failures.to_data())

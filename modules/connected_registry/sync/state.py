@@ -5,17 +5,18 @@ common: the parent answered, the sync works again, the parent failed, a sync rou
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connected_registry.instance import Instance
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore
-from connected_registry.storage.registry import utc_timestamp
 from connected_registry.sync.downstream import Downstream
 from connected_registry.sync.operation import SyncOperation
 from connected_registry.sync.parent_client import ParentClient, ParentError, ParentUnauthorized
 from connected_registry.sync.schedule import Window
+from connected_registry.timefmt import utc_timestamp
 
 
 @dataclass
@@ -76,6 +77,7 @@ class SyncContext:
     on_change: Callable[[], None] = lambda: None  # activation or reachability changed: the reporter looks
     backoff: float = 1.0  # the loop's wait after a failure; back to 1 s once the sync works again
     report_wanted: asyncio.Event = field(default_factory=asyncio.Event)  # tell the parent soon
+    clock: Callable[[], float] = time.time  # the instance's: what the status says happened when
 
     def running_operation(self) -> SyncOperation | None:
         """The sync-now that is queued or running, if one is."""
@@ -83,7 +85,7 @@ class SyncContext:
         return operation if operation is not None and operation.state in ("Queued", "Running") else None
 
     def became_active(self) -> None:
-        self.state.activation, self.state.activated_since = "Active", utc_timestamp()
+        self.state.activation, self.state.activated_since = "Active", utc_timestamp(self.clock())
 
     def parent_answered(self) -> None:
         if not self.state.online:
@@ -111,4 +113,4 @@ class SyncContext:
         """A sync round ended; the first one since start is news for the parent's view, so report it soon."""
         if self.state.last_sync_time is None:
             self.report_wanted.set()
-        self.state.last_sync_time = utc_timestamp()
+        self.state.last_sync_time = utc_timestamp(self.clock())

@@ -12,6 +12,7 @@ import logging
 from connected_registry.oci.manifest import OCI_INDEX, parse_manifest
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore
+from connected_registry.storage.records import ResumableUpload
 from connected_registry.sync.budget import BudgetExceeded, WalkBudget
 from connected_registry.sync.parent_client import ParentClient, ParentRefused
 
@@ -228,15 +229,15 @@ class Upstream:
     async def _upload(self, repository: str, digest: str, size: int) -> None:
         """One upload session per blob, remembered here until the parent has the blob: a transfer the link cut
         goes on from the bytes the parent holds (it says how many), not from the start."""
-        key = f"upload:{self.parent.endpoint}/{repository}@{digest}"  # a new parent: a new session
-        location = self.store.control.get(key)
+        key = ResumableUpload(self.parent.endpoint, repository, digest)  # a new parent: a new session
+        location = self.store.control.transfer_session(key)
         offset = await self.parent.upload_offset(repository, location) if location else None
         while True:
             if offset is None:
                 if location:
                     await self.parent.cancel_upload(repository, location)
                 location, offset = await self.parent.start_upload(repository), 0
-                await self.store.control.set(key, location)
+                await self.store.control.remember_transfer_session(key, location)
             elif offset:
                 log.info("resuming the upload of %s@%s at %d of %d bytes", repository, digest, offset, size)
             try:
@@ -249,8 +250,8 @@ class Upstream:
                     offset = None
                     continue
                 await self.parent.cancel_upload(repository, location)
-                await self.store.control.forget(key)
+                await self.store.control.forget_transfer_session(key)
                 raise
             break
-        await self.store.control.forget(key)
+        await self.store.control.forget_transfer_session(key)
         self.bytes_uploaded += size - offset

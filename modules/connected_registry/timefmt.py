@@ -1,0 +1,14 @@
+"""How a moment is written: ISO 8601 in UTC, to the millisecond, with a Z (events, outbox entries, status details,
+reports, operations). The moment always comes from the caller's clock, so a test that moves its clock sees it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Callable
+
+Clock = Callable[[], float]  # seconds since the epoch: `time.time`, or a test's clock
+
+
+def utc_timestamp(seconds: float) -> str:
+    moment = datetime.fromtimestamp(seconds, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
