@@ -12,7 +12,7 @@ from connected_registry import __version__
 from connected_registry.durations import duration_seconds
 from connected_registry.instance import Instance
 from connected_registry.storage import RegistryStore
-from connected_registry.timefmt import utc_timestamp
+from connected_registry.timefmt import utc_iso, utc_timestamp
 
 if TYPE_CHECKING:
     from connected_registry.maintenance.gc import GarbageCollection
@@ -22,10 +22,6 @@ if TYPE_CHECKING:
 
 DEFAULT_REPORT_INTERVAL = 300  # seconds, the embedded default's (SPEC 3's PT5M)
 STALE_AFTER_INTERVALS = 3  # a child silent this many report intervals is shown Offline (stale)
-
-
-def _iso(moment) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
 
 
 @dataclass
@@ -91,8 +87,8 @@ class StatusDocument:
             "runs": state.syncs if state else 0,
             "errors": state.errors if state else 0,
             "operation": vars(engine.operation).copy() if engine and engine.operation else None,
-            "nextWindowStart": _iso(window.start) if window else None,
-            "nextWindowEnd": _iso(window.end) if window else None,
+            "nextWindowStart": utc_iso(window.start) if window else None,
+            "nextWindowEnd": utc_iso(window.end) if window and window.end else None,
         }
 
     def _parent(self) -> dict:

@@ -10,5 +10,9 @@ Clock = Callable[[], float]  # seconds since the epoch: `time.time`, or a test's
 
 
 def utc_timestamp(seconds: float) -> str:
-    moment = datetime.fromtimestamp(seconds, timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso(datetime.fromtimestamp(seconds, timezone.utc), "milliseconds")
+
+
+def utc_iso(moment: datetime, timespec: str = "auto") -> str:
+    """A UTC datetime as ISO 8601 with a Z; a sync window's bounds keep their own precision (whole seconds)."""
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")

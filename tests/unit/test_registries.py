@@ -92,7 +92,7 @@ def test_storage_failures_are_both_error_codes_and_status_details():
 # --- status details ------------------------------------------------------------------------------------------
 
 def test_a_status_detail_takes_its_type_severity_and_text_from_the_registry():
-    board = StatusBoard()
+    board = StatusBoard(lambda: 0.0)
     board.set("PARENT_UNREACHABLE", error="parent https://p:8000 is unreachable")
     [detail] = board.details()
     assert (detail["type"], detail["severity"], detail["code"]) == ("Parent", "Warning", "PARENT_UNREACHABLE")
@@ -101,7 +101,7 @@ def test_a_status_detail_takes_its_type_severity_and_text_from_the_registry():
 
 
 def test_setting_the_same_detail_again_is_no_change():
-    board = StatusBoard()
+    board = StatusBoard(lambda: 0.0)
     changes = []
     board.on_change = lambda: changes.append(1)
     board.set("CATALOG_REFUSED", patterns="a/*")
@@ -111,7 +111,7 @@ def test_setting_the_same_detail_again_is_no_change():
 
 
 def test_an_undeclared_code_or_a_wrong_field_fails_at_once():
-    board = StatusBoard()
+    board = StatusBoard(lambda: 0.0)
     for misuse in (lambda: board.set("NO_SUCH_DETAIL"), lambda: board.clear("NO_SUCH_DETAIL"),
                    lambda: board.has("NO_SUCH_DETAIL")):
         with pytest.raises(KeyError, match="STATUS_DETAILS"):
