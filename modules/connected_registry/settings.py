@@ -16,6 +16,7 @@ from croniter import croniter
 from connected_registry.durations import duration_seconds, parse_duration  # noqa: F401 - re-exported
 from connected_registry.errors import ConfigInvalid
 from connected_registry.identity import INSTANCE_NAME_RE
+from connected_registry.oci.platforms import Platform, parse_platform
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9-]{5,50}$")
@@ -159,6 +160,18 @@ def _repository_pattern(value: str) -> str:
     return value
 
 
+def _platform(value: str) -> str:
+    parse_platform(value)
+    return value
+
+
+def _platform_list(values: list[str] | None) -> list[str] | None:
+    if values is not None and not values:
+        raise ValueError("list at least one platform, such as 'linux/arm64', or leave platforms out to sync every "
+                         "platform")
+    return values
+
+
 def _address_or_network(value: str) -> str:
     try:
         ipaddress.ip_network(value, strict=False)
@@ -176,6 +189,8 @@ class DesiredProperties(_Model):
     mode: Literal["ReadWrite", "ReadOnly"] = "ReadOnly"
     parent: ParentSettings | None = None
     repositories: list[Annotated[str, AfterValidator(_repository_pattern)]] = Field(default_factory=list)
+    # The platforms this site runs (issue 16): of an image index only their manifests and blobs are synced.
+    platforms: Annotated[list[Annotated[str, AfterValidator(_platform)]] | None, AfterValidator(_platform_list)] = None
     onDemand: bool | Literal["windowOnly"] = True
     cache: CacheSettings = CacheSettings()
     tokens: dict[str, TokenSettings] = Field(default_factory=dict)
@@ -197,6 +212,11 @@ class DesiredProperties(_Model):
                 f"{len(clients)} tokens without gateway actions; at most {MAX_TOKENS_WITHOUT_GATEWAY} are allowed"
             )
         return tokens
+
+    @property
+    def wanted_platforms(self) -> list[Platform] | None:
+        """`platforms` parsed; None syncs every platform."""
+        return None if self.platforms is None else [parse_platform(value) for value in self.platforms]
 
     @property
     def unknown_keys(self) -> list[str]:

@@ -12,6 +12,7 @@ def test_defaults_are_spec_defaults():
     assert settings.mode == "ReadOnly"
     assert settings.parent is None and settings.repositories == [] and settings.tokens == {}
     assert settings.onDemand is True and settings.cache.maxBytes == "80%"
+    assert settings.platforms is None and settings.wanted_platforms is None  # every platform
     assert settings.anonymousPull is False and settings.reportInterval == "PT5M"
     assert settings.logging.logLevel == "Information"
     assert settings.garbageCollection.enabled and settings.garbageCollection.schedule == "0 5 * * *"
@@ -39,6 +40,11 @@ def test_parent_defaults():
     ({"repositories": ["UPPER"]}, "repositories"),
     ({"repositories": ["a/*/b"]}, "repositories"),
     ({"onDemand": "sometimes"}, "onDemand"),
+    ({"platforms": []}, "leave platforms out"),
+    ({"platforms": ["linux"]}, "platforms.0: 'linux' is not a platform: write os/architecture[/variant]"),
+    ({"platforms": ["linux/arm64", "Linux/AMD64"]}, "platforms.1"),
+    ({"platforms": ["linux/arm/v7/extra"]}, "platforms.0"),
+    ({"platforms": "linux/arm64"}, "platforms"),
     ({"cache": {"maxBytes": "120%"}}, "maxBytes"),
     ({"cache": {"maxBytes": -1}}, "maxBytes"),
     ({"tokens": {"abc": {"passwordHashes": ["scrypt$1$1$1$a$b"]}}}, "token name"),
@@ -75,10 +81,12 @@ def test_valid_full_document():
         "parent": {"endpoint": "https://parent:8000", "kind": "connected", "syncToken": {"name": "line1-sync"},
                    "syncProperties": {"schedule": "0 9 * * *", "syncWindow": "PT3H", "messageTtl": "P7D"}},
         "repositories": ["hello-world", "factory/*", "*"], "onDemand": "windowOnly", "cache": {"maxBytes": 10 << 30},
+        "platforms": ["linux/arm64", "linux/arm/v7"],
         "trustedProxies": ["10.0.0.0/8", "192.168.1.1"], "reportInterval": "PT1M",
         "logging": {"logLevel": "Debug"}, "garbageCollection": {"enabled": False, "schedule": "0 3 * * 0"},
     })
     assert isinstance(settings, DesiredProperties) and settings.parent.syncToken.name == "line1-sync"
+    assert [str(platform) for platform in settings.wanted_platforms] == ["linux/arm64", "linux/arm/v7"]
 
 
 def test_durations():

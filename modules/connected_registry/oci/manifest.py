@@ -11,6 +11,7 @@ from typing import Any
 
 from connected_registry.oci.digest import is_digest
 from connected_registry.oci.errors import OciError
+from connected_registry.oci.platforms import Platform, describes, entry_platform
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -38,6 +39,8 @@ class Descriptor:
     media_type: str
     digest: str
     size: int
+    platform: Platform | None = None  # an index entry's (oci.platforms)
+    describes: str | None = None  # the entry an index entry is about (docker's attestation manifests)
 
 
 @dataclass
@@ -82,6 +85,12 @@ def _descriptor(raw: Any, where: str) -> Descriptor:
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_DESCRIPTOR_SIZE:
         raise _invalid(f"{where}.size must be an integer from 0 to 2^63-1")
     return Descriptor(media_type, digest, size)
+
+
+def _index_entry(raw: Any, where: str) -> Descriptor:
+    entry = _descriptor(raw, where)
+    return Descriptor(entry.media_type, entry.digest, entry.size, entry_platform(raw.get("platform")),
+                      describes(raw.get("annotations")))
 
 
 def is_non_distributable(media_type: str) -> bool:
@@ -166,5 +175,5 @@ def _read_references(document: dict, parsed: ParsedManifest) -> None:
         children = document.get("manifests")
         if not isinstance(children, list):
             raise _invalid("manifests must be a list")
-        parsed.manifests = [_descriptor(raw, f"manifests[{n}]") for n, raw in enumerate(children)]
+        parsed.manifests = [_index_entry(raw, f"manifests[{n}]") for n, raw in enumerate(children)]
     parsed.artifact_type = artifact_type if isinstance(artifact_type, str) else None
