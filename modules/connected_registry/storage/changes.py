@@ -27,6 +27,7 @@ class ManifestPut:
     now: float
     on_demand: bool  # fetched for a client's miss: what it references stays cache content
     outbox: bool  # written here by a client of a ReadWrite child: the parent must hear of it
+    left_out: frozenset[str] | None = None  # the sync's choice of the index's children absent by design; None: as is
 
 
 def digest_and_tag(reference: str, body: bytes) -> tuple[str, str | None]:
@@ -41,10 +42,13 @@ def digest_and_tag(reference: str, body: bytes) -> tuple[str, str | None]:
     return digest, None
 
 
-def check_references(tx: MetadataWrites, repository: str, parsed: ParsedManifest) -> None:
-    """A pushed manifest's blobs and child manifests must be in its repository already."""
+def check_references(tx: MetadataWrites, repository: str, parsed: ParsedManifest,
+                     absent: frozenset[str]) -> None:
+    """A pushed manifest's blobs and child manifests must be in its repository already, but for the children
+    `absent` by design (an index synced for some platforms only, or pushed again as it is here)."""
     missing = [blob.digest for blob in parsed.blobs if not tx.links_blob(repository, blob.digest)]
-    missing += [child.digest for child in parsed.manifests if tx.manifest_by_digest(repository, child.digest) is None]
+    missing += [child.digest for child in parsed.manifests
+                if child.digest not in absent and tx.manifest_by_digest(repository, child.digest) is None]
     if missing:
         raise OciError(
             "MANIFEST_BLOB_UNKNOWN",
@@ -69,6 +73,8 @@ def record_put(tx: MetadataWrites, put: ManifestPut) -> None:
         tx.set_tag(repository, put.tag, digest, now)
         _event(tx, "TagSet", repository, put.tag, entry, put.origin, now)
         changed = True
+    if put.left_out is not None and parsed.manifests:
+        tx.set_left_out(repository, digest, put.left_out)
     if changed and put.outbox:
         tx.add_outbox_entry(repository, "PushManifest", put.tag, digest, utc_timestamp(now))
     if not put.on_demand:  # synced or pushed: what it references is no longer cache content

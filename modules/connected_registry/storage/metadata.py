@@ -45,7 +45,14 @@ class MetadataReads(Protocol):
     def manifest_digests(self, repository: str) -> list[str]: ...
 
     def incomplete(self, repository: str, digest: str) -> bool:
-        """Whether a blob or child manifest the manifest references (at any depth) is missing in `repository`."""
+        """Whether a blob or child manifest the manifest references (at any depth) is missing in `repository`;
+        children left out by design (`set_left_out`), and what is under them, are not missing."""
+
+    def left_out_children(self, repository: str, digest: str) -> set[str]:
+        """The child manifests of an index that are absent from `repository` by design (the `platforms` setting)."""
+
+    def left_out_by(self, repository: str, digest: str) -> str | None:
+        """An index of `repository` that leaves the manifest out by design, if one does."""
 
     def repository_exists(self, name: str) -> bool: ...
 
@@ -137,6 +144,9 @@ class MetadataWrites(MetadataReads, Protocol):
     def add_manifest(self, repository: str, digest: str, size: int, parsed: ParsedManifest, origin: str,
                      now: float) -> bool:
         """The manifest and what it references; False when it was in `repository` already."""
+
+    def set_left_out(self, repository: str, digest: str, children: Iterable[str]) -> None:
+        """These child manifests of the index, and only these, are absent by design."""
 
     def remove_manifest(self, repository: str, digest: str) -> None:
         """The manifest, its tags and its references."""

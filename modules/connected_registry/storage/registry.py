@@ -239,20 +239,24 @@ class RegistryStore:
 
     async def put_manifest(
         self, repository: str, reference: str, body: bytes, content_type: str | None, origin: str | None = None,
-        from_parent: bool = False, on_demand: bool = False,
+        from_parent: bool = False, on_demand: bool = False, left_out: frozenset[str] | None = None,
     ) -> PutResult:
         """Store a manifest (and tag). `from_parent`: written by the sync, so nothing goes to the outbox.
         `on_demand`: fetched for a client's miss (implies from_parent); its blobs may still be at the parent,
-        the client asks for them next. Anything else makes the manifest's content permanent."""
+        the client asks for them next. Anything else makes the manifest's content permanent. `left_out`: the
+        children of an index the sync did not copy by design (`platforms`); without it, those the same index
+        here left out stay absent by design (a new tag for it)."""
         if len(body) > MAX_MANIFEST_BYTES:
             raise OciError("MANIFEST_TOO_LARGE", "manifest is larger than the 4 MiB limit")
         digest, tag = digest_and_tag(reference, body)
         put = ManifestPut(repository, digest, tag, parse_manifest(body, content_type), len(body), origin or self.origin,
-                          self.clock(), on_demand, outbox=self.record_outbox and not (from_parent or on_demand))
+                          self.clock(), on_demand, outbox=self.record_outbox and not (from_parent or on_demand),
+                          left_out=left_out)
 
         def write(tx: MetadataWrites) -> None:
             if not on_demand:
-                check_references(tx, repository, put.parsed)
+                absent = left_out if left_out is not None else frozenset(tx.left_out_children(repository, digest))
+                check_references(tx, repository, put.parsed, absent)
             created = not self.files.exists(digest)
             self.files.write_small(body, digest)
             try:
@@ -271,6 +275,13 @@ class RegistryStore:
     def incomplete(self, repository: str, digest: str) -> bool:
         """A manifest stored on demand whose blobs or child manifests (at any depth) are not all here yet."""
         return self.metadata.incomplete(repository, digest)
+
+    def left_out_by(self, repository: str, digest: str) -> str | None:
+        """An index here that leaves this manifest out by design (the `platforms` setting), if one does."""
+        return self.metadata.left_out_by(repository, digest)
+
+    def left_out_children(self, repository: str, digest: str) -> set[str]:
+        return self.metadata.left_out_children(repository, digest)
 
     async def delete_manifest(self, repository: str, reference: str, origin: str | None = None,
                               from_parent: bool = False) -> None:

@@ -9,10 +9,13 @@ from typing import Iterable
 from connected_registry.oci.manifest import ParsedManifest
 from connected_registry.storage.records import ManifestEntry, Referrer
 
+# The manifests under one (an index's children at any depth, not those left out by design), then any blob or
+# child manifest of theirs that is not here and not left out.
 _MISSING_PARTS = (
     "WITH RECURSIVE tree(digest) AS (SELECT ? UNION SELECT r.child FROM manifest_references r "
-    "JOIN tree ON r.manifest = tree.digest WHERE r.repository = ? AND r.kind = 'manifest') "
-    "SELECT 1 FROM manifest_references r JOIN tree ON r.manifest = tree.digest WHERE r.repository = ? AND ("
+    "JOIN tree ON r.manifest = tree.digest WHERE r.repository = ? AND r.kind = 'manifest' AND r.left_out = 0) "
+    "SELECT 1 FROM manifest_references r JOIN tree ON r.manifest = tree.digest WHERE r.repository = ? "
+    "AND r.left_out = 0 AND ("
     "(r.kind = 'blob' AND NOT EXISTS (SELECT 1 FROM repository_blobs b WHERE b.repository = r.repository "
     "AND b.digest = r.child)) OR (r.kind = 'manifest' AND NOT EXISTS (SELECT 1 FROM manifests m "
     "WHERE m.repository = r.repository AND m.digest = r.child))) LIMIT 1"
@@ -68,6 +71,16 @@ class ContentReads:
 
     def incomplete(self, repository: str, digest: str) -> bool:
         return self.db.execute(_MISSING_PARTS, (digest, repository, repository)).fetchone() is not None
+
+    def left_out_children(self, repository: str, digest: str) -> set[str]:
+        return {row[0] for row in self.db.execute(
+            "SELECT child FROM manifest_references WHERE repository = ? AND manifest = ? AND left_out = 1",
+            (repository, digest))}
+
+    def left_out_by(self, repository: str, digest: str) -> str | None:
+        row = self.db.execute("SELECT manifest FROM manifest_references WHERE repository = ? AND child = ? "
+                              "AND left_out = 1 ORDER BY manifest LIMIT 1", (repository, digest)).fetchone()
+        return row[0] if row else None
 
     def repository_exists(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM repositories WHERE name = ?", (name,)).fetchone() is not None
@@ -134,6 +147,12 @@ class ContentWrites:
             self.db.executemany("INSERT OR IGNORE INTO manifest_references (repository, manifest, child, kind) "
                                 "VALUES (?, ?, ?, ?)", references)
         return bool(inserted)
+
+    def set_left_out(self, repository: str, digest: str, children: Iterable[str]) -> None:
+        self.db.execute("UPDATE manifest_references SET left_out = 0 WHERE repository = ? AND manifest = ? "
+                        "AND left_out = 1", (repository, digest))
+        self.db.executemany("UPDATE manifest_references SET left_out = 1 WHERE repository = ? AND manifest = ? "
+                            "AND child = ? AND kind = 'manifest'", [(repository, digest, child) for child in children])
 
     def remove_manifest(self, repository: str, digest: str) -> None:
         self.db.execute("DELETE FROM tags WHERE repository = ? AND digest = ?", (repository, digest))

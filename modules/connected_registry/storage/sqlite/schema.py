@@ -120,6 +120,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE uploads ADD COLUMN owner TEXT;
     """,
+    # An index entry the `platforms` setting left out (issue 16): absent by design, not missing.
+    """
+    ALTER TABLE manifest_references ADD COLUMN left_out INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
