@@ -80,6 +80,7 @@ class Sync(_Part):
     repositories: Count | None = None
     bytesDownloaded: Count | None = None
     bytesUploaded: Count | None = None
+    platforms: _Part | None = None
     cursor: int | None = None
     runs: Count | None = None
     errors: Count | None = None

@@ -65,6 +65,10 @@ STATUS_DETAILS: dict[str, DetailKind] = {
     "UPLOAD_BUDGET_EXCEEDED": DetailKind(
         "Sync", "Error", "{operation} of {repository}:{reference} was not sent to the parent: it {exceeded}. "
         "Later uploads of {repository} wait: {remedy}"),
+    "UPLOAD_WAITING_FOR_MANIFESTS": DetailKind(
+        "Sync", "Warning", "the index {repository}:{reference} waits to go up: it names manifests held neither here "
+        "nor at the parent: {missing}. It goes up once they are here (pull them here, or add their platforms to "
+        "`platforms`); later uploads of {repository} wait behind it, or `connected-registry outbox drop {id}`"),
     "DISK_STORAGE_FULL": DetailKind("Disk", "Error", _DISK),
     "DISK_PERMISSION_DENIED": DetailKind("Disk", "Error", _DISK),
     "DISK_ERROR": DetailKind("Disk", "Error", _DISK),

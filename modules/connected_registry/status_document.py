@@ -83,6 +83,7 @@ class StatusDocument:
             "repositories": len(self.store.list_repositories(None, None)),
             "bytesDownloaded": engine.downstream.bytes_downloaded if engine else 0,
             "bytesUploaded": engine.upstream.bytes_uploaded if engine else 0,
+            "platforms": engine.downstream.left_out.document(self.core.settings.platforms) if engine else None,
             "cursor": state.cursor if state else None,
             "runs": state.syncs if state else 0,
             "errors": state.errors if state else 0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -182,3 +183,53 @@ def serve_store(store, *, mode: str = "ReadWrite"):
             await server.close()
 
     return serving()
+
+
+# --- Multi-platform indexes as buildx writes them (issue 16: platforms). ----------------------------------------
+
+IN_TOTO = "application/vnd.in-toto+json"
+
+
+@dataclass
+class PlatformImage:
+    """One image of an index: its manifest, its blobs (config first), and the index entry naming it."""
+
+    body: bytes
+    blobs: list[bytes]
+    entry: dict
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.body)
+
+
+def platform_image(platform: str, layers: int = 1, layer_size: int = 1024) -> PlatformImage:
+    """An image for `platform` (os/architecture[/variant]): its config says the platform, its layers are random."""
+    os_name, architecture, *variant = platform.split("/")
+    platform_object = {"architecture": architecture, "os": os_name, **({"variant": variant[0]} if variant else {})}
+    config = json.dumps({**platform_object, "rootfs": {"type": "layers", "diff_ids": []},
+                         "n": os.urandom(4).hex()}).encode()
+    blobs = [config, *(random_bytes(layer_size) for _ in range(layers))]
+    body = image_manifest(config, blobs[1:])
+    return PlatformImage(body, blobs, descriptor(OCI_MANIFEST, body, platform=platform_object))
+
+
+def attestation_of(image: PlatformImage) -> PlatformImage:
+    """buildx's attestation manifest of `image`: platform unknown/unknown, naming the image in its annotations."""
+    statement = json.dumps({"_type": "https://in-toto.io/Statement/v0.1", "subject": image.digest}).encode()
+    config = json.dumps({"architecture": "unknown", "os": "unknown"}).encode()
+    body = manifest_document(OCI_MANIFEST, descriptor(OCI_CONFIG, config), [descriptor(IN_TOTO, statement)])
+    return PlatformImage(body, [config, statement], descriptor(
+        OCI_MANIFEST, body, platform={"architecture": "unknown", "os": "unknown"},
+        annotations={"vnd.docker.reference.digest": image.digest, "vnd.docker.reference.type": "attestation-manifest"}))
+
+
+def artifact_about(image: PlatformImage, artifact_type: str = "application/vnd.example.sbom") -> PlatformImage:
+    """An OCI artifact whose subject is `image`, listed in the index without a platform."""
+    payload = os.urandom(64)
+    body = image_manifest(b"{}", [payload], subject=image.body, artifact_type=artifact_type, config_type=OCI_EMPTY)
+    return PlatformImage(body, [b"{}", payload], descriptor(OCI_MANIFEST, body, artifactType=artifact_type))
+
+
+def platform_index(images: list[PlatformImage]) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [i.entry for i in images]}).encode()

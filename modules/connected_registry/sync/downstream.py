@@ -1,6 +1,6 @@
 """Parent to child (SPEC 7.2): apply the parent's events, or reconcile by listing, copying manifests
-(every platform of an index), blobs and referrers, each verified against its digest before it
-becomes visible. Deletes happen only on a positive signal."""
+(of an index, the platforms this site runs: `platforms`), blobs and referrers, each verified against its digest
+before it becomes visible. Deletes happen only on a positive signal."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import aiohttp
 from connected_registry.auth.permissions import repository_in_scope
 from connected_registry.oci.digest import digest_of, is_digest, parse_digest
 from connected_registry.oci.errors import OciError
-from connected_registry.oci.manifest import parse_manifest
+from connected_registry.oci.manifest import ParsedManifest, parse_manifest
+from connected_registry.oci.platforms import Platform, kept_by_platform, left_out
 from connected_registry.storage import RegistryStore
 from connected_registry.storage.records import ResumableDownload
 from connected_registry.sync.budget import BudgetExceeded, WalkBudget
 from connected_registry.sync.fills import BlobFill
+from connected_registry.sync.left_out import LeftOutCount
 from connected_registry.sync.parent_client import (ParentClient, ParentError, ParentManifest, ParentProtocolError,
                                                    ParentRefused, ParentUnreachable)
 
@@ -47,12 +49,15 @@ class _Counted:
 
 
 class Downstream:
-    def __init__(self, store: RegistryStore, parent: ParentClient, repositories: Callable[[], list[str]]) -> None:
+    def __init__(self, store: RegistryStore, parent: ParentClient, repositories: Callable[[], list[str]],
+                 platforms: Callable[[], list[Platform] | None] = lambda: None) -> None:
         self.store = store
         self.parent = parent
         self.repositories = repositories  # the live scope, read at each check
+        self.platforms = platforms  # the live `platforms` setting (None: every platform), read at each index
         self.bytes_downloaded = 0
         self.bytes_on_demand = 0
+        self.left_out = LeftOutCount()
         self.fills: dict[str, BlobFill] = {}  # digest -> the one transfer in progress
         self.after_on_demand_fill: Callable[[str], Awaitable[None]] | None = None  # the disk budget's check
 
@@ -62,9 +67,11 @@ class Downstream:
     # --- content ------------------------------------------------------------------------------------
 
     async def copy_manifest(self, repository: str, reference: str, tag: str | None = None, origin: str | None = None,
-                            seen: set | None = None, budget: WalkBudget | None = None) -> str | None:
+                            seen: set | None = None, budget: WalkBudget | None = None,
+                            left_out: set[str] | None = None) -> str | None:
         """Copy a manifest (and what it needs) from the parent; returns its digest, None if the parent lacks it.
-        One copy fetches each distinct manifest once (`seen`), within one budget (BudgetExceeded past it)."""
+        One copy fetches each distinct manifest once (`seen`), within one budget (BudgetExceeded past it).
+        `left_out`: what the index being copied leaves out; a manifest whose subject is there joins it, uncopied."""
         seen = seen if seen is not None else set()
         budget = budget or WalkBudget()
         if reference in seen:
@@ -76,21 +83,45 @@ class Downstream:
         digest = verified_digest(fetched, repository, reference)
         if digest in seen:
             return digest
+        parsed = parse_manifest(fetched.body, fetched.media_type)
+        if left_out is not None and parsed.subject in left_out:
+            left_out.add(digest)
+            return None
         seen.add(digest)
-        local = self.store.get_manifest(repository, digest)
-        if local is None or self.store.incomplete(repository, digest):  # stored on demand: blobs may lack
-            parsed = parse_manifest(fetched.body, fetched.media_type)
-            for child in dict.fromkeys(child.digest for child in parsed.manifests):
-                with budget.deeper():
-                    await self.copy_manifest(repository, child, origin=origin, seen=seen, budget=budget)
+        children_left_out = None
+        if self._to_walk(repository, digest, parsed):
+            children_left_out = await self._copy_children(repository, parsed, origin, seen, budget)
             blobs = list(dict.fromkeys(blob.digest for blob in parsed.blobs))
             budget.spend(len(blobs))
             with budget.transferring():
                 await self._ensure_blobs(repository, blobs)
         await self.store.put_manifest(repository, tag or digest, fetched.body, fetched.media_type, origin=origin,
-                                      from_parent=True)
+                                      from_parent=True, left_out=children_left_out)
         await self.copy_referrers(repository, digest, origin, seen, budget)
         return digest
+
+    def _to_walk(self, repository: str, digest: str, parsed: ParsedManifest) -> bool:
+        """Whether what the manifest names must be copied: it is not here, or not whole (stored on demand), or it
+        is an index whose children left out by design include a platform this site runs now."""
+        if self.store.get_manifest(repository, digest) is None or self.store.incomplete(repository, digest):
+            return True
+        if not parsed.manifests:
+            return False
+        return bool(self.store.left_out_children(repository, digest)
+                    & kept_by_platform(parsed.manifests, self.platforms()))
+
+    async def _copy_children(self, repository: str, parsed: ParsedManifest, origin: str | None, seen: set,
+                             budget: WalkBudget) -> frozenset[str]:
+        """Copy the child manifests of an index that this site runs (all of them without `platforms`); returns
+        those it leaves out, counted (what the filter saved)."""
+        leaving = left_out(parsed.manifests, self.platforms())
+        for child in dict.fromkeys(entry.digest for entry in parsed.manifests):
+            if child not in leaving:
+                with budget.deeper():
+                    await self.copy_manifest(repository, child, origin=origin, seen=seen, budget=budget,
+                                             left_out=leaving)
+        await self.left_out.count(self.parent, self.store, repository, leaving, budget)
+        return frozenset(leaving)
 
     async def copy_referrers(self, repository: str, digest: str, origin: str | None, seen: set,
                              budget: WalkBudget | None = None) -> None:

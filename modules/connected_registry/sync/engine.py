@@ -39,8 +39,8 @@ class SyncEngine:
                  kind: str = "auto", report: Callable[[], dict] | None = None, report_interval: float = 300,
                  schedule: SyncSchedule | None = None, clock: Callable[[], float] = time.time,
                  on_storage_error: Callable[[StorageError], None] | None = None) -> None:
-        self.sync = SyncContext(store, parent, identity, status, Downstream(store, parent, lambda: identity.repositories),
-                                clock=clock)
+        downstream = Downstream(store, parent, lambda: identity.repositories, lambda: identity.platforms)
+        self.sync = SyncContext(store, parent, identity, status, downstream, clock=clock)
         self.upstream = Upstream(store, parent, status)
         self.activation = Activation(self.sync, kind)
         self.reconcile = Reconcile(self.sync)

@@ -8,6 +8,8 @@ client waits, and the store keeps it within the disk budget.
 - The parent gets `parent.connectTimeout` + `parent.firstByteTimeout` to start answering; after that the
   client gets the usual 404 naming the parent and the timeouts. `onDemand: false` never asks;
   `"windowOnly"` asks only inside a sync window.
+- A platform the sync leaves out (`platforms`) is a miss like any other; where it may not be filled, the 404
+  names the `platforms` setting, so whoever reads it knows the image is there for the other platforms.
 
 This is a `Content` (storage.content) wrapped around the local one, as distribution's registry/proxy wraps its
 stores: the API calls it as it calls the local content, and imports nothing of sync. Which repository a blob may
@@ -26,6 +28,7 @@ import aiohttp
 from connected_registry.durations import duration_seconds
 from connected_registry.oci.digest import is_digest
 from connected_registry.oci.errors import OciError
+from connected_registry.oci.manifest import parse_manifest
 from connected_registry.storage.cache import budget_bytes, evict, is_on_demand, on_demand_bytes, touch
 from connected_registry.storage.content import Blob, Content, StoredBlob
 from connected_registry.storage.registry import ManifestRecord
@@ -63,8 +66,9 @@ class PullThrough:
         self.configure(settings)
 
     def configure(self, settings) -> None:
-        """`onDemand`, `cache.maxBytes` and the parent's timeouts from a newly applied configuration."""
+        """`onDemand`, `cache.maxBytes`, `platforms` and the parent's timeouts from a newly applied configuration."""
         self.on_demand = settings.onDemand
+        self.platforms = settings.platforms
         self.max_bytes = settings.cache.maxBytes
         self.timeouts = f"parent.connectTimeout {settings.parent.connectTimeout} and " \
                         f"parent.firstByteTimeout {settings.parent.firstByteTimeout}"
@@ -141,6 +145,9 @@ class PullThrough:
         """Fill a missing manifest; False when this repository is not filled on demand (now). A parent that
         lacks it, fails or is too slow gives MANIFEST_UNKNOWN saying so."""
         if not self.allowed(repository):
+            left_out = self._left_out_here(repository, reference)
+            if left_out is not None:
+                raise left_out
             return False
         self.stats.misses += 1
         what = f"manifest {reference}"
@@ -188,6 +195,27 @@ class PullThrough:
         except (ParentError, TimeoutError, OSError, ValueError, aiohttp.ClientError) as error:
             log.info("referrers of %s@%s answered without the parent's: %s", repository, digest, error)
             return []
+
+    def _left_out_here(self, repository: str, reference: str) -> OciError | None:
+        """MANIFEST_UNKNOWN naming `platforms`, for a manifest an index here leaves out by design when it may not
+        be filled now; None for any other manifest."""
+        index = self.store.left_out_by(repository, reference) if is_digest(reference) and self.platforms else None
+        if index is None:
+            return None
+        record = self.store.get_manifest(repository, index)
+        entries = parse_manifest(record.body, record.media_type).manifests if record else []
+        platform = next((f" ({entry.platform})" for entry in entries if entry.digest == reference and entry.platform),
+                        "")
+        if self.refused():
+            why = "the parent refused this instance"
+        elif self.on_demand is False:
+            why = "`onDemand` is false"
+        else:
+            why = "`onDemand` is \"windowOnly\" and the sync window is closed"
+        return OciError("MANIFEST_UNKNOWN", f"manifest {reference}{platform} of {repository} is not synced here: this "
+                        f"instance runs only the platforms {', '.join(self.platforms or [])} (setting `platforms`) "
+                        f"and {why}: add the platform to `platforms`, or set `onDemand` to true to fetch other "
+                        "platforms when they are asked for")
 
     # --- blobs ----------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connected_registry.instance import Instance
+from connected_registry.oci.platforms import Platform
 from connected_registry.status import StatusBoard
 from connected_registry.storage import RegistryStore
 from connected_registry.sync.downstream import Downstream
@@ -47,6 +48,10 @@ class SyncIdentity:
     @property
     def repositories(self) -> list[str]:
         return list(self.core.repositories)
+
+    @property
+    def platforms(self) -> list[Platform] | None:
+        return self.core.settings.wanted_platforms
 
 
 @dataclass

@@ -1,13 +1,16 @@
 """Child to parent (SPEC 7.3, ReadWrite): the outbox drained in commit order per repository, one entry
 at a time per repository and a few repositories side by side: missing blobs (HEAD, then a mount, then an
 upload), child manifests, the manifest, its tag. Delivery is at least once and idempotent; an entry the parent
-refuses for good, or one over its budget (sync/budget.py), is parked."""
+refuses for good, or one over its budget (sync/budget.py), is parked. An index goes up whole or not at all: one
+naming manifests that are neither here (a platform the sync left out, `platforms`) nor at the parent waits for
+them, holding up only its repository, and goes up once they are here."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 
 from connected_registry.oci.manifest import OCI_INDEX, parse_manifest
 from connected_registry.status import StatusBoard
@@ -20,6 +23,15 @@ log = logging.getLogger("connected_registry.upstream")
 
 DRAIN_CONCURRENCY = 4  # repositories whose entries go up side by side (each one's strictly in order)
 NEW_ENTRIES_WAIT_SECONDS = 5  # while entries go up, the outbox is read again at least this often (retries)
+WAITING_RETRY_SECONDS = 60  # an index waiting for manifests asks the parent again this often (else on a change here)
+
+
+class WaitingForManifests(Exception):
+    """An index names manifests held neither here nor at the parent: its entry waits until they are here."""
+
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__(f"{len(missing)} manifest(s) held neither here nor at the parent")
 
 
 class Upstream:
@@ -28,6 +40,9 @@ class Upstream:
         self.bytes_uploaded = 0
         self.plain_parent = False  # no referrers API there: keep its referrers tag schema up to date
         self._over_budget: set[int] = set()  # parked entries that were over their budget (not refused)
+        # pending entries whose index waits for manifests (WaitingForManifests): id -> (event head, monotonic time)
+        # when last tried; tried again once something was written here, or after WAITING_RETRY_SECONDS
+        self._waiting: dict[int, tuple[int, float]] = {}
 
     async def drain(self) -> int:
         """Deliver every deliverable entry; returns how many were acknowledged. The repositories go side by side,
@@ -77,7 +92,15 @@ class Upstream:
         queues: dict[str, list[dict]] = {}
         for entry in outbox:
             queues.setdefault(entry["repository"], []).append(entry)
-        return {repository: entries for repository, entries in queues.items() if entries[0]["state"] != "parked"}
+        return {repository: entries for repository, entries in queues.items()
+                if entries[0]["state"] != "parked" and not self._still_waiting(entries[0]["id"])}
+
+    def _still_waiting(self, entry_id: int) -> bool:
+        """An entry found waiting for manifests, with nothing written here since and not long ago."""
+        if entry_id not in self._waiting:
+            return False
+        head, tried = self._waiting[entry_id]
+        return head == self.store.control.event_bounds()[1] and time.monotonic() - tried < WAITING_RETRY_SECONDS
 
     async def _drain_repository(self, repository: str, entries: list[dict]) -> int:
         delivered = 0
@@ -99,6 +122,12 @@ class Upstream:
                 await self._park(entry, "UPLOAD_REJECTED", str(error), operation=entry["operation"],
                                  repository=repository, reference=reference, error=error, id=entry["id"])
                 break
+            except WaitingForManifests as waiting:
+                self._waiting[entry["id"]] = (self.store.control.event_bounds()[1], time.monotonic())
+                self.status.set("UPLOAD_WAITING_FOR_MANIFESTS", repository=repository, reference=reference,
+                                missing=_listed(waiting.missing), id=entry["id"])
+                break
+            self._waiting.pop(entry["id"], None)
             await self.store.finish_outbox_entry(entry["id"])
             delivered += 1
         return delivered
@@ -112,6 +141,10 @@ class Upstream:
     def _report_parked(self, outbox: list[dict]) -> None:
         """Each status detail of parked entries stands while an entry parked for its reason is still parked."""
         parked = {entry["id"] for entry in outbox if entry["state"] == "parked"}
+        pending = {entry["id"] for entry in outbox} - parked
+        self._waiting = {entry_id: tried for entry_id, tried in self._waiting.items() if entry_id in pending}
+        if not self._waiting:
+            self.status.clear("UPLOAD_WAITING_FOR_MANIFESTS")
         self._over_budget &= parked
         if not self._over_budget:
             self.status.clear("UPLOAD_BUDGET_EXCEEDED")
@@ -136,15 +169,17 @@ class Upstream:
     async def push_manifest(self, repository: str, digest: str, budget: WalkBudget) -> bool:
         """Send a manifest and what it names, children first, each distinct manifest and blob once (an index of
         10 indexes of 10 identical image manifests is three manifests). Its tree here is read first: one that needs
-        more requests than the budget allows is refused before anything is sent."""
-        manifests = await self._tree(repository, digest, budget)
+        more requests than the budget allows is refused before anything is sent; one naming manifests that are not
+        here whole waits for them (WaitingForManifests), unless the parent has them already."""
+        manifests, missing = await self._tree(repository, digest, budget)
         if not manifests:
             return False
+        at_parent = await self._at_parent(repository, missing, budget)
         checked: set[str] = set()
         for manifest in manifests:
             record = self.store.get_manifest(repository, manifest)
-            if record is None:
-                continue  # deleted here since: the parent names what its index lacks
+            if record is None or manifest in at_parent:
+                continue  # deleted here since (the parent names what its index lacks), or at the parent already
             parsed = parse_manifest(record.body, record.media_type)
             for blob in parsed.blobs:
                 if blob.digest not in checked:
@@ -160,15 +195,31 @@ class Upstream:
                                                  parsed.annotations)
         return True
 
-    async def _tree(self, repository: str, digest: str, budget: WalkBudget) -> list[str]:
-        """The distinct manifests under `digest` that are here, each after the ones it names; BudgetExceeded once
-        they and their distinct blobs are more than the budget. A stack of its own: the interpreter's is small."""
+    async def _at_parent(self, repository: str, missing: dict[str, str], budget: WalkBudget) -> set[str]:
+        """Of the manifests an index names that are not here whole, those the parent has (the index's other
+        platforms, when it came from there); WaitingForManifests naming the others."""
+        at_parent, lacking = set(), []
+        for manifest, label in missing.items():
+            budget.spend()
+            if await self.parent.get_manifest(repository, manifest) is not None:
+                at_parent.add(manifest)
+            else:
+                lacking.append(label)
+        if lacking:
+            raise WaitingForManifests(lacking)
+        return at_parent
+
+    async def _tree(self, repository: str, digest: str, budget: WalkBudget) -> tuple[list[str], dict[str, str]]:
+        """The distinct manifests under `digest` that are here, each after the ones it names, and those it names
+        that are not here whole (digest -> how to name it: with its platform); BudgetExceeded once they and their
+        distinct blobs are more than the budget. A stack of its own: the interpreter's is small."""
         order: list[str] = []
         seen: set[str] = set()
         blobs: set[str] = set()
-        stack = [(digest, 0, False)]
+        missing: dict[str, str] = {}
+        stack = [(digest, 0, False, digest)]
         while stack:
-            current, depth, expanded = stack.pop()
+            current, depth, expanded, label = stack.pop()
             if expanded:
                 order.append(current)
                 continue
@@ -177,16 +228,19 @@ class Upstream:
             seen.add(current)
             budget.reach(depth)
             record = self.store.get_manifest(repository, current)
-            if record is None:
-                continue
-            parsed = parse_manifest(record.body, record.media_type)
+            parsed = parse_manifest(record.body, record.media_type) if record is not None else None
+            if current != digest and (parsed is None or any(self.store.blob_size(repository, blob.digest) is None
+                                                            for blob in parsed.blobs)):
+                missing[current] = label  # left out here (platforms), or filled on demand without all its blobs
+            if parsed is None:
+                continue  # the entry's own manifest deleted here since: a later entry says so
             blobs.update(blob.digest for blob in parsed.blobs)
             budget.afford(len(seen) + len(blobs))
-            stack.append((current, depth, True))
-            stack.extend((child.digest, depth + 1, False) for child in reversed(parsed.manifests)
-                         if child.digest not in seen)
+            stack.append((current, depth, True, label))
+            stack.extend((child.digest, depth + 1, False, f"{child.digest} ({child.platform})" if child.platform
+                          else child.digest) for child in reversed(parsed.manifests) if child.digest not in seen)
             await asyncio.sleep(0)  # a large tree is read without holding up the requests of this instance
-        return order
+        return order, missing
 
     async def _add_to_referrers_tag(self, repository: str, subject: str, digest: str, record, artifact_type,
                                     annotations) -> None:
@@ -255,3 +309,7 @@ class Upstream:
             break
         await self.store.control.forget_transfer_session(key)
         self.bytes_uploaded += size - offset
+
+
+def _listed(missing: list[str]) -> str:
+    return ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")

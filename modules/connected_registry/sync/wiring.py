@@ -38,8 +38,9 @@ class ParentLink:
         engine.set_schedule(SyncSchedule.from_settings(parent.syncProperties))
         engine.parent.set_timeouts(duration_seconds(parent.connectTimeout), duration_seconds(parent.firstByteTimeout))
         engine.reporting.interval = duration_seconds(settings.reportInterval)
-        if previous is not None and list(previous.repositories) != list(settings.repositories):
-            engine.scope_changed()
+        if previous is not None and (previous.repositories, previous.platforms) != (settings.repositories,
+                                                                                    settings.platforms):
+            engine.scope_changed()  # a platform added arrives with the reconcile this starts
         self.pull_through.configure(settings)
 
     async def deactivate(self) -> tuple[int, dict]:
