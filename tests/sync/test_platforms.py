@@ -136,3 +136,56 @@ async def test_an_arm64_site_syncs_the_index_whole_and_only_the_arm64_content(tm
 
 async def blob_served(proxy: RecordingProxy, digest: str) -> bool:
     return any(exchange.path.endswith(digest) and exchange.status == 200 for exchange in proxy.exchanges)
+
+
+async def detail(runtime, code: str) -> dict | None:
+    return next((d for d in runtime.status_document()["statusDetails"] if d["code"] == code), None)
+
+
+async def test_a_read_write_site_sends_an_index_up_only_whole_and_one_the_parent_lacks_waits(tmp_path: Path,
+                                                                                          monkeypatch):
+    clock = FakeClock()
+    root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch, mode="ReadWrite")
+    document["platforms"] = ["linux/arm64"]
+    content = ThreePlatforms()
+    writer, reader = basic_header(*WRITER), basic_header(*READER)
+    leaf = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            await push_images(session, root, "factory/app", content.images, writer)
+            assert await put_manifest(session, root, "factory/app", "1.0", content.index, writer) == 201
+            leaf = await start_runtime(tmp_path / "leaf", document, clock)
+            await eventually(lambda: digest_at(session, leaf, "factory/app", "1.0", reader), what="the index")
+
+            # a new tag for the index as it is here (crane tag): taken, and up it goes, the parent holding the rest
+            assert await put_manifest(session, leaf, "factory/app", "stable", content.index, writer) == 201
+            await eventually(lambda: digest_at(session, root, "factory/app", "stable", reader), what="stable up")
+            assert await digest_at(session, root, "factory/app", "stable", reader) == sha256(content.index)
+
+            # once the parent lost amd64, the index cannot go up whole from here: its entry waits and says why
+            async with session.delete(url(root, f"/v2/factory/app/manifests/{content.amd64.digest}"),
+                                      headers=writer) as deleted:
+                assert deleted.status == 202, await deleted.text()
+            assert await put_manifest(session, leaf, "factory/app", "candidate", content.index, writer) == 201
+            waiting = await eventually(lambda: detail(leaf, "UPLOAD_WAITING_FOR_MANIFESTS"), what="the wait")
+            assert f"{content.amd64.digest} (linux/amd64)" in waiting["description"], waiting
+            assert "factory/app:candidate" in waiting["description"] and waiting["severity"] == "Warning"
+            assert leaf.status_document()["sync"]["rejectedUploads"] == 0  # waiting, not parked
+            other = await push_small_image(session, leaf, "factory/other", "v1", writer)  # holds up nothing else
+            await eventually(lambda: digest_at(session, root, "factory/other", "v1", reader), what="another repo")
+            assert await digest_at(session, root, "factory/other", "v1", reader) == other
+            assert await digest_at(session, root, "factory/app", "candidate", reader) is None
+
+            # amd64 pushed here: the index goes up whole, and the detail goes
+            await push_images(session, leaf, "factory/app", [content.amd64], writer)
+            await eventually(lambda: digest_at(session, root, "factory/app", "candidate", reader), what="candidate")
+            assert await digest_at(session, root, "factory/app", content.amd64.digest, reader) == content.amd64.digest
+            await eventually(lambda: _no(detail(leaf, "UPLOAD_WAITING_FOR_MANIFESTS")), what="the detail cleared")
+    finally:
+        if leaf is not None:
+            await leaf.stop()
+        await root.stop()
+
+
+async def _no(awaitable) -> bool:
+    return await awaitable is None
