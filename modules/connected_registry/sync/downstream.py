@@ -277,7 +277,7 @@ class Downstream:
             return  # our own write of this tag goes up first; the parent's answer to it comes back as an event
         if kind == "TagSet" and tag:
             await self.copy_manifest(repository, digest, tag=tag, origin=origin)
-        elif kind == "ManifestPut":
+        elif kind == "ManifestPut" and self._wanted_untagged(repository, event.get("subject")):
             await self.copy_manifest(repository, digest, origin=origin)
         elif kind == "TagDeleted" and tag:
             record = self.store.get_manifest(repository, tag)
@@ -286,6 +286,14 @@ class Downstream:
         elif kind == "ManifestDeleted":
             if self.store.get_manifest(repository, digest) is not None:
                 await self.store.delete_manifest(repository, digest, origin=origin, from_parent=True)
+
+    def _wanted_untagged(self, repository: str, subject: str | None) -> bool:
+        """Whether a manifest put without a tag comes down on its own event. With `platforms` only a referrer of
+        content here does: the others come with the index or tag that names them, whose walk chooses the platforms
+        (an index's children are put before it, so their events come first, when nothing says which are wanted)."""
+        if self.platforms() is None:
+            return True
+        return subject is not None and self.store.get_manifest(repository, subject) is not None
 
     # --- full reconcile -------------------------------------------------------------------------------
 

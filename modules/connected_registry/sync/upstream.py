@@ -179,7 +179,7 @@ class Upstream:
         for manifest in manifests:
             record = self.store.get_manifest(repository, manifest)
             if record is None or manifest in at_parent:
-                continue  # deleted here since (the parent names what its index lacks), or at the parent already
+                continue  # at the parent already (not here whole), or deleted here since
             parsed = parse_manifest(record.body, record.media_type)
             for blob in parsed.blobs:
                 if blob.digest not in checked:
