@@ -91,6 +91,7 @@ class SyncEngine:
         if self.stopped:  # nothing will pick it up: say why at once
             state.operation.finish(self.clock(), RuntimeError(f"this instance no longer syncs: {self.stopped}"))
         self._sync_now_requested = True
+        self.upstream.retry_waiting()
         self.reconcile.want()  # in a window: the feed loop reconciles everything now
         state.wake.set()
         return state.operation.id

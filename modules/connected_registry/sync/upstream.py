@@ -95,6 +95,11 @@ class Upstream:
         return {repository: entries for repository, entries in queues.items()
                 if entries[0]["state"] != "parked" and not self._still_waiting(entries[0]["id"])}
 
+    def retry_waiting(self) -> None:
+        """Entries waiting for manifests are tried at the next drain (sync-now: the whole outbox is sent up); they
+        stay known as waiting (and reported) until that try."""
+        self._waiting = {entry_id: (-1, tried) for entry_id, (_, tried) in self._waiting.items()}
+
     def _still_waiting(self, entry_id: int) -> bool:
         """An entry found waiting for manifests, with nothing written here since and not long ago."""
         if entry_id not in self._waiting:
