@@ -139,6 +139,10 @@ def render_status(document: dict, now: datetime | None = None) -> str:
     lines.append(f"  content      {sync.get('repositories', 0)} repositories; "
                  f"{format_bytes(sync.get('bytesDownloaded'))} downloaded, {format_bytes(sync.get('bytesUploaded'))} "
                  f"uploaded; {sync.get('runs', 0)} syncs, {sync.get('errors', 0)} failed")
+    platforms = sync.get("platforms") or {}
+    if platforms.get("synced"):
+        lines.append(f"  platforms    {', '.join(platforms['synced'])} only: {platforms.get('manifestsLeftOut', 0)} "
+                     f"manifests left out, {format_bytes(platforms.get('bytesSaved'))} not downloaded")
     lines.append(f"  uploads      {sync.get('pendingUploads', 0)} pending, {sync.get('rejectedUploads', 0)} rejected"
                  + ("  (see `connected-registry outbox list`)" if sync.get("rejectedUploads") else ""))
     if parent:

@@ -73,3 +73,12 @@ def test_status_lists_every_detail_most_severe_first_with_its_description():
     assert text.index("DISK_STORAGE_FULL") < text.index("PARENT_UNREACHABLE")
     assert "      free space" in text and "details      2:" in text
     assert "cache        hits 3, bytesServed 2.0 KiB" in text
+    assert "platforms" not in text  # every platform: nothing to say
+
+
+def test_status_says_which_platforms_sync_and_what_that_saved():
+    document = report("line2-leaf", "ReadOnly", "Online", [])
+    document["sync"] = {"platforms": {"synced": ["linux/arm64", "linux/arm/v7"], "manifestsLeftOut": 4,
+                                      "bytesSaved": 3 << 30}}
+    assert "  platforms    linux/arm64, linux/arm/v7 only: 4 manifests left out, 3.0 GiB not downloaded" in \
+        render_status(document, NOW)
