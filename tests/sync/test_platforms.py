@@ -57,6 +57,15 @@ async def put_manifest(session, runtime, repository: str, reference: str, body: 
         return response.status
 
 
+async def synced_site(session, root, content: ThreePlatforms, directory: Path, document: dict, clock):
+    """The index pushed at the root as factory/app:1.0, and a site started with `document` once it has synced it."""
+    await push_images(session, root, "factory/app", content.images, basic_header(*WRITER))
+    assert await put_manifest(session, root, "factory/app", "1.0", content.index, basic_header(*WRITER)) == 201
+    site = await start_runtime(directory, document, clock)
+    await eventually(lambda: digest_at(session, site, "factory/app", "1.0", basic_header(*READER)), what="the index")
+    return site
+
+
 async def manifest_error(session, runtime, repository: str, digest: str) -> str:
     async with session.get(url(runtime, f"/v2/{repository}/manifests/{digest}"), headers=basic_header(*READER)) as got:
         return (await expect_oci_error(got, 404, "MANIFEST_UNKNOWN"))["message"]
@@ -86,10 +95,7 @@ async def test_an_arm64_site_syncs_the_index_whole_and_only_the_arm64_content(tm
     leaf = None
     try:
         async with aiohttp.ClientSession() as session:
-            await push_images(session, root, "factory/app", content.images, writer)
-            assert await put_manifest(session, root, "factory/app", "1.0", content.index, writer) == 201
-            leaf = await start_runtime(tmp_path / "leaf", document, clock)
-            await eventually(lambda: digest_at(session, leaf, "factory/app", "1.0", reader), what="the index")
+            leaf = await synced_site(session, root, content, tmp_path / "leaf", document, clock)
 
             # the index byte for byte: `docker pull app@sha256:<index>` works; only the arm64 side came with it
             assert await digest_at(session, leaf, "factory/app", "1.0", reader) == sha256(content.index)
@@ -149,10 +155,7 @@ async def test_a_read_write_site_sends_an_index_up_only_whole_and_one_the_parent
     leaf = None
     try:
         async with aiohttp.ClientSession() as session:
-            await push_images(session, root, "factory/app", content.images, writer)
-            assert await put_manifest(session, root, "factory/app", "1.0", content.index, writer) == 201
-            leaf = await start_runtime(tmp_path / "leaf", document, clock)
-            await eventually(lambda: digest_at(session, leaf, "factory/app", "1.0", reader), what="the index")
+            leaf = await synced_site(session, root, content, tmp_path / "leaf", document, clock)
 
             # a new tag for the index as it is here (crane tag): taken, and up it goes, the parent holding the rest
             assert await put_manifest(session, leaf, "factory/app", "stable", content.index, writer) == 201
