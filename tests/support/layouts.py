@@ -37,15 +37,18 @@ def read_blob(layout: Path, digest: str) -> bytes:
     return (layout / "blobs" / algorithm / hex_part).read_bytes()
 
 
-def make_multiplatform_index(layout: Path, tag: str) -> str:
-    """Two platform images and an OCI index over them, tagged `tag`; returns the index digest."""
+def make_multiplatform_index(layout: Path, tag: str, platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64"),
+                             layers: int = 2, size: str = "32K") -> str:
+    """One image per platform (OCI platform strings, "os/architecture[/variant]") and an OCI index over them,
+    tagged `tag`; returns the index digest."""
     children = []
-    for arch in ("amd64", "arm64"):
-        digest = make_image(layout, f"{tag}-{arch}", layers=2, size="32K")
+    for platform in platforms:
+        digest = make_image(layout, f"{tag}-{platform.replace('/', '-')}", layers=layers, size=size)
         body = read_blob(layout, digest)
+        os_name, architecture, *variant = platform.split("/")
         children.append({
             "mediaType": json.loads(body)["mediaType"], "digest": digest, "size": len(body),
-            "platform": {"architecture": arch, "os": "linux"},
+            "platform": {"architecture": architecture, "os": os_name, **({"variant": variant[0]} if variant else {})},
         })
     body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}).encode()
     digest = sha256(body)
