@@ -218,8 +218,9 @@ def cap_round(arguments, work: Path, link: ShapedLink, root: Instance, name: str
     try:
         end = time.monotonic() + arguments.cap_seconds
         while time.monotonic() < end:
-            if not child.process.alive():
-                raise RuntimeError(f"{name} exited:\n{child.process.log(30)}")
+            if not child.process.alive():  # a build without the setting refuses the configuration
+                progress(f"{name} exited:\n{child.process.log(5)}")
+                return {"cap": cap, "refused": child.process.log(5), "samples": samples}
             samples.append((time.perf_counter() - child.process.spawned_at, (link.counters() - before).from_parent))
             time.sleep(SAMPLE_PERIOD)  # the sampling period
     finally:
@@ -275,7 +276,9 @@ class Row:
 def format_table(rows: list[Row]) -> str:
     lines = [["measurement", "ours", "skopeo sync --all", "ours/skopeo", "target", "met"]]
     for row in rows:
-        lines.append([f"{row.name} ({row.unit})", row.ours if isinstance(row.ours, str) else format_number(row.ours),
+        ours = row.ours if isinstance(row.ours, str) else (f"{row.ours:.0f}" if row.unit == "count" else
+                                                          format_number(row.ours))
+        lines.append([f"{row.name} ({row.unit})", ours,
                       format_number(row.skopeo), f"{row.ratio:.2f}x" if row.ratio is not None else "-",
                       row.target or "(info)", {True: "yes", False: "NO", None: ""}[row.met]])
     return align(lines)
@@ -315,6 +318,10 @@ def cap_rows(arguments, caps: list[dict]) -> list[Row]:
                     (f"worst {arguments.cap_window:g} s window", "% off", "<= 10"))]
     rows = []
     for cap in caps:
+        if "refused" in cap:
+            rows.append(Row(f"cap {cap['cap'] / MB:g} MB/s: the child exited (see above)", "-", "refused", None,
+                            "within 10 %", False))
+            continue
         mean, worst = cap["mean"], cap["worst_percent"]
         rows.append(Row(f"cap {cap['cap'] / MB:g} MB/s: mean rate on the wire", "MB/s", mean and mean / MB, None,
                         "within 10 %", mean is not None and abs(mean - cap["cap"]) <= 0.1 * cap["cap"]))
@@ -425,7 +432,7 @@ def main() -> int:
         compare.write_result(arguments.json, {"versions": tool_versions(arguments.distribution), "table": table,
                                               "rows": [row.__dict__ | {"ratio": row.ratio} for row in rows], **meta})
 
-    return compare.run_guarded(work, arguments.keep, body, lambda: sorted(work.glob("*/registry.log")))
+    return compare.run_guarded(work, arguments.keep, body, lambda: sorted(work.glob("bench-*/registry.log")))
 
 
 if __name__ == "__main__":
