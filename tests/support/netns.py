@@ -28,7 +28,7 @@ POOL = ipaddress.ip_network("10.213.0.0/16")  # where the /30s come from, never 
 QUEUE_SECONDS = 0.2  # how much the tbf queue holds at the rate before it drops, as a router's buffer would
 
 
-def _ip(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
+def _run(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(list(arguments), capture_output=True, text=True, timeout=30)
     if check and result.returncode != 0:
         raise RuntimeError(f"`{' '.join(arguments)}` failed ({result.returncode}): {result.stderr.strip()}")
@@ -37,7 +37,7 @@ def _ip(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def _routed_networks() -> list[ipaddress.IPv4Network]:
     """Every IPv4 destination this namespace routes (all tables; the default route aside)."""
-    routes = json.loads(_ip("ip", "-j", "-4", "route", "show", "table", "all").stdout or "[]")
+    routes = json.loads(_run("ip", "-j", "-4", "route", "show", "table", "all").stdout or "[]")
     return [ipaddress.ip_network(route["dst"], strict=False) for route in routes if route["dst"] != "default"]
 
 
@@ -62,11 +62,11 @@ def _alive(pid: int) -> bool:
 def remove_stale_links() -> None:
     """Namespaces this module made for a test process that has died (killed before its clean-up ran): removing
     the namespace removes its veth pair, its end here and its route."""
-    for line in _ip("ip", "netns", "list").stdout.splitlines():
+    for line in _run("ip", "netns", "list").stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
         parts = name.split("-")
         if len(parts) == 3 and parts[0] == PREFIX and parts[1].isdigit() and not _alive(int(parts[1])):
-            _ip("ip", "netns", "delete", name, check=False)
+            _run("ip", "netns", "delete", name, check=False)
 
 
 def tbf_parameters(bits_per_second: int) -> list[str]:
@@ -106,7 +106,6 @@ class ShapedLink:
         self.host_device, self.parent_device = f"crl{short}h", f"crl{short}p"  # 11 characters: under IFNAMSIZ
         self.network: ipaddress.IPv4Network | None = None
         self.processes: list = []
-        self.rates: dict[str, int | None] = {"down": None, "up": None}
 
     @property
     def host_address(self) -> str:
@@ -121,15 +120,15 @@ class ShapedLink:
     def open(self) -> "ShapedLink":
         remove_stale_links()
         self.network = _free_slash30()
-        _ip("ip", "netns", "add", self.namespace)
+        _run("ip", "netns", "add", self.namespace)
         try:
-            _ip("ip", "link", "add", self.host_device, "type", "veth", "peer", "name", self.parent_device,
+            _run("ip", "link", "add", self.host_device, "type", "veth", "peer", "name", self.parent_device,
                 "netns", self.namespace)
-            _ip("ip", "addr", "add", f"{self.host_address}/30", "dev", self.host_device)
-            _ip("ip", "-n", self.namespace, "addr", "add", f"{self.parent_address}/30", "dev", self.parent_device)
+            _run("ip", "addr", "add", f"{self.host_address}/30", "dev", self.host_device)
+            _run("ip", "-n", self.namespace, "addr", "add", f"{self.parent_address}/30", "dev", self.parent_device)
             for namespace_arguments, device in ((), self.host_device), (("-n", self.namespace), self.parent_device):
-                _ip("ip", *namespace_arguments, "link", "set", device, "up")
-            _ip("ip", "-n", self.namespace, "link", "set", "lo", "up")
+                _run("ip", *namespace_arguments, "link", "set", device, "up")
+            _run("ip", "-n", self.namespace, "link", "set", "lo", "up")
         except BaseException:
             self.close()
             raise
@@ -140,12 +139,12 @@ class ShapedLink:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
-        _ip("ip", "link", "delete", self.host_device, check=False)  # both ends, and the route to the /30
-        _ip("ip", "netns", "delete", self.namespace, check=False)
+        _run("ip", "link", "delete", self.host_device, check=False)  # both ends, and the route to the /30
+        _run("ip", "netns", "delete", self.namespace, check=False)
 
     def leftovers(self) -> list[str]:
         """What of this link is still there (after close(): nothing)."""
-        namespaces = _ip("ip", "netns", "list").stdout.split()
+        namespaces = _run("ip", "netns", "list").stdout.split()
         return ([f"namespace {self.namespace}"] if self.namespace in namespaces else []) + (
             [f"interface {self.host_device}"] if (Path("/sys/class/net") / self.host_device).exists() else [])
 
@@ -164,14 +163,13 @@ class ShapedLink:
             down = up = bits_per_second
         self._set_rate((("-n", self.namespace), self.parent_device), down)
         self._set_rate(((), self.host_device), up)
-        self.rates = {"down": down, "up": up}
 
     def _set_rate(self, where: tuple[tuple[str, ...], str], bits_per_second: int | None) -> None:
         namespace_arguments, device = where
         if bits_per_second is None:
-            _ip("tc", *namespace_arguments, "qdisc", "delete", "dev", device, "root", check=False)
+            _run("tc", *namespace_arguments, "qdisc", "delete", "dev", device, "root", check=False)
         else:
-            _ip("tc", *namespace_arguments, "qdisc", "replace", "dev", device, "root", "tbf",
+            _run("tc", *namespace_arguments, "qdisc", "replace", "dev", device, "root", "tbf",
                 *tbf_parameters(bits_per_second))
 
     def counters(self) -> Counters:
