@@ -10,6 +10,7 @@ and that nothing is left mounted under its directory.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import threading
@@ -21,6 +22,7 @@ import pytest
 from connected_registry.storage import RegistryStore
 from tests.support.clients import ApiProxy, Containerd, Distribution, Dockerd, process_exists
 from tests.support.oci import serve_store
+from tests.support.netns import ShapedLink
 from tests.support.pki import TestPki, make_pki
 from tests.support.processes import RegistryProcess
 
@@ -148,3 +150,18 @@ def distribution(tmp_path: Path) -> Iterator[Distribution]:
         yield registry
     finally:
         _stop_and_check(registry)
+
+
+@pytest.fixture
+def shaped_link() -> Iterator[ShapedLink]:
+    """A network namespace of the test's own for the parent side, joined to this one by a veth pair that
+    `shaped_link.shape(bits_per_second)` rate-limits with tbf (tests/support/netns.py). Teardown stops what runs
+    inside by PID, removes the namespace and the veth pair, and checks that nothing of them is left."""
+    if os.geteuid() != 0:
+        pytest.fail("a shaped link needs root (ip netns, ip link, tc): run the tests as `.ci/run` does")
+    link = ShapedLink().open()
+    try:
+        yield link
+    finally:
+        link.close()
+        assert not link.leftovers(), f"the shaped link left {link.leftovers()} behind"

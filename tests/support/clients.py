@@ -451,21 +451,24 @@ class Distribution:
     """CNCF distribution (`docker-registry serve CONFIG`) on a free loopback port, storage under `workdir`."""
 
     def __init__(self, workdir: Path, port: int | None = None, timeout: float = 20.0, extra_config: str = "", *,
-                 config: str = DISTRIBUTION_CONFIG, binary: str = "docker-registry") -> None:
+                 config: str = DISTRIBUTION_CONFIG, binary: str = "docker-registry", address: str = "127.0.0.1",
+                 launcher: Sequence[str] = ()) -> None:
         """`extra_config`: more top-level YAML for the config (an `auth:` section, say). `config`: the YAML with
-        `{root}` and `{addr}` in place of the storage directory and the listen address (the benchmarks' own)."""
+        `{root}` and `{addr}` in place of the storage directory and the listen address (the benchmarks' own).
+        `launcher` and `address`: run it inside another network namespace, listening there (tests/support/netns.py)."""
         require(binary)
         self.port = port or free_port()
-        self.host = f"127.0.0.1:{self.port}"
+        self.address = address
+        self.host = f"{address}:{self.port}"
         self.url = f"http://{self.host}"
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "config.yml"
         self.config.write_text(config.format(root=workdir / "data", addr=self.host) + textwrap.dedent(extra_config))
-        self.daemon = Daemon("docker-registry", [binary, "serve", self.config], workdir / "registry.log")
+        self.daemon = Daemon("docker-registry", [*launcher, binary, "serve", self.config], workdir / "registry.log")
         self.daemon.wait_ready(self._ready, timeout=timeout)
 
     def _ready(self) -> bool:
-        if not port_open(self.port):
+        if not port_open(self.port, self.address):
             return False
         with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as response:
             return response.status == 200

@@ -38,9 +38,11 @@ def read_blob(layout: Path, digest: str) -> bytes:
     return (layout / "blobs" / algorithm / hex_part).read_bytes()
 
 
-def make_multiplatform_index(layout: Path, tag: str) -> str:
-    """Two platform images and an OCI index over them, tagged `tag`; returns the index digest."""
-    return make_platform_index(layout, tag, ["linux/amd64", "linux/arm64"], size="32K", attestations=False)[0]
+def make_multiplatform_index(layout: Path, tag: str, platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64"),
+                             layers: int = 2, size: str = "32K") -> str:
+    """One image per platform (OCI platform strings, "os/architecture[/variant]") and an OCI index over them,
+    tagged `tag`; returns the index digest."""
+    return make_platform_index(layout, tag, list(platforms), layers, size, attestations=False)[0]
 
 
 def make_platform_index(layout: Path, tag: str, platforms: list[str], layers: int = 2, size: str = "64K",

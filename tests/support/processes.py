@@ -145,20 +145,22 @@ class ManagedProcess:
 class RegistryProcess(ManagedProcess):
     """`connected-registry serve` on a free loopback port, and its metrics listener on another (`metrics_url`;
     none with `metrics=False`). `command` runs the program (default: this interpreter's `-m connected_registry`;
-    it may carry options before `serve`, such as `--log-level`)."""
+    it may carry options before `serve`, such as `--log-level`, or a launcher before it, such as `ip netns exec`);
+    `address`: where both listen (another namespace's address, see tests/support/netns.py)."""
 
     def __init__(self, data_dir: Path, port: int | None = None, extra_args: list[str] | None = None,
                  env: dict[str, str | None] | None = None, wait: bool = True, *,
                  command: Sequence[str] = (sys.executable, "-m", "connected_registry"), metrics: bool = True,
-                 cwd: str | Path | None = None, log_path: Path | None = None) -> None:
+                 cwd: str | Path | None = None, log_path: Path | None = None, address: str = "127.0.0.1") -> None:
         self.port = port or free_port()
+        self.address = address
         self.metrics_port = free_port() if metrics else None
         self.data_dir = data_dir
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics" if metrics else None
-        metrics_listen = f"127.0.0.1:{self.metrics_port}" if metrics else "off"
+        self.url = f"http://{address}:{self.port}"
+        self.metrics_url = f"http://{address}:{self.metrics_port}/metrics" if metrics else None
+        metrics_listen = f"{address}:{self.metrics_port}" if metrics else "off"
         super().__init__(
-            [*command, "serve", "--data", str(data_dir), "--listen", f"127.0.0.1:{self.port}",
+            [*command, "serve", "--data", str(data_dir), "--listen", f"{address}:{self.port}",
              "--metrics-listen", metrics_listen, *(extra_args or [])],
             env=env, cwd=cwd, log_path=log_path,
         )
@@ -172,11 +174,11 @@ class RegistryProcess(ManagedProcess):
         if self.process.poll() is not None:
             raise RuntimeError(f"registry exited with {self.process.returncode}:\n{self.log()}")
         serving = any(("serving http://" in line or "serving https://" in line) for line in self.lines())
-        return serving and port_open(self.port)
+        return serving and port_open(self.port, self.address)
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     def restart(self) -> None:
         """Stop (if running) and start again with the same arguments, environment, data and port."""

@@ -209,13 +209,15 @@ class FaultyLink:
     drop (manifest PUTs forwarded, then the connection closed: the parent applied it, the answer is lost),
     stall (blob bodies stop after `cut_after` bytes until the fault ends), reset (blob bodies cut with a TCP RST
     after `cut_after` bytes, uploads reset before they are forwarded), trickle (bodies paced in small slow
-    chunks), refuse (nothing listens on the port) and cut_upload (blob upload bodies longer than `cut_after`
-    forwarded up to there, then both connections dropped). Counts what it did in `injected`, the blob upload
+    chunks), refuse (nothing listens on the port), cut_upload (blob upload bodies longer than `cut_after`
+    forwarded up to there, then both connections dropped) and latency (every request held `latency` seconds
+    before it is forwarded, as a long link's round trip). Counts what it did in `injected`, the blob upload
     bytes it carried to the parent in `upload_bytes` and the blob downloads in `blob_transfers`."""
 
-    def __init__(self, cut_after: int = 256 << 10) -> None:
+    def __init__(self, cut_after: int = 256 << 10, latency: float = 0.2) -> None:
         self.upstream = ""
         self.cut_after = cut_after
+        self.latency = latency
         self.fault: str | None = None
         self.port = 0
         self.injected: dict[str, int] = {}
@@ -263,6 +265,9 @@ class FaultyLink:
         is_blob_body = "/blobs/sha256:" in request.path and request.method == "GET"
         if is_blob_body and "Authorization" in request.headers:
             self.blob_transfers += 1
+        if fault == "latency":
+            self._count("latency")
+            await asyncio.sleep(self.latency)  # the long link's round trip: the fault being injected
         if request.method in ("PUT", "PATCH") and "/blobs/uploads/" in request.path:
             if fault == "cut_upload" and (request.content_length or 0) > self.cut_after:
                 self._count("cut_upload")
