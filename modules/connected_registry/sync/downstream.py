@@ -35,13 +35,17 @@ class _Empty:
 
 
 class _Counted:
-    """A body stream that adds to the downloaded bytes as chunks arrive, so progress shows inside a big blob."""
+    """A body stream that adds to the downloaded bytes as chunks arrive, so progress shows inside a big blob; each
+    chunk within the link's byte budget, a fill a device waits for first (sync/bandwidth.py)."""
 
-    def __init__(self, stream, downstream: "Downstream", counter: str) -> None:
-        self.stream, self.downstream, self.counter = stream, downstream, counter
+    def __init__(self, stream, downstream: "Downstream", counter: str, fill: BlobFill) -> None:
+        self.stream, self.downstream, self.counter, self.fill = stream, downstream, counter, fill
 
     async def readany(self) -> bytes:
-        chunk = await self.stream.readany()
+        budget = self.downstream.parent.budget
+        metered = budget.chunk_bytes()
+        chunk = await (self.stream.read(metered) if metered else self.stream.readany())
+        await budget.spend(len(chunk), "received", urgent=self.fill.urgent)
         setattr(self.downstream, self.counter, getattr(self.downstream, self.counter) + len(chunk))
         return chunk
 
@@ -161,6 +165,7 @@ class Downstream:
             fill = self.fills[digest] = BlobFill(repository, digest)
             fill.task = asyncio.create_task(self._transfer(fill, on_demand), name=f"blob transfer {digest[:19]}")
         fill.waiters += 1
+        fill.urgent = fill.urgent or on_demand  # a device waits for it now: it goes before background transfers
         return fill
 
     async def _transfer(self, fill: BlobFill, on_demand: bool) -> None:
@@ -201,7 +206,7 @@ class Downstream:
                 if not fill.opened:
                     fill.start_reading(session.path, session.offset, _announced_size(response, session.offset))
                 try:
-                    await self.store.uploads.append(session, _Counted(response.content, self, counter), None,
+                    await self.store.uploads.append(session, _Counted(response.content, self, counter, fill), None,
                                                     fill.progress)
                 except (aiohttp.ClientError, TimeoutError) as cut:
                     if attempt == RESUMES_PER_TRANSFER:
