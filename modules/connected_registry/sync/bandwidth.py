@@ -10,8 +10,10 @@ A device waiting goes first: while an on-demand fill moves, background transfers
 BACKGROUND_SHARE of the budget, and the fill what they leave. A new limit (a twin change, a window opening or
 closing) applies to the transfers in flight: every waiter looks again at once, or within REVISIT_SECONDS.
 
-Measured at the parent, the bytes on their way (socket buffers, aiohttp's read buffer) go out before they are paid
-for; a metered blob GET asks for a small read buffer (`chunk_bytes`), so what runs ahead is a fraction of a second.
+Downloads are paced where they are read, but what they pay for is what has arrived (`bytes_arrived`: read, waiting
+in aiohttp's buffer and in the socket's), so bytes the buffers took ahead are paid for at once, by waiting. A
+metered blob GET also asks for a read buffer of one chunk (`chunk_bytes`) and a small socket receive buffer
+(`narrow_receive_buffer`): on loopback or a fast link the kernel would otherwise take megabytes at once.
 
 The parts: `BandwidthPolicy` (the limit in force at a moment, pure), `Pacer` (a token bucket in two lanes on an
 injected clock, pure), `RateMeter` (bytes per second used lately, pure), and `LinkBudget`, what transfers await.
@@ -20,6 +22,10 @@ injected clock, pure), `RateMeter` (bytes per second used lately, pure), and `Li
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import socket
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,6 +42,8 @@ BACKGROUND_SHARE = 0.1  # of the budget, what background transfers keep while an
 URGENT_HOLD_SECONDS = 1.0  # after a fill's last chunk is paid for, background still yields this long
 CHUNK_SECONDS = 0.05  # a metered read or write moves about this much of a second's budget
 MIN_CHUNK_BYTES, MAX_CHUNK_BYTES = 8 << 10, 1 << 20
+RECEIVE_BUFFER_CHUNKS = 1  # a metered download's socket buffer (the kernel doubles it: about 0.1 s of the budget),
+MIN_RECEIVE_BUFFER = 64 << 10  # and at least this: a window under two segments (64 KiB each on loopback) stalls
 REVISIT_SECONDS = 0.25  # a waiter looks again at least this often (a window opening, the clock)
 METER_SECONDS = 2.0  # currentBytesPerSecond: the average over this many seconds
 
@@ -265,3 +273,28 @@ class LinkBudget:
             self.pacer.set_rate(limit, self.monotonic())
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()  # every waiter looks again now
+
+
+def narrow_receive_buffer(response, chunk: int) -> int:
+    """The socket of a metered download (an aiohttp response) takes RECEIVE_BUFFER_CHUNKS chunks from now on, so the
+    parent sends little ahead of the budget; returns `chunk`. The connection must not be reused for unmetered
+    transfers afterwards (close it): its buffer stays small."""
+    connection = response.connection
+    sock = connection.transport.get_extra_info("socket") if connection and connection.transport else None
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, max(chunk * RECEIVE_BUFFER_CHUNKS, MIN_RECEIVE_BUFFER))
+    return chunk
+
+
+def bytes_arrived(response) -> int:
+    """The body bytes of a download (an aiohttp response) that reached this host: read from its socket (aiohttp's
+    count, buffered or not) and waiting in the socket (FIONREAD)."""
+    connection = response.connection
+    sock = connection.transport.get_extra_info("socket") if connection and connection.transport else None
+    waiting = 0
+    if sock is not None:
+        try:
+            waiting = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:  # closed meanwhile: nothing waits in it
+            waiting = 0
+    return response.content.total_bytes + waiting
