@@ -23,6 +23,7 @@ TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9-]{5,50}$")
 MAX_DOCUMENT_BYTES = 32 * 1024
 MAX_TOKENS_WITHOUT_GATEWAY = 20
 DEFAULT_SCHEDULE = "* * * * *"
+MIN_BYTES_PER_SECOND = 1000  # a limit below it would hold a blob's chunk for minutes
 
 def _duration_between(low: str, high: str | None):
     def check(value: str) -> str:
@@ -68,6 +69,31 @@ class SyncProperties(_Model):
         return self
 
 
+def _bytes_per_second(value: int) -> int:
+    if 0 < value < MIN_BYTES_PER_SECOND:
+        raise ValueError(f"{value} bytes per second is too little to move a blob: use 0 for no limit, or at least "
+                         f"{MIN_BYTES_PER_SECOND}")
+    return value
+
+
+BytesPerSecond = Annotated[int, Field(ge=0, strict=True), AfterValidator(_bytes_per_second)]
+
+
+class BandwidthWindow(_Model):
+    """Inside each window (a cron fire, UTC, and the `duration` after it) the link's limit is its own."""
+
+    schedule: Cron
+    duration: Annotated[str, AfterValidator(_duration_between("PT1M", "P7D"))]
+    maxBytesPerSecond: BytesPerSecond
+
+
+class BandwidthSettings(_Model):
+    """The byte budget of the parent link, both ways (sync/bandwidth.py); 0: unlimited."""
+
+    maxBytesPerSecond: BytesPerSecond = 0
+    windows: list[BandwidthWindow] = Field(default_factory=list)
+
+
 class ParentSettings(_Model):
     endpoint: str | None = None
     kind: Literal["auto", "connected", "plain"] = "auto"
@@ -75,6 +101,7 @@ class ParentSettings(_Model):
     syncProperties: SyncProperties = SyncProperties()
     connectTimeout: Annotated[str, AfterValidator(_duration_between("PT0.1S", "PT5M"))] = "PT3S"
     firstByteTimeout: Annotated[str, AfterValidator(_duration_between("PT0.1S", "PT30M"))] = "PT10S"
+    bandwidth: BandwidthSettings = BandwidthSettings()
 
     @field_validator("endpoint")
     @classmethod

@@ -95,8 +95,10 @@ class StatusDocument:
     def _parent(self) -> dict:
         sync_properties = self.core.settings.parent.syncProperties.model_dump()
         sync_properties["lastSyncTime"] = self.engine.state.last_sync_time
+        bandwidth = self.core.settings.parent.bandwidth.model_dump()  # as configured, and the figures of the link
+        bandwidth.update(self.engine.parent.budget.document())
         return {"endpoint": self.engine.parent.endpoint, "kind": self.engine.state.parent_kind,
-                "syncProperties": sync_properties}
+                "syncProperties": sync_properties, "bandwidth": bandwidth}
 
     def hierarchy(self) -> dict:
         """This instance and, below it, every child's last report with its age (SPEC 11)."""

@@ -1,7 +1,7 @@
 """GET /metrics (SPEC 12): Prometheus text, read at scrape time from what the instance already keeps: the
-listener's request counts and the reported document (sync progress and errors, outbox depth, and the on-demand
-cache's counters when the document has a `cache` section). Nothing is counted twice, and prometheus_client is
-imported at the first scrape, not at start (idle memory).
+listener's request counts and the reported document (sync progress and errors, outbox depth, the on-demand
+cache's counters when the document has a `cache` section, the parent link's bytes by direction). Nothing is
+counted twice, and prometheus_client is imported at the first scrape, not at start (idle memory).
 
 It has a listener of its own (port 9600, IoT Edge's convention for module metrics): the metrics collector reaches it
 on the module network, while the registry's port, which deployments publish on the host, does not serve it."""
@@ -86,6 +86,23 @@ class InstanceCollector:
         outbox.add_metric(["parked"], sync.get("rejectedUploads") or 0)
         yield outbox
         yield from self._cache(document.get("cache"))
+        yield from self._parent_link((document.get("parent") or {}).get("bandwidth"))
+
+    def _parent_link(self, bandwidth) -> Iterator:
+        """The byte budget of the parent link (the status document's parent.bandwidth), on an instance with a parent."""
+        from prometheus_client.core import CounterMetricFamily  # deferred to the first scrape, as above
+
+        if not isinstance(bandwidth, dict):
+            return
+        moved = CounterMetricFamily(f"{PREFIX}_parent_link_bytes", "Bytes over the parent link (blobs and manifests, "
+                                    "both ways; control calls not counted), by direction", labels=["direction"])
+        moved.add_metric(["received"], bandwidth.get("bytesReceived") or 0)
+        moved.add_metric(["sent"], bandwidth.get("bytesSent") or 0)
+        yield moved
+        yield _gauge("parent_link_limit_bytes_per_second", "The parent link's byte budget in force now (0: unlimited)",
+                     bandwidth.get("effective") or 0)
+        yield _gauge("parent_link_used_bytes_per_second", "Bytes per second the parent link carried lately",
+                     bandwidth.get("currentBytesPerSecond") or 0)
 
     def _cache(self, cache) -> Iterator:
         """The pull-through cache's section of the status document, whatever counters it carries."""

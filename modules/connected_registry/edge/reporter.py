@@ -3,7 +3,8 @@
 - at once: activation, the connection state, statusDetails, a newly applied configuration and what follows from it
   (parent.syncProperties, sync.nextWindowStart/End, appliedDesiredVersion);
 - `Syncing` only once a transfer has lasted 30 s (until then it is reported as Online);
-- counters (`sync.*`, lastSyncTime, lastActivityTime, uploadSessions) at most once per `reportInterval`.
+- counters (`sync.*`, lastSyncTime, lastActivityTime, uploadSessions, the link's bytes and bytes/s) at most once per
+  `reportInterval`.
 
 There is one status document (status_document.py, read through `InstanceControl`); the reporter only decides when
 to send, and sends the difference from what it sent last as a JSON merge patch (null deletes). It looks at the
@@ -29,7 +30,9 @@ MAX_BACKOFF_SECONDS = 60.0
 _COUNTERS = (("lastActivityTime",), ("lastSyncTime",), ("parent", "syncProperties", "lastSyncTime"),
              ("sync", "pendingUploads"), ("sync", "rejectedUploads"), ("sync", "repositories"),
              ("sync", "bytesDownloaded"), ("sync", "bytesUploaded"), ("sync", "cursor"), ("sync", "runs"),
-             ("sync", "errors"), ("sync", "operation"), ("cache",), ("garbageCollection",), ("uploadSessions",))
+             ("sync", "errors"), ("sync", "operation"), ("cache",), ("garbageCollection",), ("uploadSessions",),
+             ("parent", "bandwidth", "currentBytesPerSecond"), ("parent", "bandwidth", "bytesReceived"),
+             ("parent", "bandwidth", "bytesSent"))
 
 
 def merge_diff(old: dict, new: dict) -> dict:

@@ -18,6 +18,7 @@ from connected_registry.oci.manifest import ParsedManifest, parse_manifest
 from connected_registry.oci.platforms import Platform, kept_by_platform, left_out
 from connected_registry.storage import RegistryStore
 from connected_registry.storage.records import ResumableDownload
+from connected_registry.sync.bandwidth import bytes_arrived, narrow_receive_buffer
 from connected_registry.sync.budget import BudgetExceeded, WalkBudget
 from connected_registry.sync.fills import BlobFill
 from connected_registry.sync.left_out import LeftOutCount
@@ -37,15 +38,33 @@ class _Empty:
 
 
 class _Counted:
-    """A body stream that adds to the downloaded bytes as chunks arrive, so progress shows inside a big blob."""
+    """A blob's body stream that adds to the downloaded bytes as chunks arrive, so progress shows inside a big blob;
+    each chunk within the link's byte budget, a fill a device waits for first (sync/bandwidth.py)."""
 
-    def __init__(self, stream, downstream: "Downstream", counter: str) -> None:
-        self.stream, self.downstream, self.counter = stream, downstream, counter
+    def __init__(self, response, downstream: "Downstream", counter: str, fill: BlobFill) -> None:
+        self.response, self.downstream, self.counter, self.fill = response, downstream, counter, fill
+        self.receive_buffer: int | None = None  # set once the link's budget narrowed the connection
+        self.paid = 0  # bytes of the body the budget has counted
 
     async def readany(self) -> bytes:
-        chunk = await self.stream.readany()
+        budget = self.downstream.parent.budget
+        metered = budget.chunk_bytes()
+        if metered and metered != self.receive_buffer:  # metered now (also when a limit came mid-transfer)
+            self.receive_buffer = narrow_receive_buffer(self.response, metered)
+        content = self.response.content
+        chunk = await (content.read(metered) if metered else content.readany())
+        arrived = max(bytes_arrived(self.response), self.paid + len(chunk)) if metered else self.paid + len(chunk)
+        await budget.spend(arrived - self.paid, "received", urgent=self.fill.urgent)
+        self.paid = arrived
         setattr(self.downstream, self.counter, getattr(self.downstream, self.counter) + len(chunk))
         return chunk
+
+    def release(self) -> None:
+        """A narrowed connection is closed, not reused: its small buffer would slow an unmetered transfer."""
+        if self.receive_buffer is None:
+            self.response.release()
+        else:
+            self.response.close()
 
 
 class Downstream:
@@ -192,6 +211,7 @@ class Downstream:
             fill = self.fills[digest] = BlobFill(repository, digest)
             fill.task = asyncio.create_task(self._transfer(fill, on_demand), name=f"blob transfer {digest[:19]}")
         fill.waiters += 1
+        fill.urgent = fill.urgent or on_demand  # a device waits for it now: it goes before background transfers
         return fill
 
     async def _transfer(self, fill: BlobFill, on_demand: bool) -> None:
@@ -223,6 +243,7 @@ class Downstream:
                 if error.status != 416 or not session.offset:
                     raise
                 break  # a Range past the end: every byte arrived before a restart, only the verification is left
+            body = _Counted(response, self, counter, fill)
             try:
                 if response.status == 200 and session.offset:  # the parent ignored Range: start over
                     if fill.opened:  # readers have the bytes so far: they cannot start over with us
@@ -232,8 +253,7 @@ class Downstream:
                 if not fill.opened:
                     fill.start_reading(session.path, session.offset, _announced_size(response, session.offset))
                 try:
-                    await self.store.uploads.append(session, _Counted(response.content, self, counter), None,
-                                                    fill.progress)
+                    await self.store.uploads.append(session, body, None, fill.progress)
                 except (aiohttp.ClientError, TimeoutError) as cut:
                     if attempt == RESUMES_PER_TRANSFER:
                         raise ParentUnreachable(f"the transfer of {digest} from the parent broke off at "
@@ -242,7 +262,7 @@ class Downstream:
                              session.offset, cut)
                     continue
             finally:
-                response.release()
+                body.release()
             break
         try:
             await self.store.uploads.complete(session, _Empty(), digest, self.store.origin, on_demand=on_demand,

@@ -27,6 +27,7 @@ class BlobFill:
         self.error: BaseException | None = None
         self.task: asyncio.Task | None = None
         self.waiters = 0  # the transfer stops (and resumes later with Range) when the last one leaves early
+        self.urgent = False  # a device waits for it (on demand): it takes the link's budget before the sync
         self._fd: int | None = None
         self._changed = asyncio.Event()
 

@@ -18,6 +18,7 @@ from urllib.parse import urljoin
 import aiohttp
 
 from connected_registry import __version__
+from connected_registry.sync.bandwidth import LinkBudget
 from connected_registry.sync.parent_auth import ParentAuth
 from connected_registry.sync.parent_errors import (ParentError, ParentProtocolError, ParentRefused, ParentUnauthorized,
                                                    ParentUnreachable)
@@ -71,6 +72,7 @@ class ParentClient:
         self.on_certificate_error = lambda: None  # inside IoT Edge: read the trust bundle again
         self.auth = ParentAuth(self.endpoint, token_name, password)
         self.connect_timeout, self.first_byte_timeout = connect_timeout, first_byte_timeout
+        self.budget = LinkBudget()  # the link's byte budget (sync/bandwidth.py): unlimited until configured
         self._session: aiohttp.ClientSession | None = None
 
     def timeout(self, read: float | None = None) -> aiohttp.ClientTimeout:
@@ -189,6 +191,7 @@ class ParentClient:
                 return None
             self._raise_for(response, f"manifest {repository}:{reference}")
             body = await response.read()
+            self.budget.charge(len(body), "received")
             media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             return ParentManifest(body, media_type, response.headers.get("Docker-Content-Digest"))
 
@@ -234,15 +237,17 @@ class ParentClient:
         """A streaming response for a blob, from `offset` when it is not 0 (206, or 200 when the parent
         ignores Range); redirects (Azure data endpoints) followed without Authorization."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
+        metered = self.budget.chunk_bytes()  # a small read buffer: the parent sends little ahead of the budget
+        reading = {"read_bufsize": metered} if metered else {}
         response = await self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=self.pull_scope(repository),
-                                      headers=headers)
+                                      headers=headers, **reading)
         hops = 0
         while response.status in (301, 302, 303, 307, 308) and hops < 5:
             location = urljoin(str(response.url), response.headers.get("Location", ""))
             response.release()
             try:
                 response = await self.session.get(location, headers=headers, allow_redirects=False,
-                                                  timeout=self.timeout())
+                                                  timeout=self.timeout(), **reading)
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 raise ParentUnreachable(f"blob redirect {location[:80]} is unreachable: {error}") from None
             hops += 1
@@ -315,7 +320,7 @@ class ParentClient:
             headers["Content-Range"] = f"{offset}-{size - 1}"
         separator = "&" if "?" in location else "?"
         async with await self.request("PUT", f"{location}{separator}digest={digest}", scope=self.push_scope(repository),
-                                      body=lambda: _file_body(path, offset) if offset < size else b"",
+                                      body=lambda: _file_body(path, offset, self.budget) if offset < size else b"",
                                       headers=headers) as response:
             if response.status >= 300:
                 detail = (await response.read())[:500].decode("utf-8", "replace")
@@ -330,6 +335,7 @@ class ParentClient:
             pass
 
     async def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> None:
+        self.budget.charge(len(body), "sent")
         async with await self.request("PUT", f"/v2/{repository}/manifests/{reference}", data=body,
                                       scope=self.push_scope(repository),
                                       headers={"Content-Type": media_type}) as response:
@@ -359,15 +365,16 @@ class ParentClient:
         raise error_type(f"parent {self.endpoint} answered {response.status} for {what}", status=response.status)
 
 
-async def _file_body(path: str, offset: int, chunk: int = 1 << 20):
+async def _file_body(path: str, offset: int, budget: LinkBudget, chunk: int = 1 << 20):
     """A file from `offset`, as a body aiohttp cannot send twice. Given a file object, aiohttp sends a PUT again
     by itself when the link breaks under it; an upload's PUT appends to the parent's session, so the bytes that
     arrived the first time would arrive twice and the blob would fail its digest. Resuming from the offset the
-    parent reports is our job."""
+    parent reports is our job. Each chunk goes once the link's budget has room for it."""
     loop = asyncio.get_running_loop()
     with open(path, "rb") as file:
         file.seek(offset)
-        while data := await loop.run_in_executor(None, file.read, chunk):
+        while data := await loop.run_in_executor(None, file.read, budget.chunk_bytes() or chunk):
+            await budget.spend(len(data), "sent")
             yield data
 
 

@@ -16,6 +16,7 @@ from connected_registry.instance import Instance
 from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.content import LocalContent
 from connected_registry.sync.at_parent import deactivate_at_parent, refused_by_parent
+from connected_registry.sync.bandwidth import BandwidthPolicy, LinkBudget
 from connected_registry.sync.engine import SyncEngine, SyncIdentity
 from connected_registry.sync.ondemand import PullThrough
 from connected_registry.sync.parent_client import ParentClient
@@ -31,12 +32,13 @@ class ParentLink:
     pull_through: PullThrough
 
     def follow_settings(self, previous, settings) -> None:
-        """A new schedule, timeouts, report interval and scope apply at once; pull-through settings too."""
+        """A new schedule, timeouts, byte budget, report interval and scope apply at once; pull-through settings too."""
         if settings.parent is None:
             return
         parent, engine = settings.parent, self.engine
         engine.set_schedule(SyncSchedule.from_settings(parent.syncProperties))
         engine.parent.set_timeouts(duration_seconds(parent.connectTimeout), duration_seconds(parent.firstByteTimeout))
+        engine.parent.budget.follow(BandwidthPolicy.from_settings(parent.bandwidth))
         engine.reporting.interval = duration_seconds(settings.reportInterval)
         if previous is not None and (previous.repositories, previous.platforms) != (settings.repositories,
                                                                                     settings.platforms):
@@ -54,7 +56,9 @@ class ParentLink:
 def link_to_parent(core: Instance, store: RegistryStore, report: Callable[[], dict],
                    on_storage_error: Callable[[StorageError], None]) -> ParentLink:
     """The sync of an instance whose settings name a parent; it runs once `engine.run()` is started."""
-    engine = SyncEngine(store, _parent_client(core), SyncIdentity(core, device_id(), __version__), core.status,
+    parent = _parent_client(core)
+    parent.budget = LinkBudget(clock=core.clock)  # the windows' cron reads the instance's clock
+    engine = SyncEngine(store, parent, SyncIdentity(core, device_id(), __version__), core.status,
                         kind=core.settings.parent.kind, report=report,
                         report_interval=duration_seconds(core.settings.reportInterval),
                         schedule=SyncSchedule.from_settings(core.settings.parent.syncProperties), clock=core.clock,
