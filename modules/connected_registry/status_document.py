@@ -94,7 +94,8 @@ class StatusDocument:
     def _parent(self) -> dict:
         sync_properties = self.core.settings.parent.syncProperties.model_dump()
         sync_properties["lastSyncTime"] = self.engine.state.last_sync_time
-        return {"endpoint": self.engine.parent.endpoint, "kind": self.engine.state.parent_kind,
+        endpoints = self.engine.parent.endpoints  # the first one, and the one in use (issue 16)
+        return {"endpoint": endpoints.first, **endpoints.document(), "kind": self.engine.state.parent_kind,
                 "syncProperties": sync_properties}
 
     def hierarchy(self) -> dict:
