@@ -2,12 +2,15 @@
 (geo-replicas of a cloud registry, the replicas of a scaled-out parent: the same registry at other addresses).
 
 The endpoint in use is kept until it fails: it refuses the connection, its TLS fails, it does not connect in
-connectTimeout, or it answers 5xx. Then the next one is used, and the request itself goes there too when it may be
-sent twice (nothing reached the parent, or it is a GET or HEAD). An endpoint not heard from since it was chosen (at
-start, after a switch, after a request it left without an answer) must first answer a `GET /v2/` within
-connectTimeout: a listener that accepts and never answers costs that much, not the first-byte timeout of a request
-that may legitimately wait for the parent's own parent. Away from the first endpoint, the first is asked again every
-failbackInterval, beside the requests, and used again once it answers.
+connectTimeout, it answers 5xx, or it does not answer a probe (`GET /v2/`) within connectTimeout. A request to an
+endpoint not heard from for half a second (at start, after a switch, after a quiet spell, or while the request
+itself waits) has that probe sent beside it, so a listener that accepts and never answers costs half a second and
+connectTimeout, not the first-byte timeout of a request that may rightly wait (for the parent's own parent, for
+events). Probes are one at a time and only after quiet, so a busy link carries none and an idle one about one per
+long poll of the feed. Once the endpoint in use fails, the next one is used: requests still waiting at the failed
+one are given up, and those that may be sent twice (nothing reached the parent, or a GET or HEAD) go to the next
+one at once. Away from the first endpoint, the first is probed
+again every failbackInterval, beside the requests, and used again once it answers.
 
 What this child agreed with the parent (its activation, the feed's cursor, upload sessions, Range offsets) belongs to
 the parent, not to an address, so it carries over; a URL the parent gave at one endpoint (an upload's Location, a
@@ -27,13 +30,23 @@ import aiohttp
 
 from connected_registry.sync.parent_errors import ParentUnreachable
 from connected_registry.timefmt import utc_timestamp
+from connected_registry.waits import until_set
 
 log = logging.getLogger("connected_registry.parent")
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 SENT_TWICE_SAFELY = ("GET", "HEAD")
+QUIET_SECONDS = 0.5  # an endpoint not heard from this long is probed beside a request
 FAILURES = (aiohttp.ClientError, TimeoutError, OSError)
 NOTHING_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)  # refused, TLS, DNS, connect timeout
+
+
+class EndpointFailed(Exception):
+    """A request was given up: its endpoint failed while it waited (`failure` says how)."""
+
+    def __init__(self, failure: ParentUnreachable) -> None:
+        self.failure = failure
+        super().__init__(str(failure))
 
 
 @dataclass(frozen=True)
@@ -77,9 +90,11 @@ class ParentEndpoints:
         self.on_certificate_error = on_certificate_error  # inside IoT Edge: read the trust bundle again
         self.last_switch: EndpointSwitch | None = None
         self.on_switch: Callable[[EndpointSwitch], None] = lambda switch: None
-        self._answered = False  # the endpoint in use answered since it was chosen or last in doubt
+        self._heard_at = float("-inf")  # when the endpoint in use last answered (time.monotonic)
+        self._failed: dict[str, asyncio.Event] = {}  # set when the endpoint fails: requests waiting there give up
         self._left_first_at: float | None = None  # when the first endpoint last failed (its failback is due after)
         self._probes: dict[str, asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()
         self._failback: asyncio.Task | None = None
 
     @property
@@ -110,31 +125,32 @@ class ParentEndpoints:
         request. Below 500 any answer counts: the caller reads refusals as it always did."""
         repeatable, failure = method in SENT_TWICE_SAFELY, None
         for attempt in range(1, len(self.endpoints) + 1):
-            endpoint = await self._usable()
+            endpoint = self.current
+            self._fail_back_when_due()
             try:
-                response = await send_to(self.url(path))
+                response = await self._answer(endpoint, send_to(self.url(path)))
             except FAILURES as error:
                 failure = self._link_failure(endpoint, error)
                 if isinstance(error, NOTHING_SENT):
                     self.failed(endpoint, str(failure))
-                    continue
-                self.doubt(endpoint)  # sent, and no answer: the probe decides before the next request goes there
+                elif not repeatable:
+                    self._heard_at = float("-inf")  # sent, no answer: the next request has a probe beside it
+                    break
+                elif len(self.endpoints) > 1:
+                    await self._probe_and_judge(endpoint)
+                continue
+            except EndpointFailed as given_up:
+                failure = given_up.failure
                 if not repeatable:
                     break
                 continue
             if response.status < 500:
-                self._answered = self._answered or endpoint == self.current
                 return response
             self.failed(endpoint, f"parent {endpoint} answered {response.status} to {method} {urlsplit(path).path}")
             if not repeatable or attempt == len(self.endpoints):
                 return response
             response.release()
         raise failure
-
-    def doubt(self, endpoint: str) -> None:
-        """A request to `endpoint` got no answer: it must answer a probe before the next request goes there."""
-        if endpoint == self.current:
-            self._answered = False
 
     def failed(self, endpoint: str, reason: str) -> None:
         """`endpoint` failed: the next endpoint is used (unless another request has switched already)."""
@@ -143,9 +159,12 @@ class ParentEndpoints:
         if endpoint == self.first:
             self._left_first_at = self.clock()
         self._switch(self.endpoints[(self.endpoints.index(endpoint) + 1) % len(self.endpoints)], reason)
+        event = self._failed.pop(endpoint, None)
+        if event is not None:
+            event.set()
 
     async def close(self) -> None:
-        tasks = [task for task in (self._failback, *self._probes.values()) if task is not None]
+        tasks = [*self._background, *self._probes.values(), *([self._failback] if self._failback else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -155,23 +174,45 @@ class ParentEndpoints:
         return {"endpointInUse": self.current,
                 "lastEndpointSwitch": self.last_switch.document() if self.last_switch else None}
 
-    # --- choosing ---------------------------------------------------------------------------------------------
+    # --- judging an endpoint -----------------------------------------------------------------------------------
 
-    async def _usable(self) -> str:
-        """The endpoint in use, once it answered; the next ones in turn while it does not."""
-        self._fail_back_when_due()
-        reasons = []
-        for _ in self.endpoints:
-            endpoint = self.current
-            if self._answered or len(self.endpoints) == 1:
-                return endpoint
-            reason = await self._probe_once(endpoint)
-            if reason is None:
-                self._answered = self._answered or endpoint == self.current
-                return endpoint
-            reasons.append(reason)
+    async def _answer(self, endpoint: str, sending: Awaitable[aiohttp.ClientResponse]) -> aiohttp.ClientResponse:
+        """The endpoint's answer. Not heard from for QUIET_SECONDS (when the request starts, or while it waits), the
+        endpoint is probed beside it; once it failed (that probe, another request), the request is given up:
+        EndpointFailed."""
+        if len(self.endpoints) == 1:
+            return await sending
+        waiting = asyncio.ensure_future(until_set(sending, self._failed.setdefault(endpoint, asyncio.Event())))
+        try:
+            self._probe_if_quiet(endpoint)
+            if not (await asyncio.wait({waiting}, timeout=QUIET_SECONDS))[0]:
+                self._probe_if_quiet(endpoint)
+            finished = await waiting
+        except asyncio.CancelledError:
+            waiting.cancel()
+            raise
+        if finished is None:
+            reason = self.last_switch.reason if self.last_switch else "it failed"
+            raise EndpointFailed(ParentUnreachable(f"parent {endpoint} was given up while this request waited: "
+                                                   f"{reason}"))
+        response = finished.result()
+        if endpoint == self.current and response.status < 500:
+            self._heard_at = time.monotonic()
+        return response
+
+    def _probe_if_quiet(self, endpoint: str) -> None:
+        """The endpoint in use, not heard from for QUIET_SECONDS, is probed beside the requests (once at a time)."""
+        if (endpoint == self.current and endpoint not in self._probes
+                and time.monotonic() - self._heard_at >= QUIET_SECONDS):
+            self._in_background(self._probe_and_judge(endpoint))
+
+    async def _probe_and_judge(self, endpoint: str) -> None:
+        """Probe `endpoint`: heard from when it answers, failed when it does not."""
+        reason = await self._probe_once(endpoint)
+        if reason is not None:
             self.failed(endpoint, reason)
-        raise ParentUnreachable(f"no endpoint of the parent answers: {'; '.join(reasons)}")
+        elif endpoint == self.current:
+            self._heard_at = time.monotonic()
 
     async def _probe_once(self, endpoint: str) -> str | None:
         """Why `endpoint` does not answer (None when it does); requests waiting on one endpoint share its probe."""
@@ -196,8 +237,10 @@ class ParentEndpoints:
             self.on_certificate_error()
         return link_failure(endpoint, error)
 
+    # --- switching ---------------------------------------------------------------------------------------------
+
     def _fail_back_when_due(self) -> None:
-        """Away from the first endpoint for failbackInterval: ask it again beside the requests."""
+        """Away from the first endpoint for failbackInterval: probe it again beside the requests."""
         if (self.current == self.first or self._left_first_at is None or self._failback is not None
                 or self.clock() - self._left_first_at < self.failback_after):
             return
@@ -208,16 +251,21 @@ class ParentEndpoints:
             reason = await self._probe_once(self.first)
             if reason is None and self.current != self.first:
                 self._switch(self.first, f"parent {self.first} answers again")
-                self._answered = True
+                self._heard_at = time.monotonic()
             elif reason is not None:
-                self._left_first_at = self.clock()  # asked again after another interval
+                self._left_first_at = self.clock()  # probed again after another interval
         finally:
             self._failback = None
 
     def _switch(self, target: str, reason: str) -> None:
         switch = EndpointSwitch(self.current, target, reason, utc_timestamp(self.clock()))
-        self.current, self._answered, self.last_switch = target, False, switch
+        self.current, self._heard_at, self.last_switch = target, float("-inf"), switch
         if target == self.first:
             self._left_first_at = None
         log.warning("the parent's endpoint in use is now %s (was %s): %s", target, switch.source, reason)
         self.on_switch(switch)
+
+    def _in_background(self, work) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
