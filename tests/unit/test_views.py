@@ -73,3 +73,13 @@ def test_status_lists_every_detail_most_severe_first_with_its_description():
     assert text.index("DISK_STORAGE_FULL") < text.index("PARENT_UNREACHABLE")
     assert "      free space" in text and "details      2:" in text
     assert "cache        hits 3, bytesServed 2.0 KiB" in text
+
+
+def test_status_names_the_alternate_endpoint_in_use_and_why():
+    document = report("line1-leaf", "ReadOnly")
+    assert "in use" not in render_status(document, NOW)
+    document["parent"].update(endpointInUse="http://p2:8000", lastEndpointSwitch={
+        "from": "http://p:8000", "to": "http://p2:8000", "reason": "parent http://p:8000 is unreachable: refused",
+        "time": "2026-11-28T11:59:00Z"})
+    text = render_status(document, NOW)
+    assert "  in use       http://p2:8000 (1m ago: parent http://p:8000 is unreachable: refused)" in text
