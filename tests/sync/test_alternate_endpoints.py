@@ -20,7 +20,7 @@ from tests.support.oci import sha256
 from tests.support.relay import TcpRelay
 from tests.sync.hierarchy import READER, WRITER
 from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, push_small_image,
-                                  serve_on_free_port, start_root_for_leaf, start_runtime, url)
+                                  reported_properties, serve_on_free_port, start_root_for_leaf, start_runtime, url)
 
 MiB = 1 << 20
 CONNECT_TIMEOUT = 1.0
@@ -38,17 +38,14 @@ def parent_view(runtime) -> dict:
     return runtime.status_document()["parent"]
 
 
-async def leaf_with_two_endpoints(tmp_path: Path, monkeypatch, clock, *, mode="ReadOnly", first_mode="forward",
-                                  alternate=None, **leaf):
-    """A root, a relay in front of it (the first endpoint) and a leaf whose alternate is the root's own port (or
-    `alternate`): (root, relay, leaf document)."""
-    root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch, mode=mode)
-    first = await TcpRelay(root.port, mode=first_mode).start()
-    document["parent"].update(endpoint=first.url, alternateEndpoints=[alternate or f"http://127.0.0.1:{root.port}"],
-                              connectTimeout="PT1S", failbackInterval="PT1M")
-    for key, value in leaf.items():
-        document["parent" if key == "parent" else key] = (
-            {**document["parent"], **value} if key == "parent" else value)
+async def leaf_with_two_endpoints(tmp_path: Path, monkeypatch, clock, parent: dict | None = None, **leaf):
+    """A root, a relay in front of it (the first endpoint), and the desired document of a leaf whose alternate is
+    the root's own port, `parent` and `leaf` added to it: (root, relay, leaf document)."""
+    root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch)
+    first = await TcpRelay(root.port).start()
+    document["parent"].update(endpoint=first.url, alternateEndpoints=[f"http://127.0.0.1:{root.port}"],
+                              connectTimeout="PT1S", failbackInterval="PT1M", **(parent or {}))
+    document.update(leaf)
     return root, first, document
 
 
@@ -79,6 +76,8 @@ async def test_with_the_first_endpoint_down_the_child_syncs_through_the_alternat
             switch = view["lastEndpointSwitch"]
             assert (switch["from"], switch["to"]) == (first.url, alternate) and first.url in switch["reason"]
             assert "PARENT_ENDPOINT_ALTERNATE" in codes(leaf)
+            await eventually(lambda: _async((reported_properties(tmp_path / "leaf").get("parent") or {}).get(
+                "lastEndpointSwitch") == switch), timeout=10, what="the switch in the reported properties")
             assert leaf.status_document()["activation"] == activation  # carried over: not activated again
             await eventually(lambda: _async(leaf.status_document()["sync"]["cursor"] > cursor), timeout=10,
                              what="the feed's cursor to go on from where it was")
@@ -206,7 +205,8 @@ async def test_a_replica_whose_challenges_name_the_first_endpoint_gives_tokens_w
 
     async def as_the_first(request):
         paths.append(request.path)
-        headers = {**{k: v for k, v in request.headers.items() if k.lower() != "host"}, "Host": f"127.0.0.1:{first.port}"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        headers["Host"] = f"127.0.0.1:{first.port}"
         return await forward(request, f"http://127.0.0.1:{root.port}{request.path_qs}", headers=headers)
 
     runner, port = await serve_on_free_port(as_the_first)

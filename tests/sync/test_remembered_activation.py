@@ -4,14 +4,14 @@ last known activation (`Active`, with PARENT_UNREACHABLE), in its status and in 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import aiohttp
 
 from tests.support.relay import TcpRelay
 from tests.sync.hierarchy import sync_token_for
-from tests.sync.inprocess import FakeClock, basic_header, eventually, start_root_for_leaf, start_runtime, url
+from tests.sync.inprocess import (FakeClock, basic_header, eventually, reported_properties, start_root_for_leaf,
+                                  start_runtime, url)
 
 ACTIVATE = b"POST /acr/connected/v1/registries/line1-leaf/activate"
 
@@ -22,14 +22,6 @@ async def _async(value):
 
 def codes(document: dict) -> set[str]:
     return {detail["code"] for detail in document["statusDetails"]}
-
-
-def reported(directory: Path) -> dict:
-    """What an operator reads: the reported properties, as the instance last wrote them (the twin, here a file)."""
-    try:
-        return json.loads((directory / "reported.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 async def active_and_online(leaf) -> dict:
@@ -58,7 +50,7 @@ async def test_an_active_child_restarted_while_no_parent_endpoint_answers_report
             return document.get("activation") == activation and "PARENT_UNREACHABLE" in codes(document)
 
         await eventually(lambda: _async(unreachable_and_active(leaf.status_document())
-                                        and unreachable_and_active(reported(tmp_path / "leaf"))),
+                                        and unreachable_and_active(reported_properties(tmp_path / "leaf"))),
                          timeout=30, what="Active with PARENT_UNREACHABLE, in the status and the reported properties")
         assert leaf.status_document()["connectionState"] == "Offline"
         asked_before = bytes(first.requests).count(ACTIVATE)
