@@ -28,10 +28,8 @@ class TcpRelay:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> "TcpRelay":
-        if self.mode != "refuse":
-            await self._listen()
-        else:  # a port that refuses: taken once, then closed
-            await self._listen()
+        await self._listen()  # a port of its own, also for one that refuses from the start
+        if self.mode == "refuse":
             await self._close_listener()
         return self
 
