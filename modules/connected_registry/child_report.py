@@ -70,6 +70,8 @@ class StatusDetail(_Part):
 
 class Parent(_Part):
     endpoint: Text | None = None
+    endpointInUse: Text | None = None
+    lastEndpointSwitch: _Part | None = None
     kind: Text | None = None
     syncProperties: _Part | None = None
 

@@ -94,8 +94,22 @@ class BandwidthSettings(_Model):
     windows: list[BandwidthWindow] = Field(default_factory=list)
 
 
+def _endpoint(value: str) -> str:
+    if not re.match(r"^(?:https?://)?(?:\$upstream|\$IOTEDGE_PARENTHOSTNAME|[A-Za-z0-9.\-\[\]:]+)(?::\d{1,5})?/?$", value):
+        raise ValueError(f"{value!r} is not https://host[:port], http://host[:port] or host[:port]")
+    return value
+
+
+Endpoint = Annotated[str, AfterValidator(_endpoint)]
+MAX_ALTERNATE_ENDPOINTS = 8
+
+
 class ParentSettings(_Model):
-    endpoint: str | None = None
+    endpoint: Endpoint | None = None
+    # the same parent at other addresses (geo-replicas, replicas of a scaled-out parent), tried in order when the
+    # endpoint in use fails; the first is tried again every failbackInterval (sync/endpoints.py)
+    alternateEndpoints: list[Endpoint] = Field(default_factory=list, max_length=MAX_ALTERNATE_ENDPOINTS)
+    failbackInterval: Annotated[str, AfterValidator(_duration_between("PT1S", "P1D"))] = "PT5M"
     kind: Literal["auto", "connected", "plain"] = "auto"
     syncToken: SyncTokenSettings = SyncTokenSettings()
     syncProperties: SyncProperties = SyncProperties()
@@ -103,14 +117,12 @@ class ParentSettings(_Model):
     firstByteTimeout: Annotated[str, AfterValidator(_duration_between("PT0.1S", "PT30M"))] = "PT10S"
     bandwidth: BandwidthSettings = BandwidthSettings()
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if not re.match(r"^(?:https?://)?(?:\$upstream|\$IOTEDGE_PARENTHOSTNAME|[A-Za-z0-9.\-\[\]:]+)(?::\d{1,5})?/?$", value):
-            raise ValueError(f"{value!r} is not https://host[:port], http://host[:port] or host[:port]")
-        return value
+    @model_validator(mode="after")
+    def _distinct_endpoints(self) -> "ParentSettings":
+        named = [value.rstrip("/") for value in (self.endpoint, *self.alternateEndpoints) if value is not None]
+        if len(set(named)) != len(named):
+            raise ValueError("alternateEndpoints must differ from endpoint and from each other")
+        return self
 
 
 class CacheSettings(_Model):

@@ -39,6 +39,9 @@ STATUS_DETAILS: dict[str, DetailKind] = {
     "PARENT_UNREACHABLE": DetailKind(
         "Parent", "Warning", "{error}; content already here is still served, and sync resumes when the parent answers"),
     "PARENT_AUTH_FAILED": DetailKind("Parent", "Error", "{error}"),
+    "PARENT_ENDPOINT_ALTERNATE": DetailKind(
+        "Parent", "Warning", "{reason}: the parent is used at {current}, one of parent.alternateEndpoints; {first} is "
+        "asked again every {interval} (parent.failbackInterval) and used again once it answers"),
     "PARENT_NOT_CONNECTED": DetailKind(
         "Parent", "Warning", "{endpoint} is a plain OCI registry: content syncs, but there is no activation or "
         "event feed"),

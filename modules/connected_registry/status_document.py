@@ -97,7 +97,8 @@ class StatusDocument:
         sync_properties["lastSyncTime"] = self.engine.state.last_sync_time
         bandwidth = self.core.settings.parent.bandwidth.model_dump()  # as configured, and the figures of the link
         bandwidth.update(self.engine.parent.budget.document())
-        return {"endpoint": self.engine.parent.endpoint, "kind": self.engine.state.parent_kind,
+        endpoints = self.engine.parent.endpoints  # the first one, and the one in use
+        return {"endpoint": endpoints.first, **endpoints.document(), "kind": self.engine.state.parent_kind,
                 "syncProperties": sync_properties, "bandwidth": bandwidth}
 
     def hierarchy(self) -> dict:

@@ -131,6 +131,10 @@ def render_status(document: dict, now: datetime | None = None) -> str:
         window = f"window {properties['syncWindow']}" if properties.get("syncWindow") else "continuous"
         lines.append(f"  parent       {parent.get('endpoint')} ({parent.get('kind') or 'not reached yet'}), "
                      f"schedule \"{properties.get('schedule')}\", {window}")
+        switch = parent.get("lastEndpointSwitch") or {}
+        if parent.get("endpointInUse") not in (None, parent.get("endpoint")):  # an alternate endpoint (issue 16)
+            lines.append(f"  in use       {parent['endpointInUse']} ({ago(switch.get('time'), now)}: "
+                         f"{switch.get('reason')})")
         lines.append(f"  last sync    {document.get('lastSyncTime') or 'never'} ({ago(document.get('lastSyncTime'), now)})")
         if sync.get("nextWindowEnd"):  # continuous sync has a start and no end: nothing to say
             lines.append(f"  window       {sync.get('nextWindowStart')} to {sync.get('nextWindowEnd')}")

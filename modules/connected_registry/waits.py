@@ -42,4 +42,6 @@ async def until_set(work: Awaitable[T], event: asyncio.Event) -> asyncio.Future[
         if not task.done():
             task.cancel()
             await asyncio.wait({task})
+        if task.done() and not task.cancelled():
+            task.exception()  # marked as read: when this wait is cancelled itself, nobody else asks for it
     return None if task.cancelled() else task

@@ -45,6 +45,15 @@ async def eventually(condition: Callable[[], Awaitable[object]], timeout: float 
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f": {last_error!r}" if last_error else ""))
 
 
+def reported_properties(directory: Path) -> dict:
+    """What an operator reads of an instance started by `start_runtime(directory, ...)`: its reported properties as
+    it last wrote them (beside its --config file, the document the module twin gets); {} before the first."""
+    try:
+        return json.loads((directory / "reported.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 async def start_runtime(directory: Path, document: dict, clock: FakeClock) -> Runtime:
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "desired.json"

@@ -23,6 +23,7 @@ def test_parent_defaults():
     assert parent.kind == "auto" and parent.syncProperties.schedule == "* * * * *"
     assert parent.syncProperties.messageTtl == "P2D" and parent.syncProperties.syncWindow is None
     assert parent.connectTimeout == "PT3S" and parent.firstByteTimeout == "PT10S"
+    assert parent.alternateEndpoints == [] and parent.failbackInterval == "PT5M"
 
 
 @pytest.mark.parametrize("document,field", [
@@ -37,6 +38,11 @@ def test_parent_defaults():
     ({"parent": {"syncProperties": {"schedule": "* * * * * *"}}}, "schedule"),
     ({"parent": {"endpoint": "ftp://x"}}, "endpoint"),
     ({"parent": {"kind": "weird"}}, "kind"),
+    ({"parent": {"alternateEndpoints": ["ftp://x"]}}, "alternateEndpoints"),
+    ({"parent": {"alternateEndpoints": "https://p2:8000"}}, "alternateEndpoints"),
+    ({"parent": {"endpoint": "https://p:8000", "alternateEndpoints": ["https://p:8000/"]}}, "must differ"),
+    ({"parent": {"alternateEndpoints": [f"p{n}:8000" for n in range(9)]}}, "alternateEndpoints"),
+    ({"parent": {"failbackInterval": "PT0.5S"}}, "failbackInterval"),
     ({"repositories": ["UPPER"]}, "repositories"),
     ({"repositories": ["a/*/b"]}, "repositories"),
     ({"onDemand": "sometimes"}, "onDemand"),
@@ -79,6 +85,7 @@ def test_valid_full_document():
     settings = validate_desired({
         "name": "factory-line-1", "mode": "ReadWrite",
         "parent": {"endpoint": "https://parent:8000", "kind": "connected", "syncToken": {"name": "line1-sync"},
+                   "alternateEndpoints": ["$upstream:8001", "http://10.0.0.2:8000"], "failbackInterval": "PT1M",
                    "syncProperties": {"schedule": "0 9 * * *", "syncWindow": "PT3H", "messageTtl": "P7D"}},
         "repositories": ["hello-world", "factory/*", "*"], "onDemand": "windowOnly", "cache": {"maxBytes": 10 << 30},
         "platforms": ["linux/arm64", "linux/arm/v7"],

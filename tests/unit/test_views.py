@@ -82,3 +82,13 @@ def test_status_says_which_platforms_sync_and_what_that_saved():
                                       "bytesSaved": 3 << 30}}
     assert "  platforms    linux/arm64, linux/arm/v7 only: 4 manifests left out, 3.0 GiB not downloaded" in \
         render_status(document, NOW)
+
+
+def test_status_names_the_alternate_endpoint_in_use_and_why():
+    document = report("line1-leaf", "ReadOnly")
+    assert "in use" not in render_status(document, NOW)
+    document["parent"].update(endpointInUse="http://p2:8000", lastEndpointSwitch={
+        "from": "http://p:8000", "to": "http://p2:8000", "reason": "parent http://p:8000 is unreachable: refused",
+        "time": "2026-11-28T11:59:00Z"})
+    text = render_status(document, NOW)
+    assert "  in use       http://p2:8000 (1m ago: parent http://p:8000 is unreachable: refused)" in text

@@ -42,9 +42,10 @@ class ControlStore:
         return current
 
     def reset_identity(self) -> str:
-        """A new instanceId; the sync starts again from the parent's first event."""
+        """A new instanceId, not Active anywhere yet; the sync starts again from the parent's first event."""
         new = str(uuid.uuid4())
-        self.metadata.write_now(lambda tx: update_control_state(tx, instance_id=new, sync_cursor=None))
+        self.metadata.write_now(lambda tx: update_control_state(tx, instance_id=new, sync_cursor=None,
+                                                                activated_since=None))
         return new
 
     # --- transfers that resume after a cut ----------------------------------------------------------

@@ -67,6 +67,7 @@ class ControlState:
     pending_removal: Mapping[str, float] = field(default_factory=dict)  # repository -> when it left the scope
     events_pruned_through: int = 0  # events up to this seq are gone (a cursor before it gets 410)
     disk_checked: str | None = None  # when a probe last found the volume writable
+    activated_since: str | None = None  # since when the parent has this instance Active; None: not Active there
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ class Activation:
     def __init__(self, sync: SyncContext, kind: str = "auto") -> None:
         self.sync = sync
         self.kind = kind  # auto | connected | plain (the parent's kind in the desired properties)
+        since = sync.store.control.state().activated_since
+        if since is not None:  # Active before a restart: it is deployed, and says so until the parent says otherwise
+            sync.state.activation, sync.state.activated_since = "Active", since
 
     async def detect_parent_kind(self) -> None:
         """Only an answer decides (kind auto): once known, the parent's kind stays for the life of the instance."""
@@ -41,7 +44,7 @@ class Activation:
         answer = await sync.parent.control("POST", f"/registries/{identity.name}/activate", body=document)
         sync.parent_answered()
         if answer.status == 200:
-            sync.became_active()
+            await sync.became_active()
             for code in ("ALREADY_ACTIVE", "DEACTIVATED", "MODE_INCOMPATIBLE"):
                 sync.status.clear(code)
             sync.on_change()

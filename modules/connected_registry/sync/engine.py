@@ -130,7 +130,7 @@ class SyncEngine:
             except asyncio.CancelledError:
                 raise
             except ActivationRefused as refused:
-                if self._refused(refused):
+                if await self._refused(refused):
                     return
             except ParentError as error:
                 self._operation_failed(error)
@@ -150,10 +150,10 @@ class SyncEngine:
             await self._pause(self.sync.backoff)  # retried with backoff, at most every 60 s (SPEC 6)
             self.sync.backoff = min(self.sync.backoff * 2, MAX_BACKOFF_SECONDS)
 
-    def _refused(self, refused: ActivationRefused) -> bool:
+    async def _refused(self, refused: ActivationRefused) -> bool:
         """The parent refused this child: Inactive now; True when the loop ends for good (not to be retried)."""
         self._operation_failed(refused)
-        self.sync.state.activation = "Inactive"
+        await self.sync.became_inactive()
         self.sync.on_change()
         if refused.retry:
             return False
@@ -207,7 +207,7 @@ class SyncEngine:
         (or ALREADY_ACTIVE) at once. A parent out of reach is no error here: activation then waits for the window."""
         try:
             await self.activation.detect_parent_kind()
-            if self.sync.state.parent_kind == "connected" and self.sync.state.activation != "Active":
+            if self.sync.state.parent_kind == "connected" and not self.sync.state.activation_confirmed:
                 await self.activation.activate()
         except ParentError as error:
             self.sync.parent_failed(error)
@@ -219,7 +219,7 @@ class SyncEngine:
             state.operation.start(self.clock())
         await self.activation.detect_parent_kind()
         if state.parent_kind == "connected":
-            if state.activation != "Active":
+            if not state.activation_confirmed:
                 await self.activation.activate()
             if state.operation is not None and state.operation.state == "Running":
                 state.cursor = None  # sync-now compares everything, then goes on from the feed's head
@@ -243,7 +243,7 @@ class SyncEngine:
                 if self.sync.identity.mode == "ReadWrite":
                     tasks.create_task(self._upload_forever())
             return
-        if self.sync.state.activation != "Active":
+        if not self.sync.state.activation_confirmed:
             await self.activation.activate()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._follow_feed_forever())
@@ -255,8 +255,8 @@ class SyncEngine:
         """A plain parent has no feed: reconcile every minute (and at once on sync-now)."""
         while True:
             await self.reconcile.reconcile_all()
-            if self.sync.state.activation != "Active":  # authenticated: as Active as a plain parent allows (SPEC 6)
-                self.sync.became_active()
+            if not self.sync.state.activation_confirmed:  # authenticated: as Active as a plain parent allows (SPEC 6)
+                await self.sync.became_active()
             await self._pause(PLAIN_PARENT_INTERVAL)
 
     async def _follow_feed_forever(self) -> None:

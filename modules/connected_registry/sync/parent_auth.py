@@ -1,6 +1,8 @@
 """The sync token as the parent's challenge asks for it (SPEC 3): Basic, or a Bearer token fetched from the
 challenge's realm with the token's Basic credentials and cached per scope until shortly before it expires.
-The control API always takes Basic."""
+The control API always takes Basic. A realm at one of the parent's endpoints is asked at the endpoint in use
+(endpoints.py): a replica that names the first endpoint in its challenge still gets its token while that one is
+down."""
 
 from __future__ import annotations
 
@@ -11,17 +13,22 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from connected_registry.sync.endpoints import ParentEndpoints
 from connected_registry.sync.parent_errors import ParentProtocolError, ParentUnauthorized, ParentUnreachable
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
 class ParentAuth:
-    def __init__(self, endpoint: str, token_name: str | None, password: str | None) -> None:
-        self.endpoint = endpoint
+    def __init__(self, endpoints: ParentEndpoints, token_name: str | None, password: str | None) -> None:
+        self.endpoints = endpoints
         self.token_name, self.password = token_name, password
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (bearer token, expiry)
         self._basic_only = False
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints.current
 
     def authorization(self, scope: str | None, basic: bool) -> str | None:
         """The Authorization header to send first: Basic when asked (or when the parent takes only Basic), else a
@@ -53,6 +60,7 @@ class ParentAuth:
         realm = params.get("realm")
         if not realm:
             raise ParentUnauthorized(f"parent {self.endpoint} sent a Bearer challenge without a realm")
+        realm = self.endpoints.url(realm)
         query = [("service", params.get("service", ""))]
         # one scope parameter per scope, as docker sends them (strict token services take only that form)
         query += [("scope", item) for item in (scope or params.get("scope") or "").split() if item]

@@ -1,7 +1,8 @@
 """The only way to the parent (SPEC 3, 7, 11): the OCI API and, on a connected parent, the control API.
 
 Authentication follows the parent's challenge (parent_auth.py: Bearer from the realm, or Basic); the control
-API takes Basic. Every failure is one of the ParentError kinds of parent_errors.py, named here too.
+API takes Basic. Every failure is one of the ParentError kinds of parent_errors.py, named here too. Which of the
+parent's endpoints a request goes to is endpoints.py's choice.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -19,6 +21,7 @@ import aiohttp
 
 from connected_registry import __version__
 from connected_registry.sync.bandwidth import LinkBudget
+from connected_registry.sync.endpoints import ParentEndpoints
 from connected_registry.sync.parent_auth import ParentAuth
 from connected_registry.sync.parent_errors import (ParentError, ParentProtocolError, ParentRefused, ParentUnauthorized,
                                                    ParentUnreachable)
@@ -65,15 +68,27 @@ class ControlAnswer(NamedTuple):
 
 
 class ParentClient:
-    def __init__(self, endpoint: str, token_name: str | None, password: str | None, *,
-                 connect_timeout: float = 3.0, first_byte_timeout: float = 10.0, ssl_context=None) -> None:
-        self.endpoint = endpoint.rstrip("/")
+    def __init__(self, endpoint: str, token_name: str | None, password: str | None, *, alternates: list[str] = (),
+                 failback_after: float = 300.0, connect_timeout: float = 3.0, first_byte_timeout: float = 10.0,
+                 ssl_context=None, clock: Callable[[], float] = time.time) -> None:
+        self.endpoints = ParentEndpoints([endpoint, *alternates], self._probe, clock=clock,
+                                         failback_after=failback_after,
+                                         on_certificate_error=lambda: self.on_certificate_error())
         self.ssl_context = ssl_context  # None: the system's CAs
         self.on_certificate_error = lambda: None  # inside IoT Edge: read the trust bundle again
-        self.auth = ParentAuth(self.endpoint, token_name, password)
+        self.auth = ParentAuth(self.endpoints, token_name, password)
         self.connect_timeout, self.first_byte_timeout = connect_timeout, first_byte_timeout
         self.budget = LinkBudget()  # the link's byte budget (sync/bandwidth.py): unlimited until configured
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint in use (endpoints.py)."""
+        return self.endpoints.current
+
+    def _probe(self, url: str):
+        """`GET /v2/` at an endpoint, which endpoints.py sends to learn whether it answers at all: connectTimeout."""
+        return self.session.get(url, timeout=aiohttp.ClientTimeout(total=self.connect_timeout))
 
     def timeout(self, read: float | None = None) -> aiohttp.ClientTimeout:
         """Given to every request, so new timeouts (a twin update) apply to the next one, not only a new session."""
@@ -105,6 +120,7 @@ class ParentClient:
             asyncio.get_running_loop().call_later(120, lambda: asyncio.ensure_future(old.close()))
 
     async def close(self) -> None:
+        await self.endpoints.close()
         if self._session is not None:
             await self._session.close()
 
@@ -114,26 +130,21 @@ class ParentClient:
                       headers: dict | None = None, body: Callable[[], object] | None = None,
                       **kwargs) -> aiohttp.ClientResponse:
         """A response the caller must release (use `async with`), after at most one auth retry. `body`, when
-        given, makes the request's body anew for each attempt (a stream can be sent only once)."""
-        url = path if path.startswith("http") else f"{self.endpoint}{path}"
+        given, makes the request's body anew for each attempt (a stream can be sent only once). `path` may be a
+        URL the parent gave (endpoints.py moves it to the endpoint in use)."""
         for attempt in range(2):
-            if body is not None:
-                kwargs["data"] = body()
             sent = dict(headers or {})
             authorization = self.auth.authorization(scope, basic)
             if authorization:
                 sent["Authorization"] = authorization
-            try:
-                response = await self.session.request(method, url, headers=sent, allow_redirects=False,
-                                                      **{"timeout": self.timeout(), **kwargs})
-            except aiohttp.ClientConnectorCertificateError as error:
-                self.on_certificate_error()
-                raise ParentUnreachable(f"parent {self.endpoint} presented a certificate this instance does not trust "
-                                        f"({error.certificate_error}); inside IoT Edge its chain must end at the root "
-                                        "CA of the hierarchy (the edge CA's trust bundle is trusted)") from None
-            except (aiohttp.ClientError, TimeoutError, OSError) as error:
-                raise ParentUnreachable(f"parent {self.endpoint} is unreachable: {error}",
-                                        timed_out=isinstance(error, TimeoutError)) from None
+
+            def send_to(url: str):
+                if body is not None:
+                    kwargs["data"] = body()
+                return self.session.request(method, url, headers=sent, allow_redirects=False,
+                                            **{"timeout": self.timeout(), **kwargs})
+
+            response = await self.endpoints.send(method, path, send_to)
             if response.status != 401 or attempt == 1:
                 return response
             challenge = response.headers.get("WWW-Authenticate", "")
@@ -166,7 +177,8 @@ class ParentClient:
     async def is_connected_parent(self) -> bool:
         """Only an answer decides: a parent that cannot be reached (or fails) now is asked again, not taken for plain."""
         try:
-            async with self.session.get(f"{self.endpoint}/acr/connected/v1/info", timeout=self.timeout()) as response:
+            async with await self.endpoints.send("GET", "/acr/connected/v1/info",
+                                                 lambda url: self.session.get(url, timeout=self.timeout())) as response:
                 if response.status >= 500:
                     raise ParentUnreachable(f"parent {self.endpoint} answered {response.status}", status=response.status)
                 if response.status != 200:

@@ -56,8 +56,9 @@ class SyncIdentity:
 
 @dataclass
 class SyncState:
-    activation: str = "Inactive"  # Active | Inactive
+    activation: str = "Inactive"  # Active | Inactive, as the parent last said (kept across restarts)
     activated_since: str | None = None
+    activation_confirmed: bool = False  # the parent said so since this start: a remembered Active is asked again
     parent_kind: str | None = None  # connected | plain
     online: bool = False
     syncing: bool = False
@@ -89,8 +90,21 @@ class SyncContext:
         operation = self.state.operation
         return operation if operation is not None and operation.state in ("Queued", "Running") else None
 
-    def became_active(self) -> None:
-        self.state.activation, self.state.activated_since = "Active", utc_timestamp(self.clock())
+    async def became_active(self) -> None:
+        """The parent activated this child (a plain parent: took its token). Kept in the volume, so that a restart
+        while no endpoint of the parent answers still shows Active; `since` stays while it is Active."""
+        state = self.state
+        state.activation_confirmed = True
+        if state.activation == "Active" and state.activated_since is not None:
+            return
+        state.activation, state.activated_since = "Active", utc_timestamp(self.clock())
+        await self.store.control.update_state(activated_since=state.activated_since)
+
+    async def became_inactive(self) -> None:
+        """The parent refused this child (deactivated, another instance Active, an incompatible mode)."""
+        state = self.state
+        state.activation, state.activated_since, state.activation_confirmed = "Inactive", None, False
+        await self.store.control.update_state(activated_since=None)
 
     def parent_answered(self) -> None:
         if not self.state.online:

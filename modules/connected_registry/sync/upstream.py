@@ -288,7 +288,7 @@ class Upstream:
     async def _upload(self, repository: str, digest: str, size: int) -> None:
         """One upload session per blob, remembered here until the parent has the blob: a transfer the link cut
         goes on from the bytes the parent holds (it says how many), not from the start."""
-        key = ResumableUpload(self.parent.endpoint, repository, digest)  # a new parent: a new session
+        key = ResumableUpload(self.parent.endpoints.first, repository, digest)  # one parent, any of its endpoints
         location = self.store.control.transfer_session(key)
         offset = await self.parent.upload_offset(repository, location) if location else None
         while True:

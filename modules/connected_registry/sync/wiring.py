@@ -15,7 +15,7 @@ from connected_registry.environment import (device_id, parse_connection_string, 
 from connected_registry.instance import Instance
 from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.content import LocalContent
-from connected_registry.sync.at_parent import deactivate_at_parent, refused_by_parent
+from connected_registry.sync.at_parent import deactivate_at_parent, endpoint_switched, refused_by_parent
 from connected_registry.sync.bandwidth import BandwidthPolicy, LinkBudget
 from connected_registry.sync.engine import SyncEngine, SyncIdentity
 from connected_registry.sync.ondemand import PullThrough
@@ -39,6 +39,7 @@ class ParentLink:
         engine.set_schedule(SyncSchedule.from_settings(parent.syncProperties))
         engine.parent.set_timeouts(duration_seconds(parent.connectTimeout), duration_seconds(parent.firstByteTimeout))
         engine.parent.budget.follow(BandwidthPolicy.from_settings(parent.bandwidth))
+        engine.parent.endpoints.configure(_alternates(parent), duration_seconds(parent.failbackInterval))
         engine.reporting.interval = duration_seconds(settings.reportInterval)
         if previous is not None and (previous.repositories, previous.platforms) != (settings.repositories,
                                                                                     settings.platforms):
@@ -64,6 +65,8 @@ def link_to_parent(core: Instance, store: RegistryStore, report: Callable[[], di
                         schedule=SyncSchedule.from_settings(core.settings.parent.syncProperties), clock=core.clock,
                         on_storage_error=on_storage_error)
     engine.on_change = core.state_changed.emit
+    engine.parent.endpoints.on_switch = lambda switch: endpoint_switched(core.status, engine.parent.endpoints,
+                                                                         core.settings.parent.failbackInterval)
     core.active_at_parent = lambda: engine.state.activation == "Active"
     pull_through = PullThrough(LocalContent(store), engine.downstream, core.settings,
                                in_window=lambda: engine.state.in_window, refused=lambda: refused_by_parent(core.status))
@@ -75,5 +78,13 @@ def _parent_client(core: Instance) -> ParentClient:
     connection = parse_connection_string(os.environ.get("ACR_REGISTRY_CONNECTION_STRING"))
     endpoint = resolve_parent_endpoint(parent.endpoint, connection.get("ParentEndpointProtocol"))
     return ParentClient(endpoint, parent.syncToken.name or connection.get("SyncTokenName"),
-                        sync_token_password(connection), connect_timeout=duration_seconds(parent.connectTimeout),
-                        first_byte_timeout=duration_seconds(parent.firstByteTimeout))
+                        sync_token_password(connection), alternates=_alternates(parent),
+                        failback_after=duration_seconds(parent.failbackInterval),
+                        connect_timeout=duration_seconds(parent.connectTimeout),
+                        first_byte_timeout=duration_seconds(parent.firstByteTimeout), clock=core.clock)
+
+
+def _alternates(parent) -> list[str]:
+    """`parent.alternateEndpoints` resolved as `parent.endpoint` is ($upstream, ParentEndpointProtocol)."""
+    protocol = parse_connection_string(os.environ.get("ACR_REGISTRY_CONNECTION_STRING")).get("ParentEndpointProtocol")
+    return [resolve_parent_endpoint(endpoint, protocol) for endpoint in parent.alternateEndpoints]

@@ -20,6 +20,7 @@ _STATE_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] =
     "pending_removal": ("pendingRemoval", json.loads, json.dumps),
     "events_pruned_through": ("eventsPrunedThrough", int, str),
     "disk_checked": ("diskChecked", str, str),
+    "activated_since": ("activatedSince", str, str),
 }
 
 _CHILD_COLUMNS = ("display_name, status, instance_id, device_id, mode, version, message_ttl, repositories, revoked, "
