@@ -7,6 +7,7 @@ on at the alternate from their offset, and a token realm at the failed endpoint 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -28,6 +29,24 @@ CONNECT_TIMEOUT = 1.0
 
 async def _async(value):
     return value
+
+
+@contextlib.asynccontextmanager
+async def _behind_two_relays(tmp_path: Path, monkeypatch, mode: str = "ReadOnly"):
+    """A root reached through two relays, the first as `endpoint` and the second as its alternate, and a leaf of it:
+    (root, leaf, first relay, alternate relay), all stopped afterwards."""
+    clock = FakeClock()
+    root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch, mode=mode)
+    first, alternate = await TcpRelay(root.port).start(), await TcpRelay(root.port).start()
+    document["parent"].update(endpoint=first.url, alternateEndpoints=[alternate.url], connectTimeout="PT1S")
+    leaf = await start_runtime(tmp_path / "leaf", document, clock)
+    try:
+        yield root, leaf, first, alternate
+    finally:
+        await leaf.stop()
+        await root.stop()
+        await first.close()
+        await alternate.close()
 
 
 def codes(runtime) -> set[str]:
@@ -139,14 +158,9 @@ async def test_an_upload_the_first_endpoint_cuts_goes_on_at_the_alternate_from_i
                                                                                           monkeypatch):
     """The session the parent opened through the first endpoint is the same parent's at the alternate: the upload
     goes on there from the bytes the parent holds, at the URL it gave, moved to the alternate."""
-    clock = FakeClock()
-    root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch, mode="ReadWrite")
-    first, alternate = await TcpRelay(root.port).start(), await TcpRelay(root.port).start()
-    document["parent"].update(endpoint=first.url, alternateEndpoints=[alternate.url], connectTimeout="PT1S")
     writer, reader = basic_header(*WRITER), basic_header(*READER)
-    leaf = await start_runtime(tmp_path / "leaf", document, clock)
     layer = os.urandom(24 * MiB)
-    try:
+    async with _behind_two_relays(tmp_path, monkeypatch, mode="ReadWrite") as (root, leaf, first, alternate):
         async with aiohttp.ClientSession() as session:
             await eventually(lambda: _async(leaf.status_document()["connectionState"] == "Online"), timeout=30,
                              what="the leaf Online")
@@ -160,22 +174,12 @@ async def test_an_upload_the_first_endpoint_cuts_goes_on_at_the_alternate_from_i
         resumed = re.search(rb"Content-Range: (\d+)-", bytes(alternate.requests))
         assert resumed and 0 < int(resumed.group(1)) <= 8 * MiB, "the upload did not go on from its offset"
         assert alternate.bytes_up < len(layer) - 4 * MiB, f"{alternate.bytes_up} bytes sent again"
-    finally:
-        await leaf.stop()
-        await root.stop()
-        await first.close()
-        await alternate.close()
 
 
 async def test_a_download_the_first_endpoint_cuts_resumes_at_the_alternate_with_range(tmp_path: Path, monkeypatch):
-    clock = FakeClock()
-    root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch)
-    first, alternate = await TcpRelay(root.port).start(), await TcpRelay(root.port).start()
-    document["parent"].update(endpoint=first.url, alternateEndpoints=[alternate.url], connectTimeout="PT1S")
     writer, reader = basic_header(*WRITER), basic_header(*READER)
-    leaf = await start_runtime(tmp_path / "leaf", document, clock)
     layer = os.urandom(8 * MiB)
-    try:
+    async with _behind_two_relays(tmp_path, monkeypatch) as (root, leaf, first, alternate):
         async with aiohttp.ClientSession() as session:
             await eventually(lambda: _async(leaf.status_document()["connectionState"] == "Online"), timeout=30,
                              what="the leaf Online")
@@ -187,11 +191,6 @@ async def test_a_download_the_first_endpoint_cuts_resumes_at_the_alternate_with_
         assert first.mode == "refuse" and parent_view(leaf)["endpointInUse"] == alternate.url
         resumed = re.search(rb"Range: bytes=(\d+)-", bytes(alternate.requests))
         assert resumed and 0 < int(resumed.group(1)) <= 3 * MiB, "the download did not resume from its offset"
-    finally:
-        await leaf.stop()
-        await root.stop()
-        await first.close()
-        await alternate.close()
 
 
 async def test_a_replica_whose_challenges_name_the_first_endpoint_gives_tokens_while_that_one_is_down(tmp_path: Path,
