@@ -209,11 +209,12 @@ def skopeo_round(arguments, work: Path, link: ShapedLink, source: Distribution, 
 
 
 def cap_round(arguments, work: Path, link: ShapedLink, root: Instance, name: str, cap: int) -> dict:
-    """A child with `maxBytesPerSecond: cap` syncs over the unshaped veth for --cap-seconds; the bytes from the
-    parent are sampled on the veth every SAMPLE_PERIOD."""
+    """A child with `maxBytesPerSecond: cap` syncs every platform over the unshaped veth for --cap-seconds (the
+    whole content, not the `platforms` subset, so that the sync outlasts the watch); the bytes from the parent are
+    sampled on the veth every SAMPLE_PERIOD."""
     link.shape(None)
     before = link.counters()
-    child = sync.start_ours(arguments, work, name, parent=root, **child_settings(arguments.platforms, cap))
+    child = sync.start_ours(arguments, work, name, parent=root, **child_settings(None, cap))
     samples: list[tuple[float, int]] = []  # (seconds since the spawn, bytes from the parent so far)
     try:
         end = time.monotonic() + arguments.cap_seconds
@@ -227,19 +228,22 @@ def cap_round(arguments, work: Path, link: ShapedLink, root: Instance, name: str
         sync.stop(child)
     accuracy = cap_accuracy(samples, cap, arguments.cap_window)
     progress(f"{name}: cap {cap / MB:g} MB/s, mean {format_number(accuracy['mean'] and accuracy['mean'] / MB)} MB/s "
-             f"on the wire, worst {arguments.cap_window:g} s window {format_number(accuracy['worst_percent'])} % off")
+             f"on the wire, worst {arguments.cap_window:g} s window {format_number(accuracy['worst_percent'])} % off "
+             f"(flowing {accuracy['flowing_s']:.1f} s of {arguments.cap_seconds:g} s watched)")
     return {"cap": cap, **accuracy, "samples": samples}
 
 
 SAMPLE_PERIOD = 0.1
 FLOWING = 256 << 10  # bytes from the parent after which the sync is under way (activation, catalog and tokens done)
+TRICKLE = 64 << 10  # a sample that grew less than this is control traffic (the feed, reports), not the sync
 
 
 def cap_accuracy(samples: list[tuple[float, int]], cap: int, window: float) -> dict:
-    """The mean rate while the sync flows (from FLOWING bytes to the last sample that still grew), and the window
-    of `window` seconds within it whose rate is furthest from the cap."""
+    """The mean rate while the sync flows (from FLOWING bytes to the last sample that grew by more than a TRICKLE:
+    after the sync ends, the feed's polls and the reports still cross), and the window of `window` seconds within
+    it whose rate is furthest from the cap."""
     start = next((i for i, (_, crossed) in enumerate(samples) if crossed >= FLOWING), None)
-    end = max((i for i in range(1, len(samples)) if samples[i][1] > samples[i - 1][1]), default=None)
+    end = max((i for i in range(1, len(samples)) if samples[i][1] - samples[i - 1][1] > TRICKLE), default=None)
     if start is None or end is None or samples[end][0] - samples[start][0] <= 0:
         return {"mean": None, "worst_percent": None, "windows": 0, "flowing_s": 0.0}
     def rate(i: int, j: int) -> float:

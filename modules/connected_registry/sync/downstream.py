@@ -44,7 +44,8 @@ class _Counted:
     def __init__(self, response, downstream: "Downstream", counter: str, fill: BlobFill) -> None:
         self.response, self.downstream, self.counter, self.fill = response, downstream, counter, fill
         self.receive_buffer: int | None = None  # set once the link's budget narrowed the connection
-        self.paid = 0  # bytes of the body the budget has counted
+        self.paid = 0  # bytes of the body the budget has counted: what arrived, read or not
+        self.read = 0  # bytes of the body read
 
     async def readany(self) -> bytes:
         budget = self.downstream.parent.budget
@@ -53,9 +54,11 @@ class _Counted:
             self.receive_buffer = narrow_receive_buffer(self.response, metered)
         content = self.response.content
         chunk = await (content.read(metered) if metered else content.readany())
-        arrived = max(bytes_arrived(self.response), self.paid + len(chunk)) if metered else self.paid + len(chunk)
-        await budget.spend(arrived - self.paid, "received", urgent=self.fill.urgent)
-        self.paid = arrived
+        self.read += len(chunk)
+        # a chunk read now may have been paid for already, as it arrived: never pay for it twice
+        arrived = max(bytes_arrived(self.response), self.read) if metered else self.read
+        await budget.spend(max(arrived - self.paid, 0), "received", urgent=self.fill.urgent)
+        self.paid = max(arrived, self.paid)
         setattr(self.downstream, self.counter, getattr(self.downstream, self.counter) + len(chunk))
         return chunk
 
