@@ -135,6 +135,7 @@ def render_status(document: dict, now: datetime | None = None) -> str:
         if parent.get("endpointInUse") not in (None, parent.get("endpoint")):  # an alternate endpoint (issue 16)
             lines.append(f"  in use       {parent['endpointInUse']} ({ago(switch.get('time'), now)}: "
                          f"{switch.get('reason')})")
+        lines.extend(_bandwidth_line(parent.get("bandwidth")))
         lines.append(f"  last sync    {document.get('lastSyncTime') or 'never'} ({ago(document.get('lastSyncTime'), now)})")
         if sync.get("nextWindowEnd"):  # continuous sync has a start and no end: nothing to say
             lines.append(f"  window       {sync.get('nextWindowStart')} to {sync.get('nextWindowEnd')}")
@@ -171,6 +172,18 @@ def render_status(document: dict, now: datetime | None = None) -> str:
     else:
         lines.append("  details      none: nothing is wrong")
     return "\n".join(lines)
+
+
+def _bandwidth_line(bandwidth: dict | None) -> list[str]:
+    """The parent link's budget (issue 16), when one is set: the limit now, what is used, what moved."""
+    if not bandwidth or not (bandwidth.get("maxBytesPerSecond") or bandwidth.get("windows")):
+        return []
+    limit = bandwidth.get("effective")
+    windows = len(bandwidth.get("windows") or [])
+    return [f"  bandwidth    {f'{format_bytes(limit)}/s' if limit else 'unlimited'} now"
+            + (f" ({windows} window{'s' if windows > 1 else ''})" if windows else "")
+            + f", using {format_bytes(bandwidth.get('currentBytesPerSecond'))}/s; "
+              f"{format_bytes(bandwidth.get('bytesReceived'))} received, {format_bytes(bandwidth.get('bytesSent'))} sent"]
 
 
 def gc_summary(result: dict) -> str:

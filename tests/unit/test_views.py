@@ -92,3 +92,12 @@ def test_status_names_the_alternate_endpoint_in_use_and_why():
         "time": "2026-11-28T11:59:00Z"})
     text = render_status(document, NOW)
     assert "  in use       http://p2:8000 (1m ago: parent http://p:8000 is unreachable: refused)" in text
+
+
+def test_status_shows_the_parent_links_budget_when_one_is_set():
+    document = report("line1-leaf", "ReadOnly")
+    assert "bandwidth" not in render_status(document, NOW)  # unlimited, no windows: nothing to say
+    document["parent"]["bandwidth"] = {"maxBytesPerSecond": 200_000, "windows": [{}], "effective": 1_000_000,
+                                       "currentBytesPerSecond": 900_000, "bytesReceived": 3 << 30, "bytesSent": 0}
+    assert ("  bandwidth    976.6 KiB/s now (1 window), using 878.9 KiB/s; 3.0 GiB received, 0 B sent"
+            in render_status(document, NOW))
