@@ -116,6 +116,17 @@ def render_operation(operation: dict | None, now: datetime) -> str:
     return f"{operation.get('state')} {ago(when, now) if when else ''}{counts}{error}".replace("  ", " ")
 
 
+def render_registry_sync(result: dict | None, now: datetime | None = None) -> str:
+    """registrySyncResult in a line: 'Succeeded (ManualResync) 3s ago, last success 3s ago'."""
+    if not result:
+        return "none yet"
+    now = now or datetime.now(timezone.utc)
+    ended = result.get("lastSyncEndTime") or result.get("lastSyncStartTime")
+    when = f" {ago(ended, now)}" if ended and result.get("syncState") != "Pending" else ""
+    return (f"{result.get('syncState')} ({result.get('syncTrigger')}){when}, last success "
+            f"{ago(result.get('lastSuccessfulSyncEndTime'), now)}")
+
+
 def render_status(document: dict, now: datetime | None = None) -> str:
     """The reported document (SPEC 4) as a summary a person reads in five seconds."""
     now = now or datetime.now(timezone.utc)
@@ -151,6 +162,7 @@ def render_status(document: dict, now: datetime | None = None) -> str:
                  + ("  (see `connected-registry outbox list`)" if sync.get("rejectedUploads") else ""))
     if parent:
         lines.append(f"  sync-now     {render_operation(sync.get('operation'), now)}")
+        lines.append(f"  registry     {render_registry_sync(document.get('registrySyncResult'), now)}")
     gc = (document.get("garbageCollection") or {}).get("lastRun")
     if gc:
         freed = (f": {gc.get('blobsRemoved', 0)} blobs ({format_bytes(gc.get('bytesFreed'))}), "
