@@ -117,13 +117,15 @@ def render_operation(operation: dict | None, now: datetime) -> str:
 
 
 def render_registry_sync(result: dict | None, now: datetime | None = None) -> str:
-    """registrySyncResult in a line: 'Succeeded (ManualResync) 3s ago, last success 3s ago'."""
+    """registrySyncResult in a line: 'Succeeded (ManualResync) 3s ago, last success 3s ago' (a running one: since
+    its start)."""
     if not result:
         return "none yet"
     now = now or datetime.now(timezone.utc)
-    ended = result.get("lastSyncEndTime") or result.get("lastSyncStartTime")
-    when = f" {ago(ended, now)}" if ended and result.get("syncState") != "Pending" else ""
-    return (f"{result.get('syncState')} ({result.get('syncTrigger')}){when}, last success "
+    state = result.get("syncState")
+    moment = result.get("lastSyncStartTime") if state == "Syncing" else result.get("lastSyncEndTime")
+    when = f" {ago(moment, now)}" if moment and state != "Pending" else ""
+    return (f"{state} ({result.get('syncTrigger')}){when}, last success "
             f"{ago(result.get('lastSuccessfulSyncEndTime'), now)}")
 
 

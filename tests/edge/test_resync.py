@@ -61,7 +61,8 @@ def restart_and_wait_for_report(module: EdgeModule) -> dict:
     since = len(module.hub.reported_patches)
     module.process.restart()
     module.hub.wait_reported(lambda r: any("registrySyncResult" in patch for _, patch in
-                                           module.hub.reported_patches[since:]), timeout=60, what="a report after restart")
+                                           module.hub.reported_patches[since:]),
+                             timeout=60, what="a report after restart")
     return next(patch["registrySyncResult"] for _, patch in module.hub.reported_patches[since:]
                 if "registrySyncResult" in patch)
 

@@ -1,5 +1,6 @@
 """A large transfer cut by the window's end resumes in the next window without starting over (SPEC 7.4):
-the parent sees a Range request, and the registry sync it belonged to is reported TimedOut, then recovered. The link is slowed down on purpose so the window ends mid-blob."""
+the parent sees a Range request, and the registry sync it belonged to is reported TimedOut, then recovered. The
+link is slowed down on purpose so the window ends mid-blob."""
 
 from __future__ import annotations
 

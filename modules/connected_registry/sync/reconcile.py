@@ -1,8 +1,8 @@
 """Full reconcile (SPEC 7.2): every repository in scope made to match the parent's listing, at first, after
 the feed expired, daily, when the scope changes, at every sync-now (whose progress it shows) and every minute
 against a plain parent; the registry sync a trigger owes is one of them (registry_sync.py). Content the parent
-could not give does not hold up the rest: it goes into the
-download-failure ledger (ledger.py) and is asked again with its backoff."""
+could not give does not hold up the rest: it goes into the download-failure ledger (ledger.py) and is asked
+again with its backoff."""
 
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ Its `syncState`: `Pending` (wanted, not started: waiting for a window or the par
 `Failed` (the parent unreachable or refusing, the data volume, or content of some repositories the parent could not
 give: DOWNLOAD_FAILED names them and retries them on its own backoff) and `TimedOut` (the sync window ended before it
 finished: it goes on in the next window). One that did not end `Succeeded` or `Failed` on content is still owed: the
-next sync round starts with it. The other full reconciles (daily, a scope change, sync-now) leave the result as it is."""
+next sync round starts with it. The other full reconciles (daily, a scope change, sync-now) leave the result as it
+is."""
 
 from __future__ import annotations
 
