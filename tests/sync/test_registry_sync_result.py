@@ -81,3 +81,18 @@ async def test_a_resync_asked_while_one_runs_joins_it(tmp_path: Path):
     await registry.finish(content_failed=False)
     assert not registry.owed
     registry.store.close()
+
+
+async def test_a_registry_sync_that_outlasts_the_message_ttl_timed_out_and_stays_owed(tmp_path: Path):
+    clock = [NOW]
+    registry = RegistrySync(RegistryStore(str(tmp_path)), lambda: clock[0], lambda: None, lambda: 2 * 86400)
+    await registry.begin()
+    clock[0] += 2 * 86400 + 1  # the parent dropped the events after the head it would go on from
+    await registry.finish(content_failed=False)
+    assert registry.document()["syncState"] == "TimedOut" and registry.owed
+    assert registry.document()["lastSuccessfulSyncEndTime"] is None
+    await registry.begin()
+    assert registry.document()["syncTrigger"] == "RecoveryService"
+    await registry.finish(content_failed=False)
+    assert registry.document()["syncState"] == "Succeeded" and not registry.owed
+    registry.store.close()

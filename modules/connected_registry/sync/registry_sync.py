@@ -14,7 +14,8 @@ A registry sync is the full reconcile of every repository in scope that one of A
 Its `syncState`: `Pending` (wanted, not started: waiting for a window or the parent), `Syncing`, `Succeeded`,
 `Failed` (the parent unreachable or refusing, the data volume, or content of some repositories the parent could not
 give: DOWNLOAD_FAILED names them and retries them on its own backoff) and `TimedOut` (the sync window ended before it
-finished: it goes on in the next window). One that did not end `Succeeded` or `Failed` on content is still owed: the
+finished: it goes on in the next window; or it took longer than messageTtl, so the parent no longer keeps the events
+from the head it would go on from). One that did not end `Succeeded` or `Failed` on content is still owed: the
 next sync round starts with it. The other full reconciles (daily, a scope change, sync-now) leave the result as it
 is."""
 
@@ -43,13 +44,15 @@ def token_fingerprint(instance_id: str, token_name: str | None, password: str | 
 
 
 class RegistrySync:
-    def __init__(self, store: RegistryStore, clock: Callable[[], float], on_change: Callable[[], None]) -> None:
-        self.store, self.clock, self.on_change = store, clock, on_change
+    def __init__(self, store: RegistryStore, clock: Callable[[], float], on_change: Callable[[], None],
+                 message_ttl: Callable[[], float] = lambda: float("inf")) -> None:
+        self.store, self.clock, self.on_change, self.message_ttl = store, clock, on_change, message_ttl
         state = store.control.state()
         self.record: dict[str, Any] = dict(state.registry_sync)
         if not self.record and state.sync_cursor is None:  # never synced here: the initial sync is owed
             self.record = {"syncTrigger": "InitialSync", "syncState": "Pending", "owed": True}
         self.running = False  # the full reconcile running now is the registry sync
+        self.started = 0.0  # when it began, on the instance's clock
 
     @property
     def owed(self) -> bool:
@@ -83,14 +86,17 @@ class RegistrySync:
             return
         if self.record.get("syncState") in ("Failed", "TimedOut"):
             self.record["syncTrigger"] = "RecoveryService"
-        self.running = True
-        self.record.update(syncState="Syncing", lastSyncStartTime=utc_timestamp(self.clock()))
+        self.running, self.started = True, self.clock()
+        self.record.update(syncState="Syncing", lastSyncStartTime=utc_timestamp(self.started))
         await self._save()
 
     async def finish(self, content_failed: bool) -> None:
         """The full reconcile went through every repository. Content the parent could not give makes it Failed,
         but it is not owed again: those repositories are retried on their own backoff (DOWNLOAD_FAILED)."""
         if not self.running:
+            return
+        if self.clock() - self.started > self.message_ttl():  # the events after its head are gone at the parent
+            await self.stopped(timed_out=True)
             return
         self.running = False
         now = utc_timestamp(self.clock())

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from connected_registry.durations import duration_seconds
 from connected_registry.instance import Instance
 from connected_registry.oci.platforms import Platform
 from connected_registry.status import StatusBoard
@@ -88,7 +89,8 @@ class SyncContext:
     registry: RegistrySync = field(init=False)  # the registry sync result (Azure's registrySyncResult)
 
     def __post_init__(self) -> None:
-        self.registry = RegistrySync(self.store, self.clock, lambda: self.on_change())
+        self.registry = RegistrySync(self.store, self.clock, lambda: self.on_change(),
+                                     lambda: duration_seconds(self.identity.message_ttl))
 
     def running_operation(self) -> SyncOperation | None:
         """The sync-now that is queued or running, if one is."""
