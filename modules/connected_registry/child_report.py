@@ -91,6 +91,14 @@ class Sync(_Part):
     nextWindowEnd: Text | None = None
 
 
+class RegistrySyncResult(_Part):
+    syncTrigger: Text | None = None
+    syncState: Text | None = None
+    lastSyncStartTime: Text | None = None
+    lastSyncEndTime: Text | None = None
+    lastSuccessfulSyncEndTime: Text | None = None
+
+
 class Report(_Part):
     """A reported document (SPEC 4) with its subtree."""
 
@@ -101,6 +109,7 @@ class Report(_Part):
     connectionState: Text | None = None
     parent: Parent | None = None
     lastSyncTime: Text | None = None
+    registrySyncResult: RegistrySyncResult | None = None
     lastActivityTime: Text | None = None
     sync: Sync | None = None
     loginServer: _Part | None = None

@@ -14,7 +14,7 @@ from connected_registry.edge.module_client import in_iot_edge
 from connected_registry.errors import ConfigInvalid
 from connected_registry.identity import INSTANCE_NAME_RE
 from connected_registry.logs import configure
-from connected_registry.remote import (cmd_deactivate, cmd_list, cmd_outbox, cmd_status, cmd_sync_now,
+from connected_registry.remote import (cmd_deactivate, cmd_list, cmd_outbox, cmd_resync, cmd_status, cmd_sync_now,
                                        gc_on_instance)
 from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.gc import collect_garbage
@@ -249,6 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_remote(sync_now)
     _add_wait(sync_now, "the sync")
     sync_now.set_defaults(handler=cmd_sync_now)
+
+    resync = commands.add_parser(
+        "resync", help="sync a running instance with its parent from scratch, keeping what it has",
+        description="Start a registry sync from scratch now (Azure's resync), in or outside a sync window: every tag "
+        "in scope at the parent is walked again as at the initial sync, and what is missing here is copied; nothing "
+        "here is deleted first, and the event feed goes on from the parent's head. Progress is shown until it ends, "
+        "then the instance's registrySyncResult. The token needs gateway/<the instance's name>/config/write and "
+        "metadata/read on *. Example:  connected-registry resync --registry http://127.0.0.1:8081 --username ops")
+    _add_remote(resync)
+    _add_wait(resync, "the resync")
+    resync.set_defaults(handler=cmd_resync)
 
     listing = commands.add_parser(
         "list", help="the hierarchy below an instance at a glance: state, last sync, uploads, what is wrong",

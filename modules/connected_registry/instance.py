@@ -121,6 +121,9 @@ class InstanceControl(Protocol):
     def sync_now(self) -> str | None:
         """Starts a full sync round (SPEC 7.4): its operation id; None on a root (no parent to sync with)."""
 
+    async def resync(self) -> str | None:
+        """Starts a registry sync from scratch (ManualResync): its operation id; None on a root."""
+
     def gc_now(self) -> str:
         """Starts garbage collection, or joins the one running: its operation id (SPEC 11)."""
 

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 
 from connected_registry.printable import printable
-from connected_registry.views import format_bytes, gc_summary, render_hierarchy, render_status
+from connected_registry.views import format_bytes, gc_summary, render_hierarchy, render_registry_sync, render_status
 
 POLL_SECONDS = 0.3
 
@@ -87,21 +87,40 @@ def cmd_list(arguments: argparse.Namespace) -> int:
     return 0
 
 
+# What `sync-now` and `resync` say: (control API path, the command, what runs, the word for its end).
+SYNC_NOW = ("/acr/connected/v1/sync", "sync-now", "sync", "sync")
+RESYNC = ("/acr/connected/v1/resync", "resync", "resync (a registry sync from scratch)", "resync")
+
+
 def cmd_sync_now(arguments: argparse.Namespace) -> int:
+    return start_and_follow(arguments, SYNC_NOW)
+
+
+def cmd_resync(arguments: argparse.Namespace) -> int:
+    return start_and_follow(arguments, RESYNC)
+
+
+def start_and_follow(arguments: argparse.Namespace, kind: tuple[str, str, str, str]) -> int:
+    """Start a sync-now or a resync on the instance, then follow its operation until it ends (or --no-wait)."""
+    path, command, what, word = kind
     status, before = call(arguments, "GET", "/acr/connected/v1/status")
     if status != 200:
         return fail(status, before, "reading the status", "metadata/read on *")
     if before.get("parent") is None:
         print(f"{before.get('name')} is a root: it has no parent to sync with")
         return 0
-    status, document = call(arguments, "POST", "/acr/connected/v1/sync")
+    status, document = call(arguments, "POST", path)
     if status != 202:
-        return fail(status, document, "sync-now", f"gateway/{before.get('name')}/config/write")
+        return fail(status, document, command, f"gateway/{before.get('name')}/config/write")
     operation = document.get("operationId")
-    print(f"sync started (operation {operation})", flush=True)
+    print(f"{what} started (operation {operation})", flush=True)
     if arguments.no_wait:
         return 0
-    start = before.get("sync") or {}
+    return follow_operation(arguments, operation, before.get("sync") or {}, word)
+
+
+def follow_operation(arguments: argparse.Namespace, operation: str, start: dict, word: str) -> int:
+    """Repositories and bytes as they move, then a summary; 1 when the operation failed or outlasts --timeout."""
     started, shown, live = time.monotonic(), None, sys.stdout.isatty()
     while time.monotonic() - started < arguments.timeout:
         status, report = call(arguments, "GET", "/acr/connected/v1/status")
@@ -127,17 +146,19 @@ def cmd_sync_now(arguments: argparse.Namespace) -> int:
                 print()
             elapsed = time.monotonic() - started
             if current["state"] == "Failed":
-                print(f"error: the sync failed after {elapsed:.1f} s: {current.get('error')} "
+                print(f"error: the {word} failed after {elapsed:.1f} s: {current.get('error')} "
                       "(`connected-registry status` shows what the instance does next)", file=sys.stderr)
-                return 1
-            print(f"sync finished in {elapsed:.1f} s: {total or 0} repositories checked, {down} downloaded, "
-                  f"{up} uploaded; {sync.get('pendingUploads', 0)} uploads pending, "
-                  f"{sync.get('rejectedUploads', 0)} rejected")
-            return 0
+            else:
+                print(f"{word} finished in {elapsed:.1f} s: {total or 0} repositories checked, {down} downloaded, "
+                      f"{up} uploaded; {sync.get('pendingUploads', 0)} uploads pending, "
+                      f"{sync.get('rejectedUploads', 0)} rejected")
+            if word == "resync":
+                print(f"registry sync: {render_registry_sync(report.get('registrySyncResult'))}")
+            return 0 if current["state"] == "Succeeded" else 1
         time.sleep(POLL_SECONDS)
     if live:
         print()
-    print(f"the sync still runs after {arguments.timeout:.0f} s; `connected-registry status` shows how it goes",
+    print(f"the {word} still runs after {arguments.timeout:.0f} s; `connected-registry status` shows how it goes",
           file=sys.stderr)
     return 1
 

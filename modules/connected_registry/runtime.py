@@ -112,6 +112,9 @@ class Runtime:
     def sync_now(self) -> str | None:
         return self.engine.sync_now() if self.engine is not None else None
 
+    async def resync(self) -> str | None:
+        return await self.engine.resync() if self.engine is not None else None
+
     def gc_now(self) -> str:
         return self.garbage_collection.run_now()
 
@@ -168,7 +171,7 @@ class Runtime:
                                     self.pull_through, self.config_source, self.login_server)
         self.context = ApiContext(store=store, access=self._access(), instance=core, login_server=self.login_server,
                                   status_document=self.views.document, hierarchy=self.views.hierarchy,
-                                  on_sync_now=self._sync_now_operation,
+                                  on_sync_now=self._sync_now_operation, on_resync=self.resync,
                                   on_children_changed=self.engine.report_soon if self.engine else lambda: None,
                                   on_storage_error=self.disk.storage_failed, on_gc=self.garbage_collection.run_now)
 

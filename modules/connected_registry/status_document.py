@@ -49,6 +49,7 @@ class StatusDocument:
             "connectionState": _connection_state(details, state),
             "parent": None,
             "lastSyncTime": state.last_sync_time if state else None,
+            "registrySyncResult": self.engine.registry_sync.document() if self.engine else None,
             "lastActivityTime": utc_timestamp(self.core.clock()),
             "sync": self._sync(),
             "loginServer": {"host": self.login_server,

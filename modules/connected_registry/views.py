@@ -116,6 +116,19 @@ def render_operation(operation: dict | None, now: datetime) -> str:
     return f"{operation.get('state')} {ago(when, now) if when else ''}{counts}{error}".replace("  ", " ")
 
 
+def render_registry_sync(result: dict | None, now: datetime | None = None) -> str:
+    """registrySyncResult in a line: 'Succeeded (ManualResync) 3s ago, last success 3s ago' (a running one: since
+    its start)."""
+    if not result:
+        return "none yet"
+    now = now or datetime.now(timezone.utc)
+    state = result.get("syncState")
+    moment = result.get("lastSyncStartTime") if state == "Syncing" else result.get("lastSyncEndTime")
+    when = f" {ago(moment, now)}" if moment and state != "Pending" else ""
+    return (f"{state} ({result.get('syncTrigger')}){when}, last success "
+            f"{ago(result.get('lastSuccessfulSyncEndTime'), now)}")
+
+
 def render_status(document: dict, now: datetime | None = None) -> str:
     """The reported document (SPEC 4) as a summary a person reads in five seconds."""
     now = now or datetime.now(timezone.utc)
@@ -152,6 +165,7 @@ def render_status(document: dict, now: datetime | None = None) -> str:
                  + ("  (see `connected-registry outbox list`)" if sync.get("rejectedUploads") else ""))
     if parent:
         lines.append(f"  sync-now     {render_operation(sync.get('operation'), now)}")
+        lines.append(f"  registry     {render_registry_sync(document.get('registrySyncResult'), now)}")
     gc = (document.get("garbageCollection") or {}).get("lastRun")
     if gc:
         freed = (f": {gc.get('blobsRemoved', 0)} blobs ({format_bytes(gc.get('bytesFreed'))}), "

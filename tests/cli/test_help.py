@@ -6,7 +6,7 @@ import pytest
 
 from tests.support.processes import run_cli
 
-REMOTE = ["list", "status", "sync-now", "gc", "deactivate", "outbox"]
+REMOTE = ["list", "status", "sync-now", "resync", "gc", "deactivate", "outbox"]
 LOCAL = ["serve", "reset-identity", "get-settings", "demo", "token create"]
 
 

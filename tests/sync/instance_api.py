@@ -4,12 +4,15 @@ commands, add tokens to a running instance, and activate a child as its engine w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 from pathlib import Path
 
 from connected_registry.child_settings import sync_token_actions
+from connected_registry.storage import RegistryStore
+from connected_registry.storage.gc import collect_garbage
 from tests.support.http import basic, request
 from tests.support.layouts import make_multiplatform_index, read_blob
 from tests.support.oci import image_manifest, sha256
@@ -161,3 +164,15 @@ def activate(instance, child: str, instance_id: str) -> None:
     reply = request(f"{instance.url}/acr/connected/v1/registries/{child}/activate", "POST",
                     json.dumps(document).encode(), {**basic(name, password), "Content-Type": "application/json"})
     assert reply.status == 200, reply.body
+
+
+def lose_image_at(data_dir: Path, repository: str, digest: str) -> None:
+    """Content lost at a stopped instance (a repaired or restored volume): the manifest and its tags removed from its
+    data volume without telling anyone (no outbox entry), and its blobs collected."""
+
+    async def lose() -> None:
+        async with RegistryStore(str(data_dir)) as store:
+            await store.delete_manifest(repository, digest, from_parent=True)
+            await collect_garbage(store, grace=0)
+
+    asyncio.run(lose())

@@ -1,5 +1,6 @@
 """A large transfer cut by the window's end resumes in the next window without starting over (SPEC 7.4):
-the parent sees a Range request. The link is slowed down on purpose so the window ends mid-blob."""
+the parent sees a Range request, and the registry sync it belonged to is reported TimedOut, then recovered. The
+link is slowed down on purpose so the window ends mid-blob."""
 
 from __future__ import annotations
 
@@ -57,6 +58,12 @@ async def test_a_transfer_cut_by_the_window_end_resumes_with_range_in_the_next_w
             await eventually(cut, timeout=20, what="the window to end during the transfer")
             assert await digest_at(session, leaf, "factory/app", "v1", reader) is None
 
+            async def timed_out():  # the initial sync, cut by the window's end, is reported so
+                return leaf.views.document()["registrySyncResult"]["syncState"] == "TimedOut"
+
+            await eventually(timed_out, timeout=10, what="the initial sync TimedOut")
+            assert leaf.views.document()["registrySyncResult"]["syncTrigger"] == "InitialSync"
+
             set_clock(clock, NINE + timedelta(days=1, seconds=1))  # the next window
             leaf.engine.state.wake.set()
 
@@ -64,6 +71,12 @@ async def test_a_transfer_cut_by_the_window_end_resumes_with_range_in_the_next_w
                 return await digest_at(session, leaf, "factory/app", "v1", reader) == manifest_digest
 
             await eventually(arrived, timeout=60, what="the image in the next window")
+
+            async def recovered():  # the registry sync, taken up again by the engine itself
+                result = leaf.views.document()["registrySyncResult"]
+                return (result["syncTrigger"], result["syncState"]) == ("RecoveryService", "Succeeded")
+
+            await eventually(recovered, timeout=10, what="the registry sync recovered")
         big_requests = [value for value in blob_ranges if value]
         assert big_requests, f"the next window started over instead of resuming: {blob_ranges}"
         resumed_from = int(big_requests[-1].removeprefix("bytes=").rstrip("-"))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from connected_registry.views import ago, format_bytes, render_hierarchy, render_status, worst_detail
+from connected_registry.views import (ago, format_bytes, render_hierarchy, render_registry_sync, render_status,
+                                      worst_detail)
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -101,3 +102,17 @@ def test_status_shows_the_parent_links_budget_when_one_is_set():
                                        "currentBytesPerSecond": 900_000, "bytesReceived": 3 << 30, "bytesSent": 0}
     assert ("  bandwidth    976.6 KiB/s now (1 window), using 878.9 KiB/s; 3.0 GiB received, 0 B sent"
             in render_status(document, NOW))
+
+
+def test_status_shows_the_registry_sync_result_with_its_trigger_and_ages():
+    document = report("line1-leaf", "ReadOnly")
+    document["registrySyncResult"] = {"syncTrigger": "ManualResync", "syncState": "Succeeded",
+                                      "lastSyncStartTime": "2026-11-28T11:59:00Z",
+                                      "lastSyncEndTime": "2026-11-28T11:59:50Z",
+                                      "lastSuccessfulSyncEndTime": "2026-11-28T11:59:50Z"}
+    assert "  registry     Succeeded (ManualResync) 10s ago, last success 10s ago" in render_status(document, NOW)
+    running = {**document["registrySyncResult"], "syncState": "Syncing", "syncTrigger": "RecoveryService"}
+    assert render_registry_sync(running, NOW) == "Syncing (RecoveryService) 1m ago, last success 10s ago"
+    pending = {"syncTrigger": "InitialSync", "syncState": "Pending", "lastSuccessfulSyncEndTime": None}
+    assert render_registry_sync(pending, NOW) == "Pending (InitialSync), last success never"
+    assert render_registry_sync(None, NOW) == "none yet"

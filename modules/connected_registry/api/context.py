@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -15,6 +15,10 @@ from connected_registry.instance import Instance
 from connected_registry.oci.errors import OciError
 from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.content import Content, LocalContent
+
+
+async def _no_parent() -> str | None:
+    return None
 
 
 class InstanceView(Protocol):
@@ -41,6 +45,7 @@ class ApiContext:
     status_document: Callable[[], dict] = field(default=lambda: {})
     hierarchy: Callable[[], dict] = field(default=lambda: {})
     on_sync_now: Callable[[], str] = field(default=lambda: "")
+    on_resync: Callable[[], Awaitable[str | None]] = field(default=_no_parent)  # None: a root, nothing to resync
     on_children_changed: Callable[[], None] = field(default=lambda: None)
     on_storage_error: Callable[[StorageError], None] = field(default=lambda error: None)
     on_gc: Callable[[], str] = field(default=lambda: "")

@@ -188,6 +188,18 @@ async def sync_now(request: web.Request) -> web.Response:
     return web.json_response({"status": 202, "operationId": operation}, status=202)
 
 
+async def resync(request: web.Request) -> web.Response:
+    """A registry sync from scratch (ManualResync) at once; the status document's sync.operation shows its progress
+    and registrySyncResult its end."""
+    ctx = context(request)
+    await ctx.access.require_gateway(request, ctx.name, "config_write")
+    operation = await ctx.on_resync()
+    if operation is None:
+        raise OciError("REQUEST_INVALID", f"{ctx.name} is a root (no parent in its configuration or environment): "
+                                          "there is nothing to resync with; resync one of its children")
+    return web.json_response({"status": 202, "operationId": operation}, status=202)
+
+
 async def gc_now(request: web.Request) -> web.Response:
     ctx = context(request)
     await ctx.access.require_gateway(request, ctx.name, "config_write")
@@ -235,6 +247,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{base}/registries", hierarchy)
     app.router.add_get(f"{base}/status", own_status)
     app.router.add_post(f"{base}/sync", sync_now)
+    app.router.add_post(f"{base}/resync", resync)
     app.router.add_post(f"{base}/gc", gc_now)
     app.router.add_get(f"{base}/outbox", outbox_list)
     app.router.add_post(f"{base}/outbox/{{entry}}/retry", outbox_retry)

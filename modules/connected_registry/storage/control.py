@@ -45,7 +45,7 @@ class ControlStore:
         """A new instanceId, not Active anywhere yet; the sync starts again from the parent's first event."""
         new = str(uuid.uuid4())
         self.metadata.write_now(lambda tx: update_control_state(tx, instance_id=new, sync_cursor=None,
-                                                                activated_since=None))
+                                                                activated_since=None, registry_sync={}))
         return new
 
     # --- transfers that resume after a cut ----------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Union
+from typing import Any, Mapping, Union
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class ControlState:
     events_pruned_through: int = 0  # events up to this seq are gone (a cursor before it gets 410)
     disk_checked: str | None = None  # when a probe last found the volume writable
     activated_since: str | None = None  # since when the parent has this instance Active; None: not Active there
+    registry_sync: Mapping[str, Any] = field(default_factory=dict)  # the last registry sync (sync/registry_sync.py)
 
 
 @dataclass(frozen=True)

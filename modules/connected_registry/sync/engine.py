@@ -22,6 +22,7 @@ from connected_registry.sync.feed import Feed
 from connected_registry.sync.operation import SyncOperation
 from connected_registry.sync.parent_client import LINK_ERRORS, ParentClient, ParentError, ParentUnreachable
 from connected_registry.sync.reconcile import Reconcile
+from connected_registry.sync.registry_sync import RegistrySync, token_fingerprint
 from connected_registry.sync.report import ReportUp
 from connected_registry.sync.schedule import SyncSchedule
 from connected_registry.sync.state import SyncContext, SyncIdentity, SyncState
@@ -74,6 +75,11 @@ class SyncEngine:
         return self.sync.state.operation
 
     @property
+    def registry_sync(self) -> RegistrySync:
+        """The last registry sync: its trigger, state and times (Azure's registrySyncResult)."""
+        return self.sync.registry
+
+    @property
     def on_change(self) -> Callable[[], None]:
         """Called when the activation or the parent's reachability changed: the reporter looks."""
         return self.sync.on_change
@@ -95,6 +101,17 @@ class SyncEngine:
         self.reconcile.want()  # in a window: the feed loop reconciles everything now
         state.wake.set()
         return state.operation.id
+
+    async def resync(self) -> str:
+        """A registry sync from scratch (ManualResync): every tag in scope at the parent walked again as at the initial
+        sync, keeping what is here (nothing is deleted first), then the feed from the parent's head as it was when the
+        walk began, so nothing is missed. It runs at once, as sync-now, whose operation shows its progress; until it
+        succeeds it is owed, across restarts too."""
+        await self.sync.registry.want("ManualResync")
+        operation = self.sync_now()
+        if self.stopped:
+            await self.sync.registry.stopped()
+        return operation
 
     def set_schedule(self, schedule: SyncSchedule) -> None:
         """A new schedule applies at once: the next window is recomputed (SPEC 7.4), also while syncing in one."""
@@ -119,6 +136,9 @@ class SyncEngine:
     # --- the loop -------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        auth = self.sync.parent.auth
+        await self.sync.registry.check_sync_token(token_fingerprint(self.sync.identity.instance_id, auth.token_name,
+                                                                    auth.password))
         while True:
             try:
                 try:
@@ -133,26 +153,27 @@ class SyncEngine:
                 if await self._refused(refused):
                     return
             except ParentError as error:
-                self._operation_failed(error)
+                await self._round_failed(error)
                 self.sync.parent_failed(error)
             except LINK_ERRORS as error:  # the link broke while a body was streaming: the parent is away
                 away = ParentUnreachable(f"the link to parent {self.sync.parent.endpoint} broke: {error!r}")
-                self._operation_failed(away)
+                await self._round_failed(away)
                 self.sync.parent_failed(away)
             except StorageError as error:  # e.g. a full disk: reported; retried, and at once when it recovers
                 log.error("sync stopped by the data volume: %s", error)
                 self.sync.state.errors += 1
                 self.on_storage_error(error)
+                await self.sync.registry.stopped()
             except Exception:  # one bad iteration must not end the loop
                 log.exception("sync iteration failed; retrying")
-                self._operation_failed(RuntimeError("the sync iteration failed: see the registry log"))
+                await self._round_failed(RuntimeError("the sync iteration failed: see the registry log"))
                 self.sync.state.errors += 1
             await self._pause(self.sync.backoff)  # retried with backoff, at most every 60 s (SPEC 6)
             self.sync.backoff = min(self.sync.backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def _refused(self, refused: ActivationRefused) -> bool:
         """The parent refused this child: Inactive now; True when the loop ends for good (not to be retried)."""
-        self._operation_failed(refused)
+        await self._round_failed(refused)
         await self.sync.became_inactive()
         self.sync.on_change()
         if refused.retry:
@@ -166,7 +187,9 @@ class SyncEngine:
         await wait_event(self.sync.state.wake, seconds)
         self.sync.state.wake.clear()
 
-    def _operation_failed(self, error: BaseException) -> None:
+    async def _round_failed(self, error: BaseException) -> None:
+        """The registry sync and the sync-now waiting or running end Failed; the loop tries again after its backoff."""
+        await self.sync.registry.stopped()  # first: who sees the operation end sees this too
         if self.sync.state.operation is not None:
             self.sync.state.operation.finish(self.clock(), error)
 
@@ -193,6 +216,7 @@ class SyncEngine:
                 await self._until_schedule_changes(self._sync_in_window())
         except TimeoutError:
             log.info("the sync window ended at %s: sync resumes in the next one", window.end.isoformat())
+            await self.sync.registry.stopped(timed_out=True)
 
     async def _until_schedule_changes(self, work) -> None:
         """Run `work` (syncing in a window) until it ends or the schedule changes; then the caller looks again."""

@@ -1,7 +1,8 @@
 """Following a connected parent's event feed (SPEC 7.2): long polls from the saved cursor, each event applied
 as it comes. A full reconcile comes first when there is no cursor yet, after the parent answered 410 (it no
-longer has the events since the cursor: away longer than messageTtl), daily, and when one is wanted (the scope
-changed, a sync-now). Outside a window, `catch_up` reads the feed to its head once instead."""
+longer has the events since the cursor: away longer than messageTtl), daily, when one is wanted (the scope
+changed, a sync-now) and while a registry sync is owed (registry_sync.py: a resync, a new sync token...).
+Outside a window, `catch_up` reads the feed to its head once instead."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class Feed:
     async def follow(self) -> None:
         """Long polls until a full reconcile is due or wanted, or the cursor expired; the caller loops back."""
         state, reconcile = self.sync.state, self.reconcile
-        if state.cursor is None or reconcile.due():
+        if state.cursor is None or reconcile.due() or self.sync.registry.owed:
             reconcile.wanted.clear()
             await self._reconcile_from_head()
         while True:
@@ -40,6 +41,7 @@ class Feed:
             if answer.status == 410:
                 self.sync.status.set("CURSOR_EXPIRED")
                 state.cursor = None
+                await self.sync.registry.want("RecoveryService")
                 return
             check_feed_answer(self.sync, answer)
             await self._apply_page(answer)
@@ -50,13 +52,14 @@ class Feed:
         """One round outside a window: the events up to the feed's head (a full reconcile without a cursor), then
         the content that failed before, at once: this round is the only chance until the next."""
         state = self.sync.state
-        if state.cursor is None:
+        if state.cursor is None or self.sync.registry.owed:
             await self._reconcile_from_head()
             return
         while True:
             answer = await self._read(state.cursor)
             if answer.status == 410:
                 state.cursor = None
+                await self.sync.registry.want("RecoveryService")
                 return await self.catch_up()
             check_feed_answer(self.sync, answer)
             for event in answer.document.get("events") or []:

@@ -1,7 +1,8 @@
 """Full reconcile (SPEC 7.2): every repository in scope made to match the parent's listing, at first, after
 the feed expired, daily, when the scope changes, at every sync-now (whose progress it shows) and every minute
-against a plain parent. Content the parent could not give does not hold up the rest: it goes into the
-download-failure ledger (ledger.py) and is asked again with its backoff."""
+against a plain parent; the registry sync a trigger owes is one of them (registry_sync.py). Content the parent
+could not give does not hold up the rest: it goes into the download-failure ledger (ledger.py) and is asked
+again with its backoff."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class Reconcile:
         operation = sync.running_operation()
         if operation is not None:
             operation.start(sync.clock())
+        await sync.registry.begin()
         sync.state.syncing = True
         try:
             repositories = await self.repositories_in_scope()
@@ -64,8 +66,10 @@ class Reconcile:
             self.failures.tried(time.monotonic())  # this reconcile was a try: the next retry waits its backoff
         finally:
             sync.state.syncing = False
+        incomplete = self._incomplete(repositories)
+        await sync.registry.finish(content_failed=incomplete is not None)  # first: who sees the operation end sees it
         if operation is not None:
-            operation.finish(sync.clock(), self._incomplete(repositories))
+            operation.finish(sync.clock(), incomplete)
         sync.sync_works()
         if sync.state.operation is None or sync.state.operation.state != "Queued":  # a sync-now meanwhile: again
             self.last = time.monotonic()

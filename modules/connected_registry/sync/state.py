@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from connected_registry.durations import duration_seconds
 from connected_registry.instance import Instance
 from connected_registry.oci.platforms import Platform
 from connected_registry.status import StatusBoard
@@ -16,6 +17,7 @@ from connected_registry.storage import RegistryStore
 from connected_registry.sync.downstream import Downstream
 from connected_registry.sync.operation import SyncOperation
 from connected_registry.sync.parent_client import ParentClient, ParentError, ParentUnauthorized
+from connected_registry.sync.registry_sync import RegistrySync
 from connected_registry.sync.schedule import Window
 from connected_registry.timefmt import utc_timestamp
 
@@ -84,6 +86,11 @@ class SyncContext:
     backoff: float = 1.0  # the loop's wait after a failure; back to 1 s once the sync works again
     report_wanted: asyncio.Event = field(default_factory=asyncio.Event)  # tell the parent soon
     clock: Callable[[], float] = time.time  # the instance's: what the status says happened when
+    registry: RegistrySync = field(init=False)  # the registry sync result (Azure's registrySyncResult)
+
+    def __post_init__(self) -> None:
+        self.registry = RegistrySync(self.store, self.clock, lambda: self.on_change(),
+                                     lambda: duration_seconds(self.identity.message_ttl))
 
     def running_operation(self) -> SyncOperation | None:
         """The sync-now that is queued or running, if one is."""

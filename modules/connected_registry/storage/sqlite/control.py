@@ -21,6 +21,7 @@ _STATE_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] =
     "events_pruned_through": ("eventsPrunedThrough", int, str),
     "disk_checked": ("diskChecked", str, str),
     "activated_since": ("activatedSince", str, str),
+    "registry_sync": ("registrySync", json.loads, json.dumps),
 }
 
 _CHILD_COLUMNS = ("display_name, status, instance_id, device_id, mode, version, message_ttl, repositories, revoked, "
