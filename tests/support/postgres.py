@@ -16,14 +16,18 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from itertools import count
 from pathlib import Path
 
 import psycopg
+import pytest
 
+from tests.support.clients import process_exists
 from tests.support.processes import free_port, wait_until
 
+METADATA_DSN_VARIABLE = "ACR_REGISTRY_METADATA_DSN"
+# A test, class or module marked with this runs once on each metadata store (the autouse `metadata_backend` fixture).
+both_metadata_backends = pytest.mark.parametrize("metadata_backend", ["sqlite", "postgresql"], indirect=True)
 _names = count(1)
 
 
@@ -47,6 +51,7 @@ class PostgresServer:
         self.data = self.directory / "data"
         self.port = free_port()
         self.pid: int | None = None
+        self.pid_at_start: int | None = None
         try:
             self._start()
         except BaseException:
@@ -61,7 +66,7 @@ class PostgresServer:
         subprocess.run(_as_server_user([_binary("pg_ctl"), "-D", str(self.data), "-o", options, "-l",
                                         str(self.directory / "server.log"), "-w", "start"]),
                        check=True, capture_output=True, timeout=60)
-        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        self.pid = self.pid_at_start = int((self.data / "postmaster.pid").read_text().split()[0])
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -78,18 +83,9 @@ class PostgresServer:
         if self.pid is not None:
             try:
                 os.kill(self.pid, signal.SIGINT)
-                wait_until(lambda: not _alive(self.pid), timeout=30, what=f"PostgreSQL (pid {self.pid}) to stop")
+                wait_until(lambda: not process_exists(self.pid), timeout=30, what=f"PostgreSQL (pid {self.pid}) to stop")
             except ProcessLookupError:
                 pass
             self.pid = None
         shutil.rmtree(self.directory, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is gone for our purposes (pg_ctl started it, so it is not our child to reap).
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(") ")[-1].split()[0] != "Z"

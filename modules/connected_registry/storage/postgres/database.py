@@ -63,7 +63,7 @@ class PostgresMetadata(PostgresReads):
     def _locked(self, work: Callable[[PostgresWrites], T], commit: Callable[[], None]) -> T:
         self.writer.ensure_open()
         try:
-            self.writer.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+            self.writer.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,), first=True)
             result = work(self._writes)
             commit()
             return result

@@ -56,12 +56,17 @@ class PostgresConnection:
         if self.connection.closed or self.connection.broken:
             self.connection = self._connect()
 
-    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> psycopg.Cursor:
+    def execute(self, sql: str, parameters: Sequence[Any] = (), *, first: bool = False) -> psycopg.Cursor:
+        """`first`: nothing was done on the connection yet (a read, or a transaction's first statement), so one
+        found dropped is replaced and the statement sent again, once."""
         if self.autocommit:
             self.ensure_open()
         try:
             return self.connection.execute(postgres_sql(sql), parameters)
         except psycopg.OperationalError as error:
+            if (first or self.autocommit) and self.connection.broken:
+                self.connection = self._connect()
+                return self.execute(sql, parameters)
             raise StorageError("DISK_ERROR", f"the metadata database {self.where} failed: {error}") from error
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
