@@ -199,6 +199,9 @@ class MetadataWrites(MetadataReads, Protocol):
 
 
 class MetadataStore(MetadataReads, Protocol):
+    # Other processes (replicas) write it too: nothing read from it may be kept in memory past the request.
+    shared: bool
+
     async def write(self, work: Callable[[MetadataWrites], T]) -> T:
         """Run `work` as one transaction in turn with the other writes, without stalling the event loop."""
 

@@ -119,7 +119,8 @@ class RegistryStore:
         self.metadata = open_metadata(data_dir, self.disk, metadata or os.environ.get(METADATA_DSN_VARIABLE))
         self.io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blob-io")
         self.uploads = Uploads(self.files, self.metadata, self.io, clock)
-        self._manifest_cache = ManifestCache()
+        # Dropped on every write here; a replica cannot see another's writes, so a shared store keeps none.
+        self._manifest_cache = ManifestCache(limit=0 if self.metadata.shared else _MANIFEST_CACHE_BYTES)
         self._events_written: asyncio.Event | None = None
         self.closing = False  # set at shutdown: long polls answer at once
         self.control = ControlStore(self.metadata)

@@ -48,6 +48,8 @@ class PostgresWrites(PostgresReads, ContentWrites, LogWrites, ControlWrites, Hou
 class PostgresMetadata(PostgresReads):
     """`metadata.MetadataStore` in the PostgreSQL database `dsn` names (several replicas may share it)."""
 
+    shared = True
+
     def __init__(self, dsn: str, disk: Disk) -> None:
         self.disk = disk
         self.writer = PostgresConnection(dsn, autocommit=False)
