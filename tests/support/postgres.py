@@ -79,10 +79,11 @@ class PostgresServer:
         return self.dsn(name)
 
     def stop(self) -> None:
-        """Fast shutdown (SIGINT) by PID, waited for; then the folder goes."""
+        """Immediate shutdown (SIGQUIT: no checkpoint, the folder is thrown away) by PID, waited for; then the folder
+        goes."""
         if self.pid is not None:
             try:
-                os.kill(self.pid, signal.SIGINT)
+                os.kill(self.pid, signal.SIGQUIT)
                 wait_until(lambda: not process_exists(self.pid), timeout=30, what=f"PostgreSQL (pid {self.pid}) to stop")
             except ProcessLookupError:
                 pass
