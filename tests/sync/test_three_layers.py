@@ -9,19 +9,31 @@ import pytest
 
 from tests.support.http import basic, request
 from tests.support.layouts import make_image
+from tests.support.postgres import METADATA_DSN_VARIABLE, both_metadata_backends
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import READER, WRITER, start_instance
 from tests.sync.instance_api import (assert_index_with_signature_arrives, digest_at, push_index_with_signature,
                                      skopeo_push, status_of)
 
+# On postgresql, the root (the event feed, activation and the children's reports) and the middle (its outbox too)
+# each keep their metadata in a database of their own; the leaf stays on SQLite.
+pytestmark = both_metadata_backends
+
 
 @pytest.fixture
-def three_layers(tmp_path: Path):
-    root = start_instance(tmp_path, "factory-root", children=[("plant-middle", "ReadWrite")])
+def three_layers(tmp_path: Path, metadata_backend: str, request: pytest.FixtureRequest):
+    def metadata(backend: str) -> dict:
+        return {METADATA_DSN_VARIABLE: request.getfixturevalue("postgres").new_database()
+                if backend == "postgresql" else None}
+
+    root = start_instance(tmp_path, "factory-root", children=[("plant-middle", "ReadWrite")],
+                          env=metadata(metadata_backend))
     middle = start_instance(tmp_path, "plant-middle", parent=root, mode="ReadWrite", repositories=["factory/*"],
-                            children=[("line1-leaf", "ReadOnly")], extra={"onDemand": False})
+                            children=[("line1-leaf", "ReadOnly")], extra={"onDemand": False},
+                            env=metadata(metadata_backend))
     # onDemand off at both: what reaches them came by sync, not by a pull-through on the test's first GET
-    leaf = start_instance(tmp_path, "line1-leaf", parent=middle, repositories=["factory/*"], extra={"onDemand": False})
+    leaf = start_instance(tmp_path, "line1-leaf", parent=middle, repositories=["factory/*"], extra={"onDemand": False},
+                          env=metadata("sqlite"))
     try:
         yield root, middle, leaf
     finally:
