@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from connected_registry.storage import Disk, RegistryStore, StorageError
+from connected_registry.storage.control import ControlStore
 from connected_registry.storage.postgres import PostgresMetadata
 from connected_registry.storage.postgres.schema import SCHEMA_VERSION
 from connected_registry.storage.records import EventRecord
@@ -66,18 +67,20 @@ def test_a_newer_schema_is_refused_with_disk_schema_newer(postgres: PostgresServ
     assert "newer" in str(raised.value) and "--metadata" in str(raised.value)
 
 
-def test_replicas_starting_together_migrate_once(postgres: PostgresServer):
+def test_replicas_starting_together_migrate_once_and_make_one_instance_id(postgres: PostgresServer):
     dsn = postgres.new_database()
     together = threading.Barrier(6)
 
-    def open_store() -> PostgresMetadata:
+    def open_store() -> tuple[PostgresMetadata, str]:
         together.wait()
-        return PostgresMetadata(dsn, Disk())
+        store = PostgresMetadata(dsn, Disk())
+        return store, ControlStore(store).instance_id()
 
     with ThreadPoolExecutor(6) as pool:
-        stores = list(pool.map(lambda _: open_store(), range(6)))
-    for store in stores:
-        assert store.event_head() == 0
+        opened = list(pool.map(lambda _: open_store(), range(6)))
+    assert len({instance_id for _, instance_id in opened}) == 1
+    for store, instance_id in opened:
+        assert store.control_state().instance_id == instance_id
         store.close()
     with psycopg.connect(dsn) as connection:
         assert connection.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
