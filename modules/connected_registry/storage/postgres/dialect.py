@@ -62,11 +62,17 @@ class PostgresConnection:
         if self.autocommit:
             self.ensure_open()
         try:
+            return self._send(sql, parameters)
+        except StorageError:
+            if not ((first or self.autocommit) and self.connection.broken):
+                raise
+        self.connection = self._connect()
+        return self._send(sql, parameters)
+
+    def _send(self, sql: str, parameters: Sequence[Any]) -> psycopg.Cursor:
+        try:
             return self.connection.execute(postgres_sql(sql), parameters)
         except psycopg.OperationalError as error:
-            if (first or self.autocommit) and self.connection.broken:
-                self.connection = self._connect()
-                return self.execute(sql, parameters)
             raise StorageError("DISK_ERROR", f"the metadata database {self.where} failed: {error}") from error
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
