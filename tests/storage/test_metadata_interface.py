@@ -24,10 +24,9 @@ def _members(protocol: type) -> dict[str, inspect.Signature]:
     return {name: inspect.signature(getattr(protocol, name)) for name in names}
 
 
-@pytest.mark.parametrize(("protocol", "implementation"), [(MetadataReads, SqliteReads), (MetadataWrites, SqliteWrites),
-                                                          (MetadataStore, SqliteMetadata), (MetadataReads, PostgresReads),
-                                                          (MetadataWrites, PostgresWrites),
-                                                          (MetadataStore, PostgresMetadata)])
+@pytest.mark.parametrize(("protocol", "implementation"), [
+    (MetadataReads, SqliteReads), (MetadataWrites, SqliteWrites), (MetadataStore, SqliteMetadata),
+    (MetadataReads, PostgresReads), (MetadataWrites, PostgresWrites), (MetadataStore, PostgresMetadata)])
 def test_each_metadata_store_implements_every_method_of_the_interface_with_its_parameters(protocol, implementation):
     wanted = _members(protocol)
     assert len(wanted) > 10

@@ -23,7 +23,8 @@ from tests.support.processes import wait_until
 
 
 def _event(tag: str) -> EventRecord:
-    return EventRecord("TagSet", "app", tag, "sha256:" + "ab" * 32, None, None, None, "test", "2026-01-01T00:00:00.000Z")
+    return EventRecord("TagSet", "app", tag, "sha256:" + "ab" * 32, None, None, None, "test",
+                       "2026-01-01T00:00:00.000Z")
 
 
 def _columns_in_postgres(dsn: str) -> dict[str, list[str]]:

@@ -84,7 +84,8 @@ class PostgresServer:
         if self.pid is not None:
             try:
                 os.kill(self.pid, signal.SIGQUIT)
-                wait_until(lambda: not process_exists(self.pid), timeout=30, what=f"PostgreSQL (pid {self.pid}) to stop")
+                wait_until(lambda: not process_exists(self.pid), timeout=30,
+                           what=f"PostgreSQL (pid {self.pid}) to stop")
             except ProcessLookupError:
                 pass
             self.pid = None
