@@ -137,3 +137,8 @@ async def test_a_store_reconnects_after_the_server_dropped_its_connections(postg
         assert store.control.state().sync_cursor == 5  # a read, again on a new connection
         await store.control.update_state(sync_cursor=6)
         assert store.control.state().sync_cursor == 6
+        # A replica that vanishes without a word does not hold the write lock for long, new connections included.
+        writer = store.metadata.writer
+        assert writer.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("5min",)
+        assert writer.execute("SHOW tcp_keepalives_idle").fetchone() == ("30",)
+        writer.rollback()
