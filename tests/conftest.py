@@ -24,7 +24,7 @@ from tests.support.clients import ApiProxy, Containerd, Distribution, Dockerd, p
 from tests.support.oci import serve_store
 from tests.support.netns import ShapedLink
 from tests.support.pki import TestPki, make_pki
-from tests.support.postgres import METADATA_DSN_VARIABLE, PostgresServer
+from tests.support.postgres import METADATA_DSN_VARIABLE, PostgresServer, schema_version
 from tests.support.processes import RegistryProcess
 
 
@@ -73,14 +73,19 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(autouse=True)
-def metadata_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def metadata_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The metadata store of the stores and `serve` processes a test starts: sqlite, unless the test is
     parametrised with `both_metadata_backends` (tests/support/postgres.py); for postgresql, a fresh database named
-    by ACR_REGISTRY_METADATA_DSN for the test. Autouse, so it is set before the fixtures that start instances."""
+    by ACR_REGISTRY_METADATA_DSN for the test, which the test's stores must have opened. Autouse, so it is set
+    before the fixtures that start instances."""
     backend = getattr(request, "param", "sqlite")
-    if backend == "postgresql":
-        monkeypatch.setenv(METADATA_DSN_VARIABLE, request.getfixturevalue("postgres").new_database())
-    return backend
+    if backend != "postgresql":
+        yield backend
+        return
+    dsn = request.getfixturevalue("postgres").new_database()
+    monkeypatch.setenv(METADATA_DSN_VARIABLE, dsn)
+    yield backend
+    assert schema_version(dsn) is not None, "the test's stores did not open its PostgreSQL database"
 
 
 @pytest.fixture

@@ -91,3 +91,10 @@ class PostgresServer:
             self.pid = None
         shutil.rmtree(self.directory, ignore_errors=True)
 
+
+def schema_version(dsn: str) -> int | None:
+    """The version a metadata store migrated the database to; None when none has opened it."""
+    with psycopg.connect(dsn) as connection:
+        if connection.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+            return None
+        return connection.execute("SELECT version FROM schema_version").fetchone()[0]

@@ -15,25 +15,21 @@ from tests.sync.hierarchy import READER, WRITER, start_instance
 from tests.sync.instance_api import (assert_index_with_signature_arrives, digest_at, push_index_with_signature,
                                      skopeo_push, status_of)
 
-# On postgresql, the root (the event feed, activation and the children's reports) and the middle (its outbox too)
-# each keep their metadata in a database of their own; the leaf stays on SQLite.
+# On postgresql, the root (the event feed, activation and the children's reports) keeps its metadata in the test's
+# database, the middle (its outbox too) in one of its own; the leaf stays on SQLite.
 pytestmark = both_metadata_backends
 
 
 @pytest.fixture
 def three_layers(tmp_path: Path, metadata_backend: str, request: pytest.FixtureRequest):
-    def metadata(backend: str) -> dict:
-        return {METADATA_DSN_VARIABLE: request.getfixturevalue("postgres").new_database()
-                if backend == "postgresql" else None}
-
-    root = start_instance(tmp_path, "factory-root", children=[("plant-middle", "ReadWrite")],
-                          env=metadata(metadata_backend))
+    root = start_instance(tmp_path, "factory-root", children=[("plant-middle", "ReadWrite")])
+    middle_database = request.getfixturevalue("postgres").new_database() if metadata_backend == "postgresql" else None
     middle = start_instance(tmp_path, "plant-middle", parent=root, mode="ReadWrite", repositories=["factory/*"],
                             children=[("line1-leaf", "ReadOnly")], extra={"onDemand": False},
-                            env=metadata(metadata_backend))
+                            env={METADATA_DSN_VARIABLE: middle_database})
     # onDemand off at both: what reaches them came by sync, not by a pull-through on the test's first GET
     leaf = start_instance(tmp_path, "line1-leaf", parent=middle, repositories=["factory/*"], extra={"onDemand": False},
-                          env=metadata("sqlite"))
+                          env={METADATA_DSN_VARIABLE: None})
     try:
         yield root, middle, leaf
     finally:
