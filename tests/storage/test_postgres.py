@@ -142,3 +142,16 @@ async def test_a_store_reconnects_after_the_server_dropped_its_connections(postg
         assert writer.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("5min",)
         assert writer.execute("SHOW tcp_keepalives_idle").fetchone() == ("30",)
         writer.rollback()
+
+
+@pytest.mark.parametrize(("dsn", "says"), [
+    ("postgresql://registry:s3cret@127.0.0.1:1/registry", "cannot reach the metadata database registry on 127.0.0.1:1"),
+    ("mysql://registry:s3cret@127.0.0.1/registry", "unknown metadata store 'mysql'"),
+    ("host=127.0.0.1 password=s3cret port", "the metadata DSN is malformed"),
+])
+def test_a_metadata_store_that_cannot_be_opened_is_named_without_its_password(tmp_path: Path, dsn: str, says: str):
+    with pytest.raises(StorageError) as raised:
+        RegistryStore(str(tmp_path), metadata=dsn)
+    assert raised.value.code == "DISK_ERROR"
+    assert says in str(raised.value) and "s3cret" not in str(raised.value)
+    assert not (tmp_path / "metadata.db").exists()

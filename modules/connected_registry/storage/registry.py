@@ -37,16 +37,18 @@ METADATA_DSN_VARIABLE = "ACR_REGISTRY_METADATA_DSN"
 
 
 def open_metadata(data_dir: str, disk: Disk, dsn: str | None) -> MetadataStore:
-    """`sqlite` (or nothing): SQLite in the data directory; `postgresql://...` (or any libpq DSN naming a
-    PostgreSQL database by URL): that database, which several replicas may share."""
+    """`sqlite` (or nothing): SQLite in the data directory; a libpq DSN (`postgresql://...`, or `host=... dbname=...`):
+    that PostgreSQL database, which several replicas may share."""
     if not dsn or dsn == "sqlite":
         return SqliteMetadata(data_dir, disk)
-    if dsn.startswith(("postgresql://", "postgres://")):
+    scheme, separator, _ = dsn.partition("://")
+    if scheme in ("postgresql", "postgres") or (not separator and "=" in dsn):
         # Imported here: psycopg is loaded only by instances that use PostgreSQL.
         from connected_registry.storage.postgres import PostgresMetadata
 
         return PostgresMetadata(dsn, disk)
-    raise StorageError("DISK_ERROR", f"unknown metadata store {dsn.split('://')[0]!r}: give `sqlite` or a "
+    what = f"{scheme!r}" if separator else "a value that is neither a URL nor key=value pairs"  # never the password
+    raise StorageError("DISK_ERROR", f"unknown metadata store {what}: give `sqlite` or a "
                        "postgresql://USER@HOST:PORT/DATABASE URL (`serve --metadata`, ACR_REGISTRY_METADATA_DSN)")
 
 

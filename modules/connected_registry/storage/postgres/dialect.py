@@ -36,7 +36,11 @@ def postgres_sql(sql: str) -> str:
 
 def describe(dsn: str) -> str:
     """Where a DSN points, without its password: for messages."""
-    parts = conninfo_to_dict(dsn)
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        raise StorageError("DISK_ERROR", "the metadata DSN is malformed (not shown: it may hold a password): give "
+                           "postgresql://USER@HOST:PORT/DATABASE or libpq's key=value pairs") from None
     return f"{parts.get('dbname', '?')} on {parts.get('host', 'localhost')}:{parts.get('port', 5432)}"
 
 
