@@ -4,7 +4,11 @@ several replicas write at once."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +23,7 @@ from connected_registry.storage.postgres.schema import SCHEMA_VERSION
 from connected_registry.storage.records import EventRecord
 from connected_registry.storage.sqlite.schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from tests.support.postgres import PostgresServer
-from tests.support.processes import wait_until
+from tests.support.processes import environment, stop_process, wait_until
 
 
 def _event(tag: str) -> EventRecord:
@@ -155,3 +159,36 @@ def test_a_metadata_store_that_cannot_be_opened_is_named_without_its_password(tm
     assert raised.value.code == "DISK_ERROR"
     assert says in str(raised.value) and "s3cret" not in str(raised.value)
     assert not (tmp_path / "metadata.db").exists()
+
+
+_HOLD_THE_WRITE_LOCK = """
+import sys, threading
+from connected_registry.storage import Disk
+from connected_registry.storage.postgres import PostgresMetadata
+from tests.storage.test_postgres import _event
+
+def hold(tx):
+    tx.add_event(_event("killed"))
+    print("holding", flush=True)
+    threading.Event().wait()  # until SIGKILL
+
+PostgresMetadata(sys.argv[1], Disk()).write_now(hold)
+"""
+
+
+def test_a_replica_killed_inside_a_write_leaves_nothing_and_holds_up_no_other(postgres: PostgresServer):
+    dsn = postgres.new_database()
+    store = PostgresMetadata(dsn, Disk())
+    killed = subprocess.Popen([sys.executable, "-c", _HOLD_THE_WRITE_LOCK, dsn], stdout=subprocess.PIPE, text=True,
+                              env=environment({"PYTHONPATH": os.pathsep.join(sys.path)}))
+    try:
+        assert killed.stdout.readline().strip() == "holding"
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(store.write_now, lambda tx: tx.add_event(_event("after")))
+            wait_until(lambda: _waits_for_a_lock(store), what="the write to wait for the killed replica's lock")
+            killed.send_signal(signal.SIGKILL)
+            waiting.result(timeout=30)
+        assert [event["tag"] for event in store.events(0, 10)] == ["after"]
+    finally:
+        stop_process(killed)
+        store.close()
