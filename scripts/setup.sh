@@ -18,6 +18,8 @@ if [ "$want_test" = 1 ]; then
     command -v nginx >/dev/null || PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || missing+=(nginx)
     # edgeHub's MQTT broker for tests/edge and tests/e2e (the simulated IoT Edge runtime)
     command -v mosquitto >/dev/null || PATH="$PATH:/usr/sbin" command -v mosquitto >/dev/null || missing+=(mosquitto)
+    # PostgreSQL for the metadata store's postgresql backend (tests/support/postgres.py runs initdb and pg_ctl itself)
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
     # ip netns, ip link and tc for the shaped links of tests/support/netns.py (the tests run as root, as .ci/run does)
     PATH="$PATH:/usr/sbin:/sbin" command -v tc >/dev/null || missing+=(iproute2)
     if [ ${#missing[@]} -gt 0 ]; then

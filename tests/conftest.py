@@ -24,6 +24,7 @@ from tests.support.clients import ApiProxy, Containerd, Distribution, Dockerd, p
 from tests.support.oci import serve_store
 from tests.support.netns import ShapedLink
 from tests.support.pki import TestPki, make_pki
+from tests.support.postgres import METADATA_DSN_VARIABLE, PostgresServer, schema_version
 from tests.support.processes import RegistryProcess
 
 
@@ -58,6 +59,33 @@ def _dump_tasks(nodeid: str) -> None:
     for task in tasks:
         if not task.done():
             task.print_stack(limit=12, file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (tests/support/postgres.py); `.new_database()` gives a fresh one."""
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+        assert not (server.pid_at_start and process_exists(server.pid_at_start)), "PostgreSQL still runs after stop"
+
+
+@pytest.fixture(autouse=True)
+def metadata_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The metadata store of the stores and `serve` processes a test starts: sqlite, unless the test is
+    parametrised with `both_metadata_backends` (tests/support/postgres.py); for postgresql, a fresh database named
+    by ACR_REGISTRY_METADATA_DSN for the test, which the test's stores must have opened. Autouse, so it is set
+    before the fixtures that start instances."""
+    backend = getattr(request, "param", "sqlite")
+    if backend != "postgresql":
+        yield backend
+        return
+    dsn = request.getfixturevalue("postgres").new_database()
+    monkeypatch.setenv(METADATA_DSN_VARIABLE, dsn)
+    yield backend
+    assert schema_version(dsn) is not None, "the test's stores did not open its PostgreSQL database"
 
 
 @pytest.fixture

@@ -50,7 +50,8 @@ def cmd_serve(arguments: argparse.Namespace) -> int:
     host, port = arguments.listen or (("0.0.0.0" if configured else "127.0.0.1"), 8080)
     metrics = arguments.metrics_listen or (host, METRICS_PORT)
     options = InstanceOptions(data_dir=arguments.data or default_data_dir(), host=host, port=port,
-                              config_path=arguments.config, metrics_listen=None if metrics == "off" else metrics)
+                              config_path=arguments.config, metrics_listen=None if metrics == "off" else metrics,
+                              metadata=arguments.metadata)
     if not configured:
         logging.getLogger("connected_registry").warning(
             "no configuration given: running a root registry with anonymous pull and push on %s:%d "
@@ -202,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE",
                        help="JSON file with the desired properties (SPEC 3), re-read when it changes")
     serve.add_argument("--data", metavar="DIR", help="data directory (default: $ACR_REGISTRY_DATA_VOLUME or /var/acr/data)")
+    serve.add_argument("--metadata", metavar="DSN",
+                       help="where the metadata lives: sqlite (in --data) or postgresql://USER@HOST:PORT/DATABASE, a "
+                       "database several replicas may share (default: $ACR_REGISTRY_METADATA_DSN, else sqlite)")
     serve.add_argument("--listen", metavar="HOST:PORT", type=_listen,
                        help="address to listen on (default 127.0.0.1:8080; 0.0.0.0:8080 with --config)")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT", type=_metrics_listen,

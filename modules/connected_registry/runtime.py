@@ -50,6 +50,7 @@ class InstanceOptions:
     port: int = 8080
     config_path: str | None = None  # None: the embedded default, open to everyone
     metrics_listen: tuple[str, int] | None = None  # (host, port) of the /metrics listener; None: no metrics
+    metadata: str | None = None  # `sqlite` or a postgresql:// DSN; None: ACR_REGISTRY_METADATA_DSN, else sqlite
 
 
 def default_data_dir() -> str:
@@ -147,7 +148,7 @@ class Runtime:
         core = self.instance
         try:
             self.store = RegistryStore(self.options.data_dir, origin=core.name, record_outbox=_records_outbox(core),
-                                       clock=core.clock)
+                                       clock=core.clock, metadata=self.options.metadata)
         except StorageError as error:  # the operator sees why in the twin, not only in the container's log
             await wiring.report_before_exit(core, self.config_source, error.code, error=error, outlook="")
             raise

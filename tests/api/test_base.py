@@ -20,6 +20,9 @@ from tests.support.oci import (
     sha256,
     start_upload,
 )
+from tests.support.postgres import both_metadata_backends
+
+pytestmark = both_metadata_backends  # the registry core on each metadata store
 
 VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +12,11 @@ from connected_registry.api import create_app
 from connected_registry.api.context import ApiContext
 from connected_registry.auth import AnonymousAccess
 from connected_registry.storage import Disk, RegistryStore
+from connected_registry.storage.disk import Transaction
 from tests.support.oci import image_manifest, sha256
+from tests.support.postgres import both_metadata_backends
+
+pytestmark = both_metadata_backends  # the order holds whichever store commits the metadata
 
 
 class RecordingDisk(Disk):
@@ -34,7 +37,7 @@ class RecordingDisk(Disk):
         super().fsync_dir(path)
         self.journal.append(("fsync_dir", path))
 
-    def commit(self, connection: sqlite3.Connection) -> None:
+    def commit(self, connection: Transaction) -> None:
         super().commit(connection)
         self.journal.append(("commit",))
 

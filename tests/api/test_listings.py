@@ -8,6 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 
 
 from tests.support.oci import expect_oci_error, image_manifest, push_blob, push_manifest, sha256
+from tests.support.postgres import both_metadata_backends
+
+pytestmark = both_metadata_backends  # the registry core on each metadata store
 
 LINK = re.compile(r'^<([^>]+)>; rel="next"$')
 TAGS = ["v1.0", "latest", "Z-upper", "a", "v1.10", "v1.9", "_under", "0", "b-1", "b.1", "b_1"]

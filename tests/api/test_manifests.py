@@ -29,6 +29,9 @@ from tests.support.oci import (
     sha512,
 )
 from tests.support.http import request
+from tests.support.postgres import both_metadata_backends
+
+pytestmark = both_metadata_backends  # the registry core on each metadata store
 
 MAX_MANIFEST = 4 * 1024 * 1024
 KINDS = ["oci-manifest", "oci-index", "docker-manifest", "docker-list"]

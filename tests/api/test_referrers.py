@@ -19,6 +19,9 @@ from tests.support.oci import (
     push_manifest,
     sha256,
 )
+from tests.support.postgres import both_metadata_backends
+
+pytestmark = both_metadata_backends  # the registry core on each metadata store
 
 SIGNATURE = "application/vnd.example.signature.v1"
 SBOM = "application/vnd.example.sbom.v1"

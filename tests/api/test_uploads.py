@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 
 from connected_registry.storage import RegistryStore
 from tests.support.oci import expect_oci_error, push_blob, serve_store, sha256, sha512, start_upload
+from tests.support.postgres import both_metadata_backends
+
+pytestmark = both_metadata_backends  # the registry core on each metadata store
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from connected_registry.storage import RegistryStore
 from connected_registry.storage.records import ControlState, ResumableDownload, ResumableUpload
+from tests.support.postgres import both_metadata_backends
 
 DIGEST = "sha256:" + "ab" * 32
 # What an earlier version left in the `state` table, key by key, as it wrote them.
@@ -82,6 +83,7 @@ async def test_changing_one_field_keeps_the_others(tmp_path: Path):
     assert set(_rows(tmp_path)) == {"instanceId", "cursor", "download_failures"}
 
 
+@both_metadata_backends
 async def test_a_reset_identity_gives_a_new_instance_id_and_starts_the_feed_again(tmp_path: Path):
     async with RegistryStore(str(tmp_path)) as store:
         first = store.control.instance_id()

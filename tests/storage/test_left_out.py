@@ -16,6 +16,9 @@ from connected_registry.storage import RegistryStore
 from connected_registry.storage.gc import GRACE_SECONDS, collect_garbage
 from tests.storage.test_store import put_blob, put_image
 from tests.support.oci import OCI_MANIFEST, image_manifest, index_manifest, sha256
+from tests.support.postgres import both_metadata_backends
+
+pytestmark = both_metadata_backends
 
 
 async def three_platforms(store: RegistryStore) -> tuple[bytes, bytes, bytes, bytes]:

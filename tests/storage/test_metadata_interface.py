@@ -1,5 +1,5 @@
-"""The metadata store is one interface (`storage.metadata`); the SQLite implementation gives all of it, and the
-store's time is its clock's."""
+"""The metadata store is one interface (`storage.metadata`); the SQLite and PostgreSQL implementations give all of
+it, and the store's time is its clock's."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 from connected_registry.storage import RegistryStore
 from connected_registry.storage.gc import GRACE_SECONDS, collect_garbage
 from connected_registry.storage.metadata import MetadataReads, MetadataStore, MetadataWrites
+from connected_registry.storage.postgres.database import PostgresMetadata, PostgresReads, PostgresWrites
 from connected_registry.storage.sqlite.database import SqliteMetadata, SqliteReads, SqliteWrites
 from tests.storage.test_store import put_blob
+from tests.support.postgres import both_metadata_backends
 
 
 def _members(protocol: type) -> dict[str, inspect.Signature]:
@@ -22,9 +24,10 @@ def _members(protocol: type) -> dict[str, inspect.Signature]:
     return {name: inspect.signature(getattr(protocol, name)) for name in names}
 
 
-@pytest.mark.parametrize(("protocol", "implementation"), [(MetadataReads, SqliteReads), (MetadataWrites, SqliteWrites),
-                                                          (MetadataStore, SqliteMetadata)])
-def test_the_sqlite_metadata_implements_every_method_of_the_interface_with_its_parameters(protocol, implementation):
+@pytest.mark.parametrize(("protocol", "implementation"), [
+    (MetadataReads, SqliteReads), (MetadataWrites, SqliteWrites), (MetadataStore, SqliteMetadata),
+    (MetadataReads, PostgresReads), (MetadataWrites, PostgresWrites), (MetadataStore, PostgresMetadata)])
+def test_each_metadata_store_implements_every_method_of_the_interface_with_its_parameters(protocol, implementation):
     wanted = _members(protocol)
     assert len(wanted) > 10
     for name, signature in wanted.items():
@@ -35,6 +38,7 @@ def test_the_sqlite_metadata_implements_every_method_of_the_interface_with_its_p
             getattr(protocol, name)), name
 
 
+@both_metadata_backends
 async def test_an_upload_is_stamped_with_the_stores_clock_and_gc_reads_the_same_clock(tmp_path: Path):
     now = [1_000_000.0]
     async with RegistryStore(str(tmp_path), clock=lambda: now[0]) as store:

@@ -14,6 +14,7 @@ from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.storage.gc import GRACE_SECONDS, collect_garbage
 from connected_registry.storage.sqlite.schema import SCHEMA_VERSION
 from tests.support.oci import image_manifest, index_manifest, sha256
+from tests.support.postgres import both_metadata_backends
 
 
 class BytesStream:
@@ -56,6 +57,7 @@ def test_a_fresh_volume_gets_the_current_schema_version(tmp_path: Path):
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+@both_metadata_backends
 async def test_an_upload_session_survives_a_restart_and_rehashes_once(tmp_path: Path):
     data = os.urandom(3 << 20)
     async with RegistryStore(str(tmp_path)) as store:
@@ -72,6 +74,7 @@ async def test_an_upload_session_survives_a_restart_and_rehashes_once(tmp_path: 
             assert file.read() == data
 
 
+@both_metadata_backends
 @pytest.mark.parametrize("piece", [1, 4099, 300_000])
 async def test_a_body_in_pieces_of_any_size_is_stored_and_hashed_whole(tmp_path: Path, piece: int):
     """Blocks are written with writev as the pieces came: a trickle of tiny ones (more than one writev takes)
@@ -83,6 +86,7 @@ async def test_a_body_in_pieces_of_any_size_is_stored_and_hashed_whole(tmp_path:
             assert file.read() == data
 
 
+@both_metadata_backends
 async def test_gc_removes_only_unreferenced_blobs_past_the_grace_period(tmp_path: Path):
     async with RegistryStore(str(tmp_path)) as store:
         _, kept = await put_image(store, "repo", "v1")
@@ -101,6 +105,7 @@ async def test_gc_removes_only_unreferenced_blobs_past_the_grace_period(tmp_path
         assert store.get_manifest("repo", "v1") is not None
 
 
+@both_metadata_backends
 async def test_gc_removes_abandoned_uploads_and_stray_files(tmp_path: Path):
     async with RegistryStore(str(tmp_path)) as store:
         session = await store.uploads.create("repo")
@@ -113,6 +118,7 @@ async def test_gc_removes_abandoned_uploads_and_stray_files(tmp_path: Path):
         assert not os.path.exists(session.path) and not os.path.exists(stray)
 
 
+@both_metadata_backends
 async def test_gc_removes_empty_sessions_after_an_hour_and_keeps_those_with_bytes_for_a_day(tmp_path: Path):
     async with RegistryStore(str(tmp_path)) as store:
         empty, started = await store.uploads.create("repo"), await store.uploads.create("repo")
@@ -128,6 +134,7 @@ async def test_gc_removes_empty_sessions_after_an_hour_and_keeps_those_with_byte
         assert not os.path.exists(started.path)
 
 
+@both_metadata_backends
 async def test_read_only_gc_keeps_tagged_content_index_children_and_referrers(tmp_path: Path):
     async with RegistryStore(str(tmp_path)) as store:
         child, _ = await put_image(store, "repo", None)
@@ -145,6 +152,7 @@ async def test_read_only_gc_keeps_tagged_content_index_children_and_referrers(tm
         assert all(store.blob_size("repo", digest) is None for digest in untagged_blobs)
 
 
+@both_metadata_backends
 async def test_read_write_gc_keeps_untagged_manifests(tmp_path: Path):
     async with RegistryStore(str(tmp_path)) as store:
         untagged, blobs = await put_image(store, "repo", None)

@@ -9,19 +9,27 @@ import pytest
 
 from tests.support.http import basic, request
 from tests.support.layouts import make_image
+from tests.support.postgres import METADATA_DSN_VARIABLE, both_metadata_backends
 from tests.support.processes import wait_until
 from tests.sync.hierarchy import READER, WRITER, start_instance
 from tests.sync.instance_api import (assert_index_with_signature_arrives, digest_at, push_index_with_signature,
                                      skopeo_push, status_of)
 
+# On postgresql, the root (the event feed, activation and the children's reports) keeps its metadata in the test's
+# database, the middle (its outbox too) in one of its own; the leaf stays on SQLite.
+pytestmark = both_metadata_backends
+
 
 @pytest.fixture
-def three_layers(tmp_path: Path):
+def three_layers(tmp_path: Path, metadata_backend: str, request: pytest.FixtureRequest):
     root = start_instance(tmp_path, "factory-root", children=[("plant-middle", "ReadWrite")])
+    middle_database = request.getfixturevalue("postgres").new_database() if metadata_backend == "postgresql" else None
     middle = start_instance(tmp_path, "plant-middle", parent=root, mode="ReadWrite", repositories=["factory/*"],
-                            children=[("line1-leaf", "ReadOnly")], extra={"onDemand": False})
+                            children=[("line1-leaf", "ReadOnly")], extra={"onDemand": False},
+                            env={METADATA_DSN_VARIABLE: middle_database})
     # onDemand off at both: what reaches them came by sync, not by a pull-through on the test's first GET
-    leaf = start_instance(tmp_path, "line1-leaf", parent=middle, repositories=["factory/*"], extra={"onDemand": False})
+    leaf = start_instance(tmp_path, "line1-leaf", parent=middle, repositories=["factory/*"], extra={"onDemand": False},
+                          env={METADATA_DSN_VARIABLE: None})
     try:
         yield root, middle, leaf
     finally:

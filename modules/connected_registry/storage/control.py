@@ -20,6 +20,12 @@ def update_control_state(tx: MetadataWrites, **changes: Any) -> ControlState:
     return state
 
 
+def _first_instance_id(tx: MetadataWrites) -> str:
+    """The instanceId, made when there is none: looked for again inside the write, so replicas of one registry
+    starting together make one between them."""
+    return tx.control_state().instance_id or update_control_state(tx, instance_id=str(uuid.uuid4())).instance_id
+
+
 class ControlStore:
     def __init__(self, metadata: MetadataStore) -> None:
         self.metadata = metadata
@@ -36,10 +42,7 @@ class ControlStore:
     def instance_id(self) -> str:
         """Created at first start and kept in the data volume (SPEC 6)."""
         current = self.state().instance_id
-        if current is None:
-            current = str(uuid.uuid4())
-            self.metadata.write_now(lambda tx: update_control_state(tx, instance_id=current))
-        return current
+        return current if current is not None else self.metadata.write_now(_first_instance_id)
 
     def reset_identity(self) -> str:
         """A new instanceId, not Active anywhere yet; the sync starts again from the parent's first event."""

@@ -9,8 +9,8 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import sqlite3
 import stat
+from typing import Protocol
 
 _SYNC_FILE_RANGE_WRITE = 2
 # The data volume is the registry's alone: content, metadata, upload sessions and keys are readable by nobody else.
@@ -69,6 +69,13 @@ def restrict_modes(data_dir: str) -> None:
     os.chmod(data_dir, DIRECTORY_MODE)
 
 
+class Transaction(Protocol):
+    """A metadata transaction that `Disk.commit` makes durable: a SQLite connection, a PostgreSQL one, any backend's
+    connection with a `commit`. Whatever the backend, file work a commit depends on is fsynced and renamed first."""
+
+    def commit(self) -> None: ...
+
+
 class Disk:
     """Real file-system durability operations."""
 
@@ -85,7 +92,7 @@ class Disk:
         finally:
             os.close(fd)
 
-    def commit(self, connection: sqlite3.Connection) -> None:
+    def commit(self, connection: Transaction) -> None:
         connection.commit()
 
     def start_writeback(self, fd: int, offset: int, length: int) -> None:

@@ -1,6 +1,6 @@
 """The metadata store, as one interface: what the registry, the uploads, garbage collection, the cache budget and
-the control state ask of it. SQLite implements it (`storage/sqlite/`); another backend (PostgreSQL for scale-out)
-is another implementation of these Protocols, and nothing above `storage/` changes.
+the control state ask of it. SQLite implements it (`storage/sqlite/`), and PostgreSQL for replicas sharing one
+database (`storage/postgres/`); nothing above `storage/` knows which.
 
 Reads run on the event loop. A write is a function given a `MetadataWrites` and run as one transaction, in turn
 with every other write, and durable when `write` returns; file work a commit depends on (a blob renamed into
@@ -199,6 +199,9 @@ class MetadataWrites(MetadataReads, Protocol):
 
 
 class MetadataStore(MetadataReads, Protocol):
+    # Other processes (replicas) write it too: nothing read from it may be kept in memory past the request.
+    shared: bool
+
     async def write(self, work: Callable[[MetadataWrites], T]) -> T:
         """Run `work` as one transaction in turn with the other writes, without stalling the event loop."""
 

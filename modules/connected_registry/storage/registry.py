@@ -3,7 +3,8 @@
 Every change that clients can see (a tag set, a manifest put, a delete) commits in one metadata
 transaction together with its events and, on a ReadWrite child, its outbox entry (changes.py).
 Reads of manifests and tags are served from a small in-memory cache, dropped on every write.
-The metadata store is the `MetadataStore` interface; SQLite (storage/sqlite/) implements it.
+The metadata store is the `MetadataStore` interface; SQLite (storage/sqlite/, the default, in the data directory)
+and PostgreSQL (storage/postgres/, for replicas sharing one database) implement it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from connected_registry.oci.names import validate_tag
 from connected_registry.storage.blobs import BlobFiles
 from connected_registry.storage.changes import ManifestPut, check_references, digest_and_tag, record_delete, record_put
 from connected_registry.storage.control import ControlStore, update_control_state
-from connected_registry.storage.disk import DIRECTORY_MODE, Disk, restrict_modes, storage_error_from_os
+from connected_registry.storage.disk import DIRECTORY_MODE, Disk, StorageError, restrict_modes, storage_error_from_os
 from connected_registry.storage.metadata import MetadataStore, MetadataWrites
 from connected_registry.storage.records import Referrer
 from connected_registry.storage.sqlite import SqliteMetadata
@@ -32,6 +33,23 @@ from connected_registry.waits import wait_event
 
 _MANIFEST_CACHE_BYTES = 32 << 20
 _PROBE_BYTES = 1 << 20  # room a recovered volume must have: a little more than a metadata commit needs
+METADATA_DSN_VARIABLE = "ACR_REGISTRY_METADATA_DSN"
+
+
+def open_metadata(data_dir: str, disk: Disk, dsn: str | None) -> MetadataStore:
+    """`sqlite` (or nothing): SQLite in the data directory; a libpq DSN (`postgresql://...`, or `host=... dbname=...`):
+    that PostgreSQL database, which several replicas may share."""
+    if not dsn or dsn == "sqlite":
+        return SqliteMetadata(data_dir, disk)
+    scheme, separator, _ = dsn.partition("://")
+    if scheme in ("postgresql", "postgres") or (not separator and "=" in dsn):
+        # Imported here: psycopg is loaded only by instances that use PostgreSQL.
+        from connected_registry.storage.postgres import PostgresMetadata
+
+        return PostgresMetadata(dsn, disk)
+    what = f"{scheme!r}" if separator else "a value that is neither a URL nor key=value pairs"  # never the password
+    raise StorageError("DISK_ERROR", f"unknown metadata store {what}: give `sqlite` or a "
+                       "postgresql://USER@HOST:PORT/DATABASE URL (`serve --metadata`, ACR_REGISTRY_METADATA_DSN)")
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,7 @@ class RegistryStore:
         record_outbox: bool = False,
         disk: Disk | None = None,
         clock: Clock = time.time,
+        metadata: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.origin = origin
@@ -98,10 +117,12 @@ class RegistryStore:
         except OSError as error:
             raise storage_error_from_os(error, f"creating the data directory {data_dir}") from error
         self.files = BlobFiles(data_dir, self.disk)
-        self.metadata: MetadataStore = SqliteMetadata(data_dir, self.disk)
+        # `metadata`: where the metadata lives (open_metadata); None: ACR_REGISTRY_METADATA_DSN, else SQLite.
+        self.metadata = open_metadata(data_dir, self.disk, metadata or os.environ.get(METADATA_DSN_VARIABLE))
         self.io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blob-io")
         self.uploads = Uploads(self.files, self.metadata, self.io, clock)
-        self._manifest_cache = ManifestCache()
+        # Dropped on every write here; a replica cannot see another's writes, so a shared store keeps none.
+        self._manifest_cache = ManifestCache(limit=0 if self.metadata.shared else _MANIFEST_CACHE_BYTES)
         self._events_written: asyncio.Event | None = None
         self.closing = False  # set at shutdown: long polls answer at once
         self.control = ControlStore(self.metadata)

@@ -1,4 +1,5 @@
-"""SQLite: blobs, repositories, manifests with what they reference, tags and referrers."""
+"""SQLite (and PostgreSQL, which runs these same queries, storage/postgres/dialect.py): blobs, repositories,
+manifests with what they reference, tags and referrers."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from connected_registry.oci.manifest import ParsedManifest
 from connected_registry.storage.records import ManifestEntry, Referrer
 
 # The manifests under one (an index's children at any depth, not those left out by design), then any blob or
-# child manifest of theirs that is not here and not left out.
+# child manifest of theirs that is not here and not left out. (The tree starts from the manifest's own reference
+# rows, not from the bare parameter, so its column has the table's collation in PostgreSQL too: a manifest that
+# references nothing misses nothing.)
 _MISSING_PARTS = (
-    "WITH RECURSIVE tree(digest) AS (SELECT ? UNION SELECT r.child FROM manifest_references r "
+    "WITH RECURSIVE tree(digest) AS (SELECT manifest FROM manifest_references WHERE repository = ? AND manifest = ? "
+    "UNION SELECT r.child FROM manifest_references r "
     "JOIN tree ON r.manifest = tree.digest WHERE r.repository = ? AND r.kind = 'manifest' AND r.left_out = 0) "
     "SELECT 1 FROM manifest_references r JOIN tree ON r.manifest = tree.digest WHERE r.repository = ? "
     "AND r.left_out = 0 AND ("
@@ -70,7 +74,7 @@ class ContentReads:
         return [row[0] for row in self.db.execute("SELECT digest FROM manifests WHERE repository = ?", (repository,))]
 
     def incomplete(self, repository: str, digest: str) -> bool:
-        return self.db.execute(_MISSING_PARTS, (digest, repository, repository)).fetchone() is not None
+        return self.db.execute(_MISSING_PARTS, (repository, digest, repository, repository)).fetchone() is not None
 
     def left_out_children(self, repository: str, digest: str) -> set[str]:
         return {row[0] for row in self.db.execute(

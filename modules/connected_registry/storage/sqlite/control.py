@@ -1,4 +1,5 @@
-"""SQLite: the control state (one row of the `state` table per field), the resumable transfers, the children.
+"""SQLite (and PostgreSQL, which runs these same queries): the control state (one row of the `state` table per
+field), the resumable transfers, the children.
 
 The `state` table's keys and value encodings are those the first schema wrote, so a volume keeps its cursor,
 identity and transfers across the upgrade to the typed record.

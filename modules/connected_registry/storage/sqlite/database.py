@@ -38,6 +38,8 @@ class SqliteWrites(SqliteReads, ContentWrites, LogWrites, ControlWrites, Houseke
 class SqliteMetadata(SqliteReads):
     """`metadata.MetadataStore` in `<data>/metadata.db`; its reads go through the loop's own connection."""
 
+    shared = False  # the data directory is one instance's
+
     def __init__(self, data_dir: str, disk: Disk) -> None:
         self.path = os.path.join(data_dir, "metadata.db")
         self.disk = disk

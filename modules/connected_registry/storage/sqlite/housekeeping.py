@@ -1,5 +1,5 @@
-"""SQLite: upload sessions, the list of blobs that came on demand (the cache budget), and what garbage collection
-looks for."""
+"""SQLite (and PostgreSQL, which runs these same queries): upload sessions, the list of blobs that came on demand
+(the cache budget), and what garbage collection looks for."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ class HousekeepingReads:
             "SELECT id FROM uploads WHERE repository = ? AND owner IS NOT NULL", (repository,))]
 
     def on_demand_bytes(self) -> int:
-        return self.db.execute(
-            "SELECT COALESCE(SUM(o.size), 0) FROM on_demand o JOIN blobs b USING (digest)").fetchone()[0]
+        return self.db.execute("SELECT CAST(COALESCE(SUM(o.size), 0) AS BIGINT) "  # PostgreSQL's SUM is numeric
+                               "FROM on_demand o JOIN blobs b USING (digest)").fetchone()[0]
 
     def is_on_demand(self, digest: str) -> bool:
         return self.db.execute("SELECT 1 FROM on_demand WHERE digest = ?", (digest,)).fetchone() is not None
@@ -79,7 +79,7 @@ class HousekeepingWrites:
         self.db.executemany("DELETE FROM on_demand WHERE digest = ?", [(digest,) for digest in digests])
 
     def touch_on_demand(self, digest: str, used: float) -> None:
-        self.db.execute("UPDATE on_demand SET last_used = MAX(last_used, ?) WHERE digest = ?", (used, digest))
+        self.db.execute("UPDATE on_demand SET last_used = ? WHERE digest = ? AND last_used < ?", (used, digest, used))
 
     def unlist_gone_on_demand(self) -> None:
         self.db.execute("DELETE FROM on_demand WHERE digest NOT IN (SELECT digest FROM blobs)")

@@ -1,4 +1,5 @@
-"""SQLite: the event log (what the parent's feed serves its children) and the outbox (what goes up to the parent)."""
+"""SQLite (and PostgreSQL, which runs these same queries): the event log (what the parent's feed serves its
+children) and the outbox (what goes up to the parent)."""
 
 from __future__ import annotations
 
