@@ -25,7 +25,7 @@ _MANIFEST_ACTIONS = {"GET": "pull", "PUT": "push", "DELETE": "delete"}
 
 def audit_exchange(request: web.BaseRequest, response: web.StreamResponse, route: str, request_id: str) -> None:
     """The records of one answered request: a login when a password was checked, and the request itself when it is
-    a pull, push, delete or control action (or any request refused)."""
+    a pull, push, delete or control action, or any other request refused but for its failed login."""
     context = request.app[CONTEXT]
     trail = context.audit
     if trail is None or not trail.enabled():
@@ -37,8 +37,8 @@ def audit_exchange(request: web.BaseRequest, response: web.StreamResponse, route
         trail.record(action="login", result="success" if login.succeeded else "failure",
                      **common, token=_bounded(login.token))
     action = _action(request.method, request.path, route)
-    if action is None and response.status not in REFUSED:
-        return
+    if action is None and (response.status not in REFUSED or (login is not None and not login.succeeded)):
+        return  # neither audited nor refused, or refused for the login its record already tells
     trail.record(action=action or "access", result=_result(response.status), **common, token=_bounded(token))
 
 
