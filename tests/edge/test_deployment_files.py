@@ -1,7 +1,7 @@
 """The IoT Edge deployment files, checked statically (no container engine builds here): both templates' desired
-properties validate with DesiredProperties once their variables are filled in, edgeHub routes the module's audit
-output to IoT Hub, the lower layer takes everything from its parent, the Dockerfiles copy paths that exist and
-install the package as the README says, and module.json names both Dockerfiles."""
+properties validate with DesiredProperties once their variables are filled in, the lower layer takes everything from
+its parent, the Dockerfiles copy paths that exist and install the package as the README says, and module.json names
+both Dockerfiles."""
 
 from __future__ import annotations
 
