@@ -39,12 +39,12 @@ FIELDS: dict[str, str] = {
               "`access` (any other request: recorded only when refused)",
     "result": "`success`; `failure` (a login that did not hold, or a request that failed: a manifest unknown or "
               "invalid); `refused` (401, 403, 405, 409, 413 or 429: a right, the mode, a limit or a throttle said no)",
-    "status": "the HTTP status answered",
-    "code": "the error code answered (the table of error codes above), or null",
+    "status": "the HTTP status the request was answered with (a login's record has its request's)",
+    "code": "the error code the answer carried (see Error codes and status details), or null",
     "method": "the HTTP method",
     "path": "the request's path, without its query",
     "token": "the token's name: the caller's, or the one a login offered (even one that does not exist); null for "
-             "anonymous",
+             "anonymous, and for a login whose header could not be read",
     "client": "the client's address: the peer's, or behind `trustedProxies` the one X-Forwarded-For names",
     "repository": "the repository the request named, or null",
     "reference": "the tag or digest the request named, or null",

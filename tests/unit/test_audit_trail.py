@@ -1,6 +1,6 @@
 """The audit trail's files on their own (audit.py): records numbered across restarts, segments bounded in size and
 count, a line a crash cut short cut off, records read back oldest first in batches of a bounded size, nothing written
-while disabled."""
+while disabled, and the README table of the fields."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from connected_registry.audit import FIELDS, AuditTrail
+from connected_registry.docs import audit_table
 
 
 def trail(directory: Path, enabled: bool = True, **limits) -> AuditTrail:
@@ -88,3 +89,8 @@ def test_nothing_is_written_while_disabled(tmp_path: Path):
     audit.close()
     assert not (tmp_path / "audit").exists()
     assert audit.read_after(0, 1000) is None
+
+
+def test_the_readme_table_is_the_records_fields():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert audit_table() in readme, "README's audit fields differ: paste `python -m connected_registry.docs audit`"
