@@ -31,15 +31,20 @@ def audit_exchange(request: web.BaseRequest, response: web.StreamResponse, route
     if trail is None or not trail.enabled():
         return
     login: LoginAttempt | None = request.get(LOGIN_ATTEMPT)
-    common = _common(request, response, request_id, context.access.client_address(request))
-    token = request.get(CALLER_TOKEN) or (login.token if login else None)
-    if login is not None and (not login.remembered or request.path in TOKEN_SERVICE):
-        trail.record(action="login", result="success" if login.succeeded else "failure",
-                     **common, token=_bounded(login.token))
+    if login is not None and login.remembered and request.path not in TOKEN_SERVICE:
+        login = None  # only its credentials again, within minutes of the login that checked them
     action = _action(request.method, request.path, route)
-    if action is None and (response.status not in REFUSED or (login is not None and not login.succeeded)):
-        return  # neither audited nor refused, or refused for the login its record already tells
-    trail.record(action=action or "access", result=_result(response.status), **common, token=_bounded(token))
+    if action is None and response.status in REFUSED and not (login is not None and not login.succeeded):
+        action = "access"  # refused, and not for the failed login its record already tells
+    if login is None and action is None:
+        return
+    common = _common(request, response, request_id, context.access.client_address(request))
+    if login is not None:
+        trail.record(action="login", result="success" if login.succeeded else "failure", **common,
+                     token=_bounded(login.token))
+    if action is not None:
+        token = request.get(CALLER_TOKEN) or (request[LOGIN_ATTEMPT].token if LOGIN_ATTEMPT in request else None)
+        trail.record(action=action, result=_result(response.status), **common, token=_bounded(token))
 
 
 def _common(request: web.BaseRequest, response: web.StreamResponse, request_id: str, client: str | None) -> dict:
