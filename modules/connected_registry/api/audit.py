@@ -14,7 +14,8 @@ from connected_registry.auth.access import CALLER_TOKEN, LOGIN_ATTEMPT, LoginAtt
 
 # Typed request keys where aiohttp has them (3.13+), plain names before.
 ROUTE_ARGUMENTS = web.RequestKey("route_arguments", dict) if hasattr(web, "RequestKey") else "route_arguments"
-ERROR_CODE = "error_code"  # on an error response (app.py): the code its body carries
+# On an error response (app.py): the code its body carries.
+ERROR_CODE = web.ResponseKey("error_code", str) if hasattr(web, "ResponseKey") else "error_code"
 
 REFUSED = frozenset({401, 403, 405, 409, 413, 429})  # a right, the mode, a limit or a throttle said no
 TOKEN_SERVICE = ("/acr/oauth2/token", "/oauth2/token")
