@@ -1,7 +1,7 @@
 """Audit records through edgeHub: a module under the simulated runtime (the real SDK, mosquitto as edgeHub) sends its
 audit records as output messages on `auditLogs` (the topic edgeHub's routes read), each a JSON array within IoT Hub's
 256 KB, at most one a second; none carries a password or a token; records written while edgeHub is away wait in the
-volume and arrive, oldest first, once it is back."""
+volume and arrive, oldest first, once it is back; a twin patch turns the audit off and on."""
 
 from __future__ import annotations
 
@@ -121,3 +121,19 @@ def test_records_written_while_edgehub_is_away_arrive_oldest_first_once_it_is_ba
     assert list(first_arrival) == sorted(first_arrival)
     gaps = [later.received - earlier.received for earlier, later in zip(messages, messages[1:])]
     assert min(gaps) >= 0.8, gaps  # at most one message a second
+
+
+def test_a_twin_patch_turns_the_audit_off_and_on_without_a_restart(module):
+    running, outputs = module
+    url, hub = running.process.url, running.hub
+
+    def patch(status: str) -> None:
+        version = hub.patch_desired({"logging": {"auditLogStatus": status}})
+        hub.wait_reported(lambda r: r.get("appliedDesiredVersion") == version, timeout=30, what=f"{status} applied")
+
+    patch("Disabled")
+    assert call(f"{url}/v2/_catalog", "while-disabled").status == 401
+    patch("Enabled")
+    assert call(f"{url}/v2/_catalog", "enabled-again").status == 401
+    records = wait_for_requests(outputs, {"enabled-again"})
+    assert "while-disabled" not in {record["requestId"] for record in records}
