@@ -77,7 +77,7 @@ class AuditTrail:
         self._fd: int | None = None  # the segment being written; opened at the first record (Disabled: no file)
         self._size = 0
         self._last: int | None = None  # the last record's number, read from the volume at the first record
-        self._dirty = False
+        self._unsynced = asyncio.Event()  # written since the last fsync
         self._dropped = 0
         self._warned_at: float | None = None
         self._cursor: tuple[str, int, int] | None = None  # (segment, offset, seq) where the last read stopped
@@ -108,8 +108,9 @@ class AuditTrail:
         except OSError:
             _quietly(os.ftruncate, self._fd, self._size)  # no torn line for the next record to follow
             raise
-        self._last, self._size, self._dirty = number, self._size + len(line), True
+        self._last, self._size = number, self._size + len(line)
         self.appended.set()
+        self._unsynced.set()
         if self._size >= self.segment_bytes:
             self._close_segment()
 
@@ -148,7 +149,7 @@ class AuditTrail:
         fd, self._fd = self._fd, None
         _quietly(os.fsync, fd)
         os.close(fd)
-        self._dirty = False
+        self._unsynced.clear()
 
     def _warn(self, error: OSError) -> None:
         now = self.clock()
@@ -158,11 +159,13 @@ class AuditTrail:
                         "volume", self.directory, error.strerror or error, self._dropped)
 
     async def run(self) -> None:
-        """Records reach the disk within a second (a power cut loses at most that), off the event loop."""
+        """Records reach the disk within a second (a power cut loses at most that), off the event loop; an idle
+        trail never wakes."""
         while True:
+            await self._unsynced.wait()
             await asyncio.sleep(1.0)
-            if self._dirty and self._fd is not None:
-                self._dirty = False
+            self._unsynced.clear()
+            if self._fd is not None:
                 await asyncio.to_thread(_fsync_and_close, os.dup(self._fd))
 
     def close(self) -> None:
