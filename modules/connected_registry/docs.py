@@ -1,10 +1,12 @@
-"""The README's tables of error codes and status details, written from the registries themselves so the two
-cannot drift (a unit test compares them): `python -m connected_registry.docs errors|details` prints one."""
+"""The README's tables of error codes, status details and audit record fields, written from the registries themselves
+so the two cannot drift (unit tests compare them): `python -m connected_registry.docs errors|details|audit` prints
+one."""
 
 from __future__ import annotations
 
 import sys
 
+from connected_registry.audit import FIELDS
 from connected_registry.oci.errors import ERROR_CODES
 from connected_registry.status import STATUS_DETAILS
 
@@ -31,7 +33,12 @@ def detail_table() -> str:
     ])
 
 
-TABLES = {"errors": error_table, "details": detail_table}
+def audit_table() -> str:
+    """One row per field of an audit record, in the order written."""
+    return markdown_table(("Field", "What"), [(f"`{name}`", text) for name, text in FIELDS.items()])
+
+
+TABLES = {"errors": error_table, "details": detail_table, "audit": audit_table}
 
 
 def main(argv: list[str]) -> int:

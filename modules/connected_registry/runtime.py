@@ -19,6 +19,7 @@ from connected_registry.api import create_app
 from connected_registry.api.context import ApiContext
 from connected_registry.api.metrics import create_metrics_app
 from connected_registry.api.requests import RequestRecorder, ServerLog
+from connected_registry.audit import AuditTrail
 from connected_registry.auth import OpenAccess, TokenAccess
 from connected_registry.edge import wiring
 from connected_registry.environment import with_environment
@@ -93,6 +94,7 @@ class Runtime:
         self.garbage_collection: GarbageCollection | None = None
         self.retention: Retention | None = None
         self.disk: DiskRecovery | None = None
+        self.audit: AuditTrail | None = None  # logging.auditLogStatus: the records, in the data volume
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -160,6 +162,9 @@ class Runtime:
         self.garbage_collection = GarbageCollection(core, store)
         self.retention = Retention(core, store)
         self.disk = DiskRecovery(core, store, on_recovered=self._wake_sync)
+        self.audit = AuditTrail(os.path.join(self.options.data_dir, "audit"), core.clock, registry=lambda: core.name,
+                                enabled=lambda: core.settings is not None
+                                and core.settings.logging.auditLogStatus == "Enabled")
         if not core.is_root:
             # Imported here: the sync (parent client, engine, pull-through) is about 2 MiB at idle that a root never
             # uses (measured: the embedded default's idle RSS).
@@ -174,7 +179,8 @@ class Runtime:
                                   status_document=self.views.document, hierarchy=self.views.hierarchy,
                                   on_sync_now=self._sync_now_operation, on_resync=self.resync,
                                   on_children_changed=self.engine.report_soon if self.engine else lambda: None,
-                                  on_storage_error=self.disk.storage_failed, on_gc=self.garbage_collection.run_now)
+                                  on_storage_error=self.disk.storage_failed, on_gc=self.garbage_collection.run_now,
+                                  audit=self.audit)
 
     def _access(self) -> OpenAccess | TokenAccess:
         """Tokens with a configuration; open to everyone without (the embedded default)."""
@@ -231,8 +237,10 @@ class Runtime:
             tasks.spawn(self.engine.run(), "sync")
             self.context.content = self.pull_through  # the read routes now fill misses from the parent
         tasks.spawn(self.retention.run(), "event-retention")
+        tasks.spawn(self.audit.run(), "audit-flush")
         if self.config_source is not None:
             self.reporter = wiring.start_reporting(self.instance, self, self.config_source)
+            wiring.forward_audit(self, self.config_source, self.audit)
 
     async def _trust_edge_ca(self) -> None:
         """Inside IoT Edge the parent's certificate is checked with the edge CA's trust bundle, read again when it
@@ -269,6 +277,8 @@ class Runtime:
                 await runner.cleanup()
         if self.store is not None:
             self.store.close()
+        if self.audit is not None:
+            self.audit.close()
         log.info("connected registry stopped")
 
     async def run_until_signalled(self) -> None:

@@ -142,6 +142,8 @@ class CacheSettings(_Model):
 
 class LoggingSettings(_Model):
     logLevel: Literal["Debug", "Information", "Warning", "Error", "None"] = "Information"
+    # Azure's name: one JSON record per login, pull, push, delete, refusal and control action (audit.py)
+    auditLogStatus: Literal["Enabled", "Disabled"] = "Disabled"
 
 
 class GarbageCollectionSettings(_Model):

@@ -12,6 +12,7 @@ import tomllib
 import pytest
 
 from connected_registry.auth.passwords import hash_password
+from connected_registry.edge.audit_output import OUTPUT as AUDIT_OUTPUT
 from connected_registry.environment import parse_connection_string, resolve_parent_endpoint
 from connected_registry.settings import validate_desired
 from tests.support.processes import REPO_ROOT
@@ -86,6 +87,15 @@ def test_the_module_keeps_its_data_in_a_named_volume_listens_on_8080_and_publish
     assert proxy["env"]["CONNECTED_ACR_ROUTE_ADDRESS"]["value"] == "connected-registry:8080"  # /v2 and /acr to us
     assert proxy["env"]["NGINX_DEFAULT_PORT"]["value"] == "8000"
     assert _create_options(proxy)["HostConfig"]["PortBindings"]["8000/tcp"]
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_edgehub_routes_the_modules_audit_output_to_iot_hub(template: str):
+    content = _render(template)
+    assert "connected-registry" in content["$edgeAgent"]["properties.desired"]["modules"]
+    routes = content["$edgeHub"]["properties.desired"]["routes"].values()
+    route = f"FROM /messages/modules/connected-registry/outputs/{AUDIT_OUTPUT} INTO $upstream"
+    assert route in [entry if isinstance(entry, str) else entry["route"] for entry in routes]
 
 
 def test_the_lower_layer_takes_every_image_from_its_parent_and_is_read_only(monkeypatch):

@@ -9,6 +9,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from connected_registry.api import blobs, control, listings, manifests, referrers, token, uploads
+from connected_registry.api.audit import ERROR_CODE, ROUTE_ARGUMENTS
 from connected_registry.api.requests import (CLIENT_CLOSED_REQUEST, REQUEST_ID, REQUEST_STATS, ROUTE, RequestStats,
                                               add_request_id, request_middleware)
 from connected_registry.api.context import CONTEXT, ApiContext
@@ -93,6 +94,7 @@ async def dispatch_v2(request: web.Request) -> web.StreamResponse:
         if match is None:
             continue
         request[ROUTE] = _ROUTE_LABELS[pattern]
+        request[ROUTE_ARGUMENTS] = match.groupdict()  # what the audit records: repository, reference or digest
         handler = methods.get(request.method)
         if handler is None:
             raise OciError(
@@ -107,7 +109,9 @@ async def dispatch_v2(request: web.Request) -> web.StreamResponse:
 
 
 def _error_response(error: OciError) -> web.Response:
-    return web.json_response(error.body(), status=error.status, headers=error.headers)
+    response = web.json_response(error.body(), status=error.status, headers=error.headers)
+    response[ERROR_CODE] = error.code  # for the audit record
+    return response
 
 
 @web.middleware

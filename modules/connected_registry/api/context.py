@@ -8,6 +8,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from connected_registry.audit import AuditTrail
 from connected_registry.auth import Access, Caller
 from connected_registry.auth.access import request_origin
 from connected_registry.auth.permissions import repository_in_scope
@@ -41,6 +42,7 @@ class ApiContext:
     # What the read routes serve: the store's content (given `store` alone), or on an instance with a parent the
     # pull-through layer around it, which fills misses (SPEC 8).
     content: Content = None  # type: ignore[assignment]  # None: LocalContent(store), in __post_init__
+    audit: AuditTrail | None = None  # what api/audit.py records requests in (logging.auditLogStatus)
     # Hooks into the rest of the instance, set by the runtime.
     status_document: Callable[[], dict] = field(default=lambda: {})
     hierarchy: Callable[[], dict] = field(default=lambda: {})

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
+from connected_registry.api.audit import audit_exchange
 from connected_registry.logs import current_request_id
 
 log = logging.getLogger("connected_registry.api")
@@ -85,7 +86,8 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
 
 class RequestRecorder(AbstractAccessLogger):
     """Called by aiohttp once a response is completely sent, so status and size are final (a blob's status and
-    length are decided while it is sent): counts it for /metrics and, at Debug, writes one line with its id."""
+    length are decided while it is sent): counts it for /metrics, gives it to the audit trail and, at Debug, writes
+    one line with its id."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         try:
@@ -94,7 +96,9 @@ class RequestRecorder(AbstractAccessLogger):
             return
         bytes_in, bytes_out = request.content.total_bytes, _response_bytes(request, response)
         method = request.method if request.method in _METHODS else "other"
-        stats.record(route_label(request), method, response.status, time, bytes_in, bytes_out)
+        route = route_label(request)
+        stats.record(route, method, response.status, time, bytes_in, bytes_out)
+        audit_exchange(request, response, route, request.get(REQUEST_ID, "-"))
         if log.isEnabledFor(logging.DEBUG):
             token = current_request_id.set(request.get(REQUEST_ID, "-"))
             try:

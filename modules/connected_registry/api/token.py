@@ -13,7 +13,7 @@ from aiohttp import web
 
 from connected_registry.api.bodies import read_body
 from connected_registry.api.context import context
-from connected_registry.auth.access import TokenAccess, parse_basic
+from connected_registry.auth.access import TokenAccess, note_login, parse_basic
 from connected_registry.auth.permissions import Permissions, Scope, parse_scopes
 from connected_registry.auth.claims import Claims
 from connected_registry.oci.errors import OciError
@@ -71,6 +71,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
         if grant_type == "refresh_token":
             claims = access.signer.verify(first("refresh_token") or "", access.service, "refresh")
             permissions = access.permissions_for_claims(claims) if claims else None
+            note_login(request, claims.subject if claims else None, permissions is not None)
             if claims is None or permissions is None:
                 raise OciError("UNAUTHORIZED", "the refresh token is invalid, expired or revoked: log in again")
             return _answer(access, claims.subject, claims.credential, permissions, scopes, False,
@@ -87,6 +88,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
             raise access.unauthorized(request, "the token service takes Basic credentials")
         name, password = parse_basic(value)
         if name is None:
+            note_login(request, None, False)
             raise access.unauthorized(request, "malformed Basic credentials")
         subject, permissions, credential = await access.check_password(request, name, password)
         offline = request.query.get("offline_token", "").lower() == "true"

@@ -17,6 +17,9 @@ class Access(Protocol):
         Operations: `base` (GET /v2/), `pull`, `metadata`, `push`, `delete`, `catalog` (repository None).
         """
 
+    def client_address(self, request: web.Request) -> str | None:
+        """The client's address (behind `trustedProxies`, the one X-Forwarded-For names): for the audit records."""
+
 
 # The embedded default's name, kept for the registry core's callers and tests.
 AnonymousAccess = OpenAccess

@@ -36,6 +36,25 @@ INSUFFICIENT_SCOPES = "Insufficient scopes to perform the operation."
 
 
 @dataclass(frozen=True)
+class LoginAttempt:
+    """A password (or refresh token) checked for a request, for its audit record (api/audit.py): the name offered,
+    whether it held, and whether it was only remembered from a check of the last minutes (Basic on every request)."""
+
+    token: str | None
+    succeeded: bool
+    remembered: bool = False
+
+
+# What the checks note on the request for the audit (typed request keys where aiohttp has them, 3.13+).
+LOGIN_ATTEMPT = web.RequestKey("login_attempt", LoginAttempt) if hasattr(web, "RequestKey") else "login_attempt"
+CALLER_TOKEN = web.RequestKey("caller_token", str) if hasattr(web, "RequestKey") else "caller_token"
+
+
+def note_login(request: web.Request, token: str | None, succeeded: bool, remembered: bool = False) -> None:
+    request[LOGIN_ATTEMPT] = LoginAttempt(token, succeeded, remembered)
+
+
+@dataclass(frozen=True)
 class Caller:
     """An authenticated (or anonymous) caller: its token's permissions, narrowed by a JWT's access list."""
 
@@ -150,15 +169,24 @@ class TokenAccess:
 
     # --- identities -----------------------------------------------------------------------------
 
-    def _client_address(self, request: web.Request) -> str | None:
+    def client_address(self, request: web.Request) -> str | None:
         """The client's address: the peer's, or behind a trusted proxy the nearest untrusted address in
         X-Forwarded-For (the proxy's own when it names none). None for a Unix socket."""
+        address = self._client_ip(request)
+        return None if address is None else str(address)
+
+    def _client_address(self, request: web.Request) -> str | None:
+        """The client's share of the address space, as failed logins are throttled by."""
+        address = self._client_ip(request)
+        return None if address is None else _host_part(address)
+
+    def _client_ip(self, request: web.Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         try:
             peer = ipaddress.ip_address(request.remote or "")
         except ValueError:
             return None
         if not any(peer in network for network in self._trusted):
-            return _host_part(peer)
+            return peer
         forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
         for candidate in reversed(forwarded):
             try:
@@ -166,21 +194,25 @@ class TokenAccess:
             except ValueError:
                 break
             if not any(address in network for network in self._trusted):
-                return _host_part(address)
-        return _host_part(peer)
+                return address
+        return peer
 
     async def check_password(self, request: web.Request, name: str, password: str) -> tuple[str, Permissions, str]:
         """(token name, permissions, hash fingerprint) for valid credentials; raises 401 or 429."""
         entry = self._tokens.get(name.lower())
         hashes = entry[0].passwordHashes if entry and entry[0].status == "enabled" else None
+        remembered = self.checker.remembers(name, password, hashes)
         try:
             matched = await self.checker.verify(name, password, hashes, self._client_address(request))
         except Throttled as throttled:
+            note_login(request, name, False)
             retry_after = max(int(throttled.retry_after + 0.999), 1)
             raise OciError("TOOMANYREQUESTS", f"{throttled}; retry in {retry_after} s",
                            headers={"Retry-After": str(retry_after)}) from None
         if matched is None:
+            note_login(request, name, False)
             raise self.unauthorized(request, "invalid username or password, or the token is disabled")
+        note_login(request, name.lower(), True, remembered)
         return name.lower(), entry[1], credential_fingerprint(matched)
 
     def permissions_for_claims(self, claims: Claims) -> Permissions | None:
@@ -198,7 +230,13 @@ class TokenAccess:
         return self._anonymous
 
     async def identify(self, request: web.Request) -> tuple[Caller, str]:
-        """The caller and how they authenticated: "anonymous", "basic" or "bearer"."""
+        """The caller and how they authenticated: "anonymous", "basic" or "bearer" (its token noted for the audit)."""
+        caller, how = await self._identify(request)
+        if caller.name:
+            request[CALLER_TOKEN] = caller.name
+        return caller, how
+
+    async def _identify(self, request: web.Request) -> tuple[Caller, str]:
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
@@ -207,6 +245,7 @@ class TokenAccess:
         if scheme == "basic":
             name, password = parse_basic(value)
             if name is None:
+                note_login(request, None, False)
                 raise self.unauthorized(request, "malformed Basic credentials")
             token_name, permissions, _ = await self.check_password(request, name, password)
             return Caller(name=token_name, permissions=permissions), "basic"
@@ -269,6 +308,9 @@ class TokenAccess:
 
 class OpenAccess:
     """Everyone may do everything: the embedded default for trying the registry out on loopback."""
+
+    def client_address(self, request: web.Request) -> str | None:
+        return request.remote
 
     async def require(self, request: web.Request, repository: str | None, operation: str) -> Caller:
         return OPEN_CALLER

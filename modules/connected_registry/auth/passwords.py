@@ -102,6 +102,15 @@ class PasswordChecker:
     def _cache_key(self, name: str, password: str) -> bytes:
         return hmac.new(self._secret, f"{name.lower()}\0{password}".encode(), hashlib.sha256).digest()
 
+    def _remembered(self, key: bytes, hashes: list[str] | None) -> str | None:
+        """The hash this password matched within the last CACHE_SECONDS, when it is still one of the token's."""
+        cached = self._cache.get(key)
+        return cached[1] if cached and cached[0] > self.clock() and hashes and cached[1] in hashes else None
+
+    def remembers(self, name: str, password: str, hashes: list[str] | None) -> bool:
+        """Whether `verify` would pass at once, from its cache: no new login, only its credentials again."""
+        return self._remembered(self._cache_key(name, password), hashes) is not None
+
     @staticmethod
     def _throttle_keys(name: str, hashes: list[str] | None, address: str | None) -> tuple[str, ...]:
         keys = (f"name:{name.lower()[:60]}@{address or ''}",)
@@ -145,10 +154,10 @@ class PasswordChecker:
         """`hashes` None means no such (enabled) token: a dummy check keeps the timing the same.
         `address`: the client's, where known (None for a Unix socket)."""
         key = self._cache_key(name, password)
-        cached = self._cache.get(key)
         now = self.clock()
-        if cached and cached[0] > now and hashes and cached[1] in hashes:
-            return cached[1]
+        remembered = self._remembered(key, hashes)
+        if remembered is not None:
+            return remembered
         throttle_keys = self._throttle_keys(name, hashes, address)
         self._admit(throttle_keys)
         self._pending += 1

@@ -130,6 +130,18 @@ class ModuleConnection:
     async def patch_reported(self, patch: dict) -> None:
         await self._call(self._client.patch_twin_reported_properties(patch))
 
+    @property
+    def connected(self) -> bool:
+        return bool(self._client is not None and self._client.connected)
+
+    async def send_output(self, output: str, body: bytes, message_id: str) -> None:
+        """A JSON message on one of the module's outputs (edgeHub's routes say where it goes)."""
+        from azure.iot.device import Message  # the SDK is heavy: loaded only inside IoT Edge
+
+        message = Message(body.decode("utf-8"), message_id=message_id, content_encoding="utf-8",
+                          content_type="application/json")
+        await self._call(self._client.send_message_to_output(message, output))
+
     async def close(self) -> None:
         if self._client is not None:
             await self._shutdown_quietly()

@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from connected_registry.audit import AuditTrail
 from connected_registry.durations import duration_seconds
+from connected_registry.edge.audit_output import AuditForwarder
 from connected_registry.edge.methods import answer_direct_method
 from connected_registry.edge.module_client import in_iot_edge
 from connected_registry.edge.reporter import Reporter
@@ -77,3 +79,10 @@ async def report_stopped(source, reporter: Reporter | None) -> None:
         await within(source.write_reported({"connectionState": "Offline"}, document), 2)
     except Exception as error:  # noqa: BLE001 - stopping anyway
         log.info("could not report Offline while stopping: %s", error)
+
+
+def forward_audit(control: InstanceControl, source, trail: AuditTrail) -> None:
+    """Inside IoT Edge, the audit records go to edgeHub as messages on the output `auditLogs` (audit_output.py)."""
+    connection = getattr(source, "connection", None)
+    if connection is not None:
+        control.spawn(AuditForwarder(trail, connection).run(), "audit-output")
