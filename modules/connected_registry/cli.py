@@ -50,7 +50,8 @@ def cmd_serve(arguments: argparse.Namespace) -> int:
     host, port = arguments.listen or (("0.0.0.0" if configured else "127.0.0.1"), 8080)
     metrics = arguments.metrics_listen or (host, METRICS_PORT)
     options = InstanceOptions(data_dir=arguments.data or default_data_dir(), host=host, port=port,
-                              config_path=arguments.config, metrics_listen=None if metrics == "off" else metrics)
+                              config_path=arguments.config, metrics_listen=None if metrics == "off" else metrics,
+                              blob_store=arguments.blob_store or os.environ.get("ACR_REGISTRY_BLOB_STORE") or None)
     if not configured:
         logging.getLogger("connected_registry").warning(
             "no configuration given: running a root registry with anonymous pull and push on %s:%d "
@@ -207,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-listen", metavar="HOST:PORT", type=_metrics_listen,
                        help=f"where GET /metrics is served, apart from the registry (default: the --listen host, port "
                        f"{METRICS_PORT}, IoT Edge's port for module metrics); off: nowhere")
+    serve.add_argument("--blob-store", metavar="STORE",
+                       help="where blobs live: filesystem (the default, in --data) or azure://CONTAINER[/PREFIX] "
+                       "(Azure Blob Storage, credentials from ACR_REGISTRY_BLOB_CONNECTION_STRING, or "
+                       "ACR_REGISTRY_BLOB_ACCOUNT_URL with ..._ACCOUNT_KEY or ..._SAS); default $ACR_REGISTRY_BLOB_STORE")
     serve.set_defaults(handler=cmd_serve)
 
     token = commands.add_parser("token", help="client and sync tokens").add_subparsers(

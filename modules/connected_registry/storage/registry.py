@@ -20,6 +20,7 @@ from connected_registry.oci.errors import OciError
 from connected_registry.oci.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from connected_registry.oci.names import validate_tag
 from connected_registry.storage.blobs import BlobFiles
+from connected_registry.storage.blobstore import FILESYSTEM, BlobStore, RemoteBlob, StoredBlob, UploadSessions
 from connected_registry.storage.changes import ManifestPut, check_references, digest_and_tag, record_delete, record_put
 from connected_registry.storage.control import ControlStore, update_control_state
 from connected_registry.storage.disk import DIRECTORY_MODE, Disk, restrict_modes, storage_error_from_os
@@ -86,7 +87,10 @@ class RegistryStore:
         record_outbox: bool = False,
         disk: Disk | None = None,
         clock: Clock = time.time,
+        blob_store: str | None = None,
     ) -> None:
+        """`blob_store`: where blob bytes live, `filesystem` (None: the default, in `data_dir`) or
+        `azure://<container>[/<prefix>]` (storage/azure/); the metadata stays in `data_dir`."""
         self.data_dir = data_dir
         self.origin = origin
         self.record_outbox = record_outbox
@@ -97,10 +101,19 @@ class RegistryStore:
             restrict_modes(data_dir)
         except OSError as error:
             raise storage_error_from_os(error, f"creating the data directory {data_dir}") from error
-        self.files = BlobFiles(data_dir, self.disk)
         self.metadata: MetadataStore = SqliteMetadata(data_dir, self.disk)
         self.io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blob-io")
-        self.uploads = Uploads(self.files, self.metadata, self.io, clock)
+        self.blob_store = blob_store or FILESYSTEM
+        self.files: BlobStore
+        self.uploads: UploadSessions
+        if self.blob_store == FILESYSTEM:
+            self.files = BlobFiles(data_dir, self.disk)
+            self.uploads = Uploads(self.files, self.metadata, self.io, clock)
+        else:
+            # Imported here: the Azure SDK is a heavy library that the embedded default never loads.
+            from connected_registry.storage.azure import open_azure_store
+
+            self.files, self.uploads = open_azure_store(self.blob_store, self.metadata, self.io, clock)
         self._manifest_cache = ManifestCache()
         self._events_written: asyncio.Event | None = None
         self.closing = False  # set at shutdown: long polls answer at once
@@ -110,6 +123,7 @@ class RegistryStore:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
+        await self.files.aclose()
         self.close()
 
     def close(self) -> None:
@@ -138,7 +152,11 @@ class RegistryStore:
         return self.metadata.blob_size(repository, digest)
 
     def blob_path(self, digest: str) -> str:
+        """The file of a blob (the filesystem backend's; what the outbox sends up from)."""
         return self.files.path(digest)
+
+    def stored_blob(self, digest: str, size: int) -> StoredBlob | RemoteBlob:
+        return self.files.stored(digest, size)
 
     async def mount_blob(self, repository: str, source: str, digest: str) -> bool:
         """Link a blob of `source` into `repository`; False when `source` does not have it."""
@@ -206,10 +224,8 @@ class RegistryStore:
             entry = self.metadata.manifest_by_tag(repository, reference)
         if entry is None:
             return None
-        try:
-            with open(self.files.path(entry.digest), "rb") as file:
-                body = file.read(MAX_MANIFEST_BYTES + 1)
-        except FileNotFoundError:
+        body = self.files.read_small(entry.digest, MAX_MANIFEST_BYTES + 1)
+        if body is None:
             return None
         record = ManifestRecord(entry.digest, entry.media_type, entry.size, body, entry.subject)
         self._manifest_cache.remember(key, record)
