@@ -1,9 +1,9 @@
 """Upload sessions as staged blocks of one block blob, `<prefix>uploads/<id>`, so any replica can continue one.
 
-Each PATCH stages its bytes as blocks (4 MiB, the next read while one is staged) and commits the session blob's
-block list, so the bytes received are durable and the offset is what Azure holds: any replica reads it (the
-committed block list) and goes on from there, and a request cut off keeps what it sent. The block ids are the
-blocks' offsets, so a block sent again after a cut replaces the one it repeats.
+Each PATCH stages its bytes as blocks (64 KiB first, then 4 MiB; the next one read while one is staged) and
+commits each to the session blob's block list, so the bytes received are durable and the offset is what Azure
+holds: any replica reads it (the committed block list) and goes on from there, and a request cut off keeps what it
+sent. The PUT verifies the digest, then commits the blob under its digest.
 
 The digest: a hash cannot move between processes (hashlib has no way to save its state), so each replica keeps the
 running sha256 of the bytes it received itself while they arrive; when the session's bytes all went through it (one
@@ -30,7 +30,7 @@ from connected_registry.oci.errors import OciError
 from connected_registry.storage.azure.blobs import AzureBlobs, storage_errors
 from connected_registry.storage.blobstore import ByteStream
 from connected_registry.storage.metadata import MetadataStore, MetadataWrites
-from connected_registry.storage.uploads import (ABANDONED_SECONDS, EMPTY_ABANDONED_SECONDS, SessionRows,
+from connected_registry.storage.uploads import (ABANDONED_SECONDS, EMPTY_ABANDONED_SECONDS, FIRST_BLOCK, SessionRows,
                                                 digest_mismatch, upload_range_error)
 from connected_registry.timefmt import Clock
 
@@ -97,7 +97,8 @@ class AzureUploads(SessionRows):
         session = session or self.get(repository, upload_id)
         if session.repository != repository:
             raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} belongs to another repository")
-        await self._refresh(session)
+        if not session.lock.locked():  # else a request here is writing it: what this process knows is newest
+            await self._refresh(session)
         return session
 
     async def _adopt(self, upload_id: str) -> StagedUpload:
@@ -176,12 +177,12 @@ class AzureUploads(SessionRows):
             return received
 
     async def _receive(self, session: StagedUpload, stream: ByteStream) -> int:
-        """Stage the body as blocks, then commit them: the offset moves only with a commit. A body cut short
-        commits what was staged, so the client resumes from there."""
+        """Stage the body as blocks, each committed once staged (while the next one arrives): the offset moves with
+        each commit, so a status, another replica and a resume after a cut all see the bytes that arrived."""
         loop = asyncio.get_running_loop()
-        staged: list[tuple[str, int]] = []  # (block id, size), in order
         buffer = bytearray()
         pending: asyncio.Task | None = None
+        received = 0
         idle = asyncio.timeout(self.body_idle_seconds)
         try:
             async with idle:
@@ -189,64 +190,53 @@ class AzureUploads(SessionRows):
                     chunk = await stream.readany()
                     idle.reschedule(loop.time() + self.body_idle_seconds)
                     buffer += chunk
-                    if len(buffer) >= BLOCK_BYTES or (not chunk and buffer):
+                    if len(buffer) >= (BLOCK_BYTES if received else FIRST_BLOCK) or (not chunk and buffer):
                         if pending is not None:
                             await pending
-                        pending = self._stage_next(session, staged, bytes(buffer))
+                        pending = asyncio.create_task(self._append_block(session, bytes(buffer)))
+                        received += len(buffer)
                         buffer.clear()
                     if not chunk:
                         break
                 if pending is not None:
                     await pending
         except BaseException as error:
-            await asyncio.shield(self._keep_what_arrived(session, staged, pending, bytes(buffer)))
+            await asyncio.shield(self._keep_what_arrived(session, pending, bytes(buffer)))
             if isinstance(error, TimeoutError) and idle.expired():
                 raise OciError("BLOB_UPLOAD_INVALID", f"the upload sent nothing for {self.body_idle_seconds:g} s and "
                                f"was stopped at {session.offset} bytes: check its status and resume from there") from None
             raise
-        return await self._commit_blocks(session, staged)
+        return received
 
-    def _stage_next(self, session: StagedUpload, staged: list[tuple[str, int]], data: bytes) -> asyncio.Task:
-        block_id = _block_id(session.offset + sum(size for _, size in staged))
-        staged.append((block_id, len(data)))
-        return asyncio.create_task(self._stage(session, block_id, data))
-
-    async def _stage(self, session: StagedUpload, block_id: str, data: bytes) -> None:
+    async def _append_block(self, session: StagedUpload, data: bytes) -> None:
+        """Stage one block at the session's offset and commit it after the blocks before it. Its id is its offset,
+        so a block sent again after a cut replaces the one it repeats."""
+        block_id = _block_id(session.offset)
         if session.hasher is not None:  # on a second thread (hashlib lets go of the GIL), as the filesystem does
             await asyncio.get_running_loop().run_in_executor(self.io, session.hasher.update, data)
+        client = self._client(session.id)
         with storage_errors(self.blobs.location, f"writing upload {session.id}"):
-            await self._client(session.id).stage_block(block_id, data, length=len(data))
+            try:
+                await client.stage_block(block_id, data, length=len(data))
+                blocks = [BlobBlock(committed) for committed in [*session.blocks, block_id]]
+                await client.commit_block_list(blocks, metadata={_REPOSITORY: session.repository})
+            except BaseException:
+                session.hasher = None  # it may hold bytes that were not committed: the PUT hashes from the container
+                session.blocks = None  # read again from the container before the next use
+                raise
+        session.blocks.append(block_id)
+        session.offset += len(data)
 
-    async def _commit_blocks(self, session: StagedUpload, staged: list[tuple[str, int]]) -> int:
-        """Commit the session's blocks and the newly staged ones; returns the bytes added."""
-        if not staged:
-            return 0
-        with storage_errors(self.blobs.location, f"writing upload {session.id}"):
-            blocks = [BlobBlock(block_id) for block_id in [*session.blocks, *(block_id for block_id, _ in staged)]]
-            await self._client(session.id).commit_block_list(blocks, metadata={_REPOSITORY: session.repository})
-        size = sum(size for _, size in staged)
-        session.blocks.extend(block_id for block_id, _ in staged)
-        session.offset += size
-        return size
-
-    async def _keep_what_arrived(self, session: StagedUpload, staged: list[tuple[str, int]],
-                                 pending: asyncio.Task | None, rest: bytes) -> None:
-        """After a broken receive: commit the blocks staged and the bytes read since, so a resume goes on from the
-        last byte received (a cut link costs nothing twice). Whatever fails leaves the session at a commit."""
+    async def _keep_what_arrived(self, session: StagedUpload, pending: asyncio.Task | None, rest: bytes) -> None:
+        """After a broken receive: let the last block land and keep the bytes read since, so a resume goes on from
+        the last byte received (a cut link costs nothing twice). Whatever fails leaves the session at a commit."""
         try:
             if pending is not None:
-                try:
-                    await pending
-                except Exception:
-                    staged.pop()  # not staged: the hash may have taken it, so the PUT hashes from the container
-                    session.hasher = None
-                    rest = b""
+                await pending
             if rest:
-                await self._stage_next(session, staged, rest)
-            await self._commit_blocks(session, staged)
+                await self._append_block(session, rest)
         except Exception:
-            session.hasher = None
-            session.blocks = None  # read again from the container before the next use
+            pass  # _append_block left the session to be read again from the container
 
     # --- finishing --------------------------------------------------------------------------------
 
