@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 from contextlib import closing
 
 from connected_registry import __version__, child_settings
