@@ -68,7 +68,8 @@ def cmd_gc(arguments: argparse.Namespace) -> int:
     if arguments.data is None:
         return gc_on_instance(arguments)
     async def collect() -> dict:
-        async with RegistryStore(arguments.data) as store:
+        blob_store = os.environ.get("ACR_REGISTRY_BLOB_STORE") or None  # the store the instance keeps its blobs in
+        async with RegistryStore(arguments.data, blob_store=blob_store) as store:
             return vars(await collect_garbage(store, read_only=arguments.read_only))
 
     result = asyncio.run(collect())

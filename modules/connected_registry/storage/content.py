@@ -63,7 +63,7 @@ class LocalContent:
         self.store = store
 
     async def get_manifest(self, repository: str, reference: str) -> ManifestRecord | None:
-        return self.store.get_manifest(repository, reference)
+        return await self.store.read_manifest(repository, reference)
 
     def stat_blob(self, repository: str, digest: str) -> StoredBlob | RemoteBlob | None:
         size = self.store.blob_size(repository, digest)

@@ -25,7 +25,7 @@ from connected_registry.storage.changes import ManifestPut, check_references, di
 from connected_registry.storage.control import ControlStore, update_control_state
 from connected_registry.storage.disk import DIRECTORY_MODE, Disk, restrict_modes, storage_error_from_os
 from connected_registry.storage.metadata import MetadataStore, MetadataWrites
-from connected_registry.storage.records import Referrer
+from connected_registry.storage.records import ManifestEntry, Referrer
 from connected_registry.storage.sqlite import SqliteMetadata
 from connected_registry.storage.uploads import Uploads
 from connected_registry.timefmt import Clock, utc_timestamp
@@ -57,6 +57,7 @@ class ManifestCache:
         self._records: OrderedDict[tuple[str, str], ManifestRecord] = OrderedDict()
         self._bytes = 0
         self._limit = limit
+        self.generation = 0  # moves with every clear: a record read across one is not cached
 
     def get(self, key: tuple[str, str]) -> ManifestRecord | None:
         record = self._records.get(key)
@@ -74,6 +75,7 @@ class ManifestCache:
     def clear(self) -> None:
         self._records.clear()
         self._bytes = 0
+        self.generation += 1
 
 
 class RegistryStore:
@@ -218,17 +220,42 @@ class RegistryStore:
         record = self._manifest_cache.get(key)
         if record is not None:
             return record
-        if is_digest(reference):
-            entry = self.metadata.manifest_by_digest(repository, reference)
-        else:
-            entry = self.metadata.manifest_by_tag(repository, reference)
+        entry = self._manifest_entry(repository, reference)
         if entry is None:
             return None
-        body = self.files.read_small(entry.digest, MAX_MANIFEST_BYTES + 1)
+        return self._remembered(key, entry, self.files.read_small(entry.digest, MAX_MANIFEST_BYTES + 1),
+                                self._manifest_cache.generation)
+
+    async def read_manifest(self, repository: str, reference: str) -> ManifestRecord | None:
+        """`get_manifest` for the read routes: a body the cache lacks is read off the event loop when it is in
+        object storage (a network round trip); from the filesystem it is read at once, as before."""
+        if self.blob_store == FILESYSTEM:
+            return self.get_manifest(repository, reference)
+        key = (repository, reference)
+        record = self._manifest_cache.get(key)
+        if record is not None:
+            return record
+        entry = self._manifest_entry(repository, reference)
+        if entry is None:
+            return None
+        generation = self._manifest_cache.generation
+        body = await asyncio.get_running_loop().run_in_executor(self.io, self.files.read_small, entry.digest,
+                                                                MAX_MANIFEST_BYTES + 1)
+        return self._remembered(key, entry, body, generation)
+
+    def _manifest_entry(self, repository: str, reference: str) -> ManifestEntry | None:
+        if is_digest(reference):
+            return self.metadata.manifest_by_digest(repository, reference)
+        return self.metadata.manifest_by_tag(repository, reference)
+
+    def _remembered(self, key: tuple[str, str], entry: ManifestEntry, body: bytes | None,
+                    generation: int) -> ManifestRecord | None:
+        """The record, cached unless a write came between its lookup and now (the tag may name another one)."""
         if body is None:
             return None
         record = ManifestRecord(entry.digest, entry.media_type, entry.size, body, entry.subject)
-        self._manifest_cache.remember(key, record)
+        if generation == self._manifest_cache.generation:
+            self._manifest_cache.remember(key, record)
         return record
 
     def manifest_digests(self, repository: str) -> list[str]:
