@@ -216,37 +216,33 @@ class RegistryStore:
     # --- manifests --------------------------------------------------------------------------------
 
     def get_manifest(self, repository: str, reference: str) -> ManifestRecord | None:
-        key = (repository, reference)
-        record = self._manifest_cache.get(key)
-        if record is not None:
-            return record
-        entry = self._manifest_entry(repository, reference)
+        record, entry = self._cached_or_entry(repository, reference)
         if entry is None:
-            return None
-        return self._remembered(key, entry, self.files.read_small(entry.digest, MAX_MANIFEST_BYTES + 1),
-                                self._manifest_cache.generation)
+            return record
+        return self._remembered((repository, reference), entry, self.files.read_small(entry.digest,
+                                MAX_MANIFEST_BYTES + 1), self._manifest_cache.generation)
 
     async def read_manifest(self, repository: str, reference: str) -> ManifestRecord | None:
         """`get_manifest` for the read routes: a body the cache lacks is read off the event loop when it is in
         object storage (a network round trip); from the filesystem it is read at once, as before."""
         if self.blob_store == FILESYSTEM:
             return self.get_manifest(repository, reference)
-        key = (repository, reference)
-        record = self._manifest_cache.get(key)
-        if record is not None:
-            return record
-        entry = self._manifest_entry(repository, reference)
+        record, entry = self._cached_or_entry(repository, reference)
         if entry is None:
-            return None
+            return record
         generation = self._manifest_cache.generation
         body = await asyncio.get_running_loop().run_in_executor(self.io, self.files.read_small, entry.digest,
                                                                 MAX_MANIFEST_BYTES + 1)
-        return self._remembered(key, entry, body, generation)
+        return self._remembered((repository, reference), entry, body, generation)
 
-    def _manifest_entry(self, repository: str, reference: str) -> ManifestEntry | None:
+    def _cached_or_entry(self, repository: str, reference: str) -> tuple[ManifestRecord | None, ManifestEntry | None]:
+        """The cached record, or else the manifest's entry whose body is still to be read (neither: not here)."""
+        record = self._manifest_cache.get((repository, reference))
+        if record is not None:
+            return record, None
         if is_digest(reference):
-            return self.metadata.manifest_by_digest(repository, reference)
-        return self.metadata.manifest_by_tag(repository, reference)
+            return None, self.metadata.manifest_by_digest(repository, reference)
+        return None, self.metadata.manifest_by_tag(repository, reference)
 
     def _remembered(self, key: tuple[str, str], entry: ManifestEntry, body: bytes | None,
                     generation: int) -> ManifestRecord | None:

@@ -72,6 +72,29 @@ class SessionRows:
         self.body_idle_seconds = BODY_IDLE_SECONDS
         self.sessions_per_token = SESSIONS_PER_TOKEN
         self.sessions_per_repository = SESSIONS_PER_REPOSITORY
+        self._sessions: dict = {}  # the sessions this process has in hand, by id
+
+    def get(self, repository: str, upload_id: str):
+        """A session this instance knows of (in hand, or by its row); `BLOB_UPLOAD_UNKNOWN` otherwise."""
+        session = self._sessions.get(upload_id)
+        if session is None:
+            owning_repository = self.metadata.upload_repository(upload_id)
+            session = None if owning_repository is None else self._revive(upload_id, owning_repository)
+            if session is None:
+                raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} is unknown: start a new upload with POST")
+            self._sessions[upload_id] = session
+        return self._belonging(session, repository)
+
+    @staticmethod
+    def _belonging(session, repository: str):
+        if session.repository != repository:
+            raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {session.id} belongs to another repository")
+        return session
+
+    def _revive(self, upload_id: str, repository: str):
+        """A session with a row that this process does not have in hand (after a restart), or None when its bytes
+        are gone."""
+        raise NotImplementedError
 
     async def add_row(self, upload_id: str, repository: str, owner: str | None) -> None:
         now = self.clock()
@@ -137,7 +160,6 @@ class Uploads(SessionRows):
         super().__init__(metadata, clock)
         self.files = files
         self.io = io_executor
-        self._sessions: dict[str, UploadSession] = {}
 
     # --- sessions ------------------------------------------------------------------------------
 
@@ -186,18 +208,11 @@ class Uploads(SessionRows):
     async def find(self, repository: str, upload_id: str) -> UploadSession:
         return self.get(repository, upload_id)  # one instance per volume: what it knows is all there is
 
-    def get(self, repository: str, upload_id: str) -> UploadSession:
-        session = self._sessions.get(upload_id)
-        if session is None:
-            owning_repository = self.metadata.upload_repository(upload_id)
-            path = os.path.join(self.files.incoming, upload_id)
-            if owning_repository is None or not os.path.exists(path):
-                raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} is unknown: start a new upload with POST")
-            session = UploadSession(upload_id, owning_repository, path, os.path.getsize(path), None, True)
-            self._sessions[upload_id] = session
-        if session.repository != repository:
-            raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} belongs to another repository")
-        return session
+    def _revive(self, upload_id: str, repository: str) -> UploadSession | None:
+        path = os.path.join(self.files.incoming, upload_id)
+        if not os.path.exists(path):
+            return None
+        return UploadSession(upload_id, repository, path, os.path.getsize(path), None, True)
 
     async def cancel(self, session: UploadSession) -> None:
         self._sessions.pop(session.id, None)

@@ -59,7 +59,6 @@ class AzureUploads(SessionRows):
         super().__init__(metadata, clock)
         self.blobs = blobs
         self.io = io_executor
-        self._sessions: dict[str, StagedUpload] = {}
 
     def _client(self, upload_id: str):
         return self.blobs.aio_container.get_blob_client(self.blobs.upload_name(upload_id))
@@ -77,26 +76,15 @@ class AzureUploads(SessionRows):
         self._sessions[upload_id] = session
         return session
 
-    def get(self, repository: str, upload_id: str) -> StagedUpload:
-        session = self._sessions.get(upload_id)
-        if session is None:
-            owning_repository = self.metadata.upload_repository(upload_id)
-            if owning_repository is None:
-                raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} is unknown: start a new upload with POST")
-            session = StagedUpload(upload_id, owning_repository, 0, None, None)
-            self._sessions[upload_id] = session
-        if session.repository != repository:
-            raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} belongs to another repository")
-        return session
+    def _revive(self, upload_id: str, repository: str) -> StagedUpload:
+        return StagedUpload(upload_id, repository, 0, None, None)  # read from the container before use
 
     async def find(self, repository: str, upload_id: str) -> StagedUpload:
         """The session as the container holds it now: started or continued by another replica too."""
         session = self._sessions.get(upload_id)
         if session is None and self.metadata.upload_repository(upload_id) is None:
             session = await self._adopt(upload_id)
-        session = session or self.get(repository, upload_id)
-        if session.repository != repository:
-            raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} belongs to another repository")
+        session = self._belonging(session, repository) if session else self.get(repository, upload_id)
         if not session.lock.locked():  # else a request here is writing it: what this process knows is newest
             await self._refresh(session)
         return session
