@@ -6,6 +6,7 @@ test_blobs, test_uploads and test_skopeo, also run against this store.)"""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -18,9 +19,10 @@ import aiohttp
 from connected_registry.storage import RegistryStore
 from connected_registry.storage.gc import collect_garbage
 from tests.api.auth_fixtures import PASSWORDS, token_entry
+from tests.support.azurite import ACCOUNT_KEY
 from tests.support.layouts import make_image, manifest_digest, read_blob
 from tests.support.oci import push_blob, serve_store
-from tests.support.processes import RegistryProcess
+from tests.support.processes import RegistryProcess, free_port, run_cli
 
 
 def run_skopeo(*arguments: str) -> None:
@@ -131,3 +133,22 @@ async def test_garbage_collection_removes_unreferenced_blobs_and_abandoned_sessi
         assert report.blobs_removed == 1 and report.uploads_removed == 1
         assert store.files.name(digest) not in names() and store.files.upload_name(upload_id) not in names()
         assert await asyncio.to_thread(store.files.exists, digest) is False
+
+
+def test_serve_with_credentials_azure_refuses_stops_at_once_naming_what_to_check(azurite, tmp_path):
+    wrong_key = azurite.connection_string.replace(ACCOUNT_KEY, base64.b64encode(b"not the key" * 6).decode())
+    result = run_cli("serve", "--data", str(tmp_path / "data"), "--listen", f"127.0.0.1:{free_port()}",
+                     "--metrics-listen", "off", "--blob-store", azurite.new_store(),
+                     env={"ACR_REGISTRY_BLOB_CONNECTION_STRING": wrong_key})
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "DISK_PERMISSION_DENIED" in output and "ACR_REGISTRY_BLOB_" in output
+
+
+def test_serve_without_blob_store_credentials_names_the_variables(tmp_path):
+    result = run_cli("serve", "--data", str(tmp_path / "data"), "--listen", f"127.0.0.1:{free_port()}",
+                     "--metrics-listen", "off", "--blob-store", "azure://registry/site1",
+                     env={"ACR_REGISTRY_BLOB_CONNECTION_STRING": None, "ACR_REGISTRY_BLOB_ACCOUNT_URL": None})
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "ACR_REGISTRY_BLOB_CONNECTION_STRING" in output and "ACR_REGISTRY_BLOB_ACCOUNT_KEY" in output

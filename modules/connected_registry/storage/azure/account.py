@@ -12,8 +12,9 @@ import os
 import re
 from dataclasses import dataclass
 
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ExponentialRetry
 from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
+from azure.storage.blob.aio import ExponentialRetry as AsyncExponentialRetry
 
 from connected_registry.storage.disk import StorageError
 
@@ -47,18 +48,30 @@ def parse_location(spec: str) -> AzureLocation:
     return AzureLocation(container, f"{prefix}/" if prefix else "")
 
 
+def _options() -> dict:
+    """Retries and timeouts a registry can wait for: the SDK's defaults keep a request retrying for minutes."""
+    return {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3),
+            "connection_timeout": 10, "read_timeout": 60}
+
+
+def _async_options() -> dict:
+    return {"retry_policy": AsyncExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3),
+            "connection_timeout": 10, "read_timeout": 60}
+
+
 def service_clients(environ: os._Environ | dict = os.environ) -> tuple[BlobServiceClient, AsyncBlobServiceClient]:
     """The SDK's synchronous client (for the short calls inside metadata commits, on the writer thread) and its
     asyncio client (for the bytes), from the same credentials."""
     connection_string = environ.get(CONNECTION_STRING)
     if connection_string:
-        return (BlobServiceClient.from_connection_string(connection_string),
-                AsyncBlobServiceClient.from_connection_string(connection_string))
+        return (BlobServiceClient.from_connection_string(connection_string, **_options()),
+                AsyncBlobServiceClient.from_connection_string(connection_string, **_async_options()))
     url, key, sas = environ.get(ACCOUNT_URL), environ.get(ACCOUNT_KEY), environ.get(SAS)
     if not url or not (key or sas):
         raise StorageError("DISK_ERROR", f"the azure blob store needs credentials in the environment: "
                            f"{CONNECTION_STRING}, or {ACCOUNT_URL} with {ACCOUNT_KEY} or {SAS}")
     if key:
-        return BlobServiceClient(url, credential=key), AsyncBlobServiceClient(url, credential=key)
+        return (BlobServiceClient(url, credential=key, **_options()),
+                AsyncBlobServiceClient(url, credential=key, **_async_options()))
     signed_url = f"{url.rstrip('/')}/?{sas.lstrip('?')}"  # the SDK takes a SAS in the URL
-    return BlobServiceClient(signed_url), AsyncBlobServiceClient(signed_url)
+    return BlobServiceClient(signed_url, **_options()), AsyncBlobServiceClient(signed_url, **_async_options())

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
-from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError, ResourceExistsError,
+                                   ResourceNotFoundError)
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
 from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
 
@@ -32,11 +33,14 @@ def storage_errors(location: AzureLocation, what: str) -> Iterator[None]:
     """Azure's failures as the StorageError the registry reports (503, a status detail), naming what to check."""
     try:
         yield
-    except ClientAuthenticationError as error:
-        raise StorageError("DISK_PERMISSION_DENIED", f"{what} in {location}: Azure refused the credentials "
-                           f"({error.reason}); check ACR_REGISTRY_BLOB_* in the environment") from None
     except (ResourceNotFoundError, ResourceExistsError):
         raise
+    except (ClientAuthenticationError, HttpResponseError) as error:
+        if not isinstance(error, ClientAuthenticationError) and error.status_code not in (401, 403):
+            raise StorageError("DISK_ERROR", f"{what} in {location}: {str(error).splitlines()[0][:300]}") from None
+        raise StorageError("DISK_PERMISSION_DENIED", f"{what} in {location}: Azure refused the credentials "
+                           f"({str(error).splitlines()[0][:200]}); check ACR_REGISTRY_BLOB_* in the environment and "
+                           "the key's or SAS's rights on the container") from None
     except AzureError as error:
         raise StorageError("DISK_ERROR", f"{what} in {location}: {str(error).splitlines()[0][:300]}") from None
 
