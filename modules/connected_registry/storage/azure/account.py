@@ -55,8 +55,11 @@ def _options() -> dict:
 
 
 def _async_options() -> dict:
+    """The bytes: a pull asks for 16 MiB per request after a first 4 MiB (the SDK's 4 MiB requests cost their
+    overhead four times: Azurite served 110 MB/s with them, 260 MB/s with 16 MiB), and holds one such chunk at a time."""
     return {"retry_policy": AsyncExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3),
-            "connection_timeout": 10, "read_timeout": 60}
+            "connection_timeout": 10, "read_timeout": 60, "max_single_get_size": 4 << 20,
+            "max_chunk_get_size": 16 << 20}
 
 
 def service_clients(environ: os._Environ | dict = os.environ) -> tuple[BlobServiceClient, AsyncBlobServiceClient]:

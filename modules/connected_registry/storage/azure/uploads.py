@@ -1,6 +1,6 @@
 """Upload sessions as staged blocks of one block blob, `<prefix>uploads/<id>`, so any replica can continue one.
 
-Each PATCH stages its bytes as blocks (64 KiB first, then 4 MiB; the next one read while one is staged) and
+Each PATCH stages its bytes as blocks (64 KiB first, then 8 MiB; the next one read while one is staged) and
 commits each to the session blob's block list, so the bytes received are durable and the offset is what Azure
 holds: any replica reads it (the committed block list) and goes on from there, and a request cut off keeps what it
 sent. The PUT verifies the digest, then commits the blob under its digest.
@@ -34,7 +34,7 @@ from connected_registry.storage.uploads import (ABANDONED_SECONDS, EMPTY_ABANDON
                                                 digest_mismatch, upload_range_error)
 from connected_registry.timefmt import Clock
 
-BLOCK_BYTES = 4 << 20
+BLOCK_BYTES = 8 << 20  # a request per block and a commit after it: larger blocks, fewer round trips
 _REPOSITORY = "repository"  # the session blob's metadata: which repository it belongs to
 _COMMIT_ATTEMPTS = 3  # garbage collection removing a stray copy between our copy and commit: copy again
 
