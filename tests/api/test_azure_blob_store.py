@@ -11,15 +11,17 @@ import hashlib
 import json
 import os
 import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
+from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
 
 from connected_registry.storage import RegistryStore
 from connected_registry.storage.gc import collect_garbage
 from tests.api.auth_fixtures import PASSWORDS, token_entry
-from tests.support.azurite import ACCOUNT_KEY
+from tests.support.azurite import ACCOUNT, ACCOUNT_KEY
 from tests.support.layouts import make_image, manifest_digest, read_blob
 from tests.support.oci import push_blob, serve_store
 from tests.support.processes import RegistryProcess, free_port, run_cli
@@ -152,3 +154,22 @@ def test_serve_without_blob_store_credentials_names_the_variables(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "ACR_REGISTRY_BLOB_CONNECTION_STRING" in output and "ACR_REGISTRY_BLOB_ACCOUNT_KEY" in output
+
+
+async def test_with_a_sas_instead_of_the_key_pushes_and_pulls_work_and_gets_are_streamed_not_redirected(
+        azurite, monkeypatch, tmp_path):
+    sas = generate_account_sas(ACCOUNT, ACCOUNT_KEY, ResourceTypes(container=True, object=True),
+                               AccountSasPermissions(read=True, write=True, delete=True, list=True, create=True,
+                                                     add=True), expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    monkeypatch.delenv("ACR_REGISTRY_BLOB_CONNECTION_STRING", raising=False)
+    monkeypatch.setenv("ACR_REGISTRY_BLOB_ACCOUNT_URL", azurite.endpoint)
+    monkeypatch.setenv("ACR_REGISTRY_BLOB_SAS", sas)
+    data = os.urandom(300_000)
+    async with RegistryStore(str(tmp_path / "data"), blob_store=azurite.new_store()) as store:
+        async with serve_store(store) as api:
+            digest = await push_blob(api, "factory/app", data)  # staged blocks, then the server-side copy
+            async with api.request("GET", f"/v2/factory/app/blobs/{digest}",
+                                   headers={"Range": "bytes=1000-"}) as response:
+                assert response.status == 206
+                assert await response.read() == data[1000:]
+        assert store.files.read_url(digest) is None  # a SAS cannot sign another: blobRedirect streams instead
