@@ -41,6 +41,19 @@ if [ "$want_test" = 1 ]; then
     fi
 fi
 
+if [ "$want_test" = 1 ]; then
+    # Azurite (Azure Blob Storage's emulator, npm) for the azure blob store's tests, in a cache folder of its own;
+    # tests/support/azurite.py runs it from there (and installs it there itself when this did not run).
+    azurite_cache="${AZURITE_CACHE:-$HOME/.cache/connected-registry-azurite}"
+    if [ ! -x "$azurite_cache/node_modules/.bin/azurite-blob" ]; then
+        command -v npm >/dev/null || { echo "installing Debian packages: npm" >&2; SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+            $SUDO apt-get update -qq; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+        echo "installing azurite into $azurite_cache" >&2
+        mkdir -p "$azurite_cache"
+        npm install --no-audit --no-fund --silent --prefix "$azurite_cache" azurite@3 >/dev/null
+    fi
+fi
+
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv

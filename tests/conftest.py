@@ -15,11 +15,13 @@ import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from connected_registry.storage import RegistryStore
+from tests.support.azurite import Azurite
 from tests.support.clients import ApiProxy, Containerd, Distribution, Dockerd, process_exists
 from tests.support.oci import serve_store
 from tests.support.netns import ShapedLink
@@ -88,10 +90,43 @@ def metadata_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     assert schema_version(dsn) is not None, "the test's stores did not open its PostgreSQL database"
 
 
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite (Azure Blob Storage's emulator) for the session, started the first time a test asks for it."""
+    emulator = Azurite(tmp_path_factory.mktemp("azurite"))
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        assert not process_exists(emulator.pid), f"azurite (pid {emulator.pid}) still running after stop"
+
+
+@dataclass(frozen=True)
+class BlobStoreChoice:
+    """Where a test's registry keeps its blobs: `spec` for RegistryStore(blob_store=...) and `serve --blob-store`
+    (None: the filesystem default), `env` its credentials."""
+
+    spec: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
 @pytest.fixture
-def registry(tmp_path: Path):
+def blob_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> BlobStoreChoice:
+    """The filesystem store, or, where a module parametrises it (`pytestmark = BOTH_BLOB_STORES`, tests/support/azurite.py), a container of its own
+    in Azurite; in-process stores read its credentials from the environment, set here."""
+    if getattr(request, "param", "filesystem") == "filesystem":
+        return BlobStoreChoice()
+    emulator = request.getfixturevalue("azurite")
+    for name, value in emulator.environment().items():
+        monkeypatch.setenv(name, value)
+    return BlobStoreChoice(emulator.new_store(), emulator.environment())
+
+
+@pytest.fixture
+def registry(tmp_path: Path, blob_store: BlobStoreChoice):
     """A real `connected-registry serve` process with a fresh data directory; yields the RegistryProcess."""
-    process = RegistryProcess(tmp_path / "data")
+    extra = ["--blob-store", blob_store.spec] if blob_store.spec else []
+    process = RegistryProcess(tmp_path / "data", extra_args=extra, env=blob_store.env)
     try:
         yield process
     finally:
@@ -99,9 +134,9 @@ def registry(tmp_path: Path):
 
 
 @pytest.fixture
-async def api(tmp_path: Path):
+async def api(tmp_path: Path, blob_store: BlobStoreChoice):
     """In-process registry (real HTTP on loopback) over a fresh RegistryStore; yields a ServedStore."""
-    async with RegistryStore(str(tmp_path / "data"), origin="test-root") as store:
+    async with RegistryStore(str(tmp_path / "data"), origin="test-root", blob_store=blob_store.spec) as store:
         async with serve_store(store) as served:
             yield served
 

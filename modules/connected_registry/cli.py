@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 from contextlib import closing
 
 from connected_registry import __version__, child_settings
@@ -51,7 +52,8 @@ def cmd_serve(arguments: argparse.Namespace) -> int:
     metrics = arguments.metrics_listen or (host, METRICS_PORT)
     options = InstanceOptions(data_dir=arguments.data or default_data_dir(), host=host, port=port,
                               config_path=arguments.config, metrics_listen=None if metrics == "off" else metrics,
-                              metadata=arguments.metadata)
+                              metadata=arguments.metadata,
+                              blob_store=arguments.blob_store or os.environ.get("ACR_REGISTRY_BLOB_STORE") or None)
     if not configured:
         logging.getLogger("connected_registry").warning(
             "no configuration given: running a root registry with anonymous pull and push on %s:%d "
@@ -67,7 +69,8 @@ def cmd_gc(arguments: argparse.Namespace) -> int:
     if arguments.data is None:
         return gc_on_instance(arguments)
     async def collect() -> dict:
-        async with RegistryStore(arguments.data) as store:
+        blob_store = os.environ.get("ACR_REGISTRY_BLOB_STORE") or None  # the store the instance keeps its blobs in
+        async with RegistryStore(arguments.data, blob_store=blob_store) as store:
             return vars(await collect_garbage(store, read_only=arguments.read_only))
 
     result = asyncio.run(collect())
@@ -211,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-listen", metavar="HOST:PORT", type=_metrics_listen,
                        help=f"where GET /metrics is served, apart from the registry (default: the --listen host, port "
                        f"{METRICS_PORT}, IoT Edge's port for module metrics); off: nowhere")
+    serve.add_argument("--blob-store", metavar="STORE",
+                       help="where blobs live: filesystem (the default, in --data) or azure://CONTAINER[/PREFIX] "
+                       "(Azure Blob Storage, credentials from ACR_REGISTRY_BLOB_CONNECTION_STRING, or "
+                       "ACR_REGISTRY_BLOB_ACCOUNT_URL with ..._ACCOUNT_KEY or ..._SAS); default $ACR_REGISTRY_BLOB_STORE")
     serve.set_defaults(handler=cmd_serve)
 
     token = commands.add_parser("token", help="client and sync tokens").add_subparsers(

@@ -81,6 +81,11 @@ class Instance:
         return "ReadWrite" if self.is_root else self.settings.mode
 
     @property
+    def blob_redirect(self) -> bool:
+        """`blobRedirect`: blob GETs answer 307 to a short-lived read URL of the blob store, where it can sign one."""
+        return bool(self.settings and self.settings.blobRedirect)
+
+    @property
     def repositories(self) -> tuple[str, ...]:
         """What a child syncs (names and `prefix/*` patterns); a ReadWrite child takes pushes only there."""
         return tuple(self.settings.repositories) if self.settings else ()

@@ -52,6 +52,7 @@ class InstanceOptions:
     config_path: str | None = None  # None: the embedded default, open to everyone
     metrics_listen: tuple[str, int] | None = None  # (host, port) of the /metrics listener; None: no metrics
     metadata: str | None = None  # `sqlite` or a postgresql:// DSN; None: ACR_REGISTRY_METADATA_DSN, else sqlite
+    blob_store: str | None = None  # ACR_REGISTRY_BLOB_STORE / --blob-store; None: the filesystem, in data_dir
 
 
 def default_data_dir() -> str:
@@ -149,8 +150,13 @@ class Runtime:
     async def _open_store(self) -> None:
         core = self.instance
         try:
+            if self.options.blob_store not in (None, "filesystem") and not core.is_root:
+                raise StorageError("DISK_ERROR", "an instance with a parent keeps its blobs in the filesystem store "
+                                   "for now (its sync reads and writes blob files): drop --blob-store / "
+                                   "ACR_REGISTRY_BLOB_STORE, or run it as a root")
             self.store = RegistryStore(self.options.data_dir, origin=core.name, record_outbox=_records_outbox(core),
-                                       clock=core.clock, metadata=self.options.metadata)
+                                       clock=core.clock, metadata=self.options.metadata,
+                                       blob_store=self.options.blob_store)
         except StorageError as error:  # the operator sees why in the twin, not only in the container's log
             await wiring.report_before_exit(core, self.config_source, error.code, error=error, outlook="")
             raise
@@ -276,6 +282,7 @@ class Runtime:
             if runner is not None:
                 await runner.cleanup()
         if self.store is not None:
+            await self.store.files.aclose()
             self.store.close()
         if self.audit is not None:
             self.audit.close()

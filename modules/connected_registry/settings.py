@@ -236,6 +236,8 @@ class DesiredProperties(_Model):
     cache: CacheSettings = CacheSettings()
     tokens: dict[str, TokenSettings] = Field(default_factory=dict)
     anonymousPull: bool = False
+    # Blob GETs answer 307 to a short-lived read SAS URL (the azure blob store, with an account key), as ACR does.
+    blobRedirect: bool = False
     trustedProxies: list[Annotated[str, AfterValidator(_address_or_network)]] = Field(default_factory=list)
     reportInterval: Annotated[str, AfterValidator(_duration_between("PT10S", "P1D"))] = "PT5M"
     logging: LoggingSettings = LoggingSettings()

@@ -6,10 +6,13 @@ import os
 
 import pytest
 
+from tests.support.azurite import BOTH_BLOB_STORES
 from tests.support.oci import expect_oci_error, push_blob, sha256, sha512, start_upload
 from tests.support.postgres import both_metadata_backends
 
 pytestmark = both_metadata_backends  # the registry core on each metadata store
+
+pytestmark = BOTH_BLOB_STORES
 
 DATA = bytes(range(256)) * 4  # 1024 bytes whose every offset is recognisable
 

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from tests.support.azurite import BOTH_BLOB_STORES
 from tests.support.oci import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
@@ -35,6 +36,8 @@ pytestmark = both_metadata_backends  # the registry core on each metadata store
 
 MAX_MANIFEST = 4 * 1024 * 1024
 KINDS = ["oci-manifest", "oci-index", "docker-manifest", "docker-list"]
+
+pytestmark = BOTH_BLOB_STORES
 
 
 async def build(api, repository: str, kind: str) -> tuple[bytes, str]:

@@ -7,7 +7,10 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+from tests.support.azurite import BOTH_BLOB_STORES
 from tests.support.layouts import make_image, make_multiplatform_index, manifest_digest, read_blob
+
+pytestmark = BOTH_BLOB_STORES
 
 
 def run_skopeo(*arguments: str) -> subprocess.CompletedProcess:

@@ -172,7 +172,7 @@ def serve_store(store, *, mode: str = "ReadWrite"):
 
     @contextlib.asynccontextmanager
     async def serving():
-        instance = SimpleNamespace(name="connected-registry", mode=mode, is_root=True, repositories=())
+        instance = SimpleNamespace(name="connected-registry", mode=mode, is_root=True, repositories=(), blob_redirect=False)
         server = TestServer(create_app(ApiContext(store=store, access=AnonymousAccess(), instance=instance)),
                             host="127.0.0.1")
         await server.start_server()

@@ -1,4 +1,5 @@
-"""GET/HEAD/DELETE /v2/<name>/blobs/<digest>: served from disk with sendfile, or as it arrives from a parent.
+"""GET/HEAD/DELETE /v2/<name>/blobs/<digest>: served from disk with sendfile, from object storage (streamed or
+redirected to a read URL), or as it arrives from a parent.
 
 Range and conditional headers are decided here, not left to aiohttp, so every refusal is an OCI
 error and malformed or multi-part ranges are ignored (a full 200), as RFC 9110 allows.
@@ -18,7 +19,8 @@ from multidict import CIMultiDict
 from connected_registry.api.context import context, require_read, require_write
 from connected_registry.oci.digest import parse_digest
 from connected_registry.oci.errors import OciError
-from connected_registry.storage.content import ArrivingBlob, StoredBlob
+from connected_registry.storage import StorageError
+from connected_registry.storage.content import ArrivingBlob, RemoteBlob, StoredBlob
 
 log = logging.getLogger("connected_registry.api")
 
@@ -51,14 +53,15 @@ def _single_range(request: web.Request, size: int, etag: str) -> str | None:
     return f"bytes={start}-{end}"
 
 
-def _check_preconditions(request: web.Request, path: str, etag: str) -> None:
-    """If-Match against the digest ETag, If-Unmodified-Since against the file's time (RFC 9110 13.2.2)."""
+def _check_preconditions(request: web.Request, path: str | None, etag: str) -> None:
+    """If-Match against the digest ETag, If-Unmodified-Since against the file's time (RFC 9110 13.2.2); a blob in
+    object storage is stored once under its digest and never changes, so only If-Match applies to it."""
     if_match = request.headers.get("If-Match")
     if if_match is not None:
         tags = {tag.strip() for tag in if_match.split(",")}
         if "*" not in tags and etag not in tags:
             raise OciError("PRECONDITION_FAILED", f"precondition failed: this blob's ETag is {etag}")
-    elif request.if_unmodified_since is not None:
+    elif request.if_unmodified_since is not None and path is not None:
         try:
             modified = os.stat(path).st_mtime
         except FileNotFoundError:
@@ -90,6 +93,8 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
         "Accept-Ranges": "bytes",
         "Cache-Control": "max-age=31536000",
     }
+    if isinstance(blob, RemoteBlob):
+        return await _serve_remote(request, blob, headers, etag, ctx.instance.blob_redirect)
     if not isinstance(blob, StoredBlob):
         return await _stream_from_parent(request, blob, headers, etag)
     _check_preconditions(request, blob.path, etag)
@@ -102,17 +107,50 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     return _BlobFileResponse(clean, blob.path, chunk_size=1 << 20, headers=headers)
 
 
+def _bounds(request: web.Request, size: int, etag: str, headers: dict) -> tuple[int, int, int]:
+    """[start, end) and the status of what to send: the whole blob, or one range (with its Content-Range)."""
+    byte_range = _single_range(request, size, etag)
+    if not byte_range:
+        return 0, size, 200
+    first, last = byte_range.removeprefix("bytes=").split("-")
+    headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    return int(first), int(last) + 1, 206
+
+
+async def _serve_remote(request: web.Request, blob: RemoteBlob, headers: dict, etag: str, redirect: bool
+                        ) -> web.StreamResponse:
+    """A blob in object storage: `blobRedirect` sends the client to a short-lived read URL (ACR's behaviour: the
+    bytes go from the storage account to the client), else the bytes stream through here, whole or one range."""
+    _check_preconditions(request, None, etag)
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers={**headers, "ETag": etag})
+    read_url = blob.reads.read_url(blob.digest) if redirect and request.method == "GET" else None
+    if read_url is not None:
+        return web.Response(status=307, headers={"Location": read_url, "Docker-Content-Digest": blob.digest})
+    start, end, status = _bounds(request, blob.size, etag, headers)
+    response = web.StreamResponse(status=status, headers={**headers, "ETag": etag})
+    response.content_length = end - start
+    await response.prepare(request)
+    if request.method == "GET":
+        try:
+            async with aclosing(blob.reads.chunks(blob.digest, start, end)) as chunks:
+                async for chunk in chunks:
+                    await response.write(chunk)
+        except StorageError as error:  # the headers are out: all a client can be told is a broken transfer
+            log.warning("GET %s: cut short, the blob store failed: %s", request.path[:300], error)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+    await response.write_eof()
+    return response
+
+
 async def _stream_from_parent(request: web.Request, reader: ArrivingBlob, headers: dict, etag: str
                               ) -> web.StreamResponse:
     """A blob still arriving from the parent (SPEC 8), whole or one range, as its bytes land. If the transfer
     fails or the digest turns out wrong, the connection is cut short of Content-Length: a broken transfer."""
     try:
-        byte_range = _single_range(request, reader.size, etag)
-        start, end, status = 0, reader.size, 200
-        if byte_range:
-            first, last = byte_range.removeprefix("bytes=").split("-")
-            start, end, status = int(first), int(last) + 1, 206
-            headers["Content-Range"] = f"bytes {first}-{last}/{reader.size}"
+        start, end, status = _bounds(request, reader.size, etag, headers)
         response = web.StreamResponse(status=status, headers={**headers, "ETag": etag})
         response.content_length = end - start
         writer = await response.prepare(request)

@@ -29,6 +29,7 @@ class InstanceView(Protocol):
     mode: str  # ReadWrite | ReadOnly
     is_root: bool
     repositories: tuple[str, ...]  # what a child syncs; a ReadWrite child takes pushes only there
+    blob_redirect: bool  # blob GETs answer 307 to the blob store's read URL where it can sign one
 
 
 @dataclass

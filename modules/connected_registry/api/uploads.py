@@ -10,7 +10,8 @@ from connected_registry.api.context import context, external_url, require_write
 from connected_registry.oci.digest import parse_digest
 from connected_registry.oci.errors import OciError
 from connected_registry.oci.names import validate_name
-from connected_registry.storage.uploads import UploadSession, upload_range_error
+from connected_registry.storage.blobstore import UploadSession
+from connected_registry.storage.uploads import upload_range_error
 
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?$")
@@ -83,10 +84,11 @@ async def start_upload(request: web.Request, name: str) -> web.Response:
     return web.Response(status=202, headers=_session_headers(request, name, session))
 
 
-def _session(request: web.Request, name: str, upload_id: str) -> UploadSession:
+async def _session(request: web.Request, name: str, upload_id: str) -> UploadSession:
+    """As it stands in storage now: with a shared blob store, another replica may have started or continued it."""
     if not _UPLOAD_ID.match(upload_id):
         raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id[:80]!r} is unknown: start a new upload with POST")
-    return context(request).store.uploads.get(name, upload_id)
+    return await context(request).store.uploads.find(name, upload_id)
 
 
 def _range_start(request: web.Request, session: UploadSession) -> int | None:
@@ -105,13 +107,13 @@ def _range_start(request: web.Request, session: UploadSession) -> int | None:
 
 async def upload_status(request: web.Request, name: str, upload_id: str) -> web.Response:
     await require_write(request, name, "push")
-    session = _session(request, name, upload_id)
+    session = await _session(request, name, upload_id)
     return web.Response(status=204, headers=_session_headers(request, name, session))
 
 
 async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.Response:
     await require_write(request, name, "push")
-    session = _session(request, name, upload_id)
+    session = await _session(request, name, upload_id)
     start = _range_start(request, session)
     received = await context(request).store.uploads.append(session, request.content, start)
     _check_received(request, received)
@@ -120,7 +122,7 @@ async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.R
 
 async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.Response:
     await require_write(request, name, "push")
-    session = _session(request, name, upload_id)
+    session = await _session(request, name, upload_id)
     digest = request.query.get("digest")
     if not digest:
         raise OciError("DIGEST_INVALID", "PUT must name the blob's digest: ?digest=sha256:<hex>")
@@ -135,7 +137,7 @@ async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.
 
 async def cancel_upload(request: web.Request, name: str, upload_id: str) -> web.Response:
     await require_write(request, name, "push")
-    session = _session(request, name, upload_id)
+    session = await _session(request, name, upload_id)
     await context(request).store.uploads.cancel(session)
     return web.Response(status=204)
 

@@ -1,11 +1,14 @@
-"""Content-addressed blob files: `blobs/<algorithm>/<2 hex>/<hex>`, written only by atomic rename."""
+"""The filesystem blob store (the default): content-addressed files `blobs/<algorithm>/<2 hex>/<hex>` in the data
+volume, written only by atomic rename. One of the two `BlobStore`s (blobstore.py)."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 
-from connected_registry.oci.digest import parse_digest
+from connected_registry.oci.digest import is_digest, parse_digest
+from connected_registry.storage.blobstore import StoredBlob
 from connected_registry.storage.disk import DIRECTORY_MODE, Disk, storage_error_from_os
 
 ALGORITHMS = ("sha256", "sha512")
@@ -42,6 +45,19 @@ class BlobFiles:
 
     def exists(self, digest: str) -> bool:
         return os.path.exists(self.path(digest))
+
+    def stored(self, digest: str, size: int) -> StoredBlob:
+        return StoredBlob(self.path(digest), size)
+
+    def read_small(self, digest: str, limit: int) -> bytes | None:
+        try:
+            with open(self.path(digest), "rb") as file:
+                return file.read(limit)
+        except FileNotFoundError:
+            return None
+
+    async def aclose(self) -> None:
+        pass
 
     def temporary_path(self) -> str:
         return os.path.join(self.incoming, f"tmp-{uuid.uuid4()}")
@@ -124,6 +140,23 @@ class BlobFiles:
             os.unlink(self.path(digest))
         except FileNotFoundError:
             pass
+
+    def remove_strays(self, held: Callable[[str], bool], cutoff: float) -> int:
+        """Files renamed into place whose metadata commit never happened (a crash in between)."""
+        removed = 0
+        for algorithm_dir in os.scandir(self.root):
+            for prefix_dir in os.scandir(algorithm_dir.path):
+                for entry in os.scandir(prefix_dir.path):
+                    digest = f"{algorithm_dir.name}:{entry.name}"
+                    if not is_digest(digest) or held(digest):
+                        continue
+                    try:
+                        if entry.stat().st_mtime < cutoff:
+                            os.unlink(entry.path)
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
+        return removed
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -9,18 +9,10 @@ through.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
+from connected_registry.storage.blobstore import RemoteBlob, StoredBlob
 from connected_registry.storage.registry import ManifestRecord, RegistryStore
-
-
-@dataclass(frozen=True)
-class StoredBlob:
-    """A blob on this disk, whole: served from `path` with sendfile, Range and conditional headers."""
-
-    path: str
-    size: int
 
 
 class ArrivingBlob(Protocol):
@@ -37,7 +29,7 @@ class ArrivingBlob(Protocol):
         """Let go of the transfer (also done when `windows` ends)."""
 
 
-Blob = StoredBlob | ArrivingBlob
+Blob = StoredBlob | RemoteBlob | ArrivingBlob
 
 
 class Content(Protocol):
@@ -47,7 +39,7 @@ class Content(Protocol):
     async def get_manifest(self, repository: str, reference: str) -> ManifestRecord | None:
         """By tag or digest; GET and HEAD alike (a client's HEAD before its GET is a pull)."""
 
-    def stat_blob(self, repository: str, digest: str) -> StoredBlob | None:
+    def stat_blob(self, repository: str, digest: str) -> StoredBlob | RemoteBlob | None:
         """For a HEAD: only what is here. A HEAD neither counts as a use nor starts a transfer (pushes HEAD
         every layer first)."""
 
@@ -71,11 +63,11 @@ class LocalContent:
         self.store = store
 
     async def get_manifest(self, repository: str, reference: str) -> ManifestRecord | None:
-        return self.store.get_manifest(repository, reference)
+        return await self.store.read_manifest(repository, reference)
 
-    def stat_blob(self, repository: str, digest: str) -> StoredBlob | None:
+    def stat_blob(self, repository: str, digest: str) -> StoredBlob | RemoteBlob | None:
         size = self.store.blob_size(repository, digest)
-        return None if size is None else StoredBlob(self.store.blob_path(digest), size)
+        return None if size is None else self.store.stored_blob(digest, size)
 
     async def open_blob(self, repository: str, digest: str) -> Blob | None:
         return self.stat_blob(repository, digest)

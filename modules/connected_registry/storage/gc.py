@@ -10,10 +10,8 @@ referrers of kept content.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
-from connected_registry.oci.digest import is_digest
 from connected_registry.storage.metadata import MetadataReads, MetadataWrites
 from connected_registry.storage.registry import RegistryStore
 
@@ -92,26 +90,11 @@ def _remove_unkept_manifests(tx: MetadataWrites, cutoff: float) -> int:
 def _remove_abandoned_uploads(reads: MetadataReads, store: RegistryStore, now: float, grace: float) -> int:
     """Sessions (and files a crash left in the uploads folder) untouched for `grace`, or empty for an hour."""
     names = set(reads.upload_ids())
-    names.update(entry.name for entry in os.scandir(store.files.incoming))
+    names.update(store.uploads.leftover_names())
     return store.metadata.write_now(
         lambda tx: sum(store.uploads.remove_if_abandoned(tx, name, now, grace) for name in sorted(names)))
 
 
 def _remove_stray_blob_files(reads: MetadataReads, store: RegistryStore, cutoff: float) -> int:
-    """Files renamed into place whose metadata commit never happened (a crash in between)."""
-    removed = 0
-    for algorithm_dir in os.scandir(store.files.root):
-        for prefix_dir in os.scandir(algorithm_dir.path):
-            for entry in os.scandir(prefix_dir.path):
-                digest = f"{algorithm_dir.name}:{entry.name}"
-                if not is_digest(digest):
-                    continue
-                if reads.holds_blob(digest):
-                    continue
-                try:
-                    if entry.stat().st_mtime < cutoff:
-                        os.unlink(entry.path)
-                        removed += 1
-                except FileNotFoundError:
-                    pass
-    return removed
+    """Blobs stored whose metadata commit never happened (a crash in between)."""
+    return store.files.remove_strays(reads.holds_blob, cutoff)

@@ -21,11 +21,12 @@ from connected_registry.oci.errors import OciError
 from connected_registry.oci.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from connected_registry.oci.names import validate_tag
 from connected_registry.storage.blobs import BlobFiles
+from connected_registry.storage.blobstore import FILESYSTEM, BlobStore, RemoteBlob, StoredBlob, UploadSessions
 from connected_registry.storage.changes import ManifestPut, check_references, digest_and_tag, record_delete, record_put
 from connected_registry.storage.control import ControlStore, update_control_state
 from connected_registry.storage.disk import DIRECTORY_MODE, Disk, StorageError, restrict_modes, storage_error_from_os
 from connected_registry.storage.metadata import MetadataStore, MetadataWrites
-from connected_registry.storage.records import Referrer
+from connected_registry.storage.records import ManifestEntry, Referrer
 from connected_registry.storage.sqlite import SqliteMetadata
 from connected_registry.storage.uploads import Uploads
 from connected_registry.timefmt import Clock, utc_timestamp
@@ -74,6 +75,7 @@ class ManifestCache:
         self._records: OrderedDict[tuple[str, str], ManifestRecord] = OrderedDict()
         self._bytes = 0
         self._limit = limit
+        self.generation = 0  # moves with every clear: a record read across one is not cached
 
     def get(self, key: tuple[str, str]) -> ManifestRecord | None:
         record = self._records.get(key)
@@ -91,6 +93,7 @@ class ManifestCache:
     def clear(self) -> None:
         self._records.clear()
         self._bytes = 0
+        self.generation += 1
 
 
 class RegistryStore:
@@ -105,7 +108,10 @@ class RegistryStore:
         disk: Disk | None = None,
         clock: Clock = time.time,
         metadata: str | None = None,
+        blob_store: str | None = None,
     ) -> None:
+        """`blob_store`: where blob bytes live, `filesystem` (None: the default, in `data_dir`) or
+        `azure://<container>[/<prefix>]` (storage/azure/); the metadata stays in `data_dir`."""
         self.data_dir = data_dir
         self.origin = origin
         self.record_outbox = record_outbox
@@ -116,11 +122,20 @@ class RegistryStore:
             restrict_modes(data_dir)
         except OSError as error:
             raise storage_error_from_os(error, f"creating the data directory {data_dir}") from error
-        self.files = BlobFiles(data_dir, self.disk)
         # `metadata`: where the metadata lives (open_metadata); None: ACR_REGISTRY_METADATA_DSN, else SQLite.
         self.metadata = open_metadata(data_dir, self.disk, metadata or os.environ.get(METADATA_DSN_VARIABLE))
         self.io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blob-io")
-        self.uploads = Uploads(self.files, self.metadata, self.io, clock)
+        self.blob_store = blob_store or FILESYSTEM
+        self.files: BlobStore
+        self.uploads: UploadSessions
+        if self.blob_store == FILESYSTEM:
+            self.files = BlobFiles(data_dir, self.disk)
+            self.uploads = Uploads(self.files, self.metadata, self.io, clock)
+        else:
+            # Imported here: the Azure SDK is a heavy library that the embedded default never loads.
+            from connected_registry.storage.azure import open_azure_store
+
+            self.files, self.uploads = open_azure_store(self.blob_store, self.metadata, self.io, clock)
         # Dropped on every write here; a replica cannot see another's writes, so a shared store keeps none.
         self._manifest_cache = ManifestCache(limit=0 if self.metadata.shared else _MANIFEST_CACHE_BYTES)
         self._events_written: asyncio.Event | None = None
@@ -131,6 +146,7 @@ class RegistryStore:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
+        await self.files.aclose()
         self.close()
 
     def close(self) -> None:
@@ -159,7 +175,11 @@ class RegistryStore:
         return self.metadata.blob_size(repository, digest)
 
     def blob_path(self, digest: str) -> str:
+        """The file of a blob (the filesystem backend's; what the outbox sends up from)."""
         return self.files.path(digest)
+
+    def stored_blob(self, digest: str, size: int) -> StoredBlob | RemoteBlob:
+        return self.files.stored(digest, size)
 
     async def mount_blob(self, repository: str, source: str, digest: str) -> bool:
         """Link a blob of `source` into `repository`; False when `source` does not have it."""
@@ -217,23 +237,42 @@ class RegistryStore:
     # --- manifests --------------------------------------------------------------------------------
 
     def get_manifest(self, repository: str, reference: str) -> ManifestRecord | None:
-        key = (repository, reference)
-        record = self._manifest_cache.get(key)
-        if record is not None:
-            return record
-        if is_digest(reference):
-            entry = self.metadata.manifest_by_digest(repository, reference)
-        else:
-            entry = self.metadata.manifest_by_tag(repository, reference)
+        record, entry = self._cached_or_entry(repository, reference)
         if entry is None:
-            return None
-        try:
-            with open(self.files.path(entry.digest), "rb") as file:
-                body = file.read(MAX_MANIFEST_BYTES + 1)
-        except FileNotFoundError:
+            return record
+        return self._remembered((repository, reference), entry, self.files.read_small(entry.digest,
+                                MAX_MANIFEST_BYTES + 1), self._manifest_cache.generation)
+
+    async def read_manifest(self, repository: str, reference: str) -> ManifestRecord | None:
+        """`get_manifest` for the read routes: a body the cache lacks is read off the event loop when it is in
+        object storage (a network round trip); from the filesystem it is read at once, as before."""
+        if self.blob_store == FILESYSTEM:
+            return self.get_manifest(repository, reference)
+        record, entry = self._cached_or_entry(repository, reference)
+        if entry is None:
+            return record
+        generation = self._manifest_cache.generation
+        body = await asyncio.get_running_loop().run_in_executor(self.io, self.files.read_small, entry.digest,
+                                                                MAX_MANIFEST_BYTES + 1)
+        return self._remembered((repository, reference), entry, body, generation)
+
+    def _cached_or_entry(self, repository: str, reference: str) -> tuple[ManifestRecord | None, ManifestEntry | None]:
+        """The cached record, or else the manifest's entry whose body is still to be read (neither: not here)."""
+        record = self._manifest_cache.get((repository, reference))
+        if record is not None:
+            return record, None
+        if is_digest(reference):
+            return None, self.metadata.manifest_by_digest(repository, reference)
+        return None, self.metadata.manifest_by_tag(repository, reference)
+
+    def _remembered(self, key: tuple[str, str], entry: ManifestEntry, body: bytes | None,
+                    generation: int) -> ManifestRecord | None:
+        """The record, cached unless a write came between its lookup and now (the tag may name another one)."""
+        if body is None:
             return None
         record = ManifestRecord(entry.digest, entry.media_type, entry.size, body, entry.subject)
-        self._manifest_cache.remember(key, record)
+        if generation == self._manifest_cache.generation:
+            self._manifest_cache.remember(key, record)
         return record
 
     def manifest_digests(self, repository: str) -> list[str]:

@@ -13,11 +13,12 @@ import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 from connected_registry.oci.digest import parse_digest
 from connected_registry.oci.errors import OciError
 from connected_registry.storage.blobs import BlobFiles
+from connected_registry.storage.blobstore import ByteStream
 from connected_registry.storage.disk import StorageError, storage_error_from_os
 from connected_registry.storage.metadata import MetadataStore, MetadataWrites
 from connected_registry.timefmt import Clock
@@ -34,10 +35,6 @@ EMPTY_ABANDONED_SECONDS = 3600  # an empty one after an hour already: starting a
 # far below these; a flood of POSTs does not fill the volume with files and rows.
 SESSIONS_PER_TOKEN = 64
 SESSIONS_PER_REPOSITORY = 256
-
-
-class ByteStream(Protocol):
-    async def readany(self) -> bytes: ...
 
 
 @dataclass
@@ -65,45 +62,49 @@ def upload_range_error(session: UploadSession, message: str) -> OciError:
     )
 
 
-class Uploads:
-    def __init__(self, files: BlobFiles, metadata: MetadataStore, io_executor: ThreadPoolExecutor,
-                 clock: Clock) -> None:
-        self.files = files
+class SessionRows:
+    """What every backend's upload sessions share: their rows, the caps on open sessions, and the commit that makes
+    a verified blob visible."""
+
+    def __init__(self, metadata: MetadataStore, clock: Clock) -> None:
         self.metadata = metadata
-        self.io = io_executor
         self.clock = clock  # the store's: when a session started, when its blob was last used
         self.body_idle_seconds = BODY_IDLE_SECONDS
         self.sessions_per_token = SESSIONS_PER_TOKEN
         self.sessions_per_repository = SESSIONS_PER_REPOSITORY
-        self._sessions: dict[str, UploadSession] = {}
+        self._sessions: dict = {}  # the sessions this process has in hand, by id
 
-    # --- sessions ------------------------------------------------------------------------------
+    def get(self, repository: str, upload_id: str):
+        """A session this instance knows of (in hand, or by its row); `BLOB_UPLOAD_UNKNOWN` otherwise."""
+        session = self._sessions.get(upload_id)
+        if session is None:
+            owning_repository = self.metadata.upload_repository(upload_id)
+            session = None if owning_repository is None else self._revive(upload_id, owning_repository)
+            if session is None:
+                raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} is unknown: start a new upload with POST")
+            self._sessions[upload_id] = session
+        return self._belonging(session, repository)
 
-    async def create(self, repository: str, persistent: bool = True, owner: str | None = None) -> UploadSession:
-        """A new session. `owner`: the token of a client's session, which counts against the caps (the sync's own
-        sessions do not)."""
-        upload_id = str(uuid.uuid4())
-        path = os.path.join(self.files.incoming, upload_id)
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except OSError as error:
-            raise storage_error_from_os(error, "starting an upload") from error
-        session = UploadSession(upload_id, repository, path, 0, hashlib.sha256(), persistent)
-        if persistent:
-            now = self.clock()
-
-            def insert(tx: MetadataWrites) -> None:
-                if owner is not None:
-                    self._admit(tx, repository, owner, now)
-                tx.add_upload(upload_id, repository, now, owner)
-
-            try:
-                await self.metadata.write(insert)
-            except BaseException:
-                os.unlink(path)
-                raise
-        self._sessions[upload_id] = session
+    @staticmethod
+    def _belonging(session, repository: str):
+        if session.repository != repository:
+            raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {session.id} belongs to another repository")
         return session
+
+    def _revive(self, upload_id: str, repository: str):
+        """A session with a row that this process does not have in hand (after a restart), or None when its bytes
+        are gone."""
+        raise NotImplementedError
+
+    async def add_row(self, upload_id: str, repository: str, owner: str | None) -> None:
+        now = self.clock()
+
+        def insert(tx: MetadataWrites) -> None:
+            if owner is not None:
+                self._admit(tx, repository, owner, now)
+            tx.add_upload(upload_id, repository, now, owner)
+
+        await self.metadata.write(insert)
 
     def _admit(self, tx: MetadataWrites, repository: str, owner: str, now: float) -> None:
         """Inside the write: refuse a client's session beyond its token's or its repository's cap. Abandoned
@@ -120,6 +121,66 @@ class Uploads:
                 raise OciError("TOOMANYREQUESTS", f"{holder} has {len(open_ids)} open upload sessions and the cap is "
                                f"{cap} per {per}: finish or cancel (DELETE) some before starting more (one left empty "
                                "for an hour, or untouched for a day, is removed by itself)")
+
+    def remove_if_abandoned(self, tx: MetadataWrites, name: str, now: float,
+                            grace: float = ABANDONED_SECONDS) -> bool:
+        raise NotImplementedError
+
+    def open_sessions(self) -> int:
+        """Upload sessions open now (clients' and the sync's): the status document's count."""
+        return self.metadata.upload_count()
+
+    @staticmethod
+    def record_blob(tx: MetadataWrites, session_id: str, repository: str, digest: str, size: int, origin: str,
+                    now: float, on_demand: bool) -> None:
+        """Inside the commit: the verified blob becomes visible in `repository`, and its session goes."""
+        new_blob = tx.add_blob(digest, size, origin, now)
+        tx.touch_blobs([digest], now)
+        tx.link_blob(repository, digest, now)
+        tx.remove_upload(session_id)
+        if on_demand and new_blob:  # content already here stays what it was (maybe permanent)
+            tx.list_on_demand(digest, size, now)
+        elif not on_demand:
+            tx.unlist_on_demand([digest])
+
+
+def digest_mismatch(digest: str, algorithm: str, actual: str) -> OciError:
+    return OciError(
+        "DIGEST_INVALID",
+        f"uploaded content has digest {algorithm}:{actual}, not {digest}: the upload was discarded",
+        detail={"expected": digest, "actual": f"{algorithm}:{actual}"},
+    )
+
+
+class Uploads(SessionRows):
+    """The filesystem backend's sessions: a file each in the uploads folder."""
+
+    def __init__(self, files: BlobFiles, metadata: MetadataStore, io_executor: ThreadPoolExecutor,
+                 clock: Clock) -> None:
+        super().__init__(metadata, clock)
+        self.files = files
+        self.io = io_executor
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    async def create(self, repository: str, persistent: bool = True, owner: str | None = None) -> UploadSession:
+        """A new session. `owner`: the token of a client's session, which counts against the caps (the sync's own
+        sessions do not)."""
+        upload_id = str(uuid.uuid4())
+        path = os.path.join(self.files.incoming, upload_id)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as error:
+            raise storage_error_from_os(error, "starting an upload") from error
+        session = UploadSession(upload_id, repository, path, 0, hashlib.sha256(), persistent)
+        if persistent:
+            try:
+                await self.add_row(upload_id, repository, owner)
+            except BaseException:
+                os.unlink(path)
+                raise
+        self._sessions[upload_id] = session
+        return session
 
     def remove_if_abandoned(self, tx: MetadataWrites, name: str, now: float,
                             grace: float = ABANDONED_SECONDS) -> bool:
@@ -141,22 +202,17 @@ class Uploads:
             pass
         return True
 
-    def open_sessions(self) -> int:
-        """Upload sessions open now (clients' and the sync's): the status document's count."""
-        return self.metadata.upload_count()
+    def leftover_names(self) -> list[str]:
+        return [entry.name for entry in os.scandir(self.files.incoming)]
 
-    def get(self, repository: str, upload_id: str) -> UploadSession:
-        session = self._sessions.get(upload_id)
-        if session is None:
-            owning_repository = self.metadata.upload_repository(upload_id)
-            path = os.path.join(self.files.incoming, upload_id)
-            if owning_repository is None or not os.path.exists(path):
-                raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} is unknown: start a new upload with POST")
-            session = UploadSession(upload_id, owning_repository, path, os.path.getsize(path), None, True)
-            self._sessions[upload_id] = session
-        if session.repository != repository:
-            raise OciError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} belongs to another repository")
-        return session
+    async def find(self, repository: str, upload_id: str) -> UploadSession:
+        return self.get(repository, upload_id)  # one instance per volume: what it knows is all there is
+
+    def _revive(self, upload_id: str, repository: str) -> UploadSession | None:
+        path = os.path.join(self.files.incoming, upload_id)
+        if not os.path.exists(path):
+            return None
+        return UploadSession(upload_id, repository, path, os.path.getsize(path), None, True)
 
     async def cancel(self, session: UploadSession) -> None:
         self._sessions.pop(session.id, None)
@@ -295,11 +351,7 @@ class Uploads:
                 actual = (await loop.run_in_executor(self.io, _hash_file, session.path, algorithm))[0].hexdigest()
             if actual != hex_part:
                 await self.cancel(session)
-                raise OciError(
-                    "DIGEST_INVALID",
-                    f"uploaded content has digest {algorithm}:{actual}, not {digest}: the upload was discarded",
-                    detail={"expected": digest, "actual": f"{algorithm}:{actual}"},
-                )
+                raise digest_mismatch(digest, algorithm, actual)
             now = self.clock()  # when the content was last used: readers of a fill may have it from here on
             if verified is not None:  # the bytes are right; making them durable and visible follows
                 verified()
@@ -311,14 +363,7 @@ class Uploads:
 
             def commit(tx: MetadataWrites) -> None:
                 self.files.install(session.path, digest, data_synced=not already_stored)
-                new_blob = tx.add_blob(digest, size, origin, now)
-                tx.touch_blobs([digest], now)
-                tx.link_blob(session.repository, digest, now)
-                tx.remove_upload(session.id)
-                if on_demand and new_blob:  # content already here stays what it was (maybe permanent)
-                    tx.list_on_demand(digest, size, now)
-                elif not on_demand:
-                    tx.unlist_on_demand([digest])
+                self.record_blob(tx, session.id, session.repository, digest, size, origin, now, on_demand)
 
             await self.metadata.write(commit)
             return size
@@ -337,4 +382,4 @@ def _hash_file(path: str, algorithm: str) -> tuple["hashlib._Hash", int]:
     return hasher, size
 
 
-__all__ = ["ByteStream", "StorageError", "UploadSession", "Uploads", "upload_range_error"]
+__all__ = ["ByteStream", "SessionRows", "StorageError", "UploadSession", "Uploads", "digest_mismatch", "upload_range_error"]
