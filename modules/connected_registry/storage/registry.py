@@ -20,39 +20,18 @@ from connected_registry.oci.digest import is_digest
 from connected_registry.oci.errors import OciError
 from connected_registry.oci.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from connected_registry.oci.names import validate_tag
-from connected_registry.storage.blobs import BlobFiles
-from connected_registry.storage.blobstore import FILESYSTEM, BlobStore, RemoteBlob, StoredBlob, UploadSessions
+from connected_registry.storage.backends import open_blob_store, open_metadata
+from connected_registry.storage.blobstore import FILESYSTEM, RemoteBlob, StoredBlob
 from connected_registry.storage.changes import ManifestPut, check_references, digest_and_tag, record_delete, record_put
 from connected_registry.storage.control import ControlStore, update_control_state
 from connected_registry.storage.disk import DIRECTORY_MODE, Disk, StorageError, restrict_modes, storage_error_from_os
 from connected_registry.storage.metadata import MetadataStore, MetadataWrites
 from connected_registry.storage.records import ManifestEntry, Referrer
-from connected_registry.storage.sqlite import SqliteMetadata
-from connected_registry.storage.uploads import Uploads
 from connected_registry.timefmt import Clock, utc_timestamp
 from connected_registry.waits import wait_event
 
 _MANIFEST_CACHE_BYTES = 32 << 20
 _PROBE_BYTES = 1 << 20  # room a recovered volume must have: a little more than a metadata commit needs
-METADATA_DSN_VARIABLE = "ACR_REGISTRY_METADATA_DSN"
-
-
-def open_metadata(data_dir: str, disk: Disk, dsn: str | None) -> MetadataStore:
-    """`sqlite` (or nothing): SQLite in the data directory; a libpq DSN (`postgresql://...`, or `host=... dbname=...`):
-    that PostgreSQL database, which several replicas may share."""
-    if not dsn or dsn == "sqlite":
-        return SqliteMetadata(data_dir, disk)
-    scheme, separator, _ = dsn.partition("://")
-    if scheme in ("postgresql", "postgres") or (not separator and "=" in dsn):
-        # Imported here: psycopg is loaded only by instances that use PostgreSQL.
-        from connected_registry.storage.postgres import PostgresMetadata
-
-        return PostgresMetadata(dsn, disk)
-    what = f"{scheme!r}" if separator else "a value that is neither a URL nor key=value pairs"  # never the password
-    raise StorageError("DISK_ERROR", f"unknown metadata store {what}: give `sqlite` or a "
-                       "postgresql://USER@HOST:PORT/DATABASE URL (`serve --metadata`, ACR_REGISTRY_METADATA_DSN)")
-
-
 @dataclass(frozen=True)
 class ManifestRecord:
     digest: str
@@ -122,20 +101,10 @@ class RegistryStore:
             restrict_modes(data_dir)
         except OSError as error:
             raise storage_error_from_os(error, f"creating the data directory {data_dir}") from error
-        # `metadata`: where the metadata lives (open_metadata); None: ACR_REGISTRY_METADATA_DSN, else SQLite.
-        self.metadata = open_metadata(data_dir, self.disk, metadata or os.environ.get(METADATA_DSN_VARIABLE))
         self.io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blob-io")
+        self.metadata = open_metadata(data_dir, self.disk, metadata)
         self.blob_store = blob_store or FILESYSTEM
-        self.files: BlobStore
-        self.uploads: UploadSessions
-        if self.blob_store == FILESYSTEM:
-            self.files = BlobFiles(data_dir, self.disk)
-            self.uploads = Uploads(self.files, self.metadata, self.io, clock)
-        else:
-            # Imported here: the Azure SDK is a heavy library that the embedded default never loads.
-            from connected_registry.storage.azure import open_azure_store
-
-            self.files, self.uploads = open_azure_store(self.blob_store, self.metadata, self.io, clock)
+        self.files, self.uploads = open_blob_store(self.blob_store, data_dir, self.disk, self.metadata, self.io, clock)
         # Dropped on every write here; a replica cannot see another's writes, so a shared store keeps none.
         self._manifest_cache = ManifestCache(limit=0 if self.metadata.shared else _MANIFEST_CACHE_BYTES)
         self._events_written: asyncio.Event | None = None
