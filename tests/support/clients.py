@@ -1,8 +1,9 @@
 """Real container clients and daemons for tests, started and stopped by PID, on free loopback ports, under temp dirs.
 
     Containerd(workdir)                     containerd 1.6 with its own config.toml; `.ctr(...)` runs ctr --address SOCK
-    Dockerd(workdir, containerd)            moby 20.10 in a private mount namespace (a bind mount over /etc/docker and a
-                                            tmpfs over /run exist only inside it); `.docker(...)` runs /usr/bin/docker
+    Dockerd(workdir)                        moby 20.10 in a private mount namespace (a bind mount over /etc/docker and a
+                                            tmpfs over /run exist only inside it) with the containerd it starts itself
+                                            in that namespace, so containers run; `.docker(...)` runs /usr/bin/docker
                                             with DOCKER_HOST and DOCKER_CONFIG set (never ~/.docker or /etc/docker)
     ApiProxy(workdir, upstream, pki)        nginx as the IoT Edge API proxy: TLS with the test CA's server certificate,
                                             only /v2 and /acr forwarded to `upstream` over plain HTTP, with exactly the
@@ -227,10 +228,14 @@ def registry_requests(debug_output: str) -> list[tuple[str, str]]:
 
 
 class Dockerd:
-    """dockerd in a private mount namespace using `containerd`; `/etc/docker` there is `workdir/etc-docker`."""
+    """dockerd in a private mount namespace; `/etc/docker` there is `workdir/etc-docker`.
 
-    def __init__(self, workdir: Path, containerd: Containerd, timeout: float = 60.0) -> None:
-        require("dockerd", "unshare", DOCKER_CLI)
+    daemon.json names no containerd, so dockerd starts its own (state under exec-root, root under data-root) inside
+    the same namespace: the overlay root dockerd mounts for a container must be visible to the runc that containerd's
+    shim starts, and a containerd outside the namespace would see an empty directory there."""
+
+    def __init__(self, workdir: Path, timeout: float = 60.0) -> None:
+        require("dockerd", "containerd", "runc", "unshare", DOCKER_CLI)
         if not Path("/etc/docker").is_dir():
             raise RuntimeError("/etc/docker is missing (the docker.io package creates it); it is the bind-mount "
                                "target inside dockerd's private mount namespace")
@@ -248,7 +253,6 @@ class Dockerd:
             "exec-root": str(self._sockets / "exec"),
             "pidfile": str(workdir / "docker.pid"),
             "hosts": [f"unix://{self.socket}"],
-            "containerd": str(containerd.socket),
             "bridge": "none",
             "iptables": False,
             "ip6tables": False,
