@@ -619,16 +619,19 @@ class RecordingProxy(ThreadedApp):
 
 
 def engine_request(socket_path: Path, method: str, path: str, headers: dict[str, str] | None = None,
-                   timeout: float = 120) -> tuple[int, bytes]:
-    """One Docker Engine API request over dockerd's unix socket (as IoT Edge's edgeAgent makes them);
-    returns (status, whole body). A pull's progress is streamed JSON lines; errors after the 200 come as
-    {"error": ...} lines."""
+                   timeout: float = 120, json_body: object = None) -> tuple[int, bytes]:
+    """One Docker Engine API request over dockerd's unix socket (as IoT Edge's edgeAgent makes them), with
+    `json_body` as its JSON body if given; returns (status, whole body). A pull's progress is streamed JSON lines;
+    errors after the 200 come as {"error": ...} lines."""
+    body = None
+    if json_body is not None:
+        body, headers = json.dumps(json_body).encode(), {**(headers or {}), "Content-Type": "application/json"}
     connection = http.client.HTTPConnection("localhost", timeout=timeout)
     connection.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.sock.settimeout(timeout)
     try:
         connection.sock.connect(str(socket_path))
-        connection.request(method, path, headers=headers or {})
+        connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.read()
     finally:
