@@ -214,6 +214,20 @@ class Containerd:
             shutil.rmtree(self._sockets, ignore_errors=True)
 
 
+def _kill_in_namespace(namespace: str) -> None:
+    """SIGKILL what still runs in a daemon's private mount namespace once the daemon is gone: containerd's shims
+    leave the daemon's process group (they are only there if dockerd could not stop its containers)."""
+    if not namespace:
+        return
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "ns/mnt") == namespace:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                pass
+
+
 def registry_requests(debug_output: str) -> list[tuple[str, str]]:
     """(method, url) of every registry request in `ctr --debug` output ("do request" lines)."""
     requests = []
@@ -269,9 +283,11 @@ class Dockerd:
         self.daemon = Daemon("dockerd", ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                              workdir / "dockerd.log")
         self.leftover_mounts: list[str] = []
+        self._namespace = ""
         try:
             self.daemon.wait_ready(lambda: self.socket.exists() and self.docker(
                 "version", "--format", "{{.Server.Version}}", check=False).returncode == 0, timeout=timeout)
+            self._namespace = os.readlink(f"/proc/{self.pid}/ns/mnt")
         except BaseException:
             self.stop()
             raise
@@ -301,6 +317,7 @@ class Dockerd:
 
     def stop(self) -> None:
         self.daemon.stop()
+        _kill_in_namespace(self._namespace)
         self.leftover_mounts = _unmount_leftovers(self.workdir) + _unmount_leftovers(self._sockets)
         if self._remove_sockets:
             shutil.rmtree(self._sockets, ignore_errors=True)

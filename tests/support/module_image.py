@@ -56,6 +56,7 @@ class ModuleImage:
     tag: str
     id: str
     size: int               # bytes, as `docker image inspect` reports them
+    base_size: int          # bytes of the base (BASE_TAG) in it
     base_seconds: float     # making the base (0 when it came from the cache)
     build_seconds: float    # `docker build` of the module image
 
@@ -149,5 +150,6 @@ def build_module_image(engine: Dockerd, dockerfile: str = "Dockerfile.amd64") ->
          str(REPO_ROOT / dockerfile), "-t", MODULE_TAG, str(REPO_ROOT)],
         env={**engine.env, "DOCKER_BUILDKIT": "0"}, timeout=900)
     build_seconds = time.monotonic() - started
-    image_id, size = engine.docker("image", "inspect", "--format", "{{.Id}} {{.Size}}", MODULE_TAG).stdout.split()
-    return ModuleImage(engine, MODULE_TAG, image_id, int(size), base_seconds, build_seconds)
+    (image_id, size), (_, base_size) = (line.split() for line in engine.docker(
+        "image", "inspect", "--format", "{{.Id}} {{.Size}}", MODULE_TAG, BASE_TAG).stdout.splitlines())
+    return ModuleImage(engine, MODULE_TAG, image_id, int(size), int(base_size), base_seconds, build_seconds)
