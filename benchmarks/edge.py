@@ -56,8 +56,9 @@ def _image_sizes() -> str:
             image = build_module_image(engine)
         finally:
             engine.stop()
+    layers = image.size - image.base_size
     return (f"{'module image (docker image inspect)':38s} {image.size / 1e6:8.1f} MB  "
-            f"(the base {image.base_size / 1e6:.1f} MB, the module's layers {(image.size - image.base_size) / 1e6:.1f} MB)")
+            f"(the base {image.base_size / 1e6:.1f} MB, the module's layers {layers / 1e6:.1f} MB)")
 
 
 def main() -> int:

@@ -61,9 +61,9 @@ def test_the_same_image_runs_the_demo_headless(module_image: ModuleImage):
 
 @pytest.fixture
 def pushed_to_a_root_with_two_cold_layers(tmp_path: Path, module_image: ModuleImage):
-    """root ← plant-middle ← line1-leaf (both cold ReadOnly, factory/*) with the module image pushed to the root by the
-    build engine (`docker push`); the module's own registry is a ReadWrite child of the root. Yields (root, middle,
-    leaf)."""
+    """root ← plant-middle ← line1-leaf (both cold ReadOnly, factory/*) with the module image pushed to the root by
+    the build engine (`docker push`); the module's own registry is a ReadWrite child of the root. Yields (root,
+    middle, leaf)."""
     root = start_instance(tmp_path, "factory-root", children=[("plant-middle", "ReadOnly"), (MODULE_NAME, "ReadWrite")])
     middle = leaf = None
     try:
