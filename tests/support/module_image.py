@@ -81,7 +81,10 @@ def base_rootfs(cache: Path | None = None) -> tuple[Path, float]:
     """(the base's root filesystem as a tar, seconds spent making it: 0 when it was in the cache). Concurrent
     sessions wait for each other on a lock instead of bootstrapping twice."""
     cache = cache or cache_root()
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:  # no writable home: made for this session only
+        cache = Path(tempfile.mkdtemp(prefix="connected-registry-base-"))
     tar_path = cache / f"python3.11-{SUITE}-{recipe_key()}.tar"
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
