@@ -121,7 +121,7 @@ def _volume_owners(dockerd) -> set[tuple[int, int]]:
     return {(os.lstat(path).st_uid, os.lstat(path).st_gid) for path in paths}
 
 
-def _process_uid(pid: int) -> str:
+def _process_uid(pid: int) -> list[str]:
     """The real, effective, saved and file-system UIDs of the container's main process, from the host."""
     status = Path(f"/proc/{pid}/status").read_text()
     return re.search(r"^Uid:\s+(.+)$", status, re.M).group(1).split()
