@@ -22,6 +22,8 @@ if [ "$want_test" = 1 ]; then
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
     # ip netns, ip link and tc for the shaped links of tests/support/netns.py (the tests run as root, as .ci/run does)
     PATH="$PATH:/usr/sbin:/sbin" command -v tc >/dev/null || missing+=(iproute2)
+    # the base of the module image that tests/edge builds (tests/support/module_image.py)
+    PATH="$PATH:/usr/sbin:/sbin" command -v debootstrap >/dev/null || missing+=(debootstrap)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing Debian packages: ${missing[*]}" >&2
         SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

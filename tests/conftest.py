@@ -173,9 +173,9 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]
 
 
 @pytest.fixture(scope="module")
-def dockerd(containerd: Containerd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
-    """moby 20.10 in a private mount namespace, using the `containerd` fixture; `.docker(...)` runs /usr/bin/docker."""
-    daemon = Dockerd(tmp_path_factory.mktemp("dockerd"), containerd)
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+    """moby 20.10 in a private mount namespace with its own containerd there; `.docker(...)` runs /usr/bin/docker."""
+    daemon = Dockerd(tmp_path_factory.mktemp("dockerd"))
     try:
         yield daemon
     finally:

@@ -125,7 +125,8 @@ def test_the_lower_layer_takes_every_image_from_its_parent_and_is_read_only(monk
 @pytest.mark.parametrize("platform", DOCKERFILES)
 def test_the_dockerfile_builds_from_a_slim_python_runs_as_1000_and_copies_what_exists(platform: str):
     text = (REPO_ROOT / DOCKERFILES[platform]).read_text()
-    base = re.search(r"^FROM (\S+)", text, re.M).group(1)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M).group(1)  # the default; the tests build on their own base
     expected_prefix = "python:3.11-slim" if platform == "amd64" else "arm64v8/python:3.11-slim"
     assert base.startswith(expected_prefix), base
     for line in re.findall(r"^COPY (.+)$", text, re.M):
@@ -137,6 +138,13 @@ def test_the_dockerfile_builds_from_a_slim_python_runs_as_1000_and_copies_what_e
     assert re.search(r"^EXPOSE 8080 9600$", text, re.M)  # the registry, and /metrics for the metrics collector
     assert re.search(r"^HEALTHCHECK .*/healthz", text, re.M)
     assert re.search(r'^ENTRYPOINT \["connected-registry", "serve"', text, re.M)
+
+
+def test_the_two_dockerfiles_differ_only_in_the_default_base():
+    amd64, arm64 = ((REPO_ROOT / DOCKERFILES[platform]).read_text().splitlines() for platform in ("amd64", "arm64v8"))
+    differing = [(left, right) for left, right in zip(amd64, arm64) if left != right]
+    assert len(amd64) == len(arm64) and differing == [("ARG BASE_IMAGE=python:3.11-slim-bookworm",
+                                                       "ARG BASE_IMAGE=arm64v8/python:3.11-slim-bookworm")], differing
 
 
 def test_both_dockerfiles_install_the_package_as_the_readme_says():

@@ -1,8 +1,9 @@
 """Real container clients and daemons for tests, started and stopped by PID, on free loopback ports, under temp dirs.
 
     Containerd(workdir)                     containerd 1.6 with its own config.toml; `.ctr(...)` runs ctr --address SOCK
-    Dockerd(workdir, containerd)            moby 20.10 in a private mount namespace (a bind mount over /etc/docker and a
-                                            tmpfs over /run exist only inside it); `.docker(...)` runs /usr/bin/docker
+    Dockerd(workdir)                        moby 20.10 in a private mount namespace (a bind mount over /etc/docker and a
+                                            tmpfs over /run exist only inside it) with the containerd it starts itself
+                                            in that namespace, so containers run; `.docker(...)` runs /usr/bin/docker
                                             with DOCKER_HOST and DOCKER_CONFIG set (never ~/.docker or /etc/docker)
     ApiProxy(workdir, upstream, pki)        nginx as the IoT Edge API proxy: TLS with the test CA's server certificate,
                                             only /v2 and /acr forwarded to `upstream` over plain HTTP, with exactly the
@@ -213,6 +214,20 @@ class Containerd:
             shutil.rmtree(self._sockets, ignore_errors=True)
 
 
+def _kill_in_namespace(namespace: str) -> None:
+    """SIGKILL what still runs in a daemon's private mount namespace once the daemon is gone: containerd's shims
+    leave the daemon's process group (they are only there if dockerd could not stop its containers)."""
+    if not namespace:
+        return
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "ns/mnt") == namespace:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                pass
+
+
 def registry_requests(debug_output: str) -> list[tuple[str, str]]:
     """(method, url) of every registry request in `ctr --debug` output ("do request" lines)."""
     requests = []
@@ -227,10 +242,14 @@ def registry_requests(debug_output: str) -> list[tuple[str, str]]:
 
 
 class Dockerd:
-    """dockerd in a private mount namespace using `containerd`; `/etc/docker` there is `workdir/etc-docker`."""
+    """dockerd in a private mount namespace; `/etc/docker` there is `workdir/etc-docker`.
 
-    def __init__(self, workdir: Path, containerd: Containerd, timeout: float = 60.0) -> None:
-        require("dockerd", "unshare", DOCKER_CLI)
+    daemon.json names no containerd, so dockerd starts its own (state under exec-root, root under data-root) inside
+    the same namespace: the overlay root dockerd mounts for a container must be visible to the runc that containerd's
+    shim starts, and a containerd outside the namespace would see an empty directory there."""
+
+    def __init__(self, workdir: Path, timeout: float = 60.0) -> None:
+        require("dockerd", "containerd", "runc", "unshare", DOCKER_CLI)
         if not Path("/etc/docker").is_dir():
             raise RuntimeError("/etc/docker is missing (the docker.io package creates it); it is the bind-mount "
                                "target inside dockerd's private mount namespace")
@@ -248,7 +267,6 @@ class Dockerd:
             "exec-root": str(self._sockets / "exec"),
             "pidfile": str(workdir / "docker.pid"),
             "hosts": [f"unix://{self.socket}"],
-            "containerd": str(containerd.socket),
             "bridge": "none",
             "iptables": False,
             "ip6tables": False,
@@ -265,9 +283,11 @@ class Dockerd:
         self.daemon = Daemon("dockerd", ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                              workdir / "dockerd.log")
         self.leftover_mounts: list[str] = []
+        self._namespace = ""
         try:
             self.daemon.wait_ready(lambda: self.socket.exists() and self.docker(
                 "version", "--format", "{{.Server.Version}}", check=False).returncode == 0, timeout=timeout)
+            self._namespace = os.readlink(f"/proc/{self.pid}/ns/mnt")
         except BaseException:
             self.stop()
             raise
@@ -297,6 +317,7 @@ class Dockerd:
 
     def stop(self) -> None:
         self.daemon.stop()
+        _kill_in_namespace(self._namespace)
         self.leftover_mounts = _unmount_leftovers(self.workdir) + _unmount_leftovers(self._sockets)
         if self._remove_sockets:
             shutil.rmtree(self._sockets, ignore_errors=True)
@@ -615,16 +636,19 @@ class RecordingProxy(ThreadedApp):
 
 
 def engine_request(socket_path: Path, method: str, path: str, headers: dict[str, str] | None = None,
-                   timeout: float = 120) -> tuple[int, bytes]:
-    """One Docker Engine API request over dockerd's unix socket (as IoT Edge's edgeAgent makes them);
-    returns (status, whole body). A pull's progress is streamed JSON lines; errors after the 200 come as
-    {"error": ...} lines."""
+                   timeout: float = 120, json_body: object = None) -> tuple[int, bytes]:
+    """One Docker Engine API request over dockerd's unix socket (as IoT Edge's edgeAgent makes them), with
+    `json_body` as its JSON body if given; returns (status, whole body). A pull's progress is streamed JSON lines;
+    errors after the 200 come as {"error": ...} lines."""
+    body = None
+    if json_body is not None:
+        body, headers = json.dumps(json_body).encode(), {**(headers or {}), "Content-Type": "application/json"}
     connection = http.client.HTTPConnection("localhost", timeout=timeout)
     connection.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.sock.settimeout(timeout)
     try:
         connection.sock.connect(str(socket_path))
-        connection.request(method, path, headers=headers or {})
+        connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.read()
     finally:
