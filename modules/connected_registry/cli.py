@@ -9,7 +9,6 @@ import logging
 from contextlib import closing
 
 from connected_registry import __version__, child_settings
-from connected_registry.demo import run_demo
 from connected_registry.edge.module_client import in_iot_edge
 from connected_registry.errors import ConfigInvalid
 from connected_registry.identity import INSTANCE_NAME_RE
@@ -119,6 +118,8 @@ def cmd_get_settings(arguments: argparse.Namespace) -> int:
 
 
 def cmd_demo(arguments: argparse.Namespace) -> int:
+    from connected_registry.demo import run_demo  # tarfile, gzip, urllib.request: 1.5 MiB a `serve` would keep idle
+
     return run_demo(headless=arguments.headless, base_directory=arguments.data)
 
 
