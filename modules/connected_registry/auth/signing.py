@@ -68,7 +68,11 @@ class TokenSigner:
                     pem = file.read()
             except FileNotFoundError:
                 pem = new_key_pem()
-                _write_private(path, pem)
+                try:
+                    _write_private(path, pem)
+                except OSError as error:  # a full or read-only volume: the tokens still work, until a restart
+                    log.warning("could not keep the token-signing key in %s (%s): the JWTs issued until the next "
+                                "start are refused after it, and their clients log in again", path, error)
             self._key = Es256Key(pem)
         return self._key
 
