@@ -1,5 +1,6 @@
-"""The footprint part of benchmarks/edge.py: a root `serve` from exec to /v2/'s first answer, and its VmRSS idle and
-after its 20 tokens logged in, with the embedded default and with 20 tokens, beside a baseline checkout's."""
+"""The footprint part of benchmarks/edge.py: a root `serve` from exec to /v2/'s first answer (wall clock, and the CPU
+time it used meanwhile, which the machine's other work hardly changes), and its VmRSS idle and after its 20 tokens
+logged in, with the embedded default and with 20 tokens, beside a baseline checkout's."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from tests.support.processes import REPO_ROOT
 
 ROWS = [("exec -> /v2/ answers, embedded default", "default", "ready", "s"),
         ("exec -> /v2/ answers, 20 tokens", "tokens", "ready", "s"),
+        ("CPU until /v2/ answers, embedded default", "default", "cpu", "s"),
+        ("CPU until /v2/ answers, 20 tokens", "tokens", "cpu", "s"),
         ("idle VmRSS, embedded default", "default", "idle", "MiB"),
         ("idle VmRSS, 20 tokens", "tokens", "idle", "MiB"),
         ("VmRSS after 20 logins, 20 tokens", "tokens", "logins", "MiB")]
@@ -33,9 +36,9 @@ def _commit(modules: Path) -> str:
 
 
 def _measure_once(base: Path, modules: Path, config: Path | None, env: dict) -> dict[str, float]:
-    process, ready = start_serve(Path(tempfile.mkdtemp(dir=base)), config, env={**env, "PYTHONPATH": str(modules)})
+    process, ready, cpu = start_serve(Path(tempfile.mkdtemp(dir=base)), config, env={**env, "PYTHONPATH": str(modules)})
     try:
-        figures = {"ready": ready, "idle": idle_rss_mib(process.pid)}
+        figures = {"ready": ready, "cpu": cpu, "idle": idle_rss_mib(process.pid)}
         if config is not None:
             for name in token_names():  # each a scrypt check
                 assert request(f"{process.url}/v2/", headers=basic(name, TOKEN_PASSWORD)).status == 200

@@ -4,16 +4,16 @@ mapped for its use alone and unmapped when freed, and freed pages are returned w
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
-MAPPED_FROM_BYTES = 4 << 20  # above the 1 MiB blocks that stream blobs (kept for reuse), below scrypt's 16 MiB
-TRIM_ABOVE_BYTES = 8 << 20  # free space kept at the top of a heap for the next blocks, as glibc itself would keep
+# Above the buffers of streaming (1 MiB blocks, 4 MiB hash reads: kept for reuse), below scrypt's 16 MiB.
+MAPPED_FROM_BYTES = 8 << 20
+TRIM_ABOVE_BYTES = 16 << 20  # free space a heap keeps at its top for the next blocks: twice the above, as glibc's own
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
 def _libc_function(name: str, *argument_types):
-    try:
-        function = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    try:  # the process's own symbols, libc's among them: no `find_library`, which runs ldconfig
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):  # not glibc
         return None
     function.argtypes = list(argument_types)

@@ -37,7 +37,7 @@ def config(tmp_path_factory) -> Path:
 
 
 def test_a_configured_serve_loads_jwt_and_metrics_only_when_a_request_needs_them(tmp_path: Path, config: Path):
-    process, _ = start_serve(tmp_path / "data", config, command=(sys.executable, "-X", "importtime", "-m",
+    process, _, _ = start_serve(tmp_path / "data", config, command=(sys.executable, "-X", "importtime", "-m",
                                                                 "connected_registry"))
     try:
         at_start = imported_modules(process)
@@ -61,7 +61,7 @@ def test_a_configured_serve_loads_jwt_and_metrics_only_when_a_request_needs_them
 
 def test_idle_memory_with_twenty_tokens_is_within_budget_and_their_logins_do_not_grow_it(tmp_path: Path,
                                                                                          config: Path):
-    process, _ = start_serve(tmp_path / "data", config)
+    process, _, _ = start_serve(tmp_path / "data", config)
     try:
         idle = idle_rss_mib(process.pid)
         assert idle <= IDLE_RSS_BUDGET_MIB, f"idle VmRSS {idle:.1f} MiB, over the {IDLE_RSS_BUDGET_MIB} MiB budget"

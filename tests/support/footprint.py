@@ -4,6 +4,7 @@ what it has imported (`-X importtime`). Shared by tests/api/test_footprint.py an
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -52,6 +53,14 @@ def idle_rss_mib(pid: int) -> float:
     return max(samples)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far (all its threads): unlike the wall clock, hardly
+    changed by the other work of a shared machine."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _answers(host: str, port: int) -> bool:
     """True once an HTTP request to /v2/ gets a status line back (401 with a configuration counts)."""
     try:
@@ -62,20 +71,22 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
-def start_serve(data_dir: Path, config: Path | None, *, command: Sequence[str] = (sys.executable, "-m",
-                "connected_registry"), env: dict[str, str | None] | None = None) -> tuple[RegistryProcess, float]:
-    """A `serve` (with `config`, else the embedded default) and the seconds from its exec to /v2/'s first answer."""
+def start_serve(data_dir: Path, config: Path | None, *,
+                command: Sequence[str] = (sys.executable, "-m", "connected_registry"),
+                env: dict[str, str | None] | None = None) -> tuple[RegistryProcess, float, float]:
+    """A `serve` (with `config`, else the embedded default), the seconds from its exec to /v2/'s first answer, and
+    the CPU seconds it used until then."""
     process = RegistryProcess(data_dir, extra_args=["--config", str(config)] if config else [], env=env,
                               command=command, wait=False)
     try:
         wait_until(lambda: process.alive() and _answers(process.address, process.port), timeout=60,
                    what=f"/v2/ answering on port {process.port}", interval=0.002)
-        ready = time.perf_counter() - process.spawned_at
+        ready, cpu = time.perf_counter() - process.spawned_at, cpu_seconds(process.pid)
         process.wait_ready()  # and its start logged
     except BaseException:
         process.stop()
         raise
-    return process, ready
+    return process, ready, cpu
 
 
 def imported_modules(process: RegistryProcess) -> set[str]:
