@@ -15,7 +15,7 @@ responder), below a root instance, on loopback.
      checkout, e.g. `git clone /work/main /tmp/fp-base && git -C /tmp/fp-base checkout dbccbf9`, then
      `--baseline /tmp/fp-base/modules`) the same runs of that checkout alternate with these, side by side.
 
-    .venv/bin/python benchmarks/edge.py                 # 5 footprint runs, 5 starts, 20 patches (~60 s)
+    .venv/bin/python benchmarks/edge.py                 # 5 footprint runs, 5 starts, 20 patches (~100 s)
     .venv/bin/python benchmarks/edge.py --starts 1 --patches 3
     .venv/bin/python benchmarks/edge.py --starts 0 --footprint-runs 9 --baseline /tmp/fp-base/modules
 

@@ -118,7 +118,7 @@ def cmd_get_settings(arguments: argparse.Namespace) -> int:
 
 
 def cmd_demo(arguments: argparse.Namespace) -> int:
-    from connected_registry.demo import run_demo  # tarfile, gzip, urllib.request: 1.5 MiB a `serve` would keep idle
+    from connected_registry.demo import run_demo  # tarfile, gzip, urllib.request: memory a `serve` would keep
 
     return run_demo(headless=arguments.headless, base_directory=arguments.data)
 

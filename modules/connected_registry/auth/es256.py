@@ -1,5 +1,5 @@
 """The ES256 key that signs this instance's JWTs, and the JWT encoding: all of PyJWT and cryptography the registry
-uses, in one module that auth/signing.py loads at the first JWT issued or checked (about 9 MiB and 60 ms that an
+uses, in one module that auth/signing.py loads at the first JWT issued or checked (about 11 MiB and 60 ms that an
 instance whose clients log in with Basic never spends)."""
 
 from __future__ import annotations

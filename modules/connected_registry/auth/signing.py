@@ -59,7 +59,7 @@ class TokenSigner:
     def _signing_key(self) -> "Es256Key":
         """The key, read from the volume (made there the first time) when the first JWT is issued or checked."""
         if self._key is None:
-            # Imported here, once: it loads PyJWT and cryptography (about 9 MiB), which Basic logins never need.
+            # Imported here, once: it loads PyJWT and cryptography (about 11 MiB), which Basic logins never need.
             from connected_registry.auth.es256 import Es256Key, new_key_pem
 
             path = os.path.join(self._directory, "token-signing-key.pem")
