@@ -7,11 +7,18 @@ responder), below a root instance, on loopback.
      to the reported properties showing activation Active with the next sync window (--starts times: the first on
      a fresh data volume, the others restarts on it, as a redeployed module);
   2. desired patch to reported change: a schedule patch published by the twin hub until the reported properties
-     carry the new sync.nextWindowStart and appliedDesiredVersion (--patches times, one module).
+     carry the new sync.nextWindowStart and appliedDesiredVersion (--patches times, one module);
+  3. the footprint on a small device (first): a root `serve`, from exec until /v2/ answers, its idle VmRSS (the
+     highest of 10 samples over a second) and its VmRSS after each of its 20 tokens logged in, with the embedded
+     default and with a configuration of 20 tokens; the median of --footprint-runs runs, with the bytecode compiled
+     (as `pip install` leaves it) in a temporary folder. With --baseline MODULES (the modules folder of another
+     checkout, e.g. `git clone /work/main /tmp/fp-base && git -C /tmp/fp-base checkout dbccbf9`, then
+     `--baseline /tmp/fp-base/modules`) the same runs of that checkout alternate with these, side by side.
 
-    .venv/bin/python benchmarks/edge.py                 # 5 starts, 20 patches (~40 s)
+    .venv/bin/python benchmarks/edge.py                 # 5 footprint runs, 5 starts, 20 patches (~100 s)
     .venv/bin/python benchmarks/edge.py --starts 1 --patches 3
     .venv/bin/python benchmarks/edge.py --image         # and the module image's size (builds it: ~20 s, root)
+    .venv/bin/python benchmarks/edge.py --starts 0 --footprint-runs 9 --baseline /tmp/fp-base/modules
 
 Needs mosquitto (/usr/sbin/mosquitto, scripts/setup.sh --test installs it) and the project's .venv. `--image` builds
 the image as the tests do (tests/support/module_image.py: a dockerd of its own, the debootstrap'd base from the cache,
@@ -29,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.footprint import add_footprint_arguments, report_footprint  # noqa: E402
 from tests.edge.modules import MODULE_NAME, QUIET_HOUR, QUIET_START, module_desired, start_module  # noqa: E402
 from tests.support.clients import Dockerd  # noqa: E402
 from tests.support.edge_runtime import EdgeRuntime  # noqa: E402
@@ -66,7 +74,11 @@ def main() -> int:
     parser.add_argument("--starts", type=int, default=5)
     parser.add_argument("--patches", type=int, default=20)
     parser.add_argument("--image", action="store_true", help="also build the module image and report its size")
+    add_footprint_arguments(parser)
     arguments = parser.parse_args()
+    report_footprint(arguments)
+    if not arguments.starts:
+        return 0
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as directory:
         base = Path(directory)
         pki = make_pki(base / "pki")

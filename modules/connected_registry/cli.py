@@ -10,7 +10,6 @@ import os
 from contextlib import closing
 
 from connected_registry import __version__, child_settings
-from connected_registry.demo import run_demo
 from connected_registry.edge.module_client import in_iot_edge
 from connected_registry.errors import ConfigInvalid
 from connected_registry.identity import INSTANCE_NAME_RE
@@ -123,6 +122,8 @@ def cmd_get_settings(arguments: argparse.Namespace) -> int:
 
 
 def cmd_demo(arguments: argparse.Namespace) -> int:
+    from connected_registry.demo import run_demo  # tarfile, gzip, urllib.request: memory a `serve` would keep
+
     return run_demo(headless=arguments.headless, base_directory=arguments.data)
 
 

@@ -21,12 +21,14 @@ from connected_registry.api.metrics import create_metrics_app
 from connected_registry.api.requests import RequestRecorder, ServerLog
 from connected_registry.audit import AuditTrail
 from connected_registry.auth import OpenAccess, TokenAccess
+from connected_registry.auth.signing import TokenSigner
 from connected_registry.edge import wiring
 from connected_registry.environment import with_environment
 from connected_registry.instance import Instance
 from connected_registry.maintenance.disk import DiskRecovery
 from connected_registry.maintenance.gc import GarbageCollection
 from connected_registry.maintenance.retention import Retention
+from connected_registry.memory import map_large_buffers
 from connected_registry.status_document import StatusDocument
 from connected_registry.storage import RegistryStore, StorageError
 from connected_registry.tls import ListenerCertificate, TrustBundle
@@ -193,12 +195,7 @@ class Runtime:
         core = self.instance
         if core.settings is None:
             return OpenAccess()
-        # Imported here: JWT signing loads PyJWT and cryptography, which the embedded default never needs (idle memory).
-        from connected_registry.auth.signing import TokenSigner, load_or_create_key, revocations_path
-
-        data_dir = self.options.data_dir
-        signer = TokenSigner(load_or_create_key(data_dir), revocations=revocations_path(data_dir))
-        return TokenAccess(signer, lambda: self.login_server or core.name, core.settings)
+        return TokenAccess(TokenSigner(self.options.data_dir), lambda: self.login_server or core.name, core.settings)
 
     def _follow_settings(self) -> None:
         """Every part that holds some of the settings follows them; then the first configuration applies."""
@@ -290,6 +287,7 @@ class Runtime:
 
     async def run_until_signalled(self) -> None:
         """The process's life as `serve` runs it: start, run until SIGTERM or SIGINT, stop."""
+        map_large_buffers()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -178,6 +178,7 @@ def _claims(**overrides) -> dict:
 
 
 def test_the_signing_key_is_private_to_the_process(secured):
+    get_token(secured, "reader1", PASSWORDS["reader1"], "repository:factory/app:pull")  # the first JWT makes the key
     path = secured.process.data_dir / "auth" / "token-signing-key.pem"
     assert path.stat().st_mode & 0o077 == 0
 

@@ -5,29 +5,15 @@ buffers let go on every way out."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import gc
 
 from aiohttp import web
 
 from connected_registry.api.context import context
+from connected_registry.memory import malloc_trim
 from connected_registry.oci.errors import OciError
 
 _TRIM_AFTER_BYTES = 1 << 20  # a body cut short after this much buffering hands its memory back to the system
-
-
-def _load_malloc_trim():
-    try:
-        function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-    function.argtypes = [ctypes.c_size_t]
-    function.restype = ctypes.c_int
-    return function
-
-
-_malloc_trim = _load_malloc_trim()
 
 
 def return_freed_memory() -> None:
@@ -36,8 +22,8 @@ def return_freed_memory() -> None:
     long; and glibc keeps what is freed for reuse. Collect them, and give the free pages back to the system
     (well under a millisecond each)."""
     gc.collect()
-    if _malloc_trim is not None:
-        _malloc_trim(0)
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 def size_text(limit: int) -> str:

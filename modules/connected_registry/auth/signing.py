@@ -1,4 +1,4 @@
-"""JWTs for the Docker token flow: an ES256 key made at first start in the data volume (mode 0600),
+"""JWTs for the Docker token flow: an ES256 key made at the first JWT in the data volume (mode 0600),
 access tokens (an hour) and refresh tokens (for `offline_token=true` / `access_type=offline`), and per
 token name the time until which its JWTs are refused (it was disabled or removed then), kept beside the
 key so that neither re-enabling the token nor a restart revives them."""
@@ -10,38 +10,18 @@ import logging
 import os
 import time
 import uuid
-
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING
 
 from connected_registry.auth.claims import Claims
 
+if TYPE_CHECKING:
+    from connected_registry.auth.es256 import Es256Key
+
 ACCESS_SECONDS = 3600
 REFRESH_SECONDS = 30 * 24 * 3600
-_ALGORITHM = "ES256"
 _EVERYONE = "*"  # not a token name: an unreadable revocations file revokes every JWT issued before the start
 
 log = logging.getLogger("connected_registry.auth")
-
-
-def load_or_create_key(data_dir: str) -> ec.EllipticCurvePrivateKey:
-    directory = os.path.join(data_dir, "auth")
-    path = os.path.join(directory, "token-signing-key.pem")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    try:
-        with open(path, "rb") as file:
-            return serialization.load_pem_private_key(file.read(), password=None)
-    except FileNotFoundError:
-        pass
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    _write_private(path, pem)
-    return key
-
-
-def revocations_path(data_dir: str) -> str:
-    return os.path.join(data_dir, "auth", "revoked-until.json")
 
 
 def _write_private(path: str, content: bytes) -> None:
@@ -57,19 +37,44 @@ def _write_private(path: str, content: bytes) -> None:
 
 
 class TokenSigner:
-    def __init__(self, key: ec.EllipticCurvePrivateKey, clock=time.time, revocations: str | None = None) -> None:
-        self._key = key
-        self._public = key.public_key()
+    """Signs and checks this instance's JWTs with the key in `data_dir`/auth (made at the first JWT), and keeps the
+    revocations beside it."""
+
+    def __init__(self, data_dir: str, clock=time.time) -> None:
+        self._directory = os.path.join(data_dir, "auth")
+        os.makedirs(self._directory, mode=0o700, exist_ok=True)
+        self._key: Es256Key | None = None
         self.clock = clock  # the moment a token is issued (its iat, and the token answer's issued_at)
-        self._revocations = revocations  # the file (`revocations_path`); None: kept in memory only
+        self._revocations = os.path.join(self._directory, "revoked-until.json")
         self._revoked_until: dict[str, float] = {}  # lower-case token name -> time
-        if revocations is not None and os.path.exists(revocations):
+        if os.path.exists(self._revocations):
             try:
-                with open(revocations, encoding="utf-8") as file:
+                with open(self._revocations, encoding="utf-8") as file:
                     self._revoked_until = {str(name): float(when) for name, when in json.load(file).items()}
             except (OSError, ValueError, TypeError, AttributeError) as error:
-                log.warning("%s is unreadable (%s): every token issued before now is refused", revocations, error)
+                log.warning("%s is unreadable (%s): every token issued before now is refused", self._revocations,
+                            error)
                 self._revoked_until = {_EVERYONE: self.clock()}
+
+    def _signing_key(self) -> "Es256Key":
+        """The key, read from the volume (made there the first time) when the first JWT is issued or checked."""
+        if self._key is None:
+            # Imported here, once: it loads PyJWT and cryptography (about 11 MiB), which Basic logins never need.
+            from connected_registry.auth.es256 import Es256Key, new_key_pem
+
+            path = os.path.join(self._directory, "token-signing-key.pem")
+            try:
+                with open(path, "rb") as file:
+                    pem = file.read()
+            except FileNotFoundError:
+                pem = new_key_pem()
+                try:
+                    _write_private(path, pem)
+                except OSError as error:  # a full or read-only volume: the tokens still work, until a restart
+                    log.warning("could not keep the token-signing key in %s (%s): the JWTs issued until the next "
+                                "start are refused after it, and their clients log in again", path, error)
+            self._key = Es256Key(pem)
+        return self._key
 
     def revoke_issued_until_now(self, subject: str) -> None:
         """Refuse every JWT of `subject` issued until now: its token was disabled or removed."""
@@ -77,12 +82,11 @@ class TokenSigner:
         expired = now - REFRESH_SECONDS - 60  # every JWT issued before then has expired anyway
         self._revoked_until = {name: when for name, when in self._revoked_until.items() if when > expired}
         self._revoked_until[subject.lower()] = now
-        if self._revocations is not None:
-            try:
-                _write_private(self._revocations, json.dumps(self._revoked_until).encode())
-            except OSError as error:
-                log.warning("could not record that %s's tokens are revoked (%s): a restart would revive them",
-                            subject, error)
+        try:
+            _write_private(self._revocations, json.dumps(self._revoked_until).encode())
+        except OSError as error:
+            log.warning("could not record that %s's tokens are revoked (%s): a restart would revive them",
+                        subject, error)
 
     def _revoked(self, subject: str, issued_at: float) -> bool:
         until = max(self._revoked_until.get(name, float("-inf")) for name in (subject.lower(), _EVERYONE))
@@ -104,21 +108,12 @@ class TokenSigner:
             "cred": claims.credential,
             "access": claims.access,
         }
-        return jwt.encode(payload, self._key, algorithm=_ALGORITHM), lifetime
+        return self._signing_key().encode(payload), lifetime
 
     def verify(self, token: str, service: str, kind: str) -> Claims | None:
         """The claims of a token this instance signed for `service`, or None (forged, expired, other key...)."""
-        try:
-            payload = jwt.decode(
-                token,
-                self._public,
-                algorithms=[_ALGORITHM],
-                audience=service,
-                issuer=service,
-                options={"require": ["exp", "iat", "sub", "aud", "iss"]},
-                leeway=5,
-            )
-        except (jwt.PyJWTError, ValueError, TypeError):
+        payload = self._signing_key().decode(token, service)
+        if payload is None:
             return None
         access = payload.get("access")
         if payload.get("typ") != kind or not isinstance(access, list):
