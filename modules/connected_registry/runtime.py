@@ -195,7 +195,11 @@ class Runtime:
         core = self.instance
         if core.settings is None:
             return OpenAccess()
-        return TokenAccess(TokenSigner(self.options.data_dir), lambda: self.login_server or core.name, core.settings)
+        try:
+            signer = TokenSigner(self.options.data_dir)
+        except ValueError as damaged:  # the token-signing key in the volume
+            raise StorageError("DISK_ERROR", str(damaged)) from None
+        return TokenAccess(signer, lambda: self.login_server or core.name, core.settings)
 
     def _follow_settings(self) -> None:
         """Every part that holds some of the settings follows them; then the first configuration applies."""

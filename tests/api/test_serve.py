@@ -63,6 +63,22 @@ def test_a_data_volume_from_a_newer_version_is_refused_with_a_clear_error(tmp_pa
     assert "DISK_SCHEMA_NEWER" in result.stdout and "Traceback" not in result.stdout + result.stderr
 
 
+def test_a_damaged_token_signing_key_is_refused_at_start_with_a_clear_error(tmp_path: Path):
+    """The key is read at the first JWT (footprint), but a damaged one still fails the start, not a token request."""
+    key = tmp_path / "data" / "auth" / "token-signing-key.pem"
+    key.parent.mkdir(parents=True)
+    key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n")  # cut short
+    (tmp_path / "desired.json").write_text(json.dumps({"name": "factory-root", "tokens": {}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "connected_registry", "serve", "--data", str(tmp_path / "data"),
+         "--config", str(tmp_path / "desired.json"), "--listen", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "DISK_ERROR" in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr
+    assert f"the token-signing key {key} is damaged" in result.stdout + result.stderr
+
+
 def test_a_busy_port_is_a_clear_error(tmp_path: Path):
     registry = RegistryProcess(tmp_path / "one")
     try:

@@ -5,6 +5,8 @@ key so that neither re-enabling the token nor a restart revives them."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import os
@@ -36,6 +38,32 @@ def _write_private(path: str, content: bytes) -> None:
     os.rename(temporary, path)
 
 
+def key_path(data_dir: str) -> str:
+    return os.path.join(data_dir, "auth", "token-signing-key.pem")
+
+
+def check_key_file(path: str) -> None:
+    """Raises ValueError, naming the file and the way out, when the key file is there but is not a PEM private key
+    (cut short, overwritten): checked at start without loading cryptography, which reads the key at the first JWT."""
+    try:
+        with open(path, "rb") as file:
+            pem = file.read(64 << 10)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise ValueError(f"cannot read the token-signing key {path}: {error}") from error
+    lines = pem.strip().splitlines()
+    try:
+        body = base64.b64decode(b"".join(lines[1:-1]), validate=True) if len(lines) > 2 else b""
+    except binascii.Error:
+        body = b""
+    if not (lines and lines[0].startswith(b"-----BEGIN ") and lines[0].endswith(b"PRIVATE KEY-----")
+            and lines[-1].startswith(b"-----END ") and body[:1] == b"\x30"):  # a DER SEQUENCE
+        raise ValueError(f"the token-signing key {path} is damaged (not a PEM private key): move it away and start "
+                         "again to make a new one; tokens issued with the old key are then refused, and their "
+                         "clients log in again")
+
+
 class TokenSigner:
     """Signs and checks this instance's JWTs with the key in `data_dir`/auth (made at the first JWT), and keeps the
     revocations beside it."""
@@ -44,6 +72,7 @@ class TokenSigner:
         self._directory = os.path.join(data_dir, "auth")
         os.makedirs(self._directory, mode=0o700, exist_ok=True)
         self._key: Es256Key | None = None
+        check_key_file(key_path(data_dir))  # a damaged key fails the start, as it did when it was read there
         self.clock = clock  # the moment a token is issued (its iat, and the token answer's issued_at)
         self._revocations = os.path.join(self._directory, "revoked-until.json")
         self._revoked_until: dict[str, float] = {}  # lower-case token name -> time
@@ -62,7 +91,7 @@ class TokenSigner:
             # Imported here, once: it loads PyJWT and cryptography (about 11 MiB), which Basic logins never need.
             from connected_registry.auth.es256 import Es256Key, new_key_pem
 
-            path = os.path.join(self._directory, "token-signing-key.pem")
+            path = key_path(os.path.dirname(self._directory))
             try:
                 with open(path, "rb") as file:
                     pem = file.read()
