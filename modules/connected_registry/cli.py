@@ -9,6 +9,7 @@ import logging
 from contextlib import closing
 
 from connected_registry import __version__, child_settings
+from connected_registry.bundle_cli import add_commands as add_bundle_commands
 from connected_registry.demo import run_demo
 from connected_registry.edge.module_client import in_iot_edge
 from connected_registry.errors import ConfigInvalid
@@ -329,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_remote(gc)
     _add_wait(gc, "the collection")
     gc.set_defaults(handler=cmd_gc)
+    add_bundle_commands(commands, _add_remote)
     return parser
 
 

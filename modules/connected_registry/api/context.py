@@ -26,6 +26,16 @@ class InstanceView(Protocol):
     repositories: tuple[str, ...]  # what a child syncs; a ReadWrite child takes pushes only there
 
 
+class BundleHooks(Protocol):
+    """The instance's offline bundles (bundles/service.py), which the control API serves without importing them."""
+
+    def public_key_pem(self) -> str: ...
+    def export_patterns(self, patterns: list[str] | None, for_child: str | None) -> list[str]: ...
+    async def export_tar(self, patterns: list[str], have: dict | None, write: Callable) -> dict: ...
+    def inventory(self, patterns: list[str] | None = None) -> dict: ...
+    async def import_stream(self, read: Callable, **options) -> dict: ...
+
+
 @dataclass
 class ApiContext:
     """What the API needs of the instance. The settings are read live from `instance`, never copied."""
@@ -44,6 +54,7 @@ class ApiContext:
     on_children_changed: Callable[[], None] = field(default=lambda: None)
     on_storage_error: Callable[[StorageError], None] = field(default=lambda error: None)
     on_gc: Callable[[], str] = field(default=lambda: "")
+    bundles: BundleHooks | None = None  # offline bundles (issue 17); None: not offered
 
     def __post_init__(self) -> None:
         if self.content is None:

@@ -8,6 +8,7 @@ import re
 from aiohttp import web
 
 from connected_registry import __version__
+from connected_registry.api import bundles
 from connected_registry.api.bodies import read_body
 from connected_registry.api.context import context, query_int
 from connected_registry.durations import duration_seconds
@@ -63,7 +64,12 @@ def _require_active_instance(request: web.Request, child: Child | None) -> None:
 async def info(request: web.Request) -> web.Response:
     ctx = context(request)
     return web.json_response({"kind": "connected-registry", "apiVersion": API_VERSION, "version": __version__,
-                              "name": ctx.name, "mode": ctx.mode})
+                              "name": ctx.name, "mode": ctx.mode, "bundleKey": _bundle_key(ctx)})
+
+
+def _bundle_key(ctx) -> str | None:
+    """The public key this instance signs its bundles with: a child keeps it to trust them (issue 17)."""
+    return ctx.bundles.public_key_pem() if ctx.bundles is not None else None
 
 
 async def activate(request: web.Request) -> web.Response:
@@ -83,7 +89,8 @@ async def activate(request: web.Request) -> web.Response:
         raise OciError("DEACTIVATED", f"this instance of {name} was deactivated: run `connected-registry "
                                       "reset-identity --data <its data volume>` to activate it again")
     ctx.on_children_changed()
-    return web.json_response({"status": "Active", "messageTtl": document.get("messageTtl"), "parentMode": ctx.mode})
+    return web.json_response({"status": "Active", "messageTtl": document.get("messageTtl"), "parentMode": ctx.mode,
+                              "bundleKey": _bundle_key(ctx)})
 
 
 def _check_activation(document: dict) -> None:
@@ -239,3 +246,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{base}/outbox", outbox_list)
     app.router.add_post(f"{base}/outbox/{{entry}}/retry", outbox_retry)
     app.router.add_delete(f"{base}/outbox/{{entry}}", outbox_drop)
+    bundles.add_routes(app, base)

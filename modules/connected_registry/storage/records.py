@@ -68,6 +68,10 @@ class ControlState:
     events_pruned_through: int = 0  # events up to this seq are gone (a cursor before it gets 410)
     disk_checked: str | None = None  # when a probe last found the volume writable
     activated_since: str | None = None  # since when the parent has this instance Active; None: not Active there
+    parent_key: str | None = None  # the parent's bundle-signing public key (PEM), learned at activation
+    bundle_cursors: Mapping[str, int] = field(default_factory=dict)  # exporter instanceId -> cursor imported
+    last_bundle_import: Mapping[str, object] | None = None  # what the status document shows (bundles/)
+    last_bundle_export: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)

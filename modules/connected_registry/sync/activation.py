@@ -44,6 +44,7 @@ class Activation:
         answer = await sync.parent.control("POST", f"/registries/{identity.name}/activate", body=document)
         sync.parent_answered()
         if answer.status == 200:
+            await self._learn_bundle_key(answer.document.get("bundleKey"))
             await sync.became_active()
             for code in ("ALREADY_ACTIVE", "DEACTIVATED", "MODE_INCOMPATIBLE"):
                 sync.status.clear(code)
@@ -51,6 +52,12 @@ class Activation:
             log.info("activated %s at %s", identity.name, sync.parent.endpoint)
             return
         raise self._refusal(answer)
+
+    async def _learn_bundle_key(self, key: object) -> None:
+        """The parent's bundle-signing key, kept to verify the bundles it exports (issue 17: `import`)."""
+        if isinstance(key, str) and key.startswith("-----BEGIN PUBLIC KEY-----") and len(key) < 4096 \
+                and key != self.sync.store.control.state().parent_key:
+            await self.sync.store.control.update_state(parent_key=key)
 
     def _refusal(self, answer: ControlAnswer) -> Exception:
         """Why the parent did not activate this child, as the error the loop handles (ActivationRefused stops it

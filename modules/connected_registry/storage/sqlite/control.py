@@ -21,6 +21,10 @@ _STATE_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] =
     "events_pruned_through": ("eventsPrunedThrough", int, str),
     "disk_checked": ("diskChecked", str, str),
     "activated_since": ("activatedSince", str, str),
+    "parent_key": ("parentKey", str, str),
+    "bundle_cursors": ("bundleCursors", json.loads, json.dumps),
+    "last_bundle_import": ("lastBundleImport", json.loads, json.dumps),
+    "last_bundle_export": ("lastBundleExport", json.loads, json.dumps),
 }
 
 _CHILD_COLUMNS = ("display_name, status, instance_id, device_id, mode, version, message_ttl, repositories, revoked, "

@@ -1,0 +1,380 @@
+"""The bundle commands (issue 17): `export`, `inventory` and `import`, on a stopped data directory (`--data DIR`,
+with its `--config FILE` for its name, scope and platforms) or on a running instance (`--registry URL` and a
+token, as the other remote commands). Import shows a progress bar on a terminal, a line per image otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+
+from connected_registry.bundles.service import Bundles
+from connected_registry.bundles.tar import CHUNK, END_OF_ARCHIVE, member_header, padding
+from connected_registry.oci.errors import OciError
+from connected_registry.printable import printable
+from connected_registry.remote import credentials, fail
+from connected_registry.storage import RegistryStore
+from connected_registry.views import format_bytes
+
+# What writes and reads bundles (bundles.document, .export, .layout) is imported in the commands: it loads PyJWT and
+# cryptography, which the other commands never need (they start quickly).
+BUNDLE_FILE = "connected-registry-bundle.jws"  # bundles.document's name for it
+
+
+class Progress:
+    """Bytes, images, rate and time left on one line at a terminal; a line per image otherwise."""
+
+    def __init__(self, total: int | None, stream=sys.stdout) -> None:
+        self.total, self.stream, self.live = total, stream, stream.isatty()
+        self.done, self.images, self.started, self._shown = 0, 0, time.monotonic(), 0.0
+
+    def bytes(self, count: int) -> None:
+        self.done += count
+        if self.live and time.monotonic() - self._shown > 0.2:
+            self._draw()
+
+    def image(self, name: str, digest: str) -> None:
+        self.images += 1
+        if self.live:
+            self._draw()
+        else:
+            print(f"imported {name} {digest}", file=self.stream, flush=True)
+
+    def _draw(self) -> None:
+        self._shown = time.monotonic()
+        rate = self.done / max(self._shown - self.started, 1e-6)
+        left = f"{(self.total - self.done) / rate:4.0f} s left" if self.total and rate else ""
+        share = self.done / self.total if self.total else 0
+        bar = ("#" * int(share * 30)).ljust(30)
+        print(f"\r[{bar}] {format_bytes(self.done)}/{format_bytes(self.total)} {format_bytes(rate)}/s {left}  "
+              f"{self.images} images", end="", file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        if self.live:
+            self._draw()
+            print(file=self.stream)
+
+
+# --- a stopped data directory -----------------------------------------------------------------------------------
+
+
+def _local(arguments: argparse.Namespace, store: RegistryStore) -> Bundles:
+    """The instance of --data as its --config describes it (name, scope, platforms); without one, an instance named
+    connected-registry that takes every repository."""
+    settings = None
+    if getattr(arguments, "config", None):
+        from connected_registry.settings import validate_desired  # pydantic: only with a configuration
+
+        with open(arguments.config, encoding="utf-8") as file:
+            settings = validate_desired(json.load(file))
+    name = (settings.name if settings else None) or "connected-registry"
+    store.origin = name
+    child = settings is not None and settings.parent is not None and settings.parent.endpoint is not None
+    return Bundles(store, arguments.data, lambda: {"name": name, "instanceId": store.control.instance_id()},
+                   scope=lambda: list(settings.repositories) if child else ["*"],
+                   platforms=lambda: settings.wanted_platforms if settings else None)
+
+
+def _run_local(arguments: argparse.Namespace, work) -> dict:
+    async def run() -> dict:
+        async with RegistryStore(arguments.data) as store:
+            return await work(_local(arguments, store))
+
+    return asyncio.run(run())
+
+
+def _read_json(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+async def _export_local(bundles: Bundles, arguments: argparse.Namespace) -> dict:
+    from connected_registry.bundles.export import DirectoryOutput, TarOutput  # deferred: see the top
+
+    patterns = bundles.export_patterns(arguments.repository, arguments.for_child)
+    have = _read_json(arguments.have)
+    if not arguments.output.endswith(".tar"):
+        return await bundles.export(patterns, have, DirectoryOutput(arguments.output))
+    loop = asyncio.get_running_loop()
+    partial = arguments.output + ".partial"
+    with open(partial, "wb") as file:
+        summary = await bundles.export(patterns, have, TarOutput(lambda data: loop.run_in_executor(None, file.write,
+                                                                                                     data)))
+    os.replace(partial, arguments.output)
+    return summary
+
+
+# --- commands ---------------------------------------------------------------------------------------------------
+
+
+def cmd_export(arguments: argparse.Namespace) -> int:
+    if arguments.data:
+        summary = _run_local(arguments, lambda bundles: _export_local(bundles, arguments))
+        if arguments.public_key:
+            _write_public_key(arguments)
+    else:
+        summary = _export_remote(arguments)
+        if summary is None:
+            return 1
+    print(f"exported {summary.get('images', '?')} images of {summary.get('repositories', '?')} repositories "
+          f"({format_bytes(summary.get('bytes'))}) to {arguments.output}")
+    return 0
+
+
+def _write_public_key(arguments: argparse.Namespace) -> None:
+    async def key(bundles: Bundles) -> str:
+        return bundles.public_key_pem()
+
+    pem = _run_local(arguments, key)
+    with open(arguments.public_key, "w", encoding="utf-8") as file:
+        file.write(pem)
+
+
+def cmd_inventory(arguments: argparse.Namespace) -> int:
+    if arguments.data:
+        async def take(bundles: Bundles) -> dict:
+            return bundles.inventory(arguments.repository)
+
+        document = _run_local(arguments, take)
+    else:
+        query = "".join(f"&repository={pattern}" for pattern in arguments.repository or [])
+        status, document = _call(arguments, "GET", f"/acr/connected/v1/bundles/inventory?{query[1:]}")
+        if status != 200:
+            return fail(status, document, "inventory", "metadata/read on *")
+    with open(arguments.output, "w", encoding="utf-8") as file:
+        json.dump(document, file)
+    print(f"inventory of {sum(len(m) for m in document['repositories'].values())} manifests and "
+          f"{len(document['blobs'])} blobs in {len(document['repositories'])} repositories written to {arguments.output}")
+    return 0
+
+
+def cmd_import(arguments: argparse.Namespace) -> int:
+    trust_key = open(arguments.trust_key, encoding="utf-8").read() if arguments.trust_key else None
+    progress = Progress(_size_of(arguments.bundle))
+    try:
+        if arguments.data:
+            summary = _import_local(arguments, trust_key, progress)
+        else:
+            summary = _import_remote(arguments, trust_key, progress)
+    except OciError as error:
+        progress.finish()
+        print(f"error: the import was refused ({error.code}): {error.message}", file=sys.stderr)
+        return 1
+    progress.finish()
+    if summary is None:
+        return 1
+    return _report(summary)
+
+
+def _report(summary: dict) -> int:
+    if summary.get("replay"):
+        print(summary.get("message"))
+        return 0
+    print(f"imported {summary['images']} images of {summary['repositories']} repositories from "
+          f"{summary.get('from')} ({format_bytes(summary.get('bytes'))} new)")
+    if summary.get("outOfScope"):
+        print(f"not in this registry's scope, left out: {', '.join(summary['outOfScope'])}")
+    for failure in summary.get("failures") or []:
+        print(f"error: {failure}", file=sys.stderr)
+    return 1 if summary.get("failures") else 0
+
+
+def _import_local(arguments: argparse.Namespace, trust_key: str | None, progress: Progress) -> dict:
+    from connected_registry.bundles.layout import bundle_members  # deferred: see the top
+
+    async def work(bundles: Bundles) -> dict:
+        members, close = bundle_members(arguments.bundle, progress.bytes)
+
+        async def on_image(repository: str, tag: str, digest: str) -> None:
+            progress.image(f"{repository}:{tag}", digest)
+
+        try:
+            return await bundles.import_members(members, unsigned=arguments.unsigned,
+                                                repository=arguments.repository, trust_key=trust_key,
+                                                on_image=on_image)
+        finally:
+            close()
+
+    return _run_local(arguments, work)
+
+
+def _size_of(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+    return os.path.getsize(path)
+
+
+# --- a running instance -----------------------------------------------------------------------------------------
+
+
+def _request(arguments: argparse.Namespace, method: str, path: str, data=None, headers: dict | None = None):
+    username, password = credentials(arguments)
+    request = urllib.request.Request(arguments.registry.rstrip("/") + path, method=method, data=data,
+                                     headers=headers or {})
+    if username:
+        request.add_header("Authorization",
+                           "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode())
+    try:
+        return urllib.request.urlopen(request, timeout=600)
+    except urllib.error.HTTPError as error:
+        return error
+    except (urllib.error.URLError, OSError) as error:
+        raise SystemExit(f"error: cannot reach {arguments.registry}: {getattr(error, 'reason', error)}; is the "
+                         "instance running there? (--registry URL, or --data DIR for a stopped one)") from None
+
+
+def _call(arguments: argparse.Namespace, method: str, path: str, data=None) -> tuple[int, dict]:
+    with _request(arguments, method, path, data, {"Content-Type": "application/json"} if data else None) as answer:
+        body = answer.read()
+        status = answer.status
+    try:
+        return status, printable(json.loads(body))
+    except ValueError:
+        return status, {"raw": body[:500].decode("utf-8", "replace")}
+
+
+def _export_remote(arguments: argparse.Namespace) -> dict | None:
+    request = {"repositories": arguments.repository, "for": arguments.for_child, "have": _read_json(arguments.have)}
+    with _request(arguments, "POST", "/acr/connected/v1/bundles/export", json.dumps(request).encode(),
+                  {"Content-Type": "application/json"}) as answer:
+        if answer.status != 200:
+            body = answer.read()
+            document = json.loads(body) if body.startswith(b"{") else {"raw": body[:300]}
+            fail(answer.status, printable(document), "export", "content/read on what is exported")
+            return None
+        if arguments.output.endswith(".tar"):
+            with open(arguments.output + ".partial", "wb") as file:
+                while chunk := answer.read(CHUNK):
+                    file.write(chunk)
+            os.replace(arguments.output + ".partial", arguments.output)
+        else:
+            with tarfile.open(fileobj=answer, mode="r|") as archive:
+                archive.extractall(arguments.output, filter="data")
+    return _exported_summary(arguments.output)
+
+
+def _exported_summary(path: str) -> dict:
+    """What the written bundle holds, read back from its signed manifest (the signature is the importer's to check)."""
+    import jwt  # deferred: only this command reads a JWS
+
+    if path.endswith(".tar"):
+        with tarfile.open(path) as archive:
+            signed = archive.extractfile(BUNDLE_FILE).read()
+    else:
+        with open(os.path.join(path, BUNDLE_FILE), "rb") as file:
+            signed = file.read()
+    document = json.loads(jwt.api_jws.decode_complete(signed, options={"verify_signature": False})["payload"])
+    return {"images": sum(len(r["tags"]) for r in document["repositories"].values()),
+            "repositories": len(document["repositories"]), "bytes": sum(document["blobs"].values())}
+
+
+def _tar_of_directory(root: str, progress: Progress):
+    """A layout directory streamed as a tar, the signed manifest first."""
+    names = [name for name in (BUNDLE_FILE, "oci-layout", "index.json") if os.path.isfile(os.path.join(root, name))]
+    for directory, _, files in sorted(os.walk(os.path.join(root, "blobs"))):
+        names += [os.path.relpath(os.path.join(directory, name), root) for name in sorted(files)]
+    for name in names:
+        path = os.path.join(root, name)
+        size = os.path.getsize(path)
+        yield member_header(name, size)
+        with open(path, "rb") as file:
+            while chunk := file.read(CHUNK):
+                progress.bytes(len(chunk))
+                yield chunk
+        yield padding(size)
+    yield END_OF_ARCHIVE
+
+
+def _file_chunks(path: str, progress: Progress):
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK):
+            progress.bytes(len(chunk))
+            yield chunk
+
+
+def _import_remote(arguments: argparse.Namespace, trust_key: str | None, progress: Progress) -> dict | None:
+    query = "&".join(part for part in ("unsigned=1" if arguments.unsigned else "",
+                                       f"repository={arguments.repository}" if arguments.repository else "") if part)
+    headers = {"Content-Type": "application/x-tar"}
+    if trust_key:
+        headers["X-Bundle-Trust-Key"] = base64.b64encode(trust_key.encode()).decode()
+    if os.path.isdir(arguments.bundle):
+        body = _tar_of_directory(arguments.bundle, progress)
+    else:
+        body = _file_chunks(arguments.bundle, progress)
+        headers["Content-Length"] = str(os.path.getsize(arguments.bundle))
+    with _request(arguments, "POST", f"/acr/connected/v1/bundles/import?{query}", body, headers) as answer:
+        if answer.status != 200:
+            body = answer.read()
+            document = json.loads(body) if body.startswith(b"{") else {"raw": body[:300]}
+            progress.finish()
+            fail(answer.status, printable(document), "import", "gateway/<the instance's name>/config/write")
+            return None
+        for raw in answer:
+            line = printable(json.loads(raw))
+            if "image" in line:
+                progress.image(line["image"], line["digest"])
+            elif "error" in line:
+                raise OciError("UNKNOWN", line["error"].get("message"))
+            elif "result" in line:
+                return line["result"]
+    raise OciError("UNKNOWN", "the instance ended the import without a result: see its log")
+
+
+def add_commands(commands, add_remote) -> None:
+    export = commands.add_parser(
+        "export", help="write a signed bundle (an OCI image layout) of an instance's content, for a site with no link",
+        description="Write the content of --repository patterns (default: the instance's repositories, or with --for "
+        "CHILD that child's scope) as an OCI image layout with a bundle manifest signed by the instance's key: a "
+        "directory, or one tar file when --output ends in .tar. With --have FILE (the receiver's inventory) only what "
+        "it lacks. From a running instance (--registry, a token that may read what is exported) or a stopped one "
+        "(--data DIR). Example:  connected-registry export --data /var/acr/data --have ship.json --output ship.tar")
+    export.add_argument("--output", required=True, metavar="PATH", help="a directory, or a file ending in .tar")
+    export.add_argument("--repository", action="append", metavar="PATTERN", help="a name or prefix/* (repeatable)")
+    export.add_argument("--for", dest="for_child", metavar="CHILD", help="the repositories CHILD activated with here")
+    export.add_argument("--have", metavar="FILE", help="the receiver's inventory: leave out what it holds")
+    export.add_argument("--public-key", metavar="FILE", help="with --data: also write the key the bundle is signed "
+                        "with, for receivers that never linked (import --trust-key FILE)")
+    _add_local(export)
+    add_remote(export)
+    export.set_defaults(handler=cmd_export)
+
+    inventory = commands.add_parser(
+        "inventory", help="write what an instance holds (digests, tags, cursors), for the exporting side's --have",
+        description="Write a small JSON file of the manifests and blobs an instance holds in scope and the bundle "
+        "cursors it imported; carry it to the exporting side for `export --have FILE`.")
+    inventory.add_argument("--output", required=True, metavar="FILE")
+    inventory.add_argument("--repository", action="append", metavar="PATTERN",
+                           help="only these (default: the instance's scope)")
+    _add_local(inventory)
+    add_remote(inventory)
+    inventory.set_defaults(handler=cmd_inventory)
+
+    importing = commands.add_parser(
+        "import", help="apply a bundle as a sync from its exporter would: verified, resumable, all or nothing",
+        description="Verify BUNDLE (a directory or a tar) against the trusted key (the parent's, learned online, or "
+        "--trust-key FILE) and every digest as it streams, then apply it as a sync would. Run again after a read "
+        "error: it continues. Into a running instance (--registry, the operator's token) or a stopped --data DIR.")
+    importing.add_argument("bundle", metavar="BUNDLE")
+    importing.add_argument("--trust-key", metavar="FILE", help="the exporting instance's public key (PEM)")
+    importing.add_argument("--unsigned", action="store_true",
+                           help="a plain OCI layout (skopeo's oci: or oci-archive:, oras): no signature to check")
+    importing.add_argument("--repository", metavar="NAME", help="with --unsigned: where the layout's images go")
+    _add_local(importing)
+    add_remote(importing)
+    importing.set_defaults(handler=cmd_import)
+
+
+def _add_local(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="DIR", help="work on this data directory (no instance may run on it)")
+    parser.add_argument("--config", metavar="FILE", help="with --data: the instance's desired properties (its name, "
+                        "repositories and platforms)")

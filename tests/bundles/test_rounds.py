@@ -1,0 +1,60 @@
+"""A child that never had a link reaches the state of one synced over the network through signed bundles: export at
+the root, inventory at the child, export --have (a delta), import into its stopped data directory and then into it
+running, through its control API (issue 17)."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+
+from tests.bundles.bundle_api import (bundle_site, delete_tag, events_of, export_from, import_into, inventory_of,
+                                      layer_of, push_image, state_of)
+from tests.support.oci import sha256
+from tests.support.processes import wait_until
+from tests.sync.hierarchy import OPERATOR
+from tests.sync.instance_api import digest_at
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    with bundle_site(tmp_path_factory.mktemp("rounds")) as site:
+        yield site
+
+
+def test_a_never_linked_child_reaches_the_networked_childs_state_by_bundles(site):
+    root, online, base = site.root, site.online, site.base
+    app1 = push_image(root, "factory/app", "1.0", layer_size=1 << 20)
+    lib1 = push_image(root, "factory/lib", "1.0", layer_size=256 << 10)
+    offline_data, offline_config = site.offline_data, site.offline_config
+
+    # Round 1: an empty inventory, the whole scope, into the stopped data directory.
+    inventory_of(base / "inventory-0.json", "--data", str(offline_data), "--config", str(offline_config))
+    first = export_from(root, base / "round-1.tar", "--have", str(base / "inventory-0.json"))
+    imported = import_into(base / "round-1.tar", "--data", str(offline_data), "--config", str(offline_config),
+                           "--trust-key", str(site.root_key))
+    assert "imported 2 images of 2 repositories" in imported.stdout, imported.stdout
+    assert "imported factory/app:1.0 " + app1 in imported.stdout  # a line per image off a terminal
+
+    # Meanwhile the root moves on: a new tag sharing the 1 MiB layer, and a tag deleted.
+    app2 = push_image(root, "factory/app", "2.0", layer_size=1 << 20)
+    delete_tag(root, "factory/lib", "1.0")
+    wait_until(lambda: digest_at(online, "factory/app", "2.0") == app2 and
+               digest_at(online, "factory/lib", "1.0") is None, what="the networked child to follow the root")
+    assert digest_at(online, "factory/app", "1.0") == app1 and lib1
+
+    # Round 2: the child's inventory, a delta, into the child running (control API, operator's token).
+    inventory_of(base / "inventory-1.json", "--data", str(offline_data), "--config", str(offline_config))
+    second = export_from(root, base / "round-2.tar", "--have", str(base / "inventory-1.json"))
+    carried = set(tarfile.open(base / "round-2.tar").getnames())
+    assert f"blobs/sha256/{sha256(layer_of('factory/app', 1 << 20)).split(':')[1]}" not in carried  # held there
+    assert second.bytes < 16 << 10 < first.bytes, (first, second)
+    offline = site.start_offline()
+    imported = import_into(base / "round-2.tar", "--registry", offline.url, "--username", OPERATOR[0],
+                           "--password", OPERATOR[1], "--trust-key", str(site.root_key))
+    assert "imported 2 images of 2 repositories" in imported.stdout, imported.stdout  # factory/lib has none left
+
+    assert state_of(offline) == state_of(online) == {"factory/app": {"1.0": app1, "2.0": app2}}
+    offline.stop()
+    online.stop()
+    assert events_of(offline.process.data_dir) == events_of(online.process.data_dir)
