@@ -93,8 +93,9 @@ class Stager:
         digest = _digest_of_name(member.name)
         if not self.unsigned:
             if self.manifest is None:
-                raise OciError("BUNDLE_INVALID", f"{member.name} comes before the signed bundle manifest "
-                               f"({BUNDLE_FILE}), which must come first: export the bundle again")
+                raise OciError("BUNDLE_INVALID", f"no signed bundle manifest ({BUNDLE_FILE}) comes before "
+                               f"{member.name}: a plain OCI layout (skopeo, oras) imports with --unsigned; a bundle "
+                               "of ours has it first, so export it again")
             expected = self.manifest.blobs.get(digest)
             if expected is None:
                 return  # not named by the signed manifest: not taken

@@ -63,10 +63,10 @@ class Member:
     def __post_init__(self) -> None:
         self.remaining = self.size
 
-    async def readany(self) -> bytes:
+    async def readany(self, limit: int = CHUNK) -> bytes:
         if not self.remaining:
             return b""
-        chunk = await self._stream.some(min(self.remaining, CHUNK))
+        chunk = await self._stream.some(min(self.remaining, limit))
         if not chunk:
             raise OciError("BUNDLE_INCOMPLETE", f"the bundle ends inside {self.name} ({self.size - self.remaining} "
                            f"of {self.size} bytes arrived)")
@@ -76,8 +76,7 @@ class Member:
     async def skip(self, size: int | None = None) -> None:
         left = self.remaining if size is None else min(size, self.remaining)
         while left:
-            chunk = await self.readany()
-            left -= len(chunk)
+            left -= len(await self.readany(left))
 
 
 async def members(read: Read) -> AsyncIterator[Member]:
