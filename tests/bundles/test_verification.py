@@ -17,7 +17,7 @@ from tests.bundles.bundle_api import (bundle_site, cli, control_state, import_in
                                       state_of)
 from tests.support.oci import sha256
 from tests.sync.hierarchy import OPERATOR, READER
-from tests.sync.instance_api import digest_at
+from tests.sync.instance_api import digest_at, status_of
 from tests.support.processes import wait_until
 
 LAYER = 1 << 20
@@ -139,3 +139,23 @@ def test_skopeo_reads_our_bundles(bundles):
         inspected = subprocess.run(["skopeo", "inspect", reference], check=True, capture_output=True, text=True,
                                    timeout=60)
         assert json.loads(inspected.stdout)["Digest"] == bundles.app
+
+
+def test_the_last_import_and_export_show_in_the_status_and_an_older_bundle_changes_nothing(bundles):
+    """Last in this module: it pushes a second tag at the root."""
+    offline = bundles.start_offline()
+    operator = ("--registry", offline.url, "--username", OPERATOR[0], "--password", OPERATOR[1])
+    import_into(bundles.base / "root.tar", *operator, "--trust-key", str(bundles.root_key))
+    newer = push_image(bundles.root, "factory/app", "1.1")
+    cli("export", "--registry", bundles.root.url, "--username", READER[0], "--password", READER[1],
+        "--repository", "factory/*", "--output", str(bundles.base / "newer.tar"))
+    import_into(bundles.base / "newer.tar", *operator, "--trust-key", str(bundles.root_key))
+    latest = status_of(offline)["bundles"]["lastImport"]
+    assert latest["from"] == "bundle-root" and latest["images"] == 2 and not latest["replay"], latest
+    assert status_of(bundles.root)["bundles"]["lastExport"]["images"] == 2
+
+    replayed = import_into(bundles.base / "root.tar", *operator, "--trust-key", str(bundles.root_key))
+    assert "older than one imported before" in replayed.stdout and "nothing was changed" in replayed.stdout
+    assert state_of(offline) == {"factory/app": {"1.0": bundles.app, "1.1": newer}}  # 1.1 is not in the old one
+    assert status_of(offline)["bundles"]["lastImport"]["replay"] is True
+    offline.stop()
