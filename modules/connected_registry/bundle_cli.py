@@ -103,12 +103,13 @@ async def _export_local(bundles: Bundles, arguments: argparse.Namespace) -> dict
     patterns = bundles.export_patterns(arguments.repository, arguments.for_child)
     have = _read_json(arguments.have)
     if not arguments.output.endswith(".tar"):
-        return await bundles.export(patterns, have, DirectoryOutput(arguments.output))
+        return await bundles.export(patterns, have, DirectoryOutput(arguments.output), arguments.outbox)
     loop = asyncio.get_running_loop()
     partial = arguments.output + ".partial"
     with open(partial, "wb") as file:
         summary = await bundles.export(patterns, have, TarOutput(lambda data: loop.run_in_executor(None, file.write,
-                                                                                                     data)))
+                                                                                                     data)),
+                                       arguments.outbox)
     os.replace(partial, arguments.output)
     return summary
 
@@ -181,6 +182,8 @@ def _report(summary: dict) -> int:
         return 0
     print(f"imported {summary['images']} images of {summary['repositories']} repositories from "
           f"{summary.get('from')} ({format_bytes(summary.get('bytes'))} new)")
+    if summary.get("delivered"):
+        print(f"{summary['delivered']} outbox entries are delivered: the parent's bundle shows their content there")
     if summary.get("outOfScope"):
         print(f"not in this registry's scope, left out: {', '.join(summary['outOfScope'])}")
     for failure in summary.get("failures") or []:
@@ -243,7 +246,8 @@ def _call(arguments: argparse.Namespace, method: str, path: str, data=None) -> t
 
 
 def _export_remote(arguments: argparse.Namespace) -> dict | None:
-    request = {"repositories": arguments.repository, "for": arguments.for_child, "have": _read_json(arguments.have)}
+    request = {"repositories": arguments.repository, "for": arguments.for_child, "have": _read_json(arguments.have),
+               "outbox": arguments.outbox}
     with _request(arguments, "POST", "/acr/connected/v1/bundles/export", json.dumps(request).encode(),
                   {"Content-Type": "application/json"}) as answer:
         if answer.status != 200:
@@ -342,6 +346,8 @@ def add_commands(commands, add_remote) -> None:
     export.add_argument("--repository", action="append", metavar="PATTERN", help="a name or prefix/* (repeatable)")
     export.add_argument("--for", dest="for_child", metavar="CHILD", help="the repositories CHILD activated with here")
     export.add_argument("--have", metavar="FILE", help="the receiver's inventory: leave out what it holds")
+    export.add_argument("--outbox", action="store_true", help="a ReadWrite child's outbox (its pushes and deletes "
+                        "waiting for the parent), for the parent to import; the token needs gateway/<name>/config/read")
     export.add_argument("--public-key", metavar="FILE", help="with --data: also write the key the bundle is signed "
                         "with, for receivers that never linked (import --trust-key FILE)")
     _add_local(export)

@@ -4,16 +4,18 @@ running, through its control API (issue 17)."""
 
 from __future__ import annotations
 
+import json
 import tarfile
 
 import pytest
 
-from tests.bundles.bundle_api import (bundle_site, delete_tag, events_of, export_from, import_into, inventory_of,
+from tests.bundles.bundle_api import (bundle_site, cli, delete_tag, events_of, export_from, import_into, inventory_of,
                                       layer_of, push_image, state_of)
+from tests.support.http import request
 from tests.support.oci import sha256
 from tests.support.processes import wait_until
-from tests.sync.hierarchy import OPERATOR
-from tests.sync.instance_api import digest_at
+from tests.sync.hierarchy import OPERATOR, start_instance
+from tests.sync.instance_api import digest_at, outbox
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +60,29 @@ def test_a_never_linked_child_reaches_the_networked_childs_state_by_bundles(site
     offline.stop()
     online.stop()
     assert events_of(offline.process.data_dir) == events_of(online.process.data_dir)
+
+
+def test_a_readwrite_childs_outbox_reaches_the_parent_by_bundle_and_empties(site):
+    root, base = site.root, site.base
+    writer = start_instance(base, "bundle-writer", parent=site.unreachable_parent, mode="ReadWrite",
+                            repositories=["factory/*"])
+    site.started.append(writer)
+    pushed = push_image(writer, "factory/edge", "1.0")
+    assert [entry["operation"] for entry in json.loads(outbox(writer, "list", "--json").stdout)] == ["PushManifest"]
+    writer_key = base / "writer.pem"
+    writer_key.write_text(request(f"{writer.url}/acr/connected/v1/info").json()["bundleKey"])
+
+    cli("export", "--outbox", "--registry", writer.url, "--username", OPERATOR[0], "--password", OPERATOR[1],
+        "--output", str(base / "outbox.tar"))
+    imported = import_into(base / "outbox.tar", "--registry", root.url, "--username", OPERATOR[0], "--password",
+                           OPERATOR[1], "--trust-key", str(writer_key))
+    assert "imported 1 images" in imported.stdout, imported.stdout
+    assert digest_at(root, "factory/edge", "1.0") == pushed
+    assert json.loads(outbox(writer, "list", "--json").stdout), "delivered before the child saw it at the parent"
+
+    export_from(root, base / "from-root.tar")
+    seen = import_into(base / "from-root.tar", "--registry", writer.url, "--username", OPERATOR[0], "--password",
+                       OPERATOR[1], "--trust-key", str(site.root_key))
+    assert "1 outbox entries are delivered" in seen.stdout, seen.stdout
+    assert json.loads(outbox(writer, "list", "--json").stdout) == []
+    assert digest_at(writer, "factory/edge", "1.0") == pushed

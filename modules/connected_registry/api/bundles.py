@@ -32,17 +32,20 @@ async def export(request: web.Request) -> web.StreamResponse:
     try:
         document = json.loads(body or b"{}")
         patterns, for_child, have = document.get("repositories"), document.get("for"), document.get("have")
+        outbox = document.get("outbox") is True
     except (ValueError, AttributeError):
         raise OciError("REQUEST_INVALID", "the export request must be a JSON object") from None
     if patterns is not None and not (isinstance(patterns, list) and all(isinstance(p, str) for p in patterns)):
         raise OciError("REQUEST_INVALID", "repositories must be a list of names or prefix/* patterns")
     patterns = bundles.export_patterns(patterns, for_child if isinstance(for_child, str) else None)
-    for repository in ctx.store.list_repositories(None, None):
+    if outbox:  # what waits to go up to the parent: the operator's to carry
+        await ctx.access.require_gateway(request, ctx.name, "config_read")
+    for repository in ctx.store.list_repositories(None, None) if not outbox else ():
         if repository_in_scope(patterns, repository):
             await ctx.access.require(request, repository, "pull")  # what goes in the bundle, the caller may read
     response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
     await response.prepare(request)
-    await bundles.export_tar(patterns, have, response.write)
+    await bundles.export_tar(patterns, have, response.write, outbox)
     await response.write_eof()
     return response
 

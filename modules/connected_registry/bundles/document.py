@@ -20,6 +20,7 @@ BUNDLE_FILE = "connected-registry-bundle.jws"
 BUNDLE_KIND = "connected-registry-bundle"
 INVENTORY_KIND = "connected-registry-inventory"
 _JWS_TYPE = "connected-registry-bundle+jws"
+OPERATIONS = ("PushManifest", "DeleteTag", "DeleteManifest")  # an outbox entry's
 _ALGORITHM = "ES256"
 
 
@@ -67,11 +68,12 @@ class BundleManifest:
     repositories: dict[str, RepositoryListing]
     blobs: dict[str, int]  # every file under blobs/ the bundle carries (manifests included) -> its size
     direction: str = "downstream"  # or "outbox": a ReadWrite child's pushes going up
+    operations: list[dict] = field(default_factory=list)  # outbox: its entries in order (id, operation, ...)
     signed: bool = True  # False: a plain OCI layout imported with --unsigned
 
     def to_json(self) -> dict:
         return {"kind": BUNDLE_KIND, "version": 1, "direction": self.direction, "exporter": self.exporter,
-                "cursor": self.cursor, "time": self.time, "blobs": self.blobs,
+                "cursor": self.cursor, "time": self.time, "blobs": self.blobs, "operations": self.operations,
                 "repositories": {name: {"tags": listing.tags, "manifests": listing.manifests,
                                         "blobs": listing.blobs}
                                  for name, listing in sorted(self.repositories.items())}}
@@ -87,8 +89,11 @@ class BundleManifest:
             blobs = {str(digest): int(size) for digest, size in document["blobs"].items()}
             if not all(is_digest(digest) for digest in blobs):
                 raise ValueError("a blob name is not a digest")
+            operations = [dict(operation) for operation in document.get("operations") or []]
+            if not all(operation.get("operation") in OPERATIONS for operation in operations):
+                raise ValueError("an outbox operation is unknown")
             return cls(dict(document["exporter"]), document.get("cursor"), str(document["time"]), repositories,
-                       blobs, str(document.get("direction", "downstream")))
+                       blobs, str(document.get("direction", "downstream")), operations)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise OciError("BUNDLE_INVALID", f"the signed bundle manifest is malformed: {error}") from None
 

@@ -40,6 +40,7 @@ class Output(Protocol):
 class ExportRequest:
     patterns: list[str]  # repositories: names and prefix/* patterns
     have: Inventory | None = None  # the receiver's inventory: leave out what it holds
+    outbox: bool = False  # a ReadWrite child's outbox, going up, instead of its content
 
 
 @dataclass
@@ -48,6 +49,7 @@ class _Plan:
     sizes: dict[str, int] = field(default_factory=dict)  # every file carried -> size
     media_types: dict[str, str] = field(default_factory=dict)  # tagged manifests -> media type (index.json)
     skipped: list[str] = field(default_factory=list)
+    operations: list[dict] = field(default_factory=list)  # outbox entries, in order
 
 
 class _Walk:
@@ -65,14 +67,14 @@ class _Walk:
             record = self.store.get_manifest(repository, tag)
             if record is None:
                 continue
-            if record.digest in held or self._image(repository, record.digest, listing, held, set()):
+            if record.digest in held or self.image(repository, record.digest, listing, held, set()):
                 listing.tags[tag] = record.digest
                 self.plan.media_types[record.digest] = record.media_type
             else:
                 self.plan.skipped.append(f"{repository}:{tag}")
         self.plan.repositories[repository] = listing  # empty too: a complete listing, so its tags go there too
 
-    def _image(self, repository: str, digest: str, listing: RepositoryListing, held: set[str], seen: set[str]) -> bool:
+    def image(self, repository: str, digest: str, listing: RepositoryListing, held: set[str], seen: set[str]) -> bool:
         if digest in seen:
             return True
         seen.add(digest)
@@ -83,7 +85,7 @@ class _Walk:
         for child in dict.fromkeys(entry.digest for entry in parsed.manifests):
             if self.store.get_manifest(repository, child) is None and self.store.left_out_by(repository, child):
                 continue  # left out here by design (platforms): the receiver decides for itself
-            if not self._image(repository, child, listing, held, seen):
+            if not self.image(repository, child, listing, held, seen):
                 return False
         for blob in dict.fromkeys(entry.digest for entry in parsed.blobs):
             size = self.store.blob_size(repository, blob)
@@ -95,13 +97,32 @@ class _Walk:
             listing.manifests[digest] = record.media_type
             self.plan.sizes[digest] = record.size
         for referrer in self.store.referrers(repository, digest, None):
-            self._image(repository, referrer.digest, listing, held, seen)
+            self.image(repository, referrer.digest, listing, held, seen)
         return True
 
     def _carry(self, blobs: list[str], digest: str, size: int) -> None:
         if digest not in blobs:
             blobs.append(digest)
         self.plan.sizes[digest] = size
+
+
+def plan_outbox(store: RegistryStore, request: ExportRequest) -> _Plan:
+    """The outbox's entries in order, with what each push needs (what the parent holds left out)."""
+    plan = _Plan()
+    walk = _Walk(store, request.have, plan)
+    for entry in store.outbox():
+        repository, digest, tag = entry["repository"], entry["digest"], entry["tag"]
+        listing = plan.repositories.setdefault(repository, RepositoryListing())
+        held = walk.have_manifests.get(repository, set())
+        if entry["operation"] == "PushManifest" and digest not in held \
+                and not walk.image(repository, digest, listing, held, set()):
+            plan.skipped.append(f"{repository}@{digest}")
+            continue
+        if entry["operation"] == "PushManifest" and tag:
+            listing.tags[tag] = digest
+            plan.media_types[digest] = store.get_manifest(repository, digest).media_type
+        plan.operations.append({key: entry[key] for key in ("id", "operation", "repository", "tag", "digest")})
+    return plan
 
 
 def repositories_matching(store: RegistryStore, patterns: list[str]) -> list[str]:
@@ -121,9 +142,10 @@ def plan_bundle(store: RegistryStore, request: ExportRequest) -> _Plan:
 async def export_bundle(store: RegistryStore, key: ec.EllipticCurvePrivateKey, exporter: dict,
                         request: ExportRequest, output: Output, clock) -> dict:
     """Write the bundle; returns its summary (kept as the last export in the status document)."""
-    plan = plan_bundle(store, request)
+    plan = plan_outbox(store, request) if request.outbox else plan_bundle(store, request)
     manifest = BundleManifest({**exporter, "keyFingerprint": fingerprint(key)}, store.control.event_bounds()[1],
-                              utc_timestamp(clock()), plan.repositories, plan.sizes)
+                              utc_timestamp(clock()), plan.repositories, plan.sizes,
+                              "outbox" if request.outbox else "downstream", plan.operations)
     await output.add_bytes(BUNDLE_FILE, sign(manifest, key))
     await output.add_bytes("oci-layout", OCI_LAYOUT)
     await output.add_bytes("index.json", _index(manifest, plan))
@@ -134,7 +156,8 @@ async def export_bundle(store: RegistryStore, key: ec.EllipticCurvePrivateKey, e
     summary = {"time": manifest.time, "repositories": len(plan.repositories),
                "images": sum(len(listing.tags) for listing in plan.repositories.values()),
                "bytes": sum(plan.sizes.values()), "cursor": manifest.cursor,
-               "for": (request.have.instance.get("name") if request.have else None), "leftOut": plan.skipped}
+               "for": (request.have.instance.get("name") if request.have else None), "leftOut": plan.skipped,
+               "direction": manifest.direction, "operations": len(plan.operations)}
     await store.control.update_state(last_bundle_export=summary)
     return summary
 

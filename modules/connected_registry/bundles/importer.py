@@ -13,6 +13,7 @@ from connected_registry.bundles.document import BundleManifest, Inventory, finge
 from connected_registry.bundles.export import repositories_matching
 from connected_registry.bundles.source import BundleSource
 from connected_registry.bundles.staging import Staged
+from connected_registry.bundles.upstream import apply_outbox, mark_delivered
 from connected_registry.oci.manifest import parse_manifest
 from connected_registry.oci.platforms import Platform
 from connected_registry.storage import RegistryStore
@@ -53,7 +54,10 @@ async def apply_bundle(store: RegistryStore, staged: Staged, scope: list[str], p
     if reason is not None:
         log.warning("%s", reason)
         summary["message"] = reason
+    elif manifest.direction == "outbox":
+        await apply_outbox(store, staged, on_image, summary)
     else:
+        summary["delivered"] = await mark_delivered(store, staged)
         await _reconcile(store, staged, scope, platforms, on_image, summary)
     await staged.discard(store)
     await _remember(store, manifest, summary)

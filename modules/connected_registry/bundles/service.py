@@ -53,17 +53,18 @@ class Bundles:
             return child.repositories or ["*"]
         return self.scope()
 
-    async def export(self, patterns: list[str], have: dict | None, output: "Output") -> dict:
+    async def export(self, patterns: list[str], have: dict | None, output: "Output", outbox: bool = False) -> dict:
         from connected_registry.bundles.document import Inventory  # deferred: see the top
         from connected_registry.bundles.export import ExportRequest, export_bundle
 
-        request = ExportRequest(patterns, Inventory.from_json(have, "--have") if have is not None else None)
+        request = ExportRequest(patterns, Inventory.from_json(have, "--have") if have is not None else None, outbox)
         return await export_bundle(self.store, self.key, self.identity(), request, output, self.store.clock)
 
-    async def export_tar(self, patterns: list[str], have: dict | None, write: Callable[[bytes], Awaitable]) -> dict:
+    async def export_tar(self, patterns: list[str], have: dict | None, write: Callable[[bytes], Awaitable],
+                         outbox: bool = False) -> dict:
         from connected_registry.bundles.export import TarOutput  # deferred: see the top
 
-        return await self.export(patterns, have, TarOutput(write))
+        return await self.export(patterns, have, TarOutput(write), outbox)
 
     def inventory(self, patterns: list[str] | None = None) -> dict:
         from connected_registry.bundles.importer import take_inventory  # deferred: see the top
