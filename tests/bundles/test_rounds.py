@@ -57,6 +57,10 @@ def test_a_never_linked_child_reaches_the_networked_childs_state_by_bundles(site
     assert "imported 2 images of 2 repositories" in imported.stdout, imported.stdout  # factory/lib has none left
 
     assert state_of(offline) == state_of(online) == {"factory/app": {"1.0": app1, "2.0": app2}}
+    # The networked child learned its parent's key at activation: no --trust-key, and the same bundle changes nothing.
+    again = import_into(base / "round-2.tar", "--registry", online.url, "--username", OPERATOR[0], "--password",
+                        OPERATOR[1])
+    assert "imported 2 images" in again.stdout or "nothing was changed" in again.stdout, again.stdout
     offline.stop()
     online.stop()
     assert events_of(offline.process.data_dir) == events_of(online.process.data_dir)
