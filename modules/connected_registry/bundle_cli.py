@@ -1,6 +1,7 @@
 """The bundle commands (issue 17): `export`, `inventory` and `import`, on a stopped data directory (`--data DIR`,
 with its `--config FILE` for its name, scope and platforms) or on a running instance (`--registry URL` and a
-token, as the other remote commands). Import shows a progress bar on a terminal, a line per image otherwise."""
+token, as the other remote commands: bundle_remote.py). Import shows a progress bar on a terminal, a line per image
+otherwise."""
 
 from __future__ import annotations
 
@@ -10,56 +11,18 @@ import base64
 import json
 import os
 import sys
-import tarfile
-import time
-import urllib.error
-import urllib.request
 
+from connected_registry import bundle_remote
+from connected_registry.bundle_remote import Progress
 from connected_registry.bundles.service import Bundles
-from connected_registry.bundles.tar import CHUNK, END_OF_ARCHIVE, member_header, padding
 from connected_registry.oci.errors import OciError
 from connected_registry.printable import printable
-from connected_registry.remote import credentials, fail
+from connected_registry.remote import fail
 from connected_registry.storage import RegistryStore
 from connected_registry.views import format_bytes
 
 # What writes and reads bundles (bundles.document, .export, .layout) is imported in the commands: it loads PyJWT and
 # cryptography, which the other commands never need (they start quickly).
-BUNDLE_FILE = "connected-registry-bundle.jws"  # bundles.document's name for it
-
-
-class Progress:
-    """Bytes, images, rate and time left on one line at a terminal; a line per image otherwise."""
-
-    def __init__(self, total: int | None, stream=sys.stdout) -> None:
-        self.total, self.stream, self.live = total, stream, stream.isatty()
-        self.done, self.images, self.started, self._shown = 0, 0, time.monotonic(), 0.0
-
-    def bytes(self, count: int) -> None:
-        self.done += count
-        if self.live and time.monotonic() - self._shown > 0.2:
-            self._draw()
-
-    def image(self, name: str, digest: str) -> None:
-        self.images += 1
-        if self.live:
-            self._draw()
-        else:
-            print(f"imported {name} {digest}", file=self.stream, flush=True)
-
-    def _draw(self) -> None:
-        self._shown = time.monotonic()
-        rate = self.done / max(self._shown - self.started, 1e-6)
-        left = f"{(self.total - self.done) / rate:4.0f} s left" if self.total and rate else ""
-        share = self.done / self.total if self.total else 0
-        bar = ("#" * int(share * 30)).ljust(30)
-        print(f"\r[{bar}] {format_bytes(self.done)}/{format_bytes(self.total)} {format_bytes(rate)}/s {left}  "
-              f"{self.images} images", end="", file=self.stream, flush=True)
-
-    def finish(self) -> None:
-        if self.live:
-            self._draw()
-            print(file=self.stream)
 
 
 # --- a stopped data directory -----------------------------------------------------------------------------------
@@ -90,18 +53,11 @@ def _run_local(arguments: argparse.Namespace, work) -> dict:
     return asyncio.run(run())
 
 
-def _read_json(path: str | None) -> dict | None:
-    if path is None:
-        return None
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
-
-
 async def _export_local(bundles: Bundles, arguments: argparse.Namespace) -> dict:
     from connected_registry.bundles.export import DirectoryOutput, TarOutput  # deferred: see the top
 
     patterns = bundles.export_patterns(arguments.repository, arguments.for_child)
-    have = _read_json(arguments.have)
+    have = bundle_remote.read_json(arguments.have)
     if not arguments.output.endswith(".tar"):
         return await bundles.export(patterns, have, DirectoryOutput(arguments.output), arguments.outbox)
     loop = asyncio.get_running_loop()
@@ -123,7 +79,7 @@ def cmd_export(arguments: argparse.Namespace) -> int:
         if arguments.public_key:
             _write_public_key(arguments)
     else:
-        summary = _export_remote(arguments)
+        summary = bundle_remote.export_remote(arguments)
         if summary is None:
             return 1
     print(f"exported {summary.get('images', '?')} images of {summary.get('repositories', '?')} repositories "
@@ -148,24 +104,27 @@ def cmd_inventory(arguments: argparse.Namespace) -> int:
         document = _run_local(arguments, take)
     else:
         query = "".join(f"&repository={pattern}" for pattern in arguments.repository or [])
-        status, document = _call(arguments, "GET", f"/acr/connected/v1/bundles/inventory?{query[1:]}")
+        status, document = bundle_remote.call(arguments, "GET", f"/acr/connected/v1/bundles/inventory?{query[1:]}")
         if status != 200:
             return fail(status, document, "inventory", "metadata/read on *")
     with open(arguments.output, "w", encoding="utf-8") as file:
         json.dump(document, file)
     print(f"inventory of {sum(len(m) for m in document['repositories'].values())} manifests and "
-          f"{len(document['blobs'])} blobs in {len(document['repositories'])} repositories written to {arguments.output}")
+          f"{len(document['blobs'])} blobs in {len(document['repositories'])} repositories written to "
+          f"{arguments.output}")
     return 0
 
 
 def cmd_import(arguments: argparse.Namespace) -> int:
     trust_key = open(arguments.trust_key, encoding="utf-8").read() if arguments.trust_key else None
+    if arguments.receipt:
+        return _import_receipt(arguments, trust_key)
     progress = Progress(_size_of(arguments.bundle))
     try:
         if arguments.data:
             summary = _import_local(arguments, trust_key, progress)
         else:
-            summary = _import_remote(arguments, trust_key, progress)
+            summary = bundle_remote.import_remote(arguments, trust_key, progress)
     except OciError as error:
         progress.finish()
         print(f"error: the import was refused ({error.code}): {error.message}", file=sys.stderr)
@@ -173,7 +132,38 @@ def cmd_import(arguments: argparse.Namespace) -> int:
     progress.finish()
     if summary is None:
         return 1
+    receipt = summary.pop("receipt", None)
+    if receipt:
+        path = arguments.write_receipt or f"{arguments.bundle.rstrip('/')}.receipt.jws"
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(receipt)
+        print(f"the receipt is in {path}: carry it back to the child and run `connected-registry import --receipt "
+              f"{os.path.basename(path)}` there")
     return _report(summary)
+
+
+def _import_receipt(arguments: argparse.Namespace, trust_key: str | None) -> int:
+    with open(arguments.bundle, "rb") as file:
+        signed = file.read()
+    if arguments.data:
+        async def work(bundles: Bundles) -> dict:
+            return await bundles.import_receipt(signed, trust_key)
+
+        try:
+            result = _run_local(arguments, work)
+        except OciError as error:
+            print(f"error: the receipt was refused ({error.code}): {error.message}", file=sys.stderr)
+            return 1
+    else:
+        headers = {"X-Bundle-Trust-Key": base64.b64encode(trust_key.encode()).decode()} if trust_key else {}
+        path = "/acr/connected/v1/bundles/receipt"
+        with bundle_remote.open_request(arguments, "POST", path, signed, headers) as answer:
+            body, status = answer.read(), answer.status
+        result = printable(json.loads(body)) if body.startswith(b"{") else {"raw": body[:300]}
+        if status != 200:
+            return fail(status, result, "import --receipt", "gateway/<the instance's name>/config/write")
+    print(f"{result['delivered']} outbox entries are delivered (receipt of {result.get('from')})")
+    return 0
 
 
 def _report(summary: dict) -> int:
@@ -214,124 +204,6 @@ def _size_of(path: str) -> int:
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
     return os.path.getsize(path)
-
-
-# --- a running instance -----------------------------------------------------------------------------------------
-
-
-def _request(arguments: argparse.Namespace, method: str, path: str, data=None, headers: dict | None = None):
-    username, password = credentials(arguments)
-    request = urllib.request.Request(arguments.registry.rstrip("/") + path, method=method, data=data,
-                                     headers=headers or {})
-    if username:
-        request.add_header("Authorization",
-                           "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode())
-    try:
-        return urllib.request.urlopen(request, timeout=600)
-    except urllib.error.HTTPError as error:
-        return error
-    except (urllib.error.URLError, OSError) as error:
-        raise SystemExit(f"error: cannot reach {arguments.registry}: {getattr(error, 'reason', error)}; is the "
-                         "instance running there? (--registry URL, or --data DIR for a stopped one)") from None
-
-
-def _call(arguments: argparse.Namespace, method: str, path: str, data=None) -> tuple[int, dict]:
-    with _request(arguments, method, path, data, {"Content-Type": "application/json"} if data else None) as answer:
-        body = answer.read()
-        status = answer.status
-    try:
-        return status, printable(json.loads(body))
-    except ValueError:
-        return status, {"raw": body[:500].decode("utf-8", "replace")}
-
-
-def _export_remote(arguments: argparse.Namespace) -> dict | None:
-    request = {"repositories": arguments.repository, "for": arguments.for_child, "have": _read_json(arguments.have),
-               "outbox": arguments.outbox}
-    with _request(arguments, "POST", "/acr/connected/v1/bundles/export", json.dumps(request).encode(),
-                  {"Content-Type": "application/json"}) as answer:
-        if answer.status != 200:
-            body = answer.read()
-            document = json.loads(body) if body.startswith(b"{") else {"raw": body[:300]}
-            fail(answer.status, printable(document), "export", "content/read on what is exported")
-            return None
-        if arguments.output.endswith(".tar"):
-            with open(arguments.output + ".partial", "wb") as file:
-                while chunk := answer.read(CHUNK):
-                    file.write(chunk)
-            os.replace(arguments.output + ".partial", arguments.output)
-        else:
-            with tarfile.open(fileobj=answer, mode="r|") as archive:
-                archive.extractall(arguments.output, filter="data")
-    return _exported_summary(arguments.output)
-
-
-def _exported_summary(path: str) -> dict:
-    """What the written bundle holds, read back from its signed manifest (the signature is the importer's to check)."""
-    import jwt  # deferred: only this command reads a JWS
-
-    if path.endswith(".tar"):
-        with tarfile.open(path) as archive:
-            signed = archive.extractfile(BUNDLE_FILE).read()
-    else:
-        with open(os.path.join(path, BUNDLE_FILE), "rb") as file:
-            signed = file.read()
-    document = json.loads(jwt.api_jws.decode_complete(signed, options={"verify_signature": False})["payload"])
-    return {"images": sum(len(r["tags"]) for r in document["repositories"].values()),
-            "repositories": len(document["repositories"]), "bytes": sum(document["blobs"].values())}
-
-
-def _tar_of_directory(root: str, progress: Progress):
-    """A layout directory streamed as a tar, the signed manifest first."""
-    names = [name for name in (BUNDLE_FILE, "oci-layout", "index.json") if os.path.isfile(os.path.join(root, name))]
-    for directory, _, files in sorted(os.walk(os.path.join(root, "blobs"))):
-        names += [os.path.relpath(os.path.join(directory, name), root) for name in sorted(files)]
-    for name in names:
-        path = os.path.join(root, name)
-        size = os.path.getsize(path)
-        yield member_header(name, size)
-        with open(path, "rb") as file:
-            while chunk := file.read(CHUNK):
-                progress.bytes(len(chunk))
-                yield chunk
-        yield padding(size)
-    yield END_OF_ARCHIVE
-
-
-def _file_chunks(path: str, progress: Progress):
-    with open(path, "rb") as file:
-        while chunk := file.read(CHUNK):
-            progress.bytes(len(chunk))
-            yield chunk
-
-
-def _import_remote(arguments: argparse.Namespace, trust_key: str | None, progress: Progress) -> dict | None:
-    query = "&".join(part for part in ("unsigned=1" if arguments.unsigned else "",
-                                       f"repository={arguments.repository}" if arguments.repository else "") if part)
-    headers = {"Content-Type": "application/x-tar"}
-    if trust_key:
-        headers["X-Bundle-Trust-Key"] = base64.b64encode(trust_key.encode()).decode()
-    if os.path.isdir(arguments.bundle):
-        body = _tar_of_directory(arguments.bundle, progress)
-    else:
-        body = _file_chunks(arguments.bundle, progress)
-        headers["Content-Length"] = str(os.path.getsize(arguments.bundle))
-    with _request(arguments, "POST", f"/acr/connected/v1/bundles/import?{query}", body, headers) as answer:
-        if answer.status != 200:
-            body = answer.read()
-            document = json.loads(body) if body.startswith(b"{") else {"raw": body[:300]}
-            progress.finish()
-            fail(answer.status, printable(document), "import", "gateway/<the instance's name>/config/write")
-            return None
-        for raw in answer:
-            line = printable(json.loads(raw))
-            if "image" in line:
-                progress.image(line["image"], line["digest"])
-            elif "error" in line:
-                raise OciError("UNKNOWN", line["error"].get("message"))
-            elif "result" in line:
-                return line["result"]
-    raise OciError("UNKNOWN", "the instance ended the import without a result: see its log")
 
 
 def add_commands(commands, add_remote) -> None:
@@ -375,6 +247,10 @@ def add_commands(commands, add_remote) -> None:
     importing.add_argument("--unsigned", action="store_true",
                            help="a plain OCI layout (skopeo's oci: or oci-archive:, oras): no signature to check")
     importing.add_argument("--repository", metavar="NAME", help="with --unsigned: where the layout's images go")
+    importing.add_argument("--receipt", action="store_true", help="BUNDLE is the parent's receipt of this "
+                           "instance's outbox bundle: the entries it names are delivered")
+    importing.add_argument("--write-receipt", metavar="FILE", help="where the receipt of an outbox bundle goes "
+                           "(default: BUNDLE.receipt.jws)")
     _add_local(importing)
     add_remote(importing)
     importing.set_defaults(handler=cmd_import)

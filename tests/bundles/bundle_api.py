@@ -87,7 +87,8 @@ def state_in(data_dir: Path) -> dict:
 def events_of(data_dir: Path) -> list[tuple]:
     """The changes an instance applied, as its event log has them (type, repository, tag, digest), in order."""
     with closing(RegistryStore(str(data_dir))) as store:
-        return [(event["type"], event["repository"], event.get("tag"), event["digest"]) for event in store.events(0, 10000)]
+        return [(event["type"], event["repository"], event.get("tag"), event["digest"])
+                for event in store.events(0, 10000)]
 
 
 def control_state(data_dir: Path):

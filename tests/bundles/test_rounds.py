@@ -67,26 +67,31 @@ def test_a_never_linked_child_reaches_the_networked_childs_state_by_bundles(site
 
 
 def test_a_readwrite_childs_outbox_reaches_the_parent_by_bundle_and_empties(site):
+    """Up by bundle; delivered by the parent's receipt (`import --receipt`), or by a bundle from the parent that
+    shows the content there."""
     root, base = site.root, site.base
     writer = start_instance(base, "bundle-writer", parent=site.unreachable_parent, mode="ReadWrite",
                             repositories=["factory/*"])
     site.started.append(writer)
-    pushed = push_image(writer, "factory/edge", "1.0")
-    assert [entry["operation"] for entry in json.loads(outbox(writer, "list", "--json").stdout)] == ["PushManifest"]
+    operator = ("--username", OPERATOR[0], "--password", OPERATOR[1])
     writer_key = base / "writer.pem"
     writer_key.write_text(request(f"{writer.url}/acr/connected/v1/info").json()["bundleKey"])
+    pushed = {}
+    for number, tag in enumerate(("1.0", "2.0")):
+        pushed[tag] = push_image(writer, "factory/edge", tag)
+        cli("export", "--outbox", "--registry", writer.url, *operator, "--output", str(base / f"outbox-{number}.tar"))
+        imported = import_into(base / f"outbox-{number}.tar", "--registry", root.url, *operator,
+                               "--trust-key", str(writer_key))
+        assert "the receipt is in" in imported.stdout and digest_at(root, "factory/edge", tag) == pushed[tag]
+    assert len(json.loads(outbox(writer, "list", "--json").stdout)) == 2  # none delivered while nothing came back
 
-    cli("export", "--outbox", "--registry", writer.url, "--username", OPERATOR[0], "--password", OPERATOR[1],
-        "--output", str(base / "outbox.tar"))
-    imported = import_into(base / "outbox.tar", "--registry", root.url, "--username", OPERATOR[0], "--password",
-                           OPERATOR[1], "--trust-key", str(writer_key))
-    assert "imported 1 images" in imported.stdout, imported.stdout
-    assert digest_at(root, "factory/edge", "1.0") == pushed
-    assert json.loads(outbox(writer, "list", "--json").stdout), "delivered before the child saw it at the parent"
+    receipt = cli("import", "--receipt", str(base / "outbox-0.tar.receipt.jws"), "--registry", writer.url, *operator,
+                  "--trust-key", str(site.root_key))
+    assert "1 outbox entries are delivered" in receipt.stdout, receipt.stdout
+    assert [entry["tag"] for entry in json.loads(outbox(writer, "list", "--json").stdout)] == ["2.0"]
 
     export_from(root, base / "from-root.tar")
-    seen = import_into(base / "from-root.tar", "--registry", writer.url, "--username", OPERATOR[0], "--password",
-                       OPERATOR[1], "--trust-key", str(site.root_key))
+    seen = import_into(base / "from-root.tar", "--registry", writer.url, *operator, "--trust-key", str(site.root_key))
     assert "1 outbox entries are delivered" in seen.stdout, seen.stdout
     assert json.loads(outbox(writer, "list", "--json").stdout) == []
-    assert digest_at(writer, "factory/edge", "1.0") == pushed
+    assert state_of(writer)["factory/edge"] == pushed

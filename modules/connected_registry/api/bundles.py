@@ -85,6 +85,14 @@ async def import_bundle(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def import_receipt(request: web.Request) -> web.Response:
+    """A parent's signed receipt of this instance's outbox bundle: the entries it names are delivered."""
+    ctx, bundles = _hooks(request)
+    await ctx.access.require_gateway(request, ctx.name, "config_write")
+    signed = await read_body(request, 64 << 20, "receipt", too_large="BODY_TOO_LARGE", stalled="SIZE_INVALID")
+    return web.json_response(await bundles.import_receipt(signed, _trust_key(request)))
+
+
 def _trust_key(request: web.Request) -> str | None:
     encoded = request.headers.get("X-Bundle-Trust-Key")
     if not encoded:
@@ -99,3 +107,4 @@ def add_routes(app: web.Application, base: str) -> None:
     app.router.add_post(f"{base}/bundles/export", export)
     app.router.add_get(f"{base}/bundles/inventory", inventory)
     app.router.add_post(f"{base}/bundles/import", import_bundle)
+    app.router.add_post(f"{base}/bundles/receipt", import_receipt)

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 class Bundles:
     def __init__(self, store: RegistryStore, data_dir: str, identity: Callable[[], dict],
-                 scope: Callable[[], list[str]], platforms: Callable[[], "list[Platform] | None"] = lambda: None) -> None:
+                 scope: Callable[[], list[str]],
+                 platforms: Callable[[], "list[Platform] | None"] = lambda: None) -> None:
         self.store, self.data_dir = store, data_dir
         self.identity = identity  # {"name", "instanceId"}, read when needed (a new name applies)
         self.scope = scope  # what this instance syncs; ["*"] for a root
@@ -83,7 +84,34 @@ class Bundles:
             staged = await stager.stage(bundle)
             if started is not None:
                 await started()
-            return await apply_bundle(self.store, staged, self.scope(), self.platforms(), on_image, self.store.clock)
+            summary = await apply_bundle(self.store, staged, self.scope(), self.platforms(), on_image,
+                                         self.store.clock)
+            if staged.manifest.direction == "outbox" and not summary["replay"]:
+                summary["receipt"] = self._receipt(staged.manifest, summary)
+            return summary
+
+    def _receipt(self, outbox, summary: dict) -> str:
+        """The signed receipt of an outbox bundle applied here, for the child (`import --receipt FILE`)."""
+        from connected_registry.bundles.document import fingerprint, sign  # deferred: see the top
+        from connected_registry.bundles.upstream import receipt_of
+
+        parent = {**self.identity(), "keyFingerprint": fingerprint(self.key)}
+        receipt = receipt_of(outbox, parent, self.store.control.event_bounds()[1], summary["time"])
+        return sign(receipt, self.key).decode()
+
+    async def import_receipt(self, signed: bytes, trust_key: str | None = None) -> dict:
+        """A parent's receipt: the outbox entries it names are delivered."""
+        from connected_registry.bundles.document import verify  # deferred: see the top
+        from connected_registry.bundles.upstream import apply_receipt
+
+        trusted = self._trusted(trust_key)
+        if trusted is None:
+            raise OciError("BUNDLE_UNTRUSTED", "no trusted key for this receipt: give the parent's public key with "
+                           "--trust-key FILE")
+        receipt = verify(signed, trusted)
+        if receipt.direction != "receipt":
+            raise OciError("BUNDLE_INVALID", "this is a bundle, not a receipt: import it without --receipt")
+        return {"delivered": await apply_receipt(self.store, receipt), "from": receipt.exporter.get("name")}
 
     async def import_stream(self, read: Callable[[int], Awaitable[bytes]], **options) -> dict:
         from connected_registry.bundles.tar import members  # deferred: see the top

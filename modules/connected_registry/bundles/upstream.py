@@ -4,6 +4,7 @@ outbox entry upward); at the child, an entry is delivered once a bundle from the
 
 from __future__ import annotations
 
+from connected_registry.bundles.document import BundleManifest, RepositoryListing
 from connected_registry.bundles.source import BundleSource
 from connected_registry.bundles.staging import Staged
 from connected_registry.oci.errors import OciError
@@ -76,3 +77,24 @@ async def mark_delivered(store: RegistryStore, staged: Staged) -> int:
 
 def _named(listing) -> set[str]:
     return set(listing.tags.values()) | set(listing.manifests)
+
+
+def receipt_of(outbox: BundleManifest, parent: dict, cursor: int, time: str) -> BundleManifest:
+    """What the parent signs after applying an outbox bundle: the entries it applied and the tags they set, for
+    the child's `import --receipt`."""
+    repositories = {name: RepositoryListing(tags=dict(listing.tags)) for name, listing in outbox.repositories.items()}
+    return BundleManifest(parent, cursor, time, repositories, {}, "receipt", list(outbox.operations))
+
+
+async def apply_receipt(store: RegistryStore, receipt: BundleManifest) -> int:
+    """The child's side: the entries the parent's receipt names, delivered."""
+    applied = {(op.get("id"), op["operation"], op["repository"], op.get("tag"), op["digest"])
+               for op in receipt.operations}
+    delivered = 0
+    for entry in store.outbox():
+        if (entry["id"], entry["operation"], entry["repository"], entry["tag"], entry["digest"]) in applied:
+            await store.finish_outbox_entry(entry["id"])
+            delivered += 1
+    await store.control.update_state(last_bundle_import={
+        "time": receipt.time, "from": receipt.exporter.get("name"), "receipt": True, "delivered": delivered})
+    return delivered
