@@ -42,7 +42,8 @@ def _local(arguments: argparse.Namespace, store: RegistryStore) -> Bundles:
     child = settings is not None and settings.parent is not None and settings.parent.endpoint is not None
     return Bundles(store, arguments.data, lambda: {"name": name, "instanceId": store.control.instance_id()},
                    scope=lambda: list(settings.repositories) if child else ["*"],
-                   platforms=lambda: settings.wanted_platforms if settings else None)
+                   platforms=lambda: settings.wanted_platforms if settings else None,
+                   mode=lambda: settings.mode if child else "ReadWrite")
 
 
 def _run_local(arguments: argparse.Namespace, work) -> dict:

@@ -179,7 +179,8 @@ class Runtime:
         core = self.instance
         return Bundles(self.store, self.options.data_dir, lambda: {"name": core.name, "instanceId": core.instance_id},
                        scope=lambda: ["*"] if core.is_root else list(core.repositories),
-                       platforms=lambda: core.settings.wanted_platforms if core.settings else None)
+                       platforms=lambda: core.settings.wanted_platforms if core.settings else None,
+                       mode=lambda: core.mode)
 
     def _access(self) -> OpenAccess | TokenAccess:
         """Tokens with a configuration; open to everyone without (the embedded default)."""

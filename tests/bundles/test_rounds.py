@@ -84,6 +84,9 @@ def test_a_readwrite_childs_outbox_reaches_the_parent_by_bundle_and_empties(site
                                "--trust-key", str(writer_key))
         assert "the receipt is in" in imported.stdout and digest_at(root, "factory/edge", tag) == pushed[tag]
     assert len(json.loads(outbox(writer, "list", "--json").stdout)) == 2  # none delivered while nothing came back
+    refused = import_into(base / "outbox-0.tar", "--data", str(base / "read-only"), "--config",
+                          str(site.offline_config), "--trust-key", str(writer_key), expect=1)
+    assert "this instance is ReadOnly: it takes no pushes" in refused.stderr, refused.stderr
 
     receipt = cli("import", "--receipt", str(base / "outbox-0.tar.receipt.jws"), "--registry", writer.url, *operator,
                   "--trust-key", str(site.root_key))

@@ -44,7 +44,7 @@ def replayed(store: RegistryStore, manifest: BundleManifest) -> str | None:
 
 
 async def apply_bundle(store: RegistryStore, staged: Staged, scope: list[str], platforms: list[Platform] | None,
-                       on_image: OnImage, clock) -> dict:
+                       on_image: OnImage, clock, mode: str = "ReadWrite") -> dict:
     manifest = staged.manifest
     reason = replayed(store, manifest)
     summary = {"time": utc_timestamp(clock()), "from": manifest.exporter.get("name"),
@@ -55,7 +55,7 @@ async def apply_bundle(store: RegistryStore, staged: Staged, scope: list[str], p
         log.warning("%s", reason)
         summary["message"] = reason
     elif manifest.direction == "outbox":
-        await apply_outbox(store, staged, on_image, summary)
+        await apply_outbox(store, staged, on_image, summary, scope, mode)
     else:
         summary["delivered"] = await mark_delivered(store, staged)
         await _reconcile(store, staged, scope, platforms, on_image, summary)

@@ -22,11 +22,13 @@ if TYPE_CHECKING:
 class Bundles:
     def __init__(self, store: RegistryStore, data_dir: str, identity: Callable[[], dict],
                  scope: Callable[[], list[str]],
-                 platforms: Callable[[], "list[Platform] | None"] = lambda: None) -> None:
+                 platforms: Callable[[], "list[Platform] | None"] = lambda: None,
+                 mode: Callable[[], str] = lambda: "ReadWrite") -> None:
         self.store, self.data_dir = store, data_dir
         self.identity = identity  # {"name", "instanceId"}, read when needed (a new name applies)
         self.scope = scope  # what this instance syncs; ["*"] for a root
         self.platforms = platforms
+        self.mode = mode  # a ReadOnly instance takes no outbox bundle
         self._importing = asyncio.Lock()
         self._key = None
 
@@ -85,7 +87,7 @@ class Bundles:
             if started is not None:
                 await started()
             summary = await apply_bundle(self.store, staged, self.scope(), self.platforms(), on_image,
-                                         self.store.clock)
+                                         self.store.clock, self.mode())
             if staged.manifest.direction == "outbox" and not summary["replay"]:
                 summary["receipt"] = self._receipt(staged.manifest, summary)
             return summary

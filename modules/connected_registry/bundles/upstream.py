@@ -4,6 +4,7 @@ outbox entry upward); at the child, an entry is delivered once a bundle from the
 
 from __future__ import annotations
 
+from connected_registry.auth.permissions import repository_in_scope
 from connected_registry.bundles.document import BundleManifest, RepositoryListing
 from connected_registry.bundles.source import BundleSource
 from connected_registry.bundles.staging import Staged
@@ -17,7 +18,17 @@ class _Empty:
         return b""
 
 
-async def apply_outbox(store: RegistryStore, staged: Staged, on_image, summary: dict) -> None:
+async def apply_outbox(store: RegistryStore, staged: Staged, on_image, summary: dict, scope: list[str],
+                       mode: str) -> None:
+    """As the child's pushes over the network: a ReadOnly instance takes none, a ReadWrite child only in its scope."""
+    if mode == "ReadOnly":
+        raise OciError("DENIED", "this instance is ReadOnly: it takes no pushes, so no outbox bundle either; import "
+                       "it at the parent of the child that exported it")
+    outside = sorted({op["repository"] for op in staged.manifest.operations
+                      if not repository_in_scope(scope, op["repository"])})
+    if outside:
+        raise OciError("DENIED", f"repositories {', '.join(outside[:5])} are not synchronized by this registry: "
+                       "nothing of the outbox bundle was applied")
     source, origin = BundleSource(store, staged), staged.manifest.exporter.get("name") or store.origin
     for operation in staged.manifest.operations:
         repository, tag, digest = operation["repository"], operation.get("tag"), operation["digest"]
