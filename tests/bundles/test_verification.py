@@ -17,7 +17,7 @@ from tests.bundles.bundle_api import (bundle_site, cli, control_state, import_in
                                       state_of)
 from tests.support.oci import sha256
 from tests.sync.hierarchy import OPERATOR, READER
-from tests.sync.instance_api import digest_at, status_of
+from tests.sync.instance_api import digest_at, operator_cli, status_of
 from tests.support.processes import wait_until
 
 LAYER = 1 << 20
@@ -158,6 +158,7 @@ def test_the_last_import_and_export_show_in_the_status_and_an_older_bundle_chang
     assert "older than one imported before" in replayed.stdout and "nothing was changed" in replayed.stdout
     assert state_of(offline) == {"factory/app": {"1.0": bundles.app, "1.1": newer}}  # 1.1 is not in the old one
     assert status_of(offline)["bundles"]["lastImport"]["replay"] is True
+    assert "bundle in    from bundle-root" in operator_cli(offline, "status").stdout
     reported = offline.config_path.parent / "reported.json"  # the reported properties, as the twin gets them
     wait_until(lambda: reported.exists() and (json.loads(reported.read_text()).get("bundles") or {})
                .get("lastImport", {}).get("replay") is True, what="the replay in the reported properties")
