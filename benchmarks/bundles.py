@@ -14,6 +14,7 @@ removed unless --keep.
 
     .venv/bin/python benchmarks/bundles.py            # full run: 20 images of ~51 MiB (1 GiB); not on a shared host
     .venv/bin/python benchmarks/bundles.py --quick    # smoke run: 20 images of ~256 KiB
+    .venv/bin/python benchmarks/bundles.py --image-mib 5   # 100 MiB: a middle size for a shared host
 
 Needs: skopeo on PATH and the project's .venv.
 """
@@ -76,7 +77,8 @@ def skopeo_copy(source: str, destination: str, creds: tuple[str, str], side: str
 
 
 def run(arguments, work: Path) -> dict:
-    layer_size = (256 << 10) if arguments.quick else (51 << 20)
+    layer_size = int(arguments.image_mib * (1 << 20)) if arguments.image_mib else (256 << 10) if arguments.quick \
+        else (51 << 20)
     env = None
     instances = []
     try:
@@ -113,6 +115,7 @@ def run(arguments, work: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 images of ~256 KiB")
+    parser.add_argument("--image-mib", type=float, help="each image's two layers together, in MiB (default 51)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     arguments = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bundles-bench-"))

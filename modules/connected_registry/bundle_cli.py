@@ -60,13 +60,14 @@ async def _export_local(bundles: Bundles, arguments: argparse.Namespace) -> dict
     patterns = bundles.export_patterns(arguments.repository, arguments.for_child)
     have = bundle_remote.read_json(arguments.have)
     if not arguments.output.endswith(".tar"):
-        return await bundles.export(patterns, have, DirectoryOutput(arguments.output), arguments.outbox)
+        return await bundles.export(patterns, have, DirectoryOutput(arguments.output), arguments.outbox,
+                                    arguments.platform)
     loop = asyncio.get_running_loop()
     partial = arguments.output + ".partial"
     with open(partial, "wb") as file:
         summary = await bundles.export(patterns, have, TarOutput(lambda data: loop.run_in_executor(None, file.write,
                                                                                                      data)),
-                                       arguments.outbox)
+                                       arguments.outbox, arguments.platform)
     os.replace(partial, arguments.output)
     return summary
 
@@ -219,6 +220,8 @@ def add_commands(commands, add_remote) -> None:
     export.add_argument("--repository", action="append", metavar="PATTERN", help="a name or prefix/* (repeatable)")
     export.add_argument("--for", dest="for_child", metavar="CHILD", help="the repositories CHILD activated with here")
     export.add_argument("--have", metavar="FILE", help="the receiver's inventory: leave out what it holds")
+    export.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT]", help="of an index, only the "
+                        "images of these platforms (repeatable; as the `platforms` setting); the index stays whole")
     export.add_argument("--outbox", action="store_true", help="a ReadWrite child's outbox (its pushes and deletes "
                         "waiting for the parent), for the parent to import; the token needs gateway/<name>/config/read")
     export.add_argument("--public-key", metavar="FILE", help="with --data: also write the key the bundle is signed "

@@ -92,7 +92,7 @@ def call(arguments: argparse.Namespace, method: str, path: str, data=None) -> tu
 
 def export_remote(arguments: argparse.Namespace) -> dict | None:
     wanted = {"repositories": arguments.repository, "for": arguments.for_child, "have": read_json(arguments.have),
-               "outbox": arguments.outbox}
+               "outbox": arguments.outbox, "platforms": arguments.platform}
     with open_request(arguments, "POST", "/acr/connected/v1/bundles/export", json.dumps(wanted).encode(),
                   {"Content-Type": "application/json"}) as answer:
         if answer.status != 200:

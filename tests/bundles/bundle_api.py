@@ -84,6 +84,11 @@ def state_in(data_dir: Path) -> dict:
                 for repository in store.list_repositories(None, None) if store.list_tags(repository, None, None)}
 
 
+def manifests_in(data_dir: Path, repository: str) -> set[str]:
+    with closing(RegistryStore(str(data_dir))) as store:
+        return set(store.manifest_digests(repository))
+
+
 def events_of(data_dir: Path) -> list[tuple]:
     """The changes an instance applied, as its event log has them (type, repository, tag, digest), in order."""
     with closing(RegistryStore(str(data_dir))) as store:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.bundles.bundle_api import (bundle_site, cli, control_state, import_into, layer_of, push_image, state_in,
-                                      state_of)
+from tests.bundles.bundle_api import (bundle_site, cli, control_state, import_into, layer_of, manifests_in, push_image,
+                                      state_in, state_of)
+from tests.support.layouts import make_platform_index
 from tests.support.oci import sha256
 from tests.sync.hierarchy import OPERATOR, READER
-from tests.sync.instance_api import digest_at, operator_cli, status_of
+from tests.sync.instance_api import digest_at, operator_cli, skopeo_push, status_of
 from tests.support.processes import wait_until
 
 LAYER = 1 << 20
@@ -139,6 +140,24 @@ def test_skopeo_reads_our_bundles(bundles):
         inspected = subprocess.run(["skopeo", "inspect", reference], check=True, capture_output=True, text=True,
                                    timeout=60)
         assert json.loads(inspected.stdout)["Digest"] == bundles.app
+
+
+def test_export_platform_carries_only_those_images_and_the_index_whole(bundles):
+    layout = bundles.base / "multi-layout"
+    index, images = make_platform_index(layout, "multi", ["linux/amd64", "linux/arm64"], size="16K",
+                                        attestations=False)
+    skopeo_push(layout, "multi", bundles.root, "platforms/multi:1.0", "--all")
+    bundle = bundles.base / "arm64.tar"
+    cli("export", "--registry", bundles.root.url, "--username", READER[0], "--password", READER[1],
+        "--repository", "platforms/*", "--platform", "linux/arm64", "--output", str(bundle))
+    with tarfile.open(bundle) as archive:
+        carried = set(archive.getnames())
+    assert f"blobs/sha256/{images['linux/amd64'].split(':')[1]}" not in carried
+    assert f"blobs/sha256/{images['linux/arm64'].split(':')[1]}" in carried
+    data = _fresh(bundles)
+    import_into(bundle, "--data", str(data), "--trust-key", str(bundles.root_key))
+    assert state_in(data) == {"platforms/multi": {"1.0": index}}  # the index byte for byte, its digest kept
+    assert manifests_in(data, "platforms/multi") == {index, images["linux/arm64"]}
 
 
 def test_the_last_import_and_export_show_in_the_status_and_an_older_bundle_changes_nothing(bundles):

@@ -32,11 +32,12 @@ async def export(request: web.Request) -> web.StreamResponse:
     try:
         document = json.loads(body or b"{}")
         patterns, for_child, have = document.get("repositories"), document.get("for"), document.get("have")
-        outbox = document.get("outbox") is True
+        outbox, platforms = document.get("outbox") is True, document.get("platforms")
     except (ValueError, AttributeError):
         raise OciError("REQUEST_INVALID", "the export request must be a JSON object") from None
-    if patterns is not None and not (isinstance(patterns, list) and all(isinstance(p, str) for p in patterns)):
-        raise OciError("REQUEST_INVALID", "repositories must be a list of names or prefix/* patterns")
+    for key, value in (("repositories", patterns), ("platforms", platforms)):
+        if value is not None and not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
+            raise OciError("REQUEST_INVALID", f"{key} must be a list of strings")
     patterns = bundles.export_patterns(patterns, for_child if isinstance(for_child, str) else None)
     if outbox:  # what waits to go up to the parent: the operator's to carry
         await ctx.access.require_gateway(request, ctx.name, "config_read")
@@ -45,7 +46,7 @@ async def export(request: web.Request) -> web.StreamResponse:
             await ctx.access.require(request, repository, "pull")  # what goes in the bundle, the caller may read
     response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
     await response.prepare(request)
-    await bundles.export_tar(patterns, have, response.write, outbox)
+    await bundles.export_tar(patterns, have, response.write, outbox, platforms)
     await response.write_eof()
     return response
 

@@ -69,11 +69,13 @@ class BundleManifest:
     blobs: dict[str, int]  # every file under blobs/ the bundle carries (manifests included) -> its size
     direction: str = "downstream"  # or "outbox": a ReadWrite child's pushes going up
     operations: list[dict] = field(default_factory=list)  # outbox: its entries in order (id, operation, ...)
+    platforms: list[str] | None = None  # export --platform: the platforms an index's images were kept for
     signed: bool = True  # False: a plain OCI layout imported with --unsigned
 
     def to_json(self) -> dict:
         return {"kind": BUNDLE_KIND, "version": 1, "direction": self.direction, "exporter": self.exporter,
                 "cursor": self.cursor, "time": self.time, "blobs": self.blobs, "operations": self.operations,
+                "platforms": self.platforms,
                 "repositories": {name: {"tags": listing.tags, "manifests": listing.manifests,
                                         "blobs": listing.blobs}
                                  for name, listing in sorted(self.repositories.items())}}
@@ -92,8 +94,10 @@ class BundleManifest:
             operations = [dict(operation) for operation in document.get("operations") or []]
             if not all(operation.get("operation") in OPERATIONS for operation in operations):
                 raise ValueError("an outbox operation is unknown")
+            platforms = document.get("platforms")
             return cls(dict(document["exporter"]), document.get("cursor"), str(document["time"]), repositories,
-                       blobs, str(document.get("direction", "downstream")), operations)
+                       blobs, str(document.get("direction", "downstream")), operations,
+                       [str(platform) for platform in platforms] if isinstance(platforms, list) else None)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise OciError("BUNDLE_INVALID", f"the signed bundle manifest is malformed: {error}") from None
 

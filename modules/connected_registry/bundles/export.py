@@ -21,6 +21,7 @@ from connected_registry.bundles.tar import CHUNK, END_OF_ARCHIVE, member_header,
 from connected_registry.oci.digest import parse_digest
 from connected_registry.oci.errors import OciError
 from connected_registry.oci.manifest import parse_manifest
+from connected_registry.oci.platforms import left_out, parse_platform
 from connected_registry.storage import RegistryStore
 from connected_registry.timefmt import utc_timestamp
 
@@ -41,6 +42,7 @@ class ExportRequest:
     patterns: list[str]  # repositories: names and prefix/* patterns
     have: Inventory | None = None  # the receiver's inventory: leave out what it holds
     outbox: bool = False  # a ReadWrite child's outbox, going up, instead of its content
+    platforms: list[str] | None = None  # an index's images of these platforms only (as the `platforms` setting)
 
 
 @dataclass
@@ -55,8 +57,10 @@ class _Plan:
 class _Walk:
     """Each image of a repository whole (children, blobs, referrers), or not at all."""
 
-    def __init__(self, store: RegistryStore, have: Inventory | None, plan: _Plan) -> None:
+    def __init__(self, store: RegistryStore, have: Inventory | None, plan: _Plan,
+                 platforms: list[str] | None = None) -> None:
         self.store, self.plan = store, plan
+        self.platforms = [parse_platform(text) for text in platforms] if platforms else None
         self.have_blobs = have.blobs if have else set()
         self.have_manifests = have.manifests if have else {}
 
@@ -82,7 +86,8 @@ class _Walk:
         if record is None or self.store.incomplete(repository, digest):
             return False  # not whole here (a cache's manifest whose blobs are elsewhere)
         parsed = parse_manifest(record.body, record.media_type)
-        for child in dict.fromkeys(entry.digest for entry in parsed.manifests):
+        leaving = left_out(parsed.manifests, self.platforms)  # export --platform, as the `platforms` setting does
+        for child in dict.fromkeys(entry.digest for entry in parsed.manifests if entry.digest not in leaving):
             if self.store.get_manifest(repository, child) is None and self.store.left_out_by(repository, child):
                 continue  # left out here by design (platforms): the receiver decides for itself
             if not self.image(repository, child, listing, held, seen):
@@ -131,7 +136,7 @@ def repositories_matching(store: RegistryStore, patterns: list[str]) -> list[str
 
 def plan_bundle(store: RegistryStore, request: ExportRequest) -> _Plan:
     plan = _Plan()
-    walk = _Walk(store, request.have, plan)
+    walk = _Walk(store, request.have, plan, request.platforms)
     for repository in repositories_matching(store, request.patterns):
         walk.repository(repository)
     for skipped in plan.skipped:
@@ -145,7 +150,7 @@ async def export_bundle(store: RegistryStore, key: ec.EllipticCurvePrivateKey, e
     plan = plan_outbox(store, request) if request.outbox else plan_bundle(store, request)
     manifest = BundleManifest({**exporter, "keyFingerprint": fingerprint(key)}, store.control.event_bounds()[1],
                               utc_timestamp(clock()), plan.repositories, plan.sizes,
-                              "outbox" if request.outbox else "downstream", plan.operations)
+                              "outbox" if request.outbox else "downstream", plan.operations, request.platforms)
     await output.add_bytes(BUNDLE_FILE, sign(manifest, key))
     await output.add_bytes("oci-layout", OCI_LAYOUT)
     await output.add_bytes("index.json", _index(manifest, plan))

@@ -15,7 +15,7 @@ from connected_registry.bundles.source import BundleSource
 from connected_registry.bundles.staging import Staged
 from connected_registry.bundles.upstream import apply_outbox, mark_delivered
 from connected_registry.oci.manifest import parse_manifest
-from connected_registry.oci.platforms import Platform
+from connected_registry.oci.platforms import Platform, parse_platform
 from connected_registry.storage import RegistryStore
 from connected_registry.sync.downstream import Downstream
 from connected_registry.timefmt import utc_timestamp
@@ -66,6 +66,8 @@ async def apply_bundle(store: RegistryStore, staged: Staged, scope: list[str], p
 
 async def _reconcile(store: RegistryStore, staged: Staged, scope: list[str], platforms: list[Platform] | None,
                      on_image: OnImage, summary: dict) -> None:
+    if platforms is None and staged.manifest.platforms:  # the bundle's choice, where this instance has none
+        platforms = [parse_platform(text) for text in staged.manifest.platforms]
     downstream = Downstream(store, BundleSource(store, staged), lambda: scope, lambda: platforms)
     for repository, listing in sorted(staged.manifest.repositories.items()):
         if not downstream.in_scope(repository):

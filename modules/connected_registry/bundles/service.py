@@ -56,18 +56,20 @@ class Bundles:
             return child.repositories or ["*"]
         return self.scope()
 
-    async def export(self, patterns: list[str], have: dict | None, output: "Output", outbox: bool = False) -> dict:
+    async def export(self, patterns: list[str], have: dict | None, output: "Output", outbox: bool = False,
+                     platforms: list[str] | None = None) -> dict:
         from connected_registry.bundles.document import Inventory  # deferred: see the top
         from connected_registry.bundles.export import ExportRequest, export_bundle
 
-        request = ExportRequest(patterns, Inventory.from_json(have, "--have") if have is not None else None, outbox)
+        request = ExportRequest(patterns, Inventory.from_json(have, "--have") if have is not None else None, outbox,
+                                _platforms(platforms))
         return await export_bundle(self.store, self.key, self.identity(), request, output, self.store.clock)
 
     async def export_tar(self, patterns: list[str], have: dict | None, write: Callable[[bytes], Awaitable],
-                         outbox: bool = False) -> dict:
+                         outbox: bool = False, platforms: list[str] | None = None) -> dict:
         from connected_registry.bundles.export import TarOutput  # deferred: see the top
 
-        return await self.export(patterns, have, TarOutput(write), outbox)
+        return await self.export(patterns, have, TarOutput(write), outbox, platforms)
 
     def inventory(self, patterns: list[str] | None = None) -> dict:
         from connected_registry.bundles.importer import take_inventory  # deferred: see the top
@@ -127,3 +129,15 @@ class Bundles:
             return load_public_key(trust_key, "the key given with --trust-key")
         learned = self.store.control.state().parent_key
         return load_public_key(learned, "the parent key learned at activation") if learned else None
+
+
+def _platforms(platforms: list[str] | None) -> list[str] | None:
+    """`--platform` values checked as the `platforms` setting's (os/architecture[/variant])."""
+    from connected_registry.oci.platforms import parse_platform  # deferred: see the top
+
+    for text in platforms or []:
+        try:
+            parse_platform(text)
+        except ValueError as error:
+            raise OciError("REQUEST_INVALID", f"--platform {text!r}: {error}") from None
+    return platforms or None
