@@ -34,7 +34,7 @@ class BundleSource:
     async def get_manifest(self, repository: str, reference: str) -> ParentManifest | None:
         listing = self.manifest.repositories.get(repository)
         digest = reference if is_digest(reference) else (listing.tags.get(reference) if listing else None)
-        body = self._bytes(digest) if digest else None
+        body = self._bytes(digest, repository) if digest else None
         if body is None:
             return None
         media_type = (listing.manifests.get(digest) if listing else None) or _declared_media_type(body)
@@ -45,7 +45,7 @@ class BundleSource:
         listing = self.manifest.repositories.get(repository)
         found = []
         for candidate, media_type in (listing.manifests.items() if listing else ()):
-            if self._subject(candidate, media_type) == digest:
+            if self._subject(repository, candidate, media_type) == digest:
                 found.append({"digest": candidate, "mediaType": media_type, "size": self.manifest.blobs[candidate]})
         return found
 
@@ -58,19 +58,19 @@ class BundleSource:
             raise ParentRefused(f"{digest} is whole already", status=RANGE_PAST_THE_END)
         return _StagedResponse(staged.path, offset, staged.size)
 
-    def _bytes(self, digest: str) -> bytes | None:
+    def _bytes(self, digest: str, repository: str) -> bytes | None:
+        """A manifest's bytes: carried by the bundle, or held here for a delta (the bundle was made for what this
+        instance holds: `export --have`)."""
         staged = self.staged.files.get(digest)
-        path = staged.path if staged is not None else None
-        if path is None and self.store.holds_blob(digest) and self.store.files.exists(digest):
-            path = self.store.blob_path(digest)
-        if path is None:
-            return None
-        with open(path, "rb") as file:
-            return file.read(MAX_MANIFEST_BYTES + 1)
+        if staged is not None:
+            with open(staged.path, "rb") as file:
+                return file.read(MAX_MANIFEST_BYTES + 1)
+        record = self.store.get_manifest(repository, digest)
+        return record.body if record is not None else None
 
-    def _subject(self, digest: str, media_type: str) -> str | None:
+    def _subject(self, repository: str, digest: str, media_type: str) -> str | None:
         if digest not in self._subjects:
-            body = self._bytes(digest)
+            body = self._bytes(digest, repository)
             self._subjects[digest] = parse_manifest(body, media_type or None).subject if body else None
         return self._subjects[digest]
 

@@ -43,8 +43,12 @@ class Staged:
     async def discard(self, store: RegistryStore) -> None:
         """Staged files nothing used (the apply installed the others): removed, with their resume keys."""
         for digest, staged in self.files.items():
-            if store.uploads.metadata.upload_repository(staged.session.id) is not None:
-                await store.uploads.cancel(staged.session)
+            try:
+                session = store.uploads.get(staged.session.repository, staged.session.id)
+            except OciError:
+                session = None  # installed by the apply (or gone)
+            if session is not None:
+                await store.uploads.cancel(session)
             if store.control.transfer_session(ResumableDownload(digest)) == staged.session.id:
                 await store.control.forget_transfer_session(ResumableDownload(digest))
 
@@ -108,7 +112,7 @@ class Stager:
         await self._stage(member, digest, self._home.get(digest) or self.repository or STAGING_REPOSITORY)
 
     def _held(self, digest: str) -> bool:
-        return self.store.holds_blob(digest) and self.store.files.exists(digest)
+        return self.store.holds_blob(digest)
 
     async def _stage(self, member, digest: str, repository: str) -> None:
         """Into the session kept for this digest (from where an earlier, cut import stopped), verified."""
