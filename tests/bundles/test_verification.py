@@ -6,8 +6,12 @@ and skopeo reads ours (issue 17)."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -140,6 +144,28 @@ def test_skopeo_reads_our_bundles(bundles):
         inspected = subprocess.run(["skopeo", "inspect", reference], check=True, capture_output=True, text=True,
                                    timeout=60)
         assert json.loads(inspected.stdout)["Digest"] == bundles.app
+
+
+def test_a_terminal_gets_a_progress_bar_instead_of_a_line_per_image(bundles):
+    controller, terminal = pty.openpty()
+    command = [sys.executable, "-m", "connected_registry", "import", str(bundles.base / "root.tar"), "--data",
+               str(_fresh(bundles)), "--trust-key", str(bundles.root_key)]
+    finished = subprocess.run(command, stdout=terminal, stderr=subprocess.PIPE, timeout=120)
+    os.close(terminal)
+    shown = b""
+    while select.select([controller], [], [], 0)[0]:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal's other end is closed: all was read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert finished.returncode == 0, finished.stderr
+    text = shown.decode()
+    assert "\r[" in text and "MiB/1.0 MiB" in text and "1 images" in text, text
+    assert "imported factory/app:1.0 sha256:" not in text  # the per-image lines are for logs, not a terminal
 
 
 def test_export_platform_carries_only_those_images_and_the_index_whole(bundles):
