@@ -142,7 +142,8 @@ class BundleSite:
 
 @contextlib.contextmanager
 def bundle_site(base: Path):
-    root = start_instance(base, "bundle-root", mode="ReadWrite", children=[("bundle-online", "ReadOnly")])
+    root = start_instance(base, "bundle-root", mode="ReadWrite",
+                          children=[("bundle-online", "ReadOnly"), ("bundle-linked", "ReadWrite")])
     started = [root]
     try:
         online = start_instance(base, "bundle-online", parent=root, repositories=SCOPE)

@@ -14,8 +14,8 @@ from tests.bundles.bundle_api import (bundle_site, cli, delete_tag, events_of, e
 from tests.support.http import request
 from tests.support.oci import sha256
 from tests.support.processes import wait_until
-from tests.sync.hierarchy import OPERATOR, start_instance
-from tests.sync.instance_api import digest_at, outbox
+from tests.sync.hierarchy import OPERATOR, READER, start_instance
+from tests.sync.instance_api import digest_at, outbox, status_of
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,25 @@ def test_a_readwrite_childs_outbox_reaches_the_parent_by_bundle_and_empties(site
     assert "1 outbox entries are delivered" in seen.stdout, seen.stdout
     assert json.loads(outbox(writer, "list", "--json").stdout) == []
     assert state_of(writer)["factory/edge"] == pushed
+
+
+def test_a_parent_trusts_the_outbox_of_a_child_that_activated_once_and_only_its_outbox(site):
+    root, base = site.root, site.base
+    operator = ("--username", OPERATOR[0], "--password", OPERATOR[1])
+    linked = start_instance(base, "bundle-linked", parent=root, mode="ReadWrite", repositories=["factory/*"])
+    site.started.append(linked)
+    wait_until(lambda: status_of(linked)["activation"]["status"] == "Active", what="the child's activation")
+    linked.document["parent"]["endpoint"] = site.unreachable_parent.url  # from now on, no link at all
+    linked.write_config()
+    linked.process.restart()
+    pushed = push_image(linked, "factory/linked", "1.0")
+
+    cli("export", "--outbox", "--registry", linked.url, *operator, "--output", str(base / "linked-outbox.tar"))
+    imported = import_into(base / "linked-outbox.tar", "--registry", root.url, *operator)  # no --trust-key
+    assert "imported 1 images" in imported.stdout, imported.stdout
+    assert digest_at(root, "factory/linked", "1.0") == pushed
+
+    cli("export", "--registry", linked.url, "--username", READER[0], "--password", READER[1], "--output",
+        str(base / "linked-content.tar"))
+    refused = import_into(base / "linked-content.tar", "--registry", root.url, *operator, expect=1)
+    assert "trusted only for its own outbox" in refused.stderr, refused.stderr

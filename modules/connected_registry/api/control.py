@@ -88,6 +88,8 @@ async def activate(request: web.Request) -> web.Response:
     if outcome == "DEACTIVATED":
         raise OciError("DEACTIVATED", f"this instance of {name} was deactivated: run `connected-registry "
                                       "reset-identity --data <its data volume>` to activate it again")
+    if document.get("bundleKey"):  # the key its outbox bundles are signed with (issue 17)
+        await ctx.store.control.remember_child_key(name, document["bundleKey"])
     ctx.on_children_changed()
     return web.json_response({"status": "Active", "messageTtl": document.get("messageTtl"), "parentMode": ctx.mode,
                               "bundleKey": _bundle_key(ctx)})
@@ -114,6 +116,10 @@ def _check_activation(document: dict) -> None:
             seconds = -1
         if not MIN_MESSAGE_TTL <= seconds <= MAX_MESSAGE_TTL:
             problems.append("messageTtl must be an ISO 8601 duration from P1D to P90D")
+    key = document.get("bundleKey")
+    if key is not None and not (isinstance(key, str) and key.startswith("-----BEGIN PUBLIC KEY-----")
+                                and len(key) < 4096):
+        problems.append("bundleKey must be a PEM public key")
     repositories = document.get("repositories")
     if repositories is not None and not (isinstance(repositories, list) and all(
             isinstance(item, str) and not CONTROL_CHARACTERS.search(item) for item in repositories)):

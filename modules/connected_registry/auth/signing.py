@@ -40,6 +40,13 @@ def load_or_create_key(data_dir: str) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+def public_key_pem(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> str:
+    """The public half, as PEM: what a child or a parent keeps to verify this instance's bundles (issue 17)."""
+    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
+    return public.public_bytes(serialization.Encoding.PEM,
+                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
 def revocations_path(data_dir: str) -> str:
     return os.path.join(data_dir, "auth", "revoked-until.json")
 

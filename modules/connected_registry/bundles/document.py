@@ -13,6 +13,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from connected_registry.auth.signing import public_key_pem  # noqa: F401 - one definition, used through here
 from connected_registry.oci.digest import is_digest
 from connected_registry.oci.errors import OciError
 
@@ -22,12 +23,6 @@ INVENTORY_KIND = "connected-registry-inventory"
 _JWS_TYPE = "connected-registry-bundle+jws"
 OPERATIONS = ("PushManifest", "DeleteTag", "DeleteManifest")  # an outbox entry's
 _ALGORITHM = "ES256"
-
-
-def public_key_pem(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> str:
-    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
-    return public.public_bytes(serialization.Encoding.PEM,
-                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def fingerprint(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> str:
@@ -129,6 +124,39 @@ def verify(signed: bytes, trusted: ec.EllipticCurvePublicKey) -> BundleManifest:
         return BundleManifest.from_json(json.loads(payload))
     except ValueError as error:
         raise OciError("BUNDLE_INVALID", f"the signed bundle manifest is not JSON: {error}") from None
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """A key this instance trusts, and for what: "parent" (its content, learned at activation), "child" (`name`'s
+    outbox, learned at its activation here), "given" (`--trust-key FILE`: anything signed with it)."""
+
+    key: ec.EllipticCurvePublicKey
+    role: str
+    name: str | None = None
+
+    def allows(self, manifest: BundleManifest) -> bool:
+        if self.role == "given":
+            return True
+        if manifest.direction == "outbox":
+            return self.role == "child" and str(manifest.exporter.get("name", "")).lower() == self.name
+        return self.role == "parent"
+
+
+def verify_trusted(signed: bytes, trusted: list[TrustedKey]) -> BundleManifest:
+    """The bundle manifest, verified with the trusted key that signed it and trusted for what it carries."""
+    try:
+        kid = jwt.get_unverified_header(signed).get("kid")
+    except jwt.PyJWTError:
+        kid = None
+    chosen = next((candidate for candidate in trusted if fingerprint(candidate.key) == kid), trusted[0])
+    manifest = verify(signed, chosen.key)
+    if not chosen.allows(manifest):
+        raise OciError("BUNDLE_UNTRUSTED", f"the bundle ({manifest.direction}, from "
+                       f"{manifest.exporter.get('name')}) is signed with the key of {chosen.name or 'the parent'}, "
+                       "which is trusted only for its own "
+                       f"{'outbox' if chosen.role == 'child' else 'content'}: give --trust-key FILE if you trust it")
+    return manifest
 
 
 @dataclass

@@ -84,7 +84,7 @@ class Bundles:
         from connected_registry.bundles.staging import Stager
 
         async with self._importing:
-            stager = Stager(self.store, None if unsigned else self._trusted(trust_key), unsigned, repository)
+            stager = Stager(self.store, [] if unsigned else self._trusted(trust_key), unsigned, repository)
             staged = await stager.stage(bundle)
             if started is not None:
                 await started()
@@ -108,11 +108,11 @@ class Bundles:
         from connected_registry.bundles.document import verify  # deferred: see the top
         from connected_registry.bundles.upstream import apply_receipt
 
-        trusted = self._trusted(trust_key)
-        if trusted is None:
+        trusted = [key for key in self._trusted(trust_key) if key.role != "child"]
+        if not trusted:
             raise OciError("BUNDLE_UNTRUSTED", "no trusted key for this receipt: give the parent's public key with "
                            "--trust-key FILE")
-        receipt = verify(signed, trusted)
+        receipt = verify(signed, trusted[0].key)
         if receipt.direction != "receipt":
             raise OciError("BUNDLE_INVALID", "this is a bundle, not a receipt: import it without --receipt")
         return {"delivered": await apply_receipt(self.store, receipt), "from": receipt.exporter.get("name")}
@@ -122,13 +122,17 @@ class Bundles:
 
         return await self.import_members(members(read), **options)
 
-    def _trusted(self, trust_key: str | None):
-        from connected_registry.bundles.document import load_public_key  # deferred: see the top
+    def _trusted(self, trust_key: str | None) -> list:
+        """`--trust-key` alone when given; else the parent's key and the children's, learned at activation."""
+        from connected_registry.bundles.document import TrustedKey, load_public_key  # deferred: see the top
 
         if trust_key:
-            return load_public_key(trust_key, "the key given with --trust-key")
-        learned = self.store.control.state().parent_key
-        return load_public_key(learned, "the parent key learned at activation") if learned else None
+            return [TrustedKey(load_public_key(trust_key, "the key given with --trust-key"), "given")]
+        state = self.store.control.state()
+        keys = [TrustedKey(load_public_key(state.parent_key, "the parent key learned at activation"), "parent")] \
+            if state.parent_key else []
+        return keys + [TrustedKey(load_public_key(pem, f"the key {name} activated with"), "child", name)
+                       for name, pem in sorted(state.child_keys.items())]
 
 
 def _platforms(platforms: list[str] | None) -> list[str] | None:

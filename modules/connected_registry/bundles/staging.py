@@ -10,9 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from connected_registry.bundles.document import BUNDLE_FILE, BundleManifest, verify
+from connected_registry.bundles.document import BUNDLE_FILE, BundleManifest, TrustedKey, verify_trusted
 from connected_registry.bundles.layout import manifest_from_layout
 from connected_registry.oci.digest import is_digest, parse_digest
 from connected_registry.oci.errors import OciError
@@ -54,7 +52,7 @@ class Staged:
 
 
 class Stager:
-    def __init__(self, store: RegistryStore, trusted: ec.EllipticCurvePublicKey | None, unsigned: bool = False,
+    def __init__(self, store: RegistryStore, trusted: list[TrustedKey], unsigned: bool = False,
                  repository: str | None = None) -> None:
         self.store, self.trusted, self.unsigned, self.repository = store, trusted, unsigned, repository
         self.manifest: BundleManifest | None = None
@@ -81,10 +79,10 @@ class Stager:
 
     async def _take(self, member) -> None:
         if member.name == BUNDLE_FILE and not self.unsigned:
-            if self.trusted is None:
+            if not self.trusted:
                 raise OciError("BUNDLE_UNTRUSTED", "no trusted key for this bundle: this instance has not learned its "
                                "parent's key online; give the exporting instance's public key with --trust-key FILE")
-            self.manifest = verify(await _read_whole(member), self.trusted)
+            self.manifest = verify_trusted(await _read_whole(member), self.trusted)
             self._home = {digest: repository for repository, listing in sorted(self.manifest.repositories.items(),
                                                                                 reverse=True)
                           for digest in [*listing.manifests, *listing.blobs]}

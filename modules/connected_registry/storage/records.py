@@ -72,6 +72,7 @@ class ControlState:
     bundle_cursors: Mapping[str, int] = field(default_factory=dict)  # exporter instanceId -> cursor imported
     last_bundle_import: Mapping[str, object] | None = None  # what the status document shows (bundles/)
     last_bundle_export: Mapping[str, object] | None = None
+    child_keys: Mapping[str, str] = field(default_factory=dict)  # child name -> its bundle key (PEM), at activation
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ _STATE_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] =
     "bundle_cursors": ("bundleCursors", json.loads, json.dumps),
     "last_bundle_import": ("lastBundleImport", json.loads, json.dumps),
     "last_bundle_export": ("lastBundleExport", json.loads, json.dumps),
+    "child_keys": ("childKeys", json.loads, json.dumps),
 }
 
 _CHILD_COLUMNS = ("display_name, status, instance_id, device_id, mode, version, message_ttl, repositories, revoked, "
