@@ -13,7 +13,6 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from connected_registry.auth.signing import public_key_pem  # noqa: F401 - one definition, used through here
 from connected_registry.oci.digest import is_digest
 from connected_registry.oci.errors import OciError
 

@@ -41,7 +41,7 @@ class Bundles:
         return self._key
 
     def public_key_pem(self) -> str:
-        from connected_registry.bundles.document import public_key_pem  # deferred: see the top
+        from connected_registry.auth.signing import public_key_pem  # deferred: see the top
 
         return public_key_pem(self.key)
 
