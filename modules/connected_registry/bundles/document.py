@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from connected_registry.oci.digest import is_digest
 from connected_registry.oci.errors import OciError
+from connected_registry.oci.names import validate_name
 
 BUNDLE_FILE = "connected-registry-bundle.jws"
 BUNDLE_KIND = "connected-registry-bundle"
@@ -82,6 +83,8 @@ class BundleManifest:
             repositories = {str(name): RepositoryListing(dict(entry["tags"]), dict(entry["manifests"]),
                                                          list(entry["blobs"]))
                             for name, entry in document["repositories"].items()}
+            for name in repositories:
+                validate_name(name)  # a signer's word does not make a bad name good
             blobs = {str(digest): int(size) for digest, size in document["blobs"].items()}
             if not all(is_digest(digest) for digest in blobs):
                 raise ValueError("a blob name is not a digest")
