@@ -22,6 +22,7 @@ from connected_registry.api.requests import RequestRecorder, ServerLog
 from connected_registry.audit import AuditTrail
 from connected_registry.auth import OpenAccess, TokenAccess
 from connected_registry.auth.signing import TokenSigner
+from connected_registry.bundles.service import Bundles
 from connected_registry.edge import wiring
 from connected_registry.environment import with_environment
 from connected_registry.instance import Instance
@@ -188,7 +189,15 @@ class Runtime:
                                   on_sync_now=self._sync_now_operation, on_resync=self.resync,
                                   on_children_changed=self.engine.report_soon if self.engine else lambda: None,
                                   on_storage_error=self.disk.storage_failed, on_gc=self.garbage_collection.run_now,
-                                  audit=self.audit)
+                                  audit=self.audit, bundles=self._bundles())
+
+    def _bundles(self) -> Bundles:
+        """Offline bundles, signed with the token service's key; imported within the live scope and `platforms`."""
+        core = self.instance
+        return Bundles(self.store, self.options.data_dir, lambda: {"name": core.name, "instanceId": core.instance_id},
+                       scope=lambda: ["*"] if core.is_root else list(core.repositories),
+                       platforms=lambda: core.settings.wanted_platforms if core.settings else None,
+                       mode=lambda: core.mode)
 
     def _access(self) -> OpenAccess | TokenAccess:
         """Tokens with a configuration; open to everyone without (the embedded default)."""

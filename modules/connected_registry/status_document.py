@@ -61,10 +61,16 @@ class StatusDocument:
                                "maxPerToken": self.store.uploads.sessions_per_token,
                                "maxPerRepository": self.store.uploads.sessions_per_repository},
             "appliedDesiredVersion": self.config_source.applied_version if self.config_source else None,
+            "bundles": self._bundles(),
         }
         if self.engine is not None:
             document["parent"] = self._parent()
         return document
+
+    def _bundles(self) -> dict:
+        """The last offline bundle imported and exported (issue 17): when, what, how many bytes, from or for whom."""
+        state = self.store.control.state()
+        return {"lastImport": state.last_bundle_import, "lastExport": state.last_bundle_export}
 
     def _activation(self) -> dict:
         if self.core.is_root:

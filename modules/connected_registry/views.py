@@ -129,6 +129,21 @@ def render_registry_sync(result: dict | None, now: datetime | None = None) -> st
             f"{ago(result.get('lastSuccessfulSyncEndTime'), now)}")
 
 
+def _bundle_lines(bundles: dict, now) -> list[str]:
+    """The last offline bundle imported and exported (issue 17), when there was one."""
+    lines = []
+    last = bundles.get("lastImport")
+    if last:
+        what = ("a replay, nothing changed" if last.get("replay") else
+                f"{last.get('images', 0)} images, {format_bytes(last.get('bytes'))} new")
+        lines.append(f"  bundle in    from {last.get('from')} {ago(last.get('time'), now)}: {what}")
+    last = bundles.get("lastExport")
+    if last:
+        lines.append(f"  bundle out   {ago(last.get('time'), now)}: {last.get('images', 0)} images, "
+                     f"{format_bytes(last.get('bytes'))}{' for ' + last['for'] if last.get('for') else ''}")
+    return lines
+
+
 def render_status(document: dict, now: datetime | None = None) -> str:
     """The reported document (SPEC 4) as a summary a person reads in five seconds."""
     now = now or datetime.now(timezone.utc)
@@ -172,6 +187,7 @@ def render_status(document: dict, now: datetime | None = None) -> str:
                  f"{gc.get('manifestsRemoved', 0)} manifests, {gc.get('uploadsRemoved', 0)} uploads removed"
                  if gc.get("state") == "Succeeded" else f": {gc.get('error')}" if gc.get("error") else "")
         lines.append(f"  gc           {gc.get('state')} {ago(gc.get('finishedAt') or gc.get('startedAt'), now)}{freed}")
+    lines += _bundle_lines(document.get("bundles") or {}, now)
     cache = document.get("cache")
     if isinstance(cache, dict) and cache:
         lines.append("  cache        " + ", ".join(f"{key} {format_bytes(value) if 'bytes' in key.lower() else value}"

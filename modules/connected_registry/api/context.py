@@ -32,6 +32,18 @@ class InstanceView(Protocol):
     blob_redirect: bool  # blob GETs answer 307 to the blob store's read URL where it can sign one
 
 
+class BundleHooks(Protocol):
+    """The instance's offline bundles (bundles/service.py), which the control API serves without importing them."""
+
+    def public_key_pem(self) -> str: ...
+    def export_patterns(self, patterns: list[str] | None, for_child: str | None) -> list[str]: ...
+    async def export_tar(self, patterns: list[str], have: dict | None, write: Callable, outbox: bool = False,
+                         platforms: list[str] | None = None) -> dict: ...
+    def inventory(self, patterns: list[str] | None = None) -> dict: ...
+    async def import_stream(self, read: Callable, **options) -> dict: ...
+    async def import_receipt(self, signed: bytes, trust_key: str | None = None) -> dict: ...
+
+
 @dataclass
 class ApiContext:
     """What the API needs of the instance. The settings are read live from `instance`, never copied."""
@@ -52,6 +64,7 @@ class ApiContext:
     on_children_changed: Callable[[], None] = field(default=lambda: None)
     on_storage_error: Callable[[StorageError], None] = field(default=lambda error: None)
     on_gc: Callable[[], str] = field(default=lambda: "")
+    bundles: BundleHooks | None = None  # offline bundles (issue 17); None: not offered
 
     def __post_init__(self) -> None:
         if self.content is None:

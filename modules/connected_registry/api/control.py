@@ -8,6 +8,7 @@ import re
 from aiohttp import web
 
 from connected_registry import __version__
+from connected_registry.api import bundles
 from connected_registry.api.bodies import read_body
 from connected_registry.api.context import context, query_int
 from connected_registry.durations import duration_seconds
@@ -63,7 +64,12 @@ def _require_active_instance(request: web.Request, child: Child | None) -> None:
 async def info(request: web.Request) -> web.Response:
     ctx = context(request)
     return web.json_response({"kind": "connected-registry", "apiVersion": API_VERSION, "version": __version__,
-                              "name": ctx.name, "mode": ctx.mode})
+                              "name": ctx.name, "mode": ctx.mode, "bundleKey": _bundle_key(ctx)})
+
+
+def _bundle_key(ctx) -> str | None:
+    """The public key this instance signs its bundles with: a child keeps it to trust them (issue 17)."""
+    return ctx.bundles.public_key_pem() if ctx.bundles is not None else None
 
 
 async def activate(request: web.Request) -> web.Response:
@@ -82,8 +88,11 @@ async def activate(request: web.Request) -> web.Response:
     if outcome == "DEACTIVATED":
         raise OciError("DEACTIVATED", f"this instance of {name} was deactivated: run `connected-registry "
                                       "reset-identity --data <its data volume>` to activate it again")
+    if document.get("bundleKey"):  # the key its outbox bundles are signed with (issue 17)
+        await ctx.store.control.remember_child_key(name, document["bundleKey"])
     ctx.on_children_changed()
-    return web.json_response({"status": "Active", "messageTtl": document.get("messageTtl"), "parentMode": ctx.mode})
+    return web.json_response({"status": "Active", "messageTtl": document.get("messageTtl"), "parentMode": ctx.mode,
+                              "bundleKey": _bundle_key(ctx)})
 
 
 def _check_activation(document: dict) -> None:
@@ -107,6 +116,10 @@ def _check_activation(document: dict) -> None:
             seconds = -1
         if not MIN_MESSAGE_TTL <= seconds <= MAX_MESSAGE_TTL:
             problems.append("messageTtl must be an ISO 8601 duration from P1D to P90D")
+    key = document.get("bundleKey")
+    if key is not None and not (isinstance(key, str) and key.startswith("-----BEGIN PUBLIC KEY-----")
+                                and len(key) < 4096):
+        problems.append("bundleKey must be a PEM public key")
     repositories = document.get("repositories")
     if repositories is not None and not (isinstance(repositories, list) and all(
             isinstance(item, str) and not CONTROL_CHARACTERS.search(item) for item in repositories)):
@@ -252,3 +265,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{base}/outbox", outbox_list)
     app.router.add_post(f"{base}/outbox/{{entry}}/retry", outbox_retry)
     app.router.add_delete(f"{base}/outbox/{{entry}}", outbox_drop)
+    bundles.add_routes(app, base)

@@ -18,9 +18,21 @@ def new_key_pem() -> bytes:
                              serialization.NoEncryption())
 
 
+def private_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the token-signing key is not an elliptic-curve key")
+    return key
+
+
+def public_pem(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> str:
+    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
 class Es256Key:
     def __init__(self, pem: bytes) -> None:
-        self._key = serialization.load_pem_private_key(pem, password=None)
+        self._key = private_key(pem)
         self._public = self._key.public_key()
 
     def encode(self, payload: dict) -> str:

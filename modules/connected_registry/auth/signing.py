@@ -26,6 +26,42 @@ _EVERYONE = "*"  # not a token name: an unreadable revocations file revokes ever
 log = logging.getLogger("connected_registry.auth")
 
 
+def key_pem(data_dir: str) -> bytes:
+    """The instance's ES256 private key as PEM, read from the volume, made there the first time (the JWTs and the
+    offline bundles sign with it). Made but not kept when the volume refuses it: it then lasts until a restart."""
+    path = key_path(data_dir)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        pass
+    # Imported here: it loads cryptography (with PyJWT, about 11 MiB), which Basic logins never need.
+    from connected_registry.auth.es256 import new_key_pem
+
+    pem = new_key_pem()
+    try:
+        _write_private(path, pem)
+    except OSError as error:  # a full or read-only volume: the tokens still work, until a restart
+        log.warning("could not keep the token-signing key in %s (%s): the JWTs issued until the next start are "
+                    "refused after it, and their clients log in again", path, error)
+    return pem
+
+
+def load_or_create_key(data_dir: str):
+    """The key itself (cryptography's EllipticCurvePrivateKey), for signing bundles (issue 17)."""
+    from connected_registry.auth.es256 import private_key  # deferred: cryptography, as above
+
+    return private_key(key_pem(data_dir))
+
+
+def public_key_pem(key) -> str:
+    """The public half, as PEM: what a child or a parent keeps to verify this instance's bundles (issue 17)."""
+    from connected_registry.auth.es256 import public_pem  # deferred: cryptography, as above
+
+    return public_pem(key)
+
+
 def _write_private(path: str, content: bytes) -> None:
     """Replace `path` with `content` (mode 0600), whole or not at all."""
     temporary = f"{path}.{uuid.uuid4().hex}"
@@ -89,19 +125,9 @@ class TokenSigner:
         """The key, read from the volume (made there the first time) when the first JWT is issued or checked."""
         if self._key is None:
             # Imported here, once: it loads PyJWT and cryptography (about 11 MiB), which Basic logins never need.
-            from connected_registry.auth.es256 import Es256Key, new_key_pem
+            from connected_registry.auth.es256 import Es256Key
 
-            path = key_path(os.path.dirname(self._directory))
-            try:
-                with open(path, "rb") as file:
-                    pem = file.read()
-            except FileNotFoundError:
-                pem = new_key_pem()
-                try:
-                    _write_private(path, pem)
-                except OSError as error:  # a full or read-only volume: the tokens still work, until a restart
-                    log.warning("could not keep the token-signing key in %s (%s): the JWTs issued until the next "
-                                "start are refused after it, and their clients log in again", path, error)
+            pem = key_pem(os.path.dirname(self._directory))
             self._key = Es256Key(pem)
         return self._key
 

@@ -59,6 +59,11 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "DEACTIVATED": ErrorCode(409, "this instance was deactivated"),
     "MODE_INCOMPATIBLE": ErrorCode(403, "a ReadOnly parent may only have ReadOnly children"),
     "CURSOR_EXPIRED": ErrorCode(410, "the event cursor is older than the events the parent keeps"),
+    # Offline bundles (issue 17), through the control API: what did not verify, named in the message.
+    "BUNDLE_INVALID": ErrorCode(400, "the bundle is not a readable OCI layout or connected-registry bundle"),
+    "BUNDLE_UNTRUSTED": ErrorCode(403, "the bundle's signature does not verify with the trusted key"),
+    "BUNDLE_TAMPERED": ErrorCode(400, "content of the bundle does not match its digest or its signed manifest"),
+    "BUNDLE_INCOMPLETE": ErrorCode(400, "the bundle ended early: what arrived is kept, give it again whole"),
     # SPEC 4's storage codes, answered when the data volume fails a write.
     "DISK_STORAGE_FULL": ErrorCode(507, "the registry's data volume is full"),
     "DISK_PERMISSION_DENIED": ErrorCode(503, "the registry cannot write its data volume"),

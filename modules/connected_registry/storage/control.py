@@ -99,6 +99,16 @@ class ControlStore:
 
         return await self.metadata.write(work)
 
+    async def remember_child_key(self, name: str, key: str) -> None:
+        """The key a child's outbox bundles are signed with, as it gave it at activation."""
+
+        def work(tx: MetadataWrites) -> None:
+            keys = dict(tx.control_state().child_keys)
+            if keys.get(name.lower()) != key:
+                update_control_state(tx, child_keys={**keys, name.lower(): key})
+
+        await self.metadata.write(work)
+
     async def record_report(self, name: str, report: dict, now: str) -> None:
         await self.metadata.write(lambda tx: tx.record_child_report(name, report, now))
 

@@ -69,6 +69,11 @@ class ControlState:
     disk_checked: str | None = None  # when a probe last found the volume writable
     activated_since: str | None = None  # since when the parent has this instance Active; None: not Active there
     registry_sync: Mapping[str, Any] = field(default_factory=dict)  # the last registry sync (sync/registry_sync.py)
+    parent_key: str | None = None  # the parent's bundle-signing public key (PEM), learned at activation
+    bundle_cursors: Mapping[str, int] = field(default_factory=dict)  # exporter instanceId -> cursor imported
+    last_bundle_import: Mapping[str, object] | None = None  # what the status document shows (bundles/)
+    last_bundle_export: Mapping[str, object] | None = None
+    child_keys: Mapping[str, str] = field(default_factory=dict)  # child name -> its bundle key (PEM), at activation
 
 
 @dataclass(frozen=True)

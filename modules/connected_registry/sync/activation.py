@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from connected_registry.auth.signing import load_or_create_key, public_key_pem
 from connected_registry.sync.parent_client import ControlAnswer, ParentProtocolError, ParentUnauthorized
 from connected_registry.sync.state import SyncContext
 
@@ -40,10 +41,11 @@ class Activation:
         sync, identity = self.sync, self.sync.identity
         document = {"instanceId": identity.instance_id, "deviceId": identity.device_id, "mode": identity.mode,
                     "version": identity.version, "messageTtl": identity.message_ttl,
-                    "repositories": identity.repositories}
+                    "repositories": identity.repositories, "bundleKey": self._bundle_key()}
         answer = await sync.parent.control("POST", f"/registries/{identity.name}/activate", body=document)
         sync.parent_answered()
         if answer.status == 200:
+            await self._learn_bundle_key(answer.document.get("bundleKey"))
             await sync.became_active()
             for code in ("ALREADY_ACTIVE", "DEACTIVATED", "MODE_INCOMPATIBLE"):
                 sync.status.clear(code)
@@ -51,6 +53,16 @@ class Activation:
             log.info("activated %s at %s", identity.name, sync.parent.endpoint)
             return
         raise self._refusal(answer)
+
+    def _bundle_key(self) -> str:
+        """This instance's public key, which the parent keeps to verify the outbox bundles it exports (issue 17)."""
+        return public_key_pem(load_or_create_key(self.sync.store.data_dir))
+
+    async def _learn_bundle_key(self, key: object) -> None:
+        """The parent's bundle-signing key, kept to verify the bundles it exports (issue 17: `import`)."""
+        if isinstance(key, str) and key.startswith("-----BEGIN PUBLIC KEY-----") and len(key) < 4096 \
+                and key != self.sync.store.control.state().parent_key:
+            await self.sync.store.control.update_state(parent_key=key)
 
     def _refusal(self, answer: ControlAnswer) -> Exception:
         """Why the parent did not activate this child, as the error the loop handles (ActivationRefused stops it

@@ -23,6 +23,11 @@ _STATE_KEYS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], str]]] =
     "disk_checked": ("diskChecked", str, str),
     "activated_since": ("activatedSince", str, str),
     "registry_sync": ("registrySync", json.loads, json.dumps),
+    "parent_key": ("parentKey", str, str),
+    "bundle_cursors": ("bundleCursors", json.loads, json.dumps),
+    "last_bundle_import": ("lastBundleImport", json.loads, json.dumps),
+    "last_bundle_export": ("lastBundleExport", json.loads, json.dumps),
+    "child_keys": ("childKeys", json.loads, json.dumps),
 }
 
 _CHILD_COLUMNS = ("display_name, status, instance_id, device_id, mode, version, message_ttl, repositories, revoked, "
