@@ -10,7 +10,7 @@ import os
 from contextlib import closing
 
 from connected_registry import __version__, child_settings
-from connected_registry.bundle_cli import add_commands as add_bundle_commands
+from connected_registry.bundle_commands import add_commands as add_bundle_commands
 from connected_registry.edge.module_client import in_iot_edge
 from connected_registry.errors import ConfigInvalid
 from connected_registry.identity import INSTANCE_NAME_RE
