@@ -16,7 +16,9 @@ from tests.support.oci import image_manifest, sha256
 
 
 def connect(registry) -> http.client.HTTPConnection:
-    return http.client.HTTPConnection("127.0.0.1", registry.port, timeout=10)
+    # A killed registry resets or refuses at once; a timeout only ever means a slow machine, which the pushers must
+    # outlast rather than take for the kill (a shared 2-core host under load has taken over 10 s for one request).
+    return http.client.HTTPConnection("127.0.0.1", registry.port, timeout=60)
 
 
 def exchange(connection, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
