@@ -6,13 +6,10 @@ import os
 
 import pytest
 
-from tests.support.azurite import BOTH_BLOB_STORES
+from tests.support.azurite import STORE_PAIRS
 from tests.support.oci import expect_oci_error, push_blob, sha256, sha512, start_upload
-from tests.support.postgres import both_metadata_backends
 
-pytestmark = both_metadata_backends  # the registry core on each metadata store
-
-pytestmark = BOTH_BLOB_STORES
+pytestmark = STORE_PAIRS  # the registry core on each pair of stores
 
 DATA = bytes(range(256)) * 4  # 1024 bytes whose every offset is recognisable
 

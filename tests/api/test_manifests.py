@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.support.azurite import BOTH_BLOB_STORES
+from tests.support.azurite import STORE_PAIRS
 from tests.support.oci import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
@@ -30,14 +30,11 @@ from tests.support.oci import (
     sha512,
 )
 from tests.support.http import request
-from tests.support.postgres import both_metadata_backends
-
-pytestmark = both_metadata_backends  # the registry core on each metadata store
 
 MAX_MANIFEST = 4 * 1024 * 1024
 KINDS = ["oci-manifest", "oci-index", "docker-manifest", "docker-list"]
 
-pytestmark = BOTH_BLOB_STORES
+pytestmark = STORE_PAIRS  # the registry core on each pair of stores
 
 
 async def build(api, repository: str, kind: str) -> tuple[bytes, str]:

@@ -14,15 +14,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-
 from connected_registry.storage import RegistryStore
-from tests.support.azurite import BOTH_BLOB_STORES
+from tests.support.azurite import STORE_PAIRS
 from tests.support.oci import expect_oci_error, push_blob, serve_store, sha256, sha512, start_upload
-from tests.support.postgres import both_metadata_backends
 
-pytestmark = both_metadata_backends  # the registry core on each metadata store
-
-pytestmark = BOTH_BLOB_STORES
+pytestmark = STORE_PAIRS  # the registry core on each pair of stores
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 

@@ -23,6 +23,10 @@ ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 # A test module's `pytestmark = BOTH_BLOB_STORES` runs its tests against the filesystem store and against Azurite
 # (the `blob_store` fixture of tests/conftest.py, which the `api` and `registry` fixtures use).
 BOTH_BLOB_STORES = pytest.mark.parametrize("blob_store", ["filesystem", "azure"], indirect=True)
+# The registry core on the stores an instance can have: the embedded default, PostgreSQL beside files, and the
+# scale-out pair (PostgreSQL and Azure Blob Storage); SQLite beside Azure is BOTH_BLOB_STORES's second case.
+STORE_PAIRS = pytest.mark.parametrize(("metadata_backend", "blob_store"), [
+    ("sqlite", "filesystem"), ("postgresql", "filesystem"), ("postgresql", "azure")], indirect=True)
 
 
 def azurite_blob_command() -> Path:
