@@ -113,10 +113,11 @@ class ReplicaSet:
     credentials in `blob_env`), behind a Balancer. `.url` and `.host` are the balancer's: what clients use."""
 
     def __init__(self, workdir: Path, dsn: str, blob_store: str, blob_env: dict[str, str], count: int = 3,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.workdir, self.dsn, self.blob_store = workdir, dsn, blob_store
         arguments = ["--metadata", dsn, "--blob-store", blob_store, *(extra_args or [])]
-        self.replicas = [RegistryProcess(workdir / f"replica-{index}", extra_args=arguments, env=blob_env,
+        environment = {**blob_env, **(env or {})}
+        self.replicas = [RegistryProcess(workdir / f"replica-{index}", extra_args=arguments, env=environment,
                                          wait=False, log_path=workdir / f"replica-{index}.log")
                          for index in range(count)]
         self.balancer: Balancer | None = None
