@@ -29,7 +29,8 @@ BALANCER_LOG_FORMAT = '$request_method $request_uri $status $upstream_addr'
 
 
 def balancer_config(workdir: Path, port: int, upstreams: list[str], access_log: Path) -> str:
-    """nginx as the scale-out's load balancer: the configuration deploy/nginx.conf holds, with a test's paths."""
+    """nginx as the scale-out's load balancer: deploy/nginx.conf's proxy settings (tests/unit/test_deploy.py checks
+    that they agree), with a test's paths, ports and upstreams."""
     servers = "\n".join(f"        server {upstream} max_fails=1 fail_timeout=2s;" for upstream in upstreams)
     temp = workdir / "tmp"
     return textwrap.dedent(f"""\
@@ -62,6 +63,7 @@ def balancer_config(workdir: Path, port: int, upstreams: list[str], access_log: 
                 proxy_set_header Host $http_host;
                 proxy_set_header X-Forwarded-Host $http_host;
                 proxy_set_header X-Forwarded-Proto $scheme;
+                proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
                 proxy_connect_timeout 5s;
                 proxy_send_timeout 3600s;
                 proxy_read_timeout 3600s;
