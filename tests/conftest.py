@@ -22,8 +22,8 @@ import pytest
 
 from connected_registry.storage import RegistryStore
 from tests.support.azurite import Azurite
-from tests.support.cluster import ReplicaSet
 from tests.support.clients import ApiProxy, Containerd, Distribution, Dockerd, process_exists
+from tests.support.cluster import ReplicaSet
 from tests.support.oci import serve_store
 from tests.support.netns import ShapedLink
 from tests.support.pki import TestPki, make_pki
