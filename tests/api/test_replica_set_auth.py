@@ -5,6 +5,7 @@ request lands on."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -46,7 +47,7 @@ def test_the_challenge_names_the_balancer_and_a_token_from_one_replica_opens_eve
         assert challenge.code == 401
         realm = re.search(r'realm="([^"]+)"', challenge.headers["WWW-Authenticate"]).group(1)
     assert realm == f"{secured_set.url}/acr/oauth2/token"
-    basic = "Basic " + __import__("base64").b64encode(":".join(WRITER).encode()).decode()
+    basic = "Basic " + base64.b64encode(":".join(WRITER).encode()).decode()
     asked = urllib.request.Request(f"{realm}?service=factory-root&scope=repository:factory/app:pull",
                                    headers={"Authorization": basic})
     token = json.loads(urllib.request.urlopen(asked, timeout=10).read())["access_token"]

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit

@@ -7,7 +7,8 @@ requests nginx may repeat (GET, HEAD, PUT, DELETE: `proxy_next_upstream`'s defau
 POST or PATCH. Its access log records which replica (`$upstream_addr`) answered each request, so a test can prove
 that a chunked upload's requests landed on several replicas.
 
-Each replica has a data directory of its own (its local state: token keys, logs); blobs and metadata are shared.
+Each replica has a data directory of its own (its local state: logs, revocations, and the token key unless
+ACR_REGISTRY_TOKEN_KEY_FILE names a shared one); blobs and metadata are shared.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import psycopg
 
 from tests.support.clients import Daemon, require
-from tests.support.processes import RegistryProcess, free_port, port_open, wait_until
+from tests.support.processes import RegistryProcess, free_port, port_open
 
 CONTENT_TABLES = ("repositories", "blobs", "repository_blobs", "manifests", "manifest_references", "tags", "uploads",
                   "events", "outbox", "on_demand")
@@ -138,9 +139,6 @@ class ReplicaSet:
         with psycopg.connect(self.dsn, autocommit=True) as connection:
             connection.execute(f"TRUNCATE {', '.join(CONTENT_TABLES)}")
 
-    def by_address(self) -> dict[str, RegistryProcess]:
-        return {replica.host: replica for replica in self.replicas}
-
     def requests(self):
         return self.balancer.requests()
 
@@ -157,14 +155,6 @@ class ReplicaSet:
         victim = chooser.choice([replica for replica in self.replicas if replica.alive()])
         victim.kill(signal.SIGKILL)
         return victim
-
-    def restart(self, replica: RegistryProcess) -> None:
-        replica.restart()
-
-    def wait_all_serving(self, timeout: float = 60) -> None:
-        for replica in self.replicas:
-            wait_until(lambda replica=replica: replica.alive() and port_open(replica.port), timeout=timeout,
-                       what=f"replica {replica.host}")
 
     def stop(self) -> None:
         if self.balancer is not None:
