@@ -23,6 +23,7 @@ import pytest
 from connected_registry.storage import RegistryStore
 from tests.support.azurite import Azurite
 from tests.support.clients import ApiProxy, Containerd, Distribution, Dockerd, process_exists
+from tests.support.cluster import ReplicaSet
 from tests.support.oci import serve_store
 from tests.support.netns import ShapedLink
 from tests.support.pki import TestPki, make_pki
@@ -228,3 +229,18 @@ def shaped_link() -> Iterator[ShapedLink]:
     finally:
         link.close()
         assert not link.leftovers(), f"the shaped link left {link.leftovers()} behind"
+
+
+@pytest.fixture(scope="module")
+def replica_set(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer,
+                azurite: Azurite):
+    """Three `serve` replicas (or as many as an indirect parameter says) on one fresh PostgreSQL database and one
+    Azurite container, behind nginx (round robin, no stickiness; tests/support/cluster.py), for the module: `.url`
+    and `.host` are the balancer's."""
+    cluster = ReplicaSet(tmp_path_factory.mktemp("replicas"), postgres.new_database(), azurite.new_store(),
+                         azurite.environment(), count=getattr(request, "param", 3))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not any(replica.alive() for replica in cluster.replicas), "a replica still runs after stop"

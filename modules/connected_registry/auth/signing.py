@@ -19,6 +19,7 @@ from connected_registry.auth.claims import Claims
 if TYPE_CHECKING:
     from connected_registry.auth.es256 import Es256Key
 
+TOKEN_KEY_VARIABLE = "ACR_REGISTRY_TOKEN_KEY_FILE"
 ACCESS_SECONDS = 3600
 REFRESH_SECONDS = 30 * 24 * 3600
 _EVERYONE = "*"  # not a token name: an unreadable revocations file revokes every JWT issued before the start
@@ -41,7 +42,7 @@ def key_pem(data_dir: str) -> bytes:
 
     pem = new_key_pem()
     try:
-        _write_private(path, pem)
+        return _write_private_once(path, pem)
     except OSError as error:  # a full or read-only volume: the tokens still work, until a restart
         log.warning("could not keep the token-signing key in %s (%s): the JWTs issued until the next start are "
                     "refused after it, and their clients log in again", path, error)
@@ -74,8 +75,25 @@ def _write_private(path: str, content: bytes) -> None:
     os.rename(temporary, path)
 
 
+def _write_private_once(path: str, content: bytes) -> bytes:
+    """Put `content` at `path` (mode 0600) unless a key is there already; returns the key that is there. Replicas
+    sharing one key file may make it at the same moment: the first link wins, the others read it."""
+    temporary = f"{path}.{uuid.uuid4().hex}"
+    _write_private(temporary, content)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        with open(path, "rb") as file:
+            content = file.read()
+    finally:
+        os.unlink(temporary)
+    return content
+
+
 def key_path(data_dir: str) -> str:
-    return os.path.join(data_dir, "auth", "token-signing-key.pem")
+    """The data volume's key, or the one ACR_REGISTRY_TOKEN_KEY_FILE names: replicas of one registry sign and check
+    each other's JWTs with one key (a Secret they all mount), as a client's requests land on any of them."""
+    return os.environ.get(TOKEN_KEY_VARIABLE) or os.path.join(data_dir, "auth", "token-signing-key.pem")
 
 
 def check_key_file(path: str) -> None:

@@ -107,6 +107,9 @@ class RegistryStore:
         self.files, self.uploads = open_blob_store(self.blob_store, data_dir, self.disk, self.metadata, self.io, clock)
         # Dropped on every write here; a replica cannot see another's writes, so a shared store keeps none.
         self._manifest_cache = ManifestCache(limit=0 if self.metadata.shared else _MANIFEST_CACHE_BYTES)
+        # A digest's record never changes, so replicas keep those (by digest, looked up after the metadata said the
+        # manifest is there): a manifest GET costs a database round trip, not one to object storage as well.
+        self._by_digest = ManifestCache(limit=_MANIFEST_CACHE_BYTES if self.metadata.shared else 0)
         self._events_written: asyncio.Event | None = None
         self.closing = False  # set at shutdown: long polls answer at once
         self.control = ControlStore(self.metadata)
@@ -221,9 +224,15 @@ class RegistryStore:
         if entry is None:
             return record
         generation = self._manifest_cache.generation
+        known = self._by_digest.get(("", entry.digest))  # its body, the same in every repository
+        if known is not None:
+            return self._remembered((repository, reference), entry, known.body, generation)
         body = await asyncio.get_running_loop().run_in_executor(self.io, self.files.read_small, entry.digest,
                                                                 MAX_MANIFEST_BYTES + 1)
-        return self._remembered((repository, reference), entry, body, generation)
+        record = self._remembered((repository, reference), entry, body, generation)
+        if record is not None:
+            self._by_digest.remember(("", entry.digest), record)
+        return record
 
     def _cached_or_entry(self, repository: str, reference: str) -> tuple[ManifestRecord | None, ManifestEntry | None]:
         """The cached record, or else the manifest's entry whose body is still to be read (neither: not here)."""
