@@ -5,18 +5,27 @@ shows who holds what; a child's long poll on one replica wakes on a push at anot
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from connected_registry.storage import RegistryStore
+from connected_registry.storage.gc import collect_garbage
+from connected_registry.storage.postgres.database import WRITE_LOCK
 from tests.support.http import Reply, request
+from tests.support.oci import image_manifest
 from tests.support.postgres import PostgresServer
 from tests.support.processes import RegistryProcess, run_cli, wait_until
-from tests.sync.instance_api import activate, push_small_image
+from tests.sync.instance_api import activate, push_blob, push_small_image
 
+PUSHERS, PUSHES = 4, 120
 ROOT_LEASES = ("garbage-collection", "event-retention")  # a root without configuration has no sync, no reporter
 
 
@@ -90,3 +99,67 @@ def test_a_long_poll_on_one_replica_wakes_on_a_push_at_another(replicas):
     woke_after = time.monotonic() - pushed_at
     print(f"the long poll on one replica answered {woke_after:.2f} s after the push at the other")
     assert woke_after < 10  # the poll waits up to 25 s: only the other replica's NOTIFY answers it this soon
+
+
+def test_gc_on_one_replica_never_removes_a_blob_a_manifest_pushed_at_another_references(postgres: PostgresServer,
+                                                                                         tmp_path: Path):
+    """Before each of its runs the GC replica ages every blob's last use by three days (in the database), so every
+    blob no manifest references yet is collectable; the pushing replica sends the same few layers again and again,
+    each then named by a new manifest. Whatever manifest was accepted must keep every blob it names, bytes and all."""
+    dsn = postgres.new_database()
+    pusher = RegistryProcess(tmp_path / "data", extra_args=["--metadata", dsn])
+    layers = [f"layer {n} shared by many images".encode() * 200 for n in range(8)]
+    accepted: list[tuple[str, bytes, bytes]] = []
+    pushes_done = threading.Event()
+
+    def collect_until_pushes_are_done() -> int:
+        async def collect() -> int:
+            runs = 0
+            async with RegistryStore(str(tmp_path / "data"), metadata=dsn) as store:
+                while not pushes_done.is_set() or runs == 0:
+                    with psycopg.connect(dsn) as connection:  # one transaction, in turn with the replicas' writes
+                        connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                        connection.execute("UPDATE blobs SET last_used = last_used - 3 * 24 * 3600")
+                    await collect_garbage(store)
+                    runs += 1
+            return runs
+        return asyncio.run(collect())
+
+    def push_images(client: int) -> None:
+        for n in range(client, PUSHES, PUSHERS):
+            config, layer = json.dumps({"n": n}).encode(), layers[n % len(layers)]
+            if any(_push_image(pusher, "factory/app", str(n), config, layer) for _ in range(5)):  # as a client retries
+                accepted.append((str(n), config, layer))
+
+    try:
+        with ThreadPoolExecutor(max_workers=1 + PUSHERS) as replicas_and_clients:
+            runs = replicas_and_clients.submit(collect_until_pushes_are_done)
+            clients = [replicas_and_clients.submit(push_images, client) for client in range(PUSHERS)]
+            try:
+                for client in clients:
+                    client.result()
+            finally:
+                pushes_done.set()
+            print(f"{runs.result()} gc runs raced {len(accepted)} accepted pushes of {PUSHES}")
+        assert len(accepted) >= PUSHES // 4  # most pushes win the race to their manifest; a refused one was told so
+        for tag, config, layer in accepted:
+            manifest = json.loads(request(f"{pusher.url}/v2/factory/app/manifests/{tag}").body)
+            for descriptor, data in zip([manifest["config"], *manifest["layers"]], (config, layer)):
+                reply = request(f"{pusher.url}/v2/factory/app/blobs/{descriptor['digest']}")
+                assert (reply.status, reply.body) == (200, data), f"tag {tag}: {descriptor['digest']}"
+    finally:
+        pusher.stop()
+
+
+def _push_image(replica: RegistryProcess, repository: str, tag: str, config: bytes, layer: bytes) -> bool:
+    """Pushes a one-layer image; False when the registry refused its manifest because a blob went in the meantime
+    (MANIFEST_BLOB_UNKNOWN: the client pushes it again), which is what a collection racing a push may do."""
+    for blob in (config, layer):
+        push_blob(replica, repository, blob)
+    body = image_manifest(config, [layer])
+    reply = request(f"{replica.url}/v2/{repository}/manifests/{tag}", "PUT", body,
+                    {"Content-Type": json.loads(body)["mediaType"]})
+    if reply.status != 201 and b'"MANIFEST_BLOB_UNKNOWN"' in reply.body:
+        return False
+    assert reply.status == 201, reply.body
+    return True
