@@ -170,7 +170,8 @@ def test_cluster_status_says_what_to_give_when_there_is_no_shared_database(postg
     assert alone.returncode == 1
     said = alone.stdout + alone.stderr
     assert "DISK_ERROR" in said and "PostgreSQL" in said and "--metadata" in said
-    missing = run_cli("cluster", "status", "--metadata", f"postgresql://postgres:secret@127.0.0.1:{postgres.port}/nowhere")
+    nowhere = f"postgresql://postgres:secret@127.0.0.1:{postgres.port}/nowhere"
+    missing = run_cli("cluster", "status", "--metadata", nowhere)
     assert missing.returncode == 1
     said = missing.stdout + missing.stderr
     assert "nowhere on 127.0.0.1" in said and "secret" not in said

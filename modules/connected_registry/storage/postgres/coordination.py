@@ -5,9 +5,9 @@ the server lets a session's locks go the moment the session ends, so a replica t
 its socket) loses every lease at once, and one whose host vanished loses them when the keepalive probes fail
 (dialect.py's session options: about a minute); no clock is compared across machines, nothing is renewed on a
 timer, nothing is left to expire. Another replica tries the free leases at each heartbeat (every 2 s), so the work
-moves within a few seconds of a kill. The other way round, a replica whose lease connection broke takes its
-leases as lost at once (the server may already have handed them on) and stops the work they gate; it may run on
-for up to one heartbeat after the break is noticed, never longer.
+moves within a few seconds of a kill. The other way round, a replica whose heartbeat fails (the session broke, or
+took 10 s: a split network) takes its leases as lost (the server may have handed them on) and stops the work they
+gate; after a break it may run on for up to one heartbeat, never longer.
 
 Each replica also keeps a row in `replicas` (name, address, blob store, started, last seen, its lease session's
 backend pid), which `connected-registry cluster status` joins with `pg_locks` to show who holds which lease.
@@ -41,6 +41,9 @@ LEASE_CLASS = 0x6372  # advisory locks (int4, int4): (LEASE_CLASS, the lease's n
 FILL_CLASS = 0x6373  # (FILL_CLASS, the digest's first 31 bits): single-flight fills
 EVENTS_CHANNEL = "connected_registry_events"
 HEARTBEAT_SECONDS = 2.0
+# A heartbeat that takes longer gives the leases up: the network may be split, and the server hands them on when its
+# keepalive probes fail (about a minute, dialect.py), so this replica stops well before another can start.
+BEAT_TIMEOUT_SECONDS = 10.0
 FORGOTTEN_SECONDS = 3600.0  # a replica silent this long leaves the registry of replicas
 
 
@@ -117,10 +120,11 @@ class PostgresCoordination:
             self._wanted.clear()
             async with self._session_lock:
                 try:
-                    if self._session is None or self._session.closed or self._session.broken:
-                        self._session = await self._connect()
-                    await self._beat(self._session)
-                except psycopg.Error as error:
+                    async with asyncio.timeout(BEAT_TIMEOUT_SECONDS):
+                        if self._session is None or self._session.closed or self._session.broken:
+                            self._session = await self._connect()
+                        await self._beat(self._session)
+                except (psycopg.Error, OSError, TimeoutError) as error:
                     self._lose_all(error)
 
     async def _beat(self, session: psycopg.AsyncConnection) -> None:
@@ -133,7 +137,8 @@ class PostgresCoordination:
             (self.replica, address, blob_store, started, now))
         for lease, state in self._leases.items():
             if not state.held.is_set():
-                cursor = await session.execute("SELECT pg_try_advisory_lock(%s, %s)", (LEASE_CLASS, lease_number(lease)))
+                key = (LEASE_CLASS, lease_number(lease))
+                cursor = await session.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
                 if (await cursor.fetchone())[0]:
                     state.lost = asyncio.Event()
                     state.held.set()
@@ -196,7 +201,7 @@ def cluster_status(dsn: str) -> list[Replica]:
                 (LEASE_CLASS,)).fetchall()
     except psycopg.Error as error:
         raise StorageError("DISK_ERROR", f"cannot read the replicas from {describe(dsn)}: {error}; check --metadata "
-                           "(or ACR_REGISTRY_METADATA_DSN) and that PostgreSQL runs and a replica has started") from None
+                           "(or ACR_REGISTRY_METADATA_DSN), that PostgreSQL runs and that a replica started") from None
     replicas: dict[str, Replica] = {}
     for name, address, blob_store, started, last_seen, lease in rows:
         replica = replicas.setdefault(name, Replica(name, address, blob_store, started, last_seen))
