@@ -293,9 +293,8 @@ class Runtime:
         if self.config_source is not None:
             await wiring.report_stopped(self.config_source, self.reporter)
             await self.config_source.close()
-        if self.store is not None:
-            await self.store.coordination.close()  # the leases go at once to the other replicas
         if self.store is not None:  # children's long polls answer now rather than hold the shutdown
+            await self.store.coordination.close()  # and the leases go at once to the other replicas
             self.store.closing = True
             self.store.after_change()
         for runner in (self._metrics_runner, self._runner):
