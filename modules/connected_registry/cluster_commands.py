@@ -37,7 +37,8 @@ def cmd_cluster_status(arguments: argparse.Namespace) -> int:
         print(f"{replica.replica:<34} {replica.address:<22} {replica.blob_store:<24} {seen:>9}  "
               f"{', '.join(replica.leases) or '-'}")
     free = [lease for lease in LEASES if holders.get(lease) is None]
-    print(f"{len(replicas)} replicas; leases not held: {', '.join(free) or 'none'}")
+    print(f"{len(replicas)} replicas; leases no replica holds: {', '.join(free) or 'none'}"
+          + (" (a root has no sync; without a twin or --config nothing reports)" if free else ""))
     return 0
 
 
