@@ -11,6 +11,7 @@ from contextlib import closing
 
 from connected_registry import __version__, child_settings
 from connected_registry.bundle_commands import add_commands as add_bundle_commands
+from connected_registry.cluster_commands import add_commands as add_cluster_commands
 from connected_registry.edge.module_client import in_iot_edge
 from connected_registry.errors import ConfigInvalid
 from connected_registry.identity import INSTANCE_NAME_RE
@@ -354,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wait(gc, "the collection")
     gc.set_defaults(handler=cmd_gc)
     add_bundle_commands(commands, _add_remote)
+    add_cluster_commands(commands)
     return parser
 
 

@@ -137,3 +137,6 @@ class InstanceControl(Protocol):
 
     def spawn(self, work: Coroutine, name: str) -> asyncio.Task:
         """Runs `work` as one of the instance's tasks: cancelled when the instance stops."""
+
+    def spawn_once(self, lease: str, work: Callable[[], Coroutine], name: str) -> asyncio.Task:
+        """`spawn`s `work()` for work one replica does for all: run while this replica holds `lease`."""

@@ -32,6 +32,7 @@ from connected_registry.maintenance.retention import Retention
 from connected_registry.memory import map_large_buffers
 from connected_registry.status_document import StatusDocument
 from connected_registry.storage import RegistryStore, StorageError
+from connected_registry.storage.coordination import EVENT_RETENTION, SYNC
 from connected_registry.tls import ListenerCertificate, TrustBundle
 
 if TYPE_CHECKING:
@@ -131,6 +132,11 @@ class Runtime:
     def spawn(self, work, name: str) -> asyncio.Task:
         return self.instance.tasks.spawn(work, name)
 
+    def spawn_once(self, lease: str, work, name: str) -> asyncio.Task:
+        """The parts that work for the whole registry (storage/coordination.py: the sync and its outbox, the gc
+        schedule, event retention, the reporter) run on the replica that holds their lease; alone, at once."""
+        return self.instance.tasks.spawn(self.store.coordination.hold(lease, work), name)
+
     # --- start and stop -------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -143,6 +149,8 @@ class Runtime:
         self._build()
         self._follow_settings()
         await self._serve()
+        await self.store.coordination.start(f"{self.options.host}:{self.port}", self.store.blob_store,
+                                            on_events=self.store.after_change)
         await self._start_background_work()
         log.info("connected registry %r (%s%s) serving %s://%s:%d with data in %s; metrics %s", core.name, core.mode,
                  ", root" if core.is_root else "", "https" if self.listener_certificate.context else "http",
@@ -250,9 +258,9 @@ class Runtime:
             tasks.spawn(self.config_source.watch(), "config-watch")
         if self.engine is not None:
             await self._trust_edge_ca()
-            tasks.spawn(self.engine.run(), "sync")
+            self.spawn_once(SYNC, self.engine.run, "sync")
             self.context.content = self.pull_through  # the read routes now fill misses from the parent
-        tasks.spawn(self.retention.run(), "event-retention")
+        self.spawn_once(EVENT_RETENTION, self.retention.run, "event-retention")
         tasks.spawn(self.audit.run(), "audit-flush")
         if self.config_source is not None:
             self.reporter = wiring.start_reporting(self.instance, self, self.config_source)
@@ -286,6 +294,7 @@ class Runtime:
             await wiring.report_stopped(self.config_source, self.reporter)
             await self.config_source.close()
         if self.store is not None:  # children's long polls answer now rather than hold the shutdown
+            await self.store.coordination.close()  # and the leases go at once to the other replicas
             self.store.closing = True
             self.store.after_change()
         for runner in (self._metrics_runner, self._runner):

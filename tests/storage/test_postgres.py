@@ -34,7 +34,7 @@ def _event(tag: str) -> EventRecord:
 def _columns_in_postgres(dsn: str) -> dict[str, list[str]]:
     with psycopg.connect(dsn) as connection:
         rows = connection.execute("SELECT table_name, column_name FROM information_schema.columns WHERE "
-                                  "table_schema = 'public' AND table_name <> 'schema_version' "
+                                  "table_schema = 'public' AND table_name NOT IN ('schema_version', 'replicas') "
                                   "ORDER BY table_name, ordinal_position").fetchall()
     columns: dict[str, list[str]] = {}
     for table, column in rows:

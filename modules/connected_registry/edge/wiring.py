@@ -48,7 +48,7 @@ def start_reporting(core: Instance, control: InstanceControl, source) -> Reporte
                         lambda: duration_seconds(core.settings.reportInterval))
     source.on_applied = reporter.poke
     core.state_changed.subscribe(reporter.poke)
-    control.spawn(reporter.run(), "reporter")
+    control.spawn_once("twin-reporter", reporter.run, "reporter")
     connection = getattr(source, "connection", None)
     if connection is not None:
         connection.serve_methods(lambda name, payload: answer_direct_method(core, control, name, payload))

@@ -13,6 +13,7 @@ from croniter import croniter
 
 from connected_registry.instance import Instance
 from connected_registry.storage import RegistryStore
+from connected_registry.storage.coordination import GARBAGE_COLLECTION
 from connected_registry.storage.gc import collect_garbage
 from connected_registry.timefmt import utc_timestamp
 
@@ -39,9 +40,14 @@ class GarbageCollection:
             self._schedule = None
         settings = self.core.settings
         if settings is None:
-            self._schedule = self.core.tasks.spawn(self._on_schedule(DEFAULT_SCHEDULE), "gc")
+            self._schedule = self._spawn_schedule(DEFAULT_SCHEDULE)
         elif settings.garbageCollection.enabled:
-            self._schedule = self.core.tasks.spawn(self._on_schedule(settings.garbageCollection.schedule), "gc")
+            self._schedule = self._spawn_schedule(settings.garbageCollection.schedule)
+
+    def _spawn_schedule(self, schedule: str) -> asyncio.Task:
+        """The schedule runs on the replica that holds its lease; a run asked for runs where it was asked."""
+        hold = self.store.coordination.hold(GARBAGE_COLLECTION, lambda: self._on_schedule(schedule))
+        return self.core.tasks.spawn(hold, "gc")
 
     def run_now(self) -> str:
         """Garbage collection at once; joins one that is running. Returns its operation id."""

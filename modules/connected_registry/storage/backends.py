@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from connected_registry.storage.blobs import BlobFiles
 from connected_registry.storage.blobstore import FILESYSTEM, BlobStore, UploadSessions
+from connected_registry.storage.coordination import Replica
 from connected_registry.storage.disk import Disk, StorageError
 from connected_registry.storage.metadata import MetadataStore
 from connected_registry.storage.sqlite import SqliteMetadata
@@ -45,3 +46,16 @@ def open_blob_store(spec: str, data_dir: str, disk: Disk, metadata: MetadataStor
     from connected_registry.storage.azure import open_azure_store
 
     return open_azure_store(spec, metadata, io, clock)
+
+
+def cluster_status(dsn: str | None) -> tuple[str, list[Replica]]:
+    """Where the metadata is, and the replicas sharing it (with the leases each holds): `cluster status`."""
+    dsn = dsn or os.environ.get(METADATA_DSN_VARIABLE)
+    if not dsn or dsn == "sqlite":
+        raise StorageError("DISK_ERROR", "the metadata is SQLite, one replica's own: a cluster needs a shared "
+                           "PostgreSQL database; give --metadata DSN (or ACR_REGISTRY_METADATA_DSN) as `serve` has it")
+    # Imported here: psycopg is loaded only by instances that use PostgreSQL.
+    from connected_registry.storage.postgres.coordination import cluster_status as replicas
+    from connected_registry.storage.postgres.dialect import describe
+
+    return f"postgresql ({describe(dsn)})", replicas(dsn)

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Callable, Iterable, Protocol, TypeVar
 
 from connected_registry.oci.manifest import ParsedManifest
+from connected_registry.storage.coordination import Coordination
 from connected_registry.storage.records import Child, ControlState, EventRecord, ManifestEntry, Referrer, TransferKey
+from connected_registry.timefmt import Clock
 
 T = TypeVar("T")
 
@@ -211,5 +213,8 @@ class MetadataStore(MetadataReads, Protocol):
     async def serialized(self, work: Callable[[MetadataReads], T]) -> T:
         """Run `work` in turn with the writes, never during one, reading what they committed: file work that must
         not interleave with a commit (garbage collection removing a file a commit is installing)."""
+
+    def coordination(self, clock: Clock) -> Coordination:
+        """How this store's replicas share the work (storage/coordination.py): one replica on a store of its own."""
 
     def close(self) -> None: ...

@@ -113,6 +113,7 @@ class RegistryStore:
         self._events_written: asyncio.Event | None = None
         self.closing = False  # set at shutdown: long polls answer at once
         self.control = ControlStore(self.metadata)
+        self.coordination = self.metadata.coordination(clock)  # with the other replicas, when the metadata is shared
 
     async def __aenter__(self) -> RegistryStore:
         return self
@@ -203,8 +204,9 @@ class RegistryStore:
 
     async def remove_blob_file(self, digest: str) -> None:
         """After its rows went: remove a blob's file, in turn with the metadata writes (never while a commit
-        installs the same digest again)."""
-        await self.metadata.serialized(lambda _: self.files.remove(digest))
+        installs the same digest again), unless a commit since (here or on another replica: a push of the same
+        bytes) installed it again."""
+        await self.metadata.serialized(lambda reads: None if reads.holds_blob(digest) else self.files.remove(digest))
 
     # --- manifests --------------------------------------------------------------------------------
 

@@ -220,7 +220,9 @@ class Downstream:
     async def _transfer(self, fill: BlobFill, on_demand: bool) -> None:
         error: BaseException | None = None
         try:
-            await self._download(fill, on_demand)
+            async with self.store.coordination.single_flight(fill.digest):  # one transfer across the replicas
+                if self.store.blob_size(fill.repository, fill.digest) is None:  # else one stored it as this waited
+                    await self._download(fill, on_demand)
         except asyncio.CancelledError:
             error = ParentUnreachable(f"the transfer of {fill.digest} was stopped; it resumes with the next request")
             raise

@@ -22,12 +22,15 @@ import psycopg
 
 from connected_registry.storage.disk import Disk, StorageError
 from connected_registry.storage.metadata import MetadataReads, MetadataWrites
+from connected_registry.storage.postgres.coordination import EVENTS_CHANNEL, PostgresCoordination
 from connected_registry.storage.postgres.dialect import PostgresConnection
 from connected_registry.storage.postgres.schema import migrate
 from connected_registry.storage.sqlite.content import ContentReads, ContentWrites
 from connected_registry.storage.sqlite.control import ControlReads, ControlWrites
 from connected_registry.storage.sqlite.housekeeping import HousekeepingReads, HousekeepingWrites
 from connected_registry.storage.sqlite.log import LogReads, LogWrites
+from connected_registry.storage.records import EventRecord
+from connected_registry.timefmt import Clock
 
 T = TypeVar("T")
 WRITE_LOCK = 0x6372_0002
@@ -43,6 +46,12 @@ class PostgresReads(ContentReads, LogReads, ControlReads, HousekeepingReads):
 
 class PostgresWrites(PostgresReads, ContentWrites, LogWrites, ControlWrites, HousekeepingWrites):
     """The writer connection, inside a transaction that holds `WRITE_LOCK`."""
+
+    added_events = False  # this transaction added events: it tells the other replicas' long polls (NOTIFY)
+
+    def add_event(self, event: EventRecord) -> None:
+        super().add_event(event)
+        self.added_events = True
 
 
 class PostgresMetadata(PostgresReads):
@@ -66,7 +75,10 @@ class PostgresMetadata(PostgresReads):
         self.writer.ensure_open()
         try:
             self.writer.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,), first=True)
+            self._writes.added_events = False
             result = work(self._writes)
+            if self._writes.added_events:  # delivered at the commit, to every replica listening
+                self.writer.execute(f"NOTIFY {EVENTS_CHANNEL}")
             commit()
             return result
         except psycopg.Error as error:
@@ -84,6 +96,9 @@ class PostgresMetadata(PostgresReads):
 
     async def serialized(self, work: Callable[[MetadataReads], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._locked, work, self.writer.commit)
+
+    def coordination(self, clock: Clock) -> PostgresCoordination:
+        return PostgresCoordination(self.writer.dsn, clock)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

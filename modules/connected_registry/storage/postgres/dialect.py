@@ -20,7 +20,7 @@ _CONNECT_SECONDS = 10
 # A replica that vanishes without closing its connection (its host lost power, the network split) must not hold the
 # write lock of every replica for long: the server probes the connection after 30 s of silence and drops it after
 # three missed probes, and ends a transaction left idle for 5 minutes (a write's file work takes far less).
-_SESSION_OPTIONS = ("-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3 "
+SESSION_OPTIONS = ("-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3 "
                     "-c idle_in_transaction_session_timeout=300000")
 
 
@@ -57,7 +57,7 @@ class PostgresConnection:
     def _connect(self) -> psycopg.Connection:
         try:
             return psycopg.connect(self.dsn, autocommit=self.autocommit, connect_timeout=_CONNECT_SECONDS,
-                                   options=_SESSION_OPTIONS)
+                                   options=SESSION_OPTIONS)
         except psycopg.Error as error:
             raise StorageError("DISK_ERROR", f"cannot reach the metadata database {self.where}: {error}; check "
                                "`serve --metadata` / ACR_REGISTRY_METADATA_DSN and that PostgreSQL runs") from error

@@ -63,6 +63,12 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# The replicas' registry (coordination.py): PostgreSQL's alone, outside the numbered schema both backends share; what
+# it holds is rewritten by every live replica every few seconds, so it needs no migrations of its own.
+REPLICAS = (f"CREATE TABLE IF NOT EXISTS replicas (replica {_TEXT} PRIMARY KEY, address TEXT NOT NULL, "
+            "blob_store TEXT NOT NULL, started DOUBLE PRECISION NOT NULL, last_seen DOUBLE PRECISION NOT NULL, "
+            "backend_pid INTEGER NOT NULL)")
+
 
 def schema_newer(version: int, where: str) -> StorageError:
     return StorageError(
@@ -78,6 +84,7 @@ def migrate(connection: psycopg.Connection, where: str) -> None:
     with connection.transaction():
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        connection.execute(REPLICAS)
         row = connection.execute("SELECT version FROM schema_version").fetchone()
         version = row[0] if row else 0
         if version > SCHEMA_VERSION:

@@ -12,6 +12,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
+from connected_registry.storage.coordination import LocalCoordination
 from connected_registry.storage.disk import FILE_MODE, Disk, StorageError, storage_error_from_os
 from connected_registry.storage.metadata import MetadataReads, MetadataWrites
 from connected_registry.storage.sqlite.content import ContentReads, ContentWrites
@@ -19,6 +20,7 @@ from connected_registry.storage.sqlite.control import ControlReads, ControlWrite
 from connected_registry.storage.sqlite.housekeeping import HousekeepingReads, HousekeepingWrites
 from connected_registry.storage.sqlite.log import LogReads, LogWrites
 from connected_registry.storage.sqlite.schema import connect, migrate
+from connected_registry.timefmt import Clock
 
 T = TypeVar("T")
 
@@ -77,6 +79,9 @@ class SqliteMetadata(SqliteReads):
 
     async def serialized(self, work: Callable[[MetadataReads], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, work, self._writes)
+
+    def coordination(self, clock: Clock) -> LocalCoordination:
+        return LocalCoordination()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
