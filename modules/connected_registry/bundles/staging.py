@@ -114,10 +114,10 @@ class Stager:
 
     async def _stage(self, member, digest: str, repository: str) -> None:
         """Into the session kept for this digest (from where an earlier, cut import stopped), verified."""
-        session = await self._session(repository, digest)
+        session = await self.store.resumable_session(repository, digest)
         if session.offset > member.size:
             await self.store.uploads.cancel(session)
-            session = await self._session(repository, digest, fresh=True)
+            session = await self.store.resumable_session(repository, digest, fresh=True)
         await member.skip(session.offset)
         before = session.offset
         await self.store.uploads.append(session, member, None)
@@ -130,18 +130,6 @@ class Stager:
             raise OciError("BUNDLE_TAMPERED", f"{member.name} does not match its digest (its bytes have sha256:"
                            f"{actual}): the bundle was changed after export; nothing was imported")
         self.staged.files[digest] = StagedFile(session.path, member.size, session)
-
-    async def _session(self, repository: str, digest: str, fresh: bool = False) -> UploadSession:
-        key = ResumableDownload(digest)
-        upload_id = None if fresh else self.store.control.transfer_session(key)
-        if upload_id:
-            try:
-                return self.store.uploads.get(repository, upload_id)
-            except OciError:
-                pass
-        session = await self.store.uploads.create(repository)
-        await self.store.control.remember_transfer_session(key, session.id)
-        return session
 
 
 async def _read_whole(member) -> bytes:

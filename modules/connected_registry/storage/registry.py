@@ -26,7 +26,7 @@ from connected_registry.storage.changes import ManifestPut, check_references, di
 from connected_registry.storage.control import ControlStore, update_control_state
 from connected_registry.storage.disk import DIRECTORY_MODE, Disk, StorageError, restrict_modes, storage_error_from_os
 from connected_registry.storage.metadata import MetadataStore, MetadataWrites
-from connected_registry.storage.records import ManifestEntry, Referrer
+from connected_registry.storage.records import ManifestEntry, Referrer, ResumableDownload
 from connected_registry.timefmt import Clock, utc_timestamp
 from connected_registry.waits import wait_event
 
@@ -114,6 +114,19 @@ class RegistryStore:
         self.closing = False  # set at shutdown: long polls answer at once
         self.control = ControlStore(self.metadata)
         self.coordination = self.metadata.coordination(clock)  # with the other replicas, when the metadata is shared
+
+    async def resumable_session(self, repository: str, digest: str, fresh: bool = False):
+        """The persistent session of `digest` arriving from the parent or a bundle: a cut transfer resumes from its
+        offset, across restarts too; a new one when `fresh` or none is left."""
+        upload_id = None if fresh else self.control.transfer_session(ResumableDownload(digest))
+        if upload_id:
+            try:
+                return self.uploads.get(repository, upload_id)
+            except OciError:
+                pass
+        session = await self.uploads.create(repository)
+        await self.control.remember_transfer_session(ResumableDownload(digest), session.id)
+        return session
 
     async def __aenter__(self) -> RegistryStore:
         return self

@@ -239,7 +239,7 @@ class Downstream:
 
     async def _download(self, fill: BlobFill, on_demand: bool) -> None:
         repository, digest = fill.repository, fill.digest
-        session = await self._download_session(repository, digest)
+        session = await self.store.resumable_session(repository, digest)
         counter = "bytes_on_demand" if on_demand else "bytes_downloaded"  # counted as chunks arrive (progress)
         for attempt in range(1 + RESUMES_PER_TRANSFER):
             try:
@@ -254,7 +254,7 @@ class Downstream:
                     if fill.opened:  # readers have the bytes so far: they cannot start over with us
                         raise ParentProtocolError(f"parent ignored the Range request resuming {digest}")
                     await self.store.uploads.cancel(session)
-                    session = await self._download_session(repository, digest, fresh=True)
+                    session = await self.store.resumable_session(repository, digest, fresh=True)
                 if not fill.opened:
                     fill.start_reading(session.path, session.offset, _announced_size(response, session.offset))
                 try:
@@ -277,19 +277,6 @@ class Downstream:
                                       f"{error.message}") from None
         finally:
             await self.store.control.forget_transfer_session(ResumableDownload(digest))
-
-    async def _download_session(self, repository: str, digest: str, fresh: bool = False):
-        """A persistent upload session per blob, so a cut transfer resumes with Range where it stopped."""
-        key = ResumableDownload(digest)
-        upload_id = None if fresh else self.store.control.transfer_session(key)
-        if upload_id:
-            try:
-                return self.store.uploads.get(repository, upload_id)
-            except OciError:
-                pass
-        session = await self.store.uploads.create(repository)
-        await self.store.control.remember_transfer_session(key, session.id)
-        return session
 
     # --- events -------------------------------------------------------------------------------------
 
