@@ -33,7 +33,7 @@ from connected_registry.storage.coordination import LEASES, Replica, Work
 from connected_registry.storage.disk import StorageError
 from connected_registry.storage.postgres.dialect import SESSION_OPTIONS, describe
 from connected_registry.timefmt import Clock
-from connected_registry.waits import wait_event
+from connected_registry.waits import until_set, wait_event
 
 log = logging.getLogger("connected_registry.cluster")
 
@@ -92,18 +92,12 @@ class PostgresCoordination:
             await state.held.wait()
             lost = state.lost
             log.info("replica %s holds the lease %s", self.replica, lease)
-            running = asyncio.ensure_future(work())
-            watching = asyncio.ensure_future(lost.wait())
-            try:
-                await asyncio.wait({running, watching}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                watching.cancel()
-                if not running.done():
-                    running.cancel()
-                    await asyncio.gather(running, return_exceptions=True)
+            finished = await until_set(work(), lost)  # the work stops when the lease is lost
             if not lost.is_set():
                 await self._release(lease, state)
-                return running.result()
+                if finished is None:  # the work cancelled itself: as its result would say
+                    raise asyncio.CancelledError
+                return finished.result()
             log.warning("replica %s lost the lease %s: its work stops here and goes on where the lease went",
                         self.replica, lease)
 
