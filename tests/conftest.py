@@ -110,6 +110,11 @@ class BlobStoreChoice:
     spec: str | None = None
     env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def serve_env(self) -> dict[str, str]:
+        """The environment of a `serve` process started with this store (ACR_REGISTRY_BLOB_STORE and credentials)."""
+        return {**self.env, "ACR_REGISTRY_BLOB_STORE": self.spec} if self.spec else {}
+
 
 @pytest.fixture
 def blob_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> BlobStoreChoice:

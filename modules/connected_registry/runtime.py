@@ -161,10 +161,6 @@ class Runtime:
     async def _open_store(self) -> None:
         core = self.instance
         try:
-            if self.options.blob_store not in (None, "filesystem") and not core.is_root:
-                raise StorageError("DISK_ERROR", "an instance with a parent keeps its blobs in the filesystem store "
-                                   "for now (its sync reads and writes blob files): drop --blob-store / "
-                                   "ACR_REGISTRY_BLOB_STORE, or run it as a root")
             self.store = RegistryStore(self.options.data_dir, origin=core.name, record_outbox=_records_outbox(core),
                                        clock=core.clock, metadata=self.options.metadata,
                                        blob_store=self.options.blob_store)

@@ -79,8 +79,8 @@ async def test_blob_push_is_fsynced_renamed_dir_synced_and_committed_before_201(
             journal.clear()
             async with session.put(location, params={"digest": digest}, data=data[1 << 20 :]) as response:
                 assert response.status == 201
-        _assert_durable_before_response(journal, store.blob_path(digest))
-        with open(store.blob_path(digest), "rb") as file:
+        _assert_durable_before_response(journal, store.files.path(digest))
+        with open(store.files.path(digest), "rb") as file:
             assert file.read() == data
     finally:
         await server.close()
@@ -98,13 +98,13 @@ async def test_monolithic_push_and_manifest_push_are_durable_before_201(tmp_path
                 async with session.post(server.make_url("/v2/durable/blobs/uploads/"),
                                         params={"digest": sha256(blob)}, data=blob) as response:
                     assert response.status == 201
-                _assert_durable_before_response(journal, store.blob_path(sha256(blob)))
+                _assert_durable_before_response(journal, store.files.path(sha256(blob)))
             manifest = image_manifest(config, [layer])
             journal.clear()
             async with session.put(server.make_url("/v2/durable/manifests/v1"), data=manifest,
                                    headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}) as response:
                 assert response.status == 201
-            _assert_durable_before_response(journal, store.blob_path(sha256(manifest)))
+            _assert_durable_before_response(journal, store.files.path(sha256(manifest)))
     finally:
         await server.close()
         store.close()

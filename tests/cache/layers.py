@@ -16,10 +16,11 @@ NO_SYNC_DURING_THE_TEST = {"syncProperties": {"schedule": "0 0 1 1 *", "syncWind
 
 
 def start_cold_child(base: Path, name: str, parent, *, children=(), extra: dict | None = None,
-                     parent_settings: dict | None = None):
-    """A ReadOnly child of `parent` for factory/*, which never syncs during the test."""
+                     parent_settings: dict | None = None, env: dict | None = None):
+    """A ReadOnly child of `parent` for factory/*, which never syncs during the test; `env` adds to its environment
+    (e.g. a blob store: the `blob_store` fixture's `serve_env`)."""
     return start_instance(base, name, parent=parent, repositories=["factory/*"], children=children, extra=extra,
-                          parent_settings={**NO_SYNC_DURING_THE_TEST, **(parent_settings or {})})
+                          parent_settings={**NO_SYNC_DURING_THE_TEST, **(parent_settings or {})}, env=env)
 
 
 def cache_status(instance) -> dict:
@@ -117,14 +118,14 @@ class SwitchableParentProxy:
 
 
 @contextlib.asynccontextmanager
-async def cold_leaf_behind_proxy(base: Path, parent_settings: dict | None = None):
+async def cold_leaf_behind_proxy(base: Path, parent_settings: dict | None = None, leaf_env: dict | None = None):
     """A root, a SwitchableParentProxy in front of it, and a cold leaf whose parent is the proxy:
-    (root, proxy, leaf), all stopped afterwards."""
+    (root, proxy, leaf), all stopped afterwards. `leaf_env` adds to the leaf's environment."""
     root = start_instance(base, "factory-root", children=[("line1-leaf", "ReadOnly")])
     proxy = leaf = None
     try:
         proxy = await SwitchableParentProxy(root).start()
-        leaf = start_cold_child(base, "line1-leaf", proxy, parent_settings=parent_settings)
+        leaf = start_cold_child(base, "line1-leaf", proxy, parent_settings=parent_settings, env=leaf_env)
         yield root, proxy, leaf
     finally:
         if leaf is not None:

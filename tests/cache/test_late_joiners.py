@@ -1,6 +1,7 @@
 """Single flight, seen from a client that comes late (SPEC 8): while one transfer of a blob trickles in from the
 parent, a second client asking for it is served at once from the bytes that have arrived, not after the whole
-blob, and the parent still sends the blob once."""
+blob, and the parent still sends the blob once. On the Azure blob store too, where the bytes land as staged blocks
+that cannot be read while they arrive: the readers read the fill's local spool."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from pathlib import Path
 import aiohttp
 
 from tests.cache.layers import NO_SYNC_DURING_THE_TEST
+from tests.support.azurite import BOTH_BLOB_STORES
 from tests.support.oci import sha256
 from tests.sync.hierarchy import READER, WRITER
 from tests.sync.inprocess import (FakeClock, FaultyLink, basic_header, eventually, push_small_image,
                                   start_root_for_leaf, start_runtime, url)
 
 MiB = 1 << 20
+pytestmark = BOTH_BLOB_STORES  # the leaf's blob store
 
 
 class Pull:
@@ -42,14 +45,15 @@ class Pull:
         self.done, self.digest = time.monotonic(), "sha256:" + hasher.hexdigest()
 
 
-async def test_a_late_client_gets_the_bytes_that_arrived_while_the_one_transfer_goes_on(tmp_path: Path, monkeypatch):
+async def test_a_late_client_gets_the_bytes_that_arrived_while_the_one_transfer_goes_on(tmp_path: Path, monkeypatch,
+                                                                                        blob_store):
     link = await FaultyLink().start()
     clock = FakeClock()
     root, document = await start_root_for_leaf(tmp_path, clock, monkeypatch,
                                                parent={"endpoint": link.url, **NO_SYNC_DURING_THE_TEST})
     document["onDemand"] = True
     link.upstream = f"http://127.0.0.1:{root.port}"
-    leaf = await start_runtime(tmp_path / "leaf", document, clock)
+    leaf = await start_runtime(tmp_path / "leaf", document, clock, blob_store=blob_store.spec)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
             layer = os.urandom(3 * MiB)  # about 2 s through the trickle (16 KiB every 10 ms)

@@ -1,6 +1,7 @@
 """Issue 18: twenty clients pulling one missing blob through three replicas of a cold child (one PostgreSQL database,
-one data directory) cause exactly one transfer from the parent: a replica that finds the fill running on another
-waits for it (an advisory lock keyed by the digest) and serves the committed blob."""
+one Azure Blob Storage container, a local data directory each) cause exactly one transfer from the parent: a replica
+that finds the fill running on another waits for it (an advisory lock keyed by the digest) and serves the committed
+blob."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import aiohttp
 
 from tests.cache.layers import NO_SYNC_DURING_THE_TEST, blob_transfers, pull_blob
 from tests.support.clients import RecordingProxy
+from tests.support.azurite import Azurite
 from tests.support.postgres import METADATA_DSN_VARIABLE, PostgresServer
 from tests.sync.hierarchy import start_instance
 from tests.sync.instance_api import push_blob
@@ -20,15 +22,17 @@ SIZE = 16 << 20
 CLIENTS, REPLICAS = 20, 3
 
 
-async def test_twenty_pulls_through_three_replicas_make_one_transfer(postgres: PostgresServer, tmp_path: Path):
-    dsn = postgres.new_database()
+async def test_twenty_pulls_through_three_replicas_make_one_transfer(postgres: PostgresServer, azurite: Azurite,
+                                                                     tmp_path: Path):
+    stores = {METADATA_DSN_VARIABLE: postgres.new_database(), "ACR_REGISTRY_BLOB_STORE": azurite.new_store(),
+              **azurite.environment()}
     root = start_instance(tmp_path, "factory-root", children=[("line1-leaf", "ReadOnly")])
     proxy = RecordingProxy(root.host, timeout=30)  # counts what the parent serves
     replicas = []
     try:
         replicas = [start_instance(tmp_path, "line1-leaf", parent=proxy, repositories=["factory/*"],
-                                   parent_settings=NO_SYNC_DURING_THE_TEST, env={METADATA_DSN_VARIABLE: dsn})
-                    for _ in range(REPLICAS)]
+                                   parent_settings=NO_SYNC_DURING_THE_TEST, env=stores,
+                                   directory_name=f"line1-leaf-{n}") for n in range(REPLICAS)]
         data = os.urandom(SIZE)
         digest = push_blob(root, "factory/big", data)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=90),

@@ -70,7 +70,7 @@ async def test_an_upload_session_survives_a_restart_and_rehashes_once(tmp_path: 
         await store.uploads.append(resumed, BytesStream(data[1_000_000:]), 1_000_000)
         await store.uploads.complete(resumed, BytesStream(b""), sha256(data), "test")
         assert store.blob_size("repo", sha256(data)) == len(data)
-        with open(store.blob_path(sha256(data)), "rb") as file:
+        with open(store.files.path(sha256(data)), "rb") as file:
             assert file.read() == data
 
 
@@ -82,7 +82,7 @@ async def test_a_body_in_pieces_of_any_size_is_stored_and_hashed_whole(tmp_path:
     data = os.urandom(3 << 20 if piece > 1 else 200_000)
     async with RegistryStore(str(tmp_path)) as store:
         digest = await put_blob(store, "repo", data, piece)
-        with open(store.blob_path(digest), "rb") as file:
+        with open(store.files.path(digest), "rb") as file:
             assert file.read() == data
 
 
@@ -99,9 +99,9 @@ async def test_gc_removes_only_unreferenced_blobs_past_the_grace_period(tmp_path
         late = await collect_garbage(store, now=time.time() + GRACE_SECONDS + 60)
         assert late.blobs_removed == 1 and late.bytes_freed == len(b"nobody references me")
         assert store.blob_size("repo", orphan) is None
-        assert not os.path.exists(store.blob_path(orphan))
+        assert not os.path.exists(store.files.path(orphan))
         for digest in kept:
-            assert store.blob_size("repo", digest) is not None and os.path.exists(store.blob_path(digest))
+            assert store.blob_size("repo", digest) is not None and os.path.exists(store.files.path(digest))
         assert store.get_manifest("repo", "v1") is not None
 
 
@@ -109,7 +109,7 @@ async def test_gc_removes_only_unreferenced_blobs_past_the_grace_period(tmp_path
 async def test_gc_removes_abandoned_uploads_and_stray_files(tmp_path: Path):
     async with RegistryStore(str(tmp_path)) as store:
         session = await store.uploads.create("repo")
-        stray = store.blob_path(sha256(b"stray"))
+        stray = store.files.path(sha256(b"stray"))
         with open(stray, "wb") as file:
             file.write(b"stray")
         assert (await collect_garbage(store, now=time.time() + 60)).uploads_removed == 0

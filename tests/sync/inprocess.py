@@ -54,11 +54,13 @@ def reported_properties(directory: Path) -> dict:
         return {}
 
 
-async def start_runtime(directory: Path, document: dict, clock: FakeClock) -> Runtime:
+async def start_runtime(directory: Path, document: dict, clock: FakeClock, blob_store: str | None = None) -> Runtime:
+    """`blob_store`: as `serve --blob-store` (None: the filesystem store in the data directory)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "desired.json"
     config.write_text(json.dumps(document))
-    runtime = Runtime(InstanceOptions(str(directory / "data"), "127.0.0.1", 0, str(config)), clock=clock)
+    runtime = Runtime(InstanceOptions(str(directory / "data"), "127.0.0.1", 0, str(config), blob_store=blob_store),
+                      clock=clock)
     await runtime.start()
     return runtime
 

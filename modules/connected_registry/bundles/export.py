@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,12 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from connected_registry.auth.permissions import repository_in_scope
 from connected_registry.bundles.document import (BUNDLE_FILE, BundleManifest, Inventory, RepositoryListing,
                                                  fingerprint, sign)
-from connected_registry.bundles.tar import CHUNK, END_OF_ARCHIVE, member_header, padding
+from connected_registry.bundles.tar import END_OF_ARCHIVE, member_header, padding
 from connected_registry.oci.digest import parse_digest
-from connected_registry.oci.errors import OciError
 from connected_registry.oci.manifest import parse_manifest
 from connected_registry.oci.platforms import left_out, parse_platform
 from connected_registry.storage import RegistryStore
+from connected_registry.storage.blobstore import StoredBlob
 from connected_registry.timefmt import utc_timestamp
 
 log = logging.getLogger("connected_registry.bundles")
@@ -33,7 +34,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 
 class Output(Protocol):
     async def add_bytes(self, name: str, data: bytes) -> None: ...
-    async def add_file(self, name: str, path: str, size: int) -> None: ...
+    async def add_blob(self, name: str, store: RegistryStore, digest: str, size: int) -> None: ...
     async def finish(self) -> None: ...
 
 
@@ -156,7 +157,7 @@ async def export_bundle(store: RegistryStore, key: ec.EllipticCurvePrivateKey, e
     await output.add_bytes("index.json", _index(manifest, plan))
     manifests = [digest for listing in plan.repositories.values() for digest in listing.manifests]
     for digest in dict.fromkeys([*manifests, *plan.sizes]):
-        await output.add_file(_blob_name(digest), store.blob_path(digest), plan.sizes[digest])
+        await output.add_blob(_blob_name(digest), store, digest, plan.sizes[digest])
     await output.finish()
     summary = {"time": manifest.time, "repositories": len(plan.repositories),
                "images": sum(len(listing.tags) for listing in plan.repositories.values()),
@@ -192,17 +193,11 @@ class TarOutput:
     async def add_bytes(self, name: str, data: bytes) -> None:
         await self.write(member_header(name, len(data)) + data + padding(len(data)))
 
-    async def add_file(self, name: str, path: str, size: int) -> None:
+    async def add_blob(self, name: str, store: RegistryStore, digest: str, size: int) -> None:
         await self.write(member_header(name, size))
-        loop = asyncio.get_running_loop()
-        with open(path, "rb") as file:
-            left = size
-            while left:
-                chunk = await loop.run_in_executor(None, file.read, min(CHUNK, left))
-                if not chunk:
-                    raise OciError("DISK_ERROR", f"{path} is shorter than its recorded size {size}")
+        async with aclosing(store.blob_chunks(digest, 0, size)) as chunks:
+            async for chunk in chunks:
                 await self.write(chunk)
-                left -= len(chunk)
         await self.write(padding(size))
 
     async def finish(self) -> None:
@@ -222,12 +217,20 @@ class DirectoryOutput:
             file.write(data)
         os.replace(target + ".partial", target)
 
-    async def add_file(self, name: str, path: str, size: int) -> None:
+    async def add_blob(self, name: str, store: RegistryStore, digest: str, size: int) -> None:
         target = os.path.join(self.path, name)
         if os.path.exists(target) and os.path.getsize(target) == size:
             return
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        await asyncio.get_running_loop().run_in_executor(None, shutil.copyfile, path, target + ".partial")
+        stored = store.stored_blob(digest, size)
+        loop = asyncio.get_running_loop()
+        if isinstance(stored, StoredBlob):  # a file here: the kernel copies it
+            await loop.run_in_executor(None, shutil.copyfile, stored.path, target + ".partial")
+        else:
+            with open(target + ".partial", "wb") as file:
+                async with aclosing(store.blob_chunks(digest, 0, size)) as chunks:
+                    async for chunk in chunks:
+                        await loop.run_in_executor(None, file.write, chunk)
         os.replace(target + ".partial", target)
 
     async def finish(self) -> None:

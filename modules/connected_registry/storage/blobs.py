@@ -3,15 +3,17 @@ volume, written only by atomic rename. One of the two `BlobStore`s (blobstore.py
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from connected_registry.oci.digest import is_digest, parse_digest
 from connected_registry.storage.blobstore import StoredBlob
-from connected_registry.storage.disk import DIRECTORY_MODE, Disk, storage_error_from_os
+from connected_registry.storage.disk import DIRECTORY_MODE, Disk, StorageError, storage_error_from_os
 
 ALGORITHMS = ("sha256", "sha512")
+READ_CHUNK = 1 << 20  # bytes per read of a blob streamed out (`chunks`)
 
 
 class BlobFiles:
@@ -48,6 +50,24 @@ class BlobFiles:
 
     def stored(self, digest: str, size: int) -> StoredBlob:
         return StoredBlob(self.path(digest), size)
+
+    async def chunks(self, digest: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """The bytes [start, end) of a stored blob, a read at a time off the event loop."""
+        loop = asyncio.get_running_loop()
+        try:
+            file = open(self.path(digest), "rb")  # noqa: SIM115 - closed below, after the last chunk
+        except OSError as error:
+            raise storage_error_from_os(error, f"reading blob {digest}") from error
+        with file:
+            file.seek(start)
+            position = start
+            while position < end:
+                data = await loop.run_in_executor(None, file.read, min(READ_CHUNK, end - position))
+                if not data:
+                    raise StorageError("DISK_ERROR", f"blob {digest} is shorter on disk than its recorded size; "
+                                       "push it again")
+                position += len(data)
+                yield data
 
     def read_small(self, digest: str, limit: int) -> bytes | None:
         try:

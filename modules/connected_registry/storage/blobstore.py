@@ -67,6 +67,9 @@ class BlobStore(Protocol):
     def stored(self, digest: str, size: int) -> StoredBlob | RemoteBlob:
         """How a GET reads a stored blob."""
 
+    def chunks(self, digest: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """The bytes [start, end) of a stored blob as storage gives them (what the outbox sends up)."""
+
     def remove_strays(self, held: Callable[[str], bool], cutoff: float) -> int:
         """Inside `serialized`: remove blobs stored before `cutoff` that no row holds (a crash between storing
         and committing), and say how many."""
@@ -78,6 +81,7 @@ class UploadSession(Protocol):
     id: str
     repository: str
     offset: int  # bytes received and kept so far
+    path: str | None  # the local file the bytes land in, readable as they arrive; None in object storage
 
 
 class ByteStream(Protocol):

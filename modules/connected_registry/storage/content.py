@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 from typing import BinaryIO, Protocol
 
 from connected_registry.storage.blobstore import RemoteBlob, StoredBlob
-from connected_registry.storage.registry import ManifestRecord, RegistryStore
+from connected_registry.storage.manifest_cache import ManifestRecord
+from connected_registry.storage.registry import RegistryStore
 
 
 class ArrivingBlob(Protocol):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import OrderedDict
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,54 +25,17 @@ from connected_registry.storage.blobstore import FILESYSTEM, RemoteBlob, StoredB
 from connected_registry.storage.changes import ManifestPut, check_references, digest_and_tag, record_delete, record_put
 from connected_registry.storage.control import ControlStore, update_control_state
 from connected_registry.storage.disk import DIRECTORY_MODE, Disk, StorageError, restrict_modes, storage_error_from_os
+from connected_registry.storage.manifest_cache import MANIFEST_CACHE_BYTES, ManifestCache, ManifestRecord
 from connected_registry.storage.metadata import MetadataStore, MetadataWrites
 from connected_registry.storage.records import ManifestEntry, Referrer, ResumableDownload
 from connected_registry.timefmt import Clock, utc_timestamp
 from connected_registry.waits import wait_event
 
-_MANIFEST_CACHE_BYTES = 32 << 20
 _PROBE_BYTES = 1 << 20  # room a recovered volume must have: a little more than a metadata commit needs
-@dataclass(frozen=True)
-class ManifestRecord:
-    digest: str
-    media_type: str
-    size: int
-    body: bytes
-    subject: str | None
-
-
 @dataclass(frozen=True)
 class PutResult:
     digest: str
     subject: str | None
-
-
-class ManifestCache:
-    """Manifests recently read, bodies included, by (repository, reference), least recently used dropped first."""
-
-    def __init__(self, limit: int = _MANIFEST_CACHE_BYTES) -> None:
-        self._records: OrderedDict[tuple[str, str], ManifestRecord] = OrderedDict()
-        self._bytes = 0
-        self._limit = limit
-        self.generation = 0  # moves with every clear: a record read across one is not cached
-
-    def get(self, key: tuple[str, str]) -> ManifestRecord | None:
-        record = self._records.get(key)
-        if record is not None:
-            self._records.move_to_end(key)
-        return record
-
-    def remember(self, key: tuple[str, str], record: ManifestRecord) -> None:
-        self._records[key] = record
-        self._bytes += len(record.body)
-        while self._bytes > self._limit and self._records:
-            _, dropped = self._records.popitem(last=False)
-            self._bytes -= len(dropped.body)
-
-    def clear(self) -> None:
-        self._records.clear()
-        self._bytes = 0
-        self.generation += 1
 
 
 class RegistryStore:
@@ -106,10 +69,10 @@ class RegistryStore:
         self.blob_store = blob_store or FILESYSTEM
         self.files, self.uploads = open_blob_store(self.blob_store, data_dir, self.disk, self.metadata, self.io, clock)
         # Dropped on every write here; a replica cannot see another's writes, so a shared store keeps none.
-        self._manifest_cache = ManifestCache(limit=0 if self.metadata.shared else _MANIFEST_CACHE_BYTES)
+        self._manifest_cache = ManifestCache(limit=0 if self.metadata.shared else MANIFEST_CACHE_BYTES)
         # A digest's record never changes, so replicas keep those (by digest, looked up after the metadata said the
         # manifest is there): a manifest GET costs a database round trip, not one to object storage as well.
-        self._by_digest = ManifestCache(limit=_MANIFEST_CACHE_BYTES if self.metadata.shared else 0)
+        self._by_digest = ManifestCache(limit=MANIFEST_CACHE_BYTES if self.metadata.shared else 0)
         self._events_written: asyncio.Event | None = None
         self.closing = False  # set at shutdown: long polls answer at once
         self.control = ControlStore(self.metadata)
@@ -160,9 +123,9 @@ class RegistryStore:
         """Size of a blob visible in `repository`, or None."""
         return self.metadata.blob_size(repository, digest)
 
-    def blob_path(self, digest: str) -> str:
-        """The file of a blob (the filesystem backend's; what the outbox sends up from)."""
-        return self.files.path(digest)
+    def blob_chunks(self, digest: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """The bytes [start, end) of a stored blob, from either backend (what the outbox sends up)."""
+        return self.files.chunks(digest, start, end)
 
     def stored_blob(self, digest: str, size: int) -> StoredBlob | RemoteBlob:
         return self.files.stored(digest, size)

@@ -28,7 +28,8 @@ import struct
 import termios
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import NamedTuple
@@ -298,3 +299,18 @@ def bytes_arrived(response) -> int:
         except OSError:  # closed meanwhile: nothing waits in it
             waiting = 0
     return response.content.total_bytes + waiting
+
+
+async def budgeted_body(chunks: AsyncIterator[bytes], budget: LinkBudget, chunk: int = 1 << 20):
+    """A blob's bytes as a body aiohttp cannot send twice. Given a file object, aiohttp sends a PUT again by itself
+    when the link breaks under it; an upload's PUT appends to the parent's session, so the bytes that arrived the
+    first time would arrive twice and the blob would fail its digest. Resuming from the offset the parent reports
+    is our job. Each piece goes once the link's budget has room for it."""
+    async with aclosing(chunks):
+        async for data in chunks:
+            view = memoryview(data)
+            while view:
+                size = budget.chunk_bytes() or chunk
+                piece, view = view[:size], view[size:]
+                await budget.spend(len(piece), "sent")
+                yield piece

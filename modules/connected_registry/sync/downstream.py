@@ -20,7 +20,7 @@ from connected_registry.storage import RegistryStore
 from connected_registry.storage.records import ResumableDownload
 from connected_registry.sync.bandwidth import bytes_arrived, narrow_receive_buffer
 from connected_registry.sync.budget import BudgetExceeded, WalkBudget
-from connected_registry.sync.fills import BlobFill
+from connected_registry.sync.fills import BlobFill, Spool
 from connected_registry.sync.left_out import LeftOutCount
 from connected_registry.sync.parent_client import (ParentClient, ParentError, ParentManifest, ParentProtocolError,
                                                    ParentRefused, ParentUnreachable)
@@ -41,8 +41,10 @@ class _Counted:
     """A blob's body stream that adds to the downloaded bytes as chunks arrive, so progress shows inside a big blob;
     each chunk within the link's byte budget, a fill a device waits for first (sync/bandwidth.py)."""
 
-    def __init__(self, response, downstream: "Downstream", counter: str, fill: BlobFill) -> None:
+    def __init__(self, response, downstream: "Downstream", counter: str, fill: BlobFill,
+                 spool: Spool | None = None) -> None:
         self.response, self.downstream, self.counter, self.fill = response, downstream, counter, fill
+        self.spool = spool  # where the fill's readers read the bytes, when the store keeps no local file
         self.receive_buffer: int | None = None  # set once the link's budget narrowed the connection
         self.paid = 0  # bytes of the body the budget has counted: what arrived, read or not
         self.read = 0  # bytes of the body read
@@ -60,6 +62,8 @@ class _Counted:
         await budget.spend(max(arrived - self.paid, 0), "received", urgent=self.fill.urgent)
         self.paid = max(arrived, self.paid)
         setattr(self.downstream, self.counter, getattr(self.downstream, self.counter) + len(chunk))
+        if self.spool is not None:
+            await self.spool.write(chunk)
         return chunk
 
     def release(self) -> None:
@@ -241,42 +245,59 @@ class Downstream:
         repository, digest = fill.repository, fill.digest
         session = await self.store.resumable_session(repository, digest)
         counter = "bytes_on_demand" if on_demand else "bytes_downloaded"  # counted as chunks arrive (progress)
-        for attempt in range(1 + RESUMES_PER_TRANSFER):
-            try:
-                response = await self.parent.open_blob(repository, digest, session.offset)
-            except ParentError as error:
-                if error.status != 416 or not session.offset:
-                    raise
-                break  # a Range past the end: every byte arrived before a restart, only the verification is left
-            body = _Counted(response, self, counter, fill)
-            try:
-                if response.status == 200 and session.offset:  # the parent ignored Range: start over
-                    if fill.opened:  # readers have the bytes so far: they cannot start over with us
-                        raise ParentProtocolError(f"parent ignored the Range request resuming {digest}")
-                    await self.store.uploads.cancel(session)
-                    session = await self.store.resumable_session(repository, digest, fresh=True)
-                if not fill.opened:
-                    fill.start_reading(session.path, session.offset, _announced_size(response, session.offset))
-                try:
-                    await self.store.uploads.append(session, body, None, fill.progress)
-                except (aiohttp.ClientError, TimeoutError) as cut:
-                    if attempt == RESUMES_PER_TRANSFER:
-                        raise ParentUnreachable(f"the transfer of {digest} from the parent broke off at "
-                                                f"{session.offset} bytes: {cut!r}") from None
-                    log.info("transfer of %s@%s broke off at %d bytes (%r): resuming with Range", repository, digest,
-                             session.offset, cut)
-                    continue
-            finally:
-                body.release()
-            break
+        spool = Spool(self.store.data_dir, fill) if session.path is None and not session.offset else None
         try:
-            await self.store.uploads.complete(session, _Empty(), digest, self.store.origin, on_demand=on_demand,
+            for attempt in range(1 + RESUMES_PER_TRANSFER):
+                try:
+                    response = await self.parent.open_blob(repository, digest, session.offset)
+                except ParentError as error:
+                    if error.status != 416 or not session.offset:
+                        raise
+                    break  # a Range past the end: every byte arrived before a restart, only the verification is left
+                if spool is not None:
+                    spool.position = session.offset  # a resumed transfer: the bytes from there come again
+                body = _Counted(response, self, counter, fill, spool)
+                try:
+                    session = await self._restart_if_range_ignored(fill, session, response)
+                    if not fill.opened:
+                        readable = session.path if spool is None else spool.fd  # None: readers wait for the store
+                        fill.start_reading(readable, session.offset, _announced_size(response, session.offset))
+                    try:
+                        await self.store.uploads.append(session, body, None, None if spool else fill.progress)
+                    except (aiohttp.ClientError, TimeoutError) as cut:
+                        if attempt == RESUMES_PER_TRANSFER:
+                            raise ParentUnreachable(f"the transfer of {digest} from the parent broke off at "
+                                                    f"{session.offset} bytes: {cut!r}") from None
+                        log.info("transfer of %s@%s broke off at %d bytes (%r): resuming with Range", repository,
+                                 digest, session.offset, cut)
+                        continue
+                finally:
+                    body.release()
+                break
+            await self._verify_and_store(fill, session, on_demand)
+        finally:
+            if spool is not None:
+                spool.close()
+
+    async def _restart_if_range_ignored(self, fill: BlobFill, session, response):
+        """A parent that ignored Range (200 to a resumed GET) sends the whole blob: the session starts over, unless
+        readers have the bytes so far (they cannot start over with us)."""
+        if response.status != 200 or not session.offset:
+            return session
+        if fill.opened:
+            raise ParentProtocolError(f"parent ignored the Range request resuming {fill.digest}")
+        await self.store.uploads.cancel(session)
+        return await self.store.resumable_session(fill.repository, fill.digest, fresh=True)
+
+    async def _verify_and_store(self, fill: BlobFill, session, on_demand: bool) -> None:
+        try:
+            await self.store.uploads.complete(session, _Empty(), fill.digest, self.store.origin, on_demand=on_demand,
                                               verified=fill.mark_verified)
         except OciError as error:
-            raise ParentProtocolError(f"blob {repository}@{digest} from the parent failed verification: "
+            raise ParentProtocolError(f"blob {fill.repository}@{fill.digest} from the parent failed verification: "
                                       f"{error.message}") from None
         finally:
-            await self.store.control.forget_transfer_session(ResumableDownload(digest))
+            await self.store.control.forget_transfer_session(ResumableDownload(fill.digest))
 
     # --- events -------------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 One transfer per digest (Downstream keeps the registry): it writes into a download session's file, and
 every reader, first or late, reads that growing file from its own position, waking on each block that
-lands. The last byte is held back until the digest is verified, so a reader of a corrupt transfer gets a
+lands. A store without local files (Azure Blob Storage: blocks are committed seconds apart and cannot be read
+while they land) gets a `Spool` beside the session: an unnamed local file the readers read instead. The last byte is held back until the digest is verified, so a reader of a corrupt transfer gets a
 short body (a broken transfer) and never a silent success. (Verified bytes go out while the store makes
 them durable: the client need not wait for each layer's fsync in turn.)
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from collections.abc import AsyncIterator, Callable
 
 HELD_BACK = 1  # bytes a reader gets only once the digest is verified
@@ -33,9 +35,11 @@ class BlobFill:
 
     # --- the transfer's side -----------------------------------------------------------------------
 
-    def start_reading(self, path: str, offset: int, size: int | None) -> None:
-        """The parent answered: bytes go to `path`, `offset` of them already there (a resumed transfer)."""
-        self._fd = os.open(path, os.O_RDONLY)  # readers keep reading it after it is renamed into place
+    def start_reading(self, source: str | int | None, offset: int, size: int | None) -> None:
+        """The parent answered: bytes go to the file at `source` (a path, or a spool's descriptor), `offset` of them
+        already there (a resumed transfer). None: nothing readable while they arrive, readers wait for the store."""
+        if source is not None:  # readers keep reading the file after it is renamed into place or closed
+            self._fd = os.dup(source) if isinstance(source, int) else os.open(source, os.O_RDONLY)
         self.size, self.available, self.opened = size, offset, True
         self._notify()
 
@@ -124,3 +128,33 @@ class FillReader:
                 await changed.wait()
         finally:
             self.close()
+
+
+class Spool:
+    """A local copy of the bytes of a fill whose store has no local file, written as they arrive, at the offsets
+    they belong to (a resumed transfer writes the same bytes again). Unnamed: nothing is left after a crash, and
+    the readers' descriptors keep it until the last one closes."""
+
+    def __init__(self, directory: str, fill: BlobFill) -> None:
+        self.file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by `close`
+        self.fill = fill
+        self.position = 0
+
+    @property
+    def fd(self) -> int:
+        return self.file.fileno()
+
+    async def write(self, chunk: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, _write_at, self.fd, chunk, self.position)
+        self.position += len(chunk)
+        self.fill.progress(max(self.position, self.fill.available))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

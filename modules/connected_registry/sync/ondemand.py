@@ -31,7 +31,7 @@ from connected_registry.oci.errors import OciError
 from connected_registry.oci.manifest import parse_manifest
 from connected_registry.storage.cache import budget_bytes, evict, is_on_demand, on_demand_bytes, touch
 from connected_registry.storage.content import Blob, Content, StoredBlob
-from connected_registry.storage.registry import ManifestRecord
+from connected_registry.storage.manifest_cache import ManifestRecord
 from connected_registry.sync.downstream import Downstream, verified_digest
 from connected_registry.sync.fills import BlobFill, FillReader
 from connected_registry.sync.parent_client import ParentError

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import urljoin
@@ -20,7 +20,7 @@ from urllib.parse import urljoin
 import aiohttp
 
 from connected_registry import __version__
-from connected_registry.sync.bandwidth import LinkBudget
+from connected_registry.sync.bandwidth import LinkBudget, budgeted_body
 from connected_registry.sync.endpoints import ParentEndpoints
 from connected_registry.sync.parent_auth import ParentAuth
 from connected_registry.sync.parent_errors import (ParentError, ParentProtocolError, ParentRefused, ParentUnauthorized,
@@ -324,15 +324,16 @@ class ParentClient:
                 return None
             return int(match.group(1)) + 1
 
-    async def finish_upload(self, repository: str, digest: str, location: str, path: str, offset: int,
-                            size: int) -> None:
-        """Send the bytes of the file at `path` from `offset` into the session at `location`, and close it."""
+    async def finish_upload(self, repository: str, digest: str, location: str, offset: int, size: int,
+                            chunks: Callable[[int], AsyncIterator[bytes]]) -> None:
+        """Send the blob's bytes from `offset` (`chunks(offset)` reads them from the store) into the session at
+        `location`, and close it."""
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size - offset)}
         if 0 < offset < size:
             headers["Content-Range"] = f"{offset}-{size - 1}"
         separator = "&" if "?" in location else "?"
         async with await self.request("PUT", f"{location}{separator}digest={digest}", scope=self.push_scope(repository),
-                                      body=lambda: _file_body(path, offset, self.budget) if offset < size else b"",
+                                      body=lambda: budgeted_body(chunks(offset), self.budget) if offset < size else b"",
                                       headers=headers) as response:
             if response.status >= 300:
                 detail = (await response.read())[:500].decode("utf-8", "replace")
@@ -375,19 +376,6 @@ class ParentClient:
         else:
             error_type = ParentRefused  # 400, 403, 404, 405, 413...: the parent will not take it
         raise error_type(f"parent {self.endpoint} answered {response.status} for {what}", status=response.status)
-
-
-async def _file_body(path: str, offset: int, budget: LinkBudget, chunk: int = 1 << 20):
-    """A file from `offset`, as a body aiohttp cannot send twice. Given a file object, aiohttp sends a PUT again
-    by itself when the link breaks under it; an upload's PUT appends to the parent's session, so the bytes that
-    arrived the first time would arrive twice and the blob would fail its digest. Resuming from the offset the
-    parent reports is our job. Each chunk goes once the link's budget has room for it."""
-    loop = asyncio.get_running_loop()
-    with open(path, "rb") as file:
-        file.seek(offset)
-        while data := await loop.run_in_executor(None, file.read, budget.chunk_bytes() or chunk):
-            await budget.spend(len(data), "sent")
-            yield data
 
 
 def next_link(link: str | None, endpoint: str) -> str | None:

@@ -300,8 +300,8 @@ class Upstream:
             elif offset:
                 log.info("resuming the upload of %s@%s at %d of %d bytes", repository, digest, offset, size)
             try:
-                await self.parent.finish_upload(repository, digest, location, self.store.blob_path(digest), offset,
-                                                size)
+                await self.parent.finish_upload(repository, digest, location, offset, size,
+                                                lambda start: self.store.blob_chunks(digest, start, size))
             except ParentRefused as error:  # else the link: the session stays, and the next attempt resumes it
                 if offset:
                     log.info("the parent did not take the upload of %s@%s resumed at %d bytes (%s): starting over",

@@ -47,6 +47,7 @@ class StagedUpload:
     hasher: "hashlib._Hash | None"  # the sha256 of exactly [0, offset), or None: rehash at the end
     blocks: list[str] | None  # the committed block ids; None: read them from the container before use
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    path: None = None  # no local file: a fill's readers read its spool (sync/fills.py)
 
 
 def _block_id(offset: int) -> str:
