@@ -7,7 +7,8 @@ its socket) loses every lease at once, and one whose host vanished loses them wh
 timer, nothing is left to expire. Another replica tries the free leases at each heartbeat (every 2 s), so the work
 moves within a few seconds of a kill. The other way round, a replica whose heartbeat fails (the session broke, or
 took 10 s: a split network) takes its leases as lost (the server may have handed them on) and stops the work they
-gate; after a break it may run on for up to one heartbeat, never longer.
+gate; after a break it may run on for up to one heartbeat, never longer, and it stands aside for a little more than
+a heartbeat before it tries the leases again, so they move to a healthy replica rather than back to it.
 
 Each replica also keeps a row in `replicas` (name, address, blob store, started, last seen, its lease session's
 backend pid), which `connected-registry cluster status` joins with `pg_locks` to show who holds which lease.
@@ -45,6 +46,9 @@ HEARTBEAT_SECONDS = 2.0
 # keepalive probes fail (about a minute, dialect.py), so this replica stops well before another can start.
 BEAT_TIMEOUT_SECONDS = 10.0
 FORGOTTEN_SECONDS = 3600.0  # a replica silent this long leaves the registry of replicas
+# A replica whose session broke waits this long before it tries the leases again, so a healthy replica (which tries at
+# each heartbeat) takes them over rather than the one that just failed grabbing them back with its new session.
+STAND_ASIDE_SECONDS = 1.5 * HEARTBEAT_SECONDS
 
 
 def lease_number(lease: str) -> int:
@@ -71,6 +75,7 @@ class PostgresCoordination:
         self._wanted = asyncio.Event()  # a lease was asked for: try it now, not at the next heartbeat
         self._tasks: list[asyncio.Task] = []
         self._row: tuple[str, str, float] = ("", "", 0.0)
+        self._stand_aside_until = 0.0  # loop time before which this replica takes no lease (after its session broke)
 
     async def _connect(self) -> psycopg.AsyncConnection:
         return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=10,
@@ -129,8 +134,9 @@ class PostgresCoordination:
             "VALUES (%s, %s, %s, %s, %s, pg_backend_pid()) ON CONFLICT (replica) DO UPDATE "
             "SET last_seen = EXCLUDED.last_seen, backend_pid = EXCLUDED.backend_pid",
             (self.replica, address, blob_store, started, now))
+        standing_aside = asyncio.get_running_loop().time() < self._stand_aside_until
         for lease, state in self._leases.items():
-            if not state.held.is_set():
+            if not state.held.is_set() and not standing_aside:
                 key = (LEASE_CLASS, lease_number(lease))
                 cursor = await session.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
                 if (await cursor.fetchone())[0]:
@@ -145,6 +151,7 @@ class PostgresCoordination:
         for state in self._leases.values():
             state.held.clear()
             state.lost.set()
+        self._stand_aside_until = asyncio.get_running_loop().time() + STAND_ASIDE_SECONDS
         if self._session is not None:
             with contextlib.suppress(Exception):
                 asyncio.ensure_future(self._session.close())
