@@ -96,11 +96,14 @@ def metadata_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
 def top_tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How the hierarchy a test starts with tests/sync/hierarchy.py's start_instance keeps its state: "embedded"
     (each instance as the environment says), unless the test is parametrised with BOTH_TOP_TIERS (hierarchy.py);
-    "clustered": each root on a PostgreSQL database and an Azurite container of its own, as a scale-out replica."""
+    "clustered": each root on a PostgreSQL database and an Azurite container of its own, as a scale-out replica
+    (also those tests/sync/inprocess.py's start_runtime starts)."""
     tier = getattr(request, "param", "embedded")
     if tier == "clustered":
         stores = ClusteredStores(request.getfixturevalue("postgres"), request.getfixturevalue("azurite"))
         monkeypatch.setattr(hierarchy, "clustered_stores", stores)
+        for name, value in stores.azurite.environment().items():  # what in-process instances (inprocess.py) read
+            monkeypatch.setenv(name, value)
     return tier
 
 

@@ -23,7 +23,7 @@ _HASHES: dict[str, str] = {}
 # A test module's `pytestmark = BOTH_TOP_TIERS` runs each test twice (the `top_tier` fixture, tests/conftest.py):
 # "embedded", every instance on SQLite and files, and "clustered", the top tier of its hierarchy as a scale-out
 # replica runs: each root (and each instance started with `clustered=True`) on a PostgreSQL database and an Azurite
-# container of its own, the instances below on the embedded stores.
+# container of its own, the instances below on the embedded stores; so also the roots inprocess.py starts.
 BOTH_TOP_TIERS = pytest.mark.parametrize("top_tier", ["embedded", "clustered"], indirect=True)
 EMBEDDED_STORES: dict[str, str | None] = {METADATA_DSN_VARIABLE: None, BLOB_STORE_VARIABLE: None}
 # The clustered case's stores, set by the `top_tier` fixture for its test; None: each instance as the environment says.
