@@ -19,11 +19,9 @@ from tests.support.link_meter import LinkMeter
 from tests.support.metrics import scrape, value
 from tests.support.oci import image_manifest
 from tests.support.processes import wait_until
-from tests.sync.hierarchy import BOTH_TOP_TIERS, READER, start_instance, sync_token_for
+from tests.sync.hierarchy import READER, start_instance, sync_token_for
 from tests.sync.inprocess import FakeClock, eventually, set_clock, start_runtime
 from tests.sync.instance_api import digest_at, push_blob, put_manifest, push_small_image, status_of
-
-pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 MB = 1_000_000
 SMALL_BODIES = 64 << 10  # what a sync counts beside its blobs: manifests, a config
