@@ -23,12 +23,13 @@ import pytest
 from connected_registry.storage import RegistryStore
 from tests.support.azurite import Azurite
 from tests.support.clients import ApiProxy, Containerd, Distribution, Dockerd, process_exists
-from tests.support.cluster import ReplicaSet
+from tests.support.cluster import ClusteredStores, ReplicaSet
 from tests.support.oci import serve_store
 from tests.support.netns import ShapedLink
 from tests.support.pki import TestPki, make_pki
 from tests.support.postgres import METADATA_DSN_VARIABLE, PostgresServer, schema_version
 from tests.support.processes import RegistryProcess
+from tests.sync import hierarchy
 
 
 @pytest.fixture(autouse=True)
@@ -89,6 +90,21 @@ def metadata_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(METADATA_DSN_VARIABLE, dsn)
     yield backend
     assert schema_version(dsn) is not None, "the test's stores did not open its PostgreSQL database"
+
+
+@pytest.fixture(autouse=True)
+def top_tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How the hierarchy a test starts with tests/sync/hierarchy.py's start_instance keeps its state: "embedded"
+    (each instance as the environment says), unless the test is parametrised with BOTH_TOP_TIERS (hierarchy.py);
+    "clustered": each root on a PostgreSQL database and an Azurite container of its own, as a scale-out replica
+    (also those tests/sync/inprocess.py's start_runtime starts)."""
+    tier = getattr(request, "param", "embedded")
+    if tier == "clustered":
+        stores = ClusteredStores(request.getfixturevalue("postgres"), request.getfixturevalue("azurite"))
+        monkeypatch.setattr(hierarchy, "clustered_stores", stores)
+        for name, value in stores.azurite.environment().items():  # what in-process instances (inprocess.py) read
+            monkeypatch.setenv(name, value)
+    return tier
 
 
 @pytest.fixture(scope="session")

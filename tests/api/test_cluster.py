@@ -20,6 +20,7 @@ from connected_registry.storage import RegistryStore
 from connected_registry.storage.gc import collect_garbage
 from connected_registry.storage.postgres.database import WRITE_LOCK
 from tests.support.http import Reply, request
+from tests.support.cluster import cluster_status
 from tests.support.oci import image_manifest
 from tests.support.postgres import PostgresServer
 from tests.support.processes import RegistryProcess, run_cli, wait_until
@@ -27,12 +28,6 @@ from tests.sync.instance_api import activate, push_blob, push_small_image
 
 PUSHERS, PUSHES = 4, 120
 ROOT_LEASES = ("garbage-collection", "event-retention")  # a root without configuration has no sync, no reporter
-
-
-def cluster_status(dsn: str) -> dict:
-    result = run_cli("cluster", "status", "--metadata", dsn, "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def holders(dsn: str) -> dict:

@@ -13,11 +13,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from azure.storage.blob import BlobServiceClient
 
 from tests.support.processes import ManagedProcess, free_port, port_open, wait_until
 
 CACHE = Path(os.environ.get("AZURITE_CACHE", Path.home() / ".cache" / "connected-registry-azurite"))
 ACCOUNT = "devstoreaccount1"
+BLOB_STORE_VARIABLE = "ACR_REGISTRY_BLOB_STORE"  # `serve --blob-store`'s default
 # Azurite's well-known development account key (public, documented by Microsoft; it opens nothing but the emulator).
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # A test module's `pytestmark = BOTH_BLOB_STORES` runs its tests against the filesystem store and against Azurite
@@ -69,3 +71,22 @@ class Azurite(ManagedProcess):
     def new_store() -> str:
         """A blob store of its own (a new container, a prefix) for one test."""
         return f"azure://test-{uuid.uuid4().hex[:16]}/registry"
+
+    def _container(self, store: str):
+        """The container client of a store (`azure://<container>/<prefix>`, as `new_store` gives) and its prefix."""
+        container, _, prefix = store.removeprefix("azure://").partition("/")
+        service = BlobServiceClient.from_connection_string(self.connection_string)
+        return service.get_container_client(container), f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+
+    def blob_names(self, store: str) -> set[str]:
+        """The names under a store's prefix, without it (`blobs/sha256/<hex>`, ...), read from Azurite itself: what
+        a registry on that store really put there."""
+        client, prefix = self._container(store)
+        with client:
+            return {item.name.removeprefix(prefix) for item in client.list_blobs(name_starts_with=prefix or None)}
+
+    def overwrite(self, store: str, name: str, data: bytes) -> None:
+        """Replace the bytes of `name` (under the store's prefix) behind the registry's back, as a fault would."""
+        client, prefix = self._container(store)
+        with client:
+            client.upload_blob(f"{prefix}{name}", data, overwrite=True)

@@ -13,15 +13,19 @@ ACR_REGISTRY_TOKEN_KEY_FILE names a shared one); blobs and metadata are shared.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
+from tests.support.azurite import BLOB_STORE_VARIABLE, Azurite
 from tests.support.clients import Daemon, require
-from tests.support.processes import RegistryProcess, free_port, port_open
+from tests.support.postgres import METADATA_DSN_VARIABLE, PostgresServer
+from tests.support.processes import RegistryProcess, free_port, port_open, run_cli
 
 CONTENT_TABLES = ("repositories", "blobs", "repository_blobs", "manifests", "manifest_references", "tags", "uploads",
                   "events", "outbox", "on_demand")
@@ -76,6 +80,26 @@ def balancer_config(workdir: Path, port: int, upstreams: list[str], access_log: 
             }}
         }}
         """)
+
+
+@dataclass(frozen=True)
+class ClusteredStores:
+    """The stores of a scale-out replica, on the session's PostgreSQL and Azurite."""
+
+    postgres: PostgresServer
+    azurite: Azurite
+
+    def environment(self) -> dict[str, str]:
+        """What a `serve` process needs to run on stores of its own: a fresh database, a new container."""
+        return {METADATA_DSN_VARIABLE: self.postgres.new_database(), BLOB_STORE_VARIABLE: self.azurite.new_store(),
+                **self.azurite.environment()}
+
+
+def cluster_status(dsn: str) -> dict:
+    """`connected-registry cluster status --json` of the replicas on `dsn`: replicas, leases, backends."""
+    result = run_cli("cluster", "status", "--metadata", dsn, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 class Balancer:

@@ -6,7 +6,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from connected_registry.auth.passwords import hash_password
+from tests.support.azurite import BLOB_STORE_VARIABLE
+from tests.support.cluster import ClusteredStores
+from tests.support.postgres import METADATA_DSN_VARIABLE
 from tests.support.processes import RegistryProcess
 
 WRITER = ("writer1", "writer-password")
@@ -14,6 +19,15 @@ OPERATOR = ("operator1", "operator-password")
 READER = ("reader1", "reader-password")
 
 _HASHES: dict[str, str] = {}
+
+# A test module's `pytestmark = BOTH_TOP_TIERS` runs each test twice (the `top_tier` fixture, tests/conftest.py):
+# "embedded", every instance on SQLite and files, and "clustered", the top tier of its hierarchy as a scale-out
+# replica runs: each root (and each instance started with `clustered=True`) on a PostgreSQL database and an Azurite
+# container of its own, the instances below on the embedded stores; so also the roots inprocess.py starts.
+BOTH_TOP_TIERS = pytest.mark.parametrize("top_tier", ["embedded", "clustered"], indirect=True)
+EMBEDDED_STORES: dict[str, str | None] = {METADATA_DSN_VARIABLE: None, BLOB_STORE_VARIABLE: None}
+# The clustered case's stores, set by the `top_tier` fixture for its test; None: each instance as the environment says.
+clustered_stores: ClusteredStores | None = None
 
 
 def token(password: str, actions: list[str]) -> dict:
@@ -78,16 +92,27 @@ class Instance:
         self.process.stop()
 
 
+def tier_environment(parent, clustered: bool | None) -> dict[str, str | None]:
+    """What puts an instance on its tier's stores in a test's clustered case: stores of its own where `clustered`
+    says (by default, where it is a root), the embedded ones elsewhere. Outside that case, nothing."""
+    if clustered_stores is None:
+        return {}
+    on_its_own = parent is None if clustered is None else clustered
+    return clustered_stores.environment() if on_its_own else dict(EMBEDDED_STORES)
+
+
 def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly",
                    repositories: list[str] | None = None, children: list[tuple[str, str]] = (),
                    extra: dict | None = None, directory_name: str | None = None,
                    sync_password: str | None = None, parent_settings: dict | None = None,
-                   port: int | None = None, env: dict[str, str | None] | None = None, **process) -> Instance:
+                   port: int | None = None, env: dict[str, str | None] | None = None, clustered: bool | None = None,
+                   **process) -> Instance:
     """An instance named `name`. `parent`: an Instance (its tokens must include this one's sync token, see
     `children`) or any registry with `url` and `host` (a plain parent). `sync_password` replaces the sync token's
     password in the connection string (e.g. a wrong one); `parent_settings` adds to the `parent` section. `port`:
-    where it listens (default: a free one); `env` adds to its environment; `process` goes to RegistryProcess
-    (`wait`, `command`, `metrics`, `log_path`: how the benchmarks run it)."""
+    where it listens (default: a free one); `env` adds to its environment, over its tier's stores
+    (`tier_environment`, which `clustered` steers); `process` goes to RegistryProcess (`wait`, `command`, `metrics`,
+    `log_path`: how the benchmarks run it)."""
     directory = base / (directory_name or name)
     directory.mkdir(parents=True, exist_ok=True)
     tokens = client_tokens()
@@ -97,7 +122,7 @@ def start_instance(base: Path, name: str, *, parent=None, mode: str = "ReadOnly"
         sync_name, _, sync_entry = sync_token_for(child, child_mode)
         tokens[sync_name] = sync_entry
     document: dict = {"name": name, "mode": mode, "tokens": tokens, "repositories": repositories or ["*"]}
-    env = dict(env or {})
+    env = {**tier_environment(parent, clustered), **(env or {})}
     if parent is not None:
         sync_name, right_password, _ = sync_token_for(name, mode)
         sync_password = right_password if sync_password is None else sync_password

@@ -14,7 +14,10 @@ from pathlib import Path
 import aiohttp
 
 from connected_registry.runtime import InstanceOptions, Runtime
+from tests.support.azurite import BLOB_STORE_VARIABLE
 from tests.support.oci import image_manifest, sha256
+from tests.support.postgres import METADATA_DSN_VARIABLE
+from tests.sync.hierarchy import tier_environment
 
 
 class FakeClock:
@@ -59,8 +62,10 @@ async def start_runtime(directory: Path, document: dict, clock: FakeClock, blob_
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "desired.json"
     config.write_text(json.dumps(document))
-    runtime = Runtime(InstanceOptions(str(directory / "data"), "127.0.0.1", 0, str(config), blob_store=blob_store),
-                      clock=clock)
+    stores = tier_environment(document.get("parent"), None)  # a root on its own stores in a clustered case
+    runtime = Runtime(InstanceOptions(str(directory / "data"), "127.0.0.1", 0, str(config),
+                                      metadata=stores.get(METADATA_DSN_VARIABLE),
+                                      blob_store=blob_store or stores.get(BLOB_STORE_VARIABLE)), clock=clock)
     await runtime.start()
     return runtime
 

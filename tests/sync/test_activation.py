@@ -7,8 +7,10 @@ from pathlib import Path
 
 from tests.support.layouts import make_image
 from tests.support.processes import free_port, run_cli, wait_until
-from tests.sync.hierarchy import OPERATOR, start_instance, sync_token_for
+from tests.sync.hierarchy import BOTH_TOP_TIERS, OPERATOR, start_instance, sync_token_for
 from tests.sync.instance_api import codes, manifest_at, skopeo_push, status_of
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 
 def cli(*arguments: str) -> subprocess.CompletedProcess:

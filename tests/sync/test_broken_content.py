@@ -7,29 +7,54 @@ import json
 import os
 from pathlib import Path
 
+from tests.support.azurite import BLOB_STORE_VARIABLE
 from tests.support.http import basic, request
 from tests.support.oci import image_manifest, random_bytes, sha256
 from tests.support.processes import wait_until
-from tests.sync.hierarchy import READER, WRITER, start_instance
+from tests.sync import hierarchy
+from tests.sync.hierarchy import BOTH_TOP_TIERS, READER, WRITER, start_instance
 from tests.sync.instance_api import manifest_at, push_blob, status_of
 
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
-def push_image(instance, repository: str, tag: str, layer: bytes, damage: bool = False) -> tuple[str, Path]:
-    """An image of one layer. With `damage`, the layer's file at `instance` is overwritten with other bytes of the
+
+class StoredLayer:
+    """A layer's bytes where `instance` keeps them: a file in its data directory, or, on a clustered root, a blob in
+    its Azurite container (hierarchy.py's tiers)."""
+
+    def __init__(self, instance, digest: str) -> None:
+        self.store = (instance.process.env or {}).get(BLOB_STORE_VARIABLE)
+        self.name = f"blobs/sha256/{digest[7:]}"
+        self.file = instance.process.data_dir / "blobs" / "sha256" / digest[7:9] / digest[7:]
+
+    def write_bytes(self, data: bytes) -> None:
+        """Other bytes in its place, behind the registry's back, as a failing disk (or a repair) would."""
+        if self.store:
+            hierarchy.clustered_stores.azurite.overwrite(self.store, self.name, data)
+            return
+        os.chmod(self.file, 0o644)
+        self.file.write_bytes(data)
+
+    def exists(self) -> bool:
+        if self.store:
+            return self.name in hierarchy.clustered_stores.azurite.blob_names(self.store)
+        return self.file.exists()
+
+
+def push_image(instance, repository: str, tag: str, layer: bytes, damage: bool = False) -> tuple[str, StoredLayer]:
+    """An image of one layer. With `damage`, the layer's bytes at `instance` are overwritten with others of the
     same length after it was stored and before the manifest is pushed, as a failing disk would. Returns the
-    manifest's digest and the layer's file."""
+    manifest's digest and the stored layer."""
     config = json.dumps({"architecture": "amd64", "os": "linux", "tag": tag}).encode()
     push_blob(instance, repository, config)
-    layer_digest = push_blob(instance, repository, layer)
-    layer_file = instance.process.data_dir / "blobs" / "sha256" / layer_digest[7:9] / layer_digest[7:]
+    stored = StoredLayer(instance, push_blob(instance, repository, layer))
     if damage:
-        os.chmod(layer_file, 0o644)
-        layer_file.write_bytes(bytes(byte ^ 0xFF for byte in layer))
+        stored.write_bytes(bytes(byte ^ 0xFF for byte in layer))
     body = image_manifest(config, [layer])
     reply = request(f"{instance.url}/v2/{repository}/manifests/{tag}", "PUT", body,
                     {**basic(*WRITER), "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
     assert reply.status == 201, reply.body
-    return sha256(body), layer_file
+    return sha256(body), stored
 
 
 def download_failed(leaf) -> str | None:

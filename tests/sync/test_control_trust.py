@@ -10,8 +10,10 @@ from pathlib import Path
 
 from tests.support.http import basic, request
 from tests.support.processes import run_cli, wait_until
-from tests.sync.hierarchy import OPERATOR, READER, start_instance, sync_token_for
+from tests.sync.hierarchy import BOTH_TOP_TIERS, OPERATOR, READER, start_instance, sync_token_for
 from tests.sync.instance_api import ONE_REPOSITORY_READER, OTHER_CHILD_SYNC, activate, add_tokens, status_of
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 OWN_GATEWAY_ONLY = ("root-watcher1", "root-watcher-password", ["gateway/factory-root/config/read"])
 

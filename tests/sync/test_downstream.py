@@ -11,9 +11,11 @@ from tests.support.http import basic, request
 from tests.support.layouts import make_image, read_blob
 from tests.support.oci import sha256
 from tests.support.processes import wait_until
-from tests.sync.hierarchy import READER, WRITER, start_instance
+from tests.sync.hierarchy import BOTH_TOP_TIERS, READER, WRITER, start_instance
 from tests.sync.instance_api import (assert_index_with_signature_arrives, manifest_at, push_index_with_signature,
                                      skopeo_push, status_of)
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.support.http import basic, request
 from tests.support.raw_client import call
-from tests.sync.hierarchy import OPERATOR, start_instance, sync_token_for
+from tests.sync.hierarchy import BOTH_TOP_TIERS, OPERATOR, start_instance, sync_token_for
 from tests.sync.inprocess import FakeClock, eventually, start_root_for_leaf, start_runtime
 
 
@@ -34,6 +34,7 @@ async def test_a_child_silent_for_three_report_intervals_shows_stale(tmp_path: P
         await root.stop()
 
 
+@BOTH_TOP_TIERS  # the root is a `serve` process here (the test above runs in-process)
 def test_a_report_of_a_large_subtree_is_read_whole_up_to_its_cap(tmp_path: Path):
     """A child's report above the ~200 KB that one read of the body used to take (here 250 grandchildren, each
     with its own report) is accepted and shown whole; one over the 1 MiB cap, sent without a Content-Length, is

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.sync.hierarchy import READER, WRITER
+from tests.sync.hierarchy import BOTH_TOP_TIERS, READER, WRITER
 from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, push_small_image, start_root_for_leaf,
                                   start_runtime)
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 
 async def test_a_child_away_longer_than_its_message_ttl_reconciles_and_converges(tmp_path: Path, monkeypatch):

@@ -16,9 +16,11 @@ from tests.support.clients import RecordingProxy
 from tests.support.http import basic, request
 from tests.support.oci import image_manifest, index_of, sha256
 from tests.support.processes import wait_until
-from tests.sync.hierarchy import WRITER, start_instance
+from tests.sync.hierarchy import BOTH_TOP_TIERS, WRITER, start_instance
 from tests.sync.instance_api import (PROMPTLY, digest_at, outbox, push_small_image, push_the_one_image, put_manifest,
                                      status_of)
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 
 def push_nested_index(instance, repository: str, tag: str, fan_out: int, levels: int) -> tuple[str, str]:

@@ -8,8 +8,10 @@ from pathlib import Path
 from tests.support.http import basic, request
 from tests.support.layouts import make_image
 from tests.support.processes import wait_until
-from tests.sync.hierarchy import start_instance, sync_token_for, token
+from tests.sync.hierarchy import BOTH_TOP_TIERS, start_instance, sync_token_for, token
 from tests.sync.instance_api import codes, digest_at, outbox, skopeo_push, status_of
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 
 def test_a_refused_entry_is_parked_and_does_not_block_other_repositories(tmp_path: Path):

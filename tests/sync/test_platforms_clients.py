@@ -12,8 +12,10 @@ from pathlib import Path
 from tests.support.clients import RecordingProxy, engine_request, registry_auth
 from tests.support.layouts import make_platform_index, read_blob
 from tests.support.processes import wait_until
-from tests.sync.hierarchy import READER, start_instance
+from tests.sync.hierarchy import BOTH_TOP_TIERS, READER, start_instance
 from tests.sync.instance_api import digest_at, skopeo_push
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 PLATFORMS = ["linux/amd64", "linux/arm64", "linux/arm/v7"]
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import aiohttp
 
 from tests.support.relay import TcpRelay
-from tests.sync.hierarchy import sync_token_for
+from tests.sync.hierarchy import BOTH_TOP_TIERS, sync_token_for
 from tests.sync.inprocess import (FakeClock, basic_header, eventually, reported_properties, start_root_for_leaf,
                                   start_runtime, url)
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 ACTIVATE = b"POST /acr/connected/v1/registries/line1-leaf/activate"
 

@@ -8,21 +8,18 @@ import json
 import time
 from pathlib import Path
 
+from tests.support.cluster import cluster_status
 from tests.support.layouts import make_image
 from tests.support.postgres import METADATA_DSN_VARIABLE, PostgresServer
-from tests.support.processes import run_cli, wait_until
-from tests.sync.hierarchy import start_instance
+from tests.support.processes import wait_until
+from tests.sync.hierarchy import BOTH_TOP_TIERS, start_instance
 from tests.sync.instance_api import digest_at, skopeo_push, status_of
 
-
-def _leases(dsn: str) -> dict:
-    result = run_cli("cluster", "status", "--metadata", dsn, "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 
 def _holder_of(dsn: str, lease: str) -> str | None:
-    status = _leases(dsn)
+    status = cluster_status(dsn)
     holder = status["leases"][lease]
     return next((replica["address"] for replica in status["replicas"] if replica["replica"] == holder), None)
 
@@ -70,3 +67,4 @@ def test_killing_the_sync_holder_moves_the_sync_and_the_leaf_misses_nothing(post
     finally:
         for instance in ([leaf] if leaf else []) + middles + [root]:
             instance.stop()
+

@@ -22,7 +22,9 @@ from tests.support.oci import sha256
 from tests.support.processes import wait_until
 from tests.sync.boundary import (APP, APP_ACTIONS, APP_CLIENT, SECRET, HoldingLink, blob_status, child_tokens,
                                  push_image)
-from tests.sync.hierarchy import OPERATOR, READER, WRITER, start_instance, sync_token_for, token
+from tests.sync.hierarchy import BOTH_TOP_TIERS, OPERATOR, READER, WRITER, start_instance, sync_token_for, token
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 MiB = 1 << 20
 ATTACKS = {"GET": {}, "Range": {"Range": "bytes=0-1023"}}

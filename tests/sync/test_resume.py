@@ -8,10 +8,12 @@ from pathlib import Path
 import aiohttp
 
 from tests.support.oci import sha256
-from tests.sync.hierarchy import READER, WRITER
+from tests.sync.hierarchy import BOTH_TOP_TIERS, READER, WRITER
 from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, push_small_image,
                                   serve_on_free_port,
                                   start_root_for_leaf, start_runtime, url)
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 CUT_AFTER = 3 << 20
 
@@ -33,7 +35,7 @@ async def start_cutting_proxy(upstream: dict, seen: list):
     return await serve_on_free_port(proxy)
 
 
-async def test_a_cut_blob_transfer_resumes_with_range(tmp_path: Path, monkeypatch):
+async def test_a_cut_blob_transfer_resumes_with_range(tmp_path: Path, monkeypatch, top_tier: str):
     upstream: dict = {}
     seen: list = []
     runner, proxy_port = await start_cutting_proxy(upstream, seen)
@@ -59,6 +61,8 @@ async def test_a_cut_blob_transfer_resumes_with_range(tmp_path: Path, monkeypatc
         assert ranges, f"no Range request after the cut: {seen}"
         resumed_from = int(ranges[0].removeprefix("bytes=").rstrip("-"))
         assert 0 < resumed_from <= CUT_AFTER
+        clustered = top_tier == "clustered"  # then the Range was read from Azure, the root's metadata in PostgreSQL
+        assert (root.store.blob_store.startswith("azure://"), root.store.metadata.shared) == (clustered, clustered)
     finally:
         if leaf is not None:
             await leaf.stop()

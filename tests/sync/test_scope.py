@@ -9,9 +9,11 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.sync.hierarchy import READER, WRITER
+from tests.sync.hierarchy import BOTH_TOP_TIERS, READER, WRITER
 from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, push_small_image,
                                   serve_on_free_port, start_root_for_leaf, start_runtime, url)
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 
 async def _root_and_leaf(tmp_path: Path, clock, monkeypatch, repositories, parent_url=None, kind="auto"):

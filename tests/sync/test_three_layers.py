@@ -7,29 +7,31 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.azurite import BLOB_STORE_VARIABLE
+from tests.support.cluster import cluster_status
 from tests.support.http import basic, request
 from tests.support.layouts import make_image
-from tests.support.postgres import METADATA_DSN_VARIABLE, both_metadata_backends
+from tests.support.postgres import METADATA_DSN_VARIABLE, schema_version
 from tests.support.processes import wait_until
-from tests.sync.hierarchy import READER, WRITER, start_instance
-from tests.sync.instance_api import (assert_index_with_signature_arrives, digest_at, push_index_with_signature,
-                                     skopeo_push, status_of)
+from tests.sync.hierarchy import BOTH_TOP_TIERS, READER, WRITER, start_instance
+from tests.sync.instance_api import (assert_index_with_signature_arrives, digest_at, manifest_at,
+                                     push_index_with_signature, skopeo_push, status_of)
 
-# On postgresql, the root (the event feed, activation and the children's reports) keeps its metadata in the test's
-# database, the middle (its outbox too) in one of its own; the leaf stays on SQLite.
-pytestmark = both_metadata_backends
+# Clustered, the root (the event feed, activation and the children's reports) runs as a scale-out replica on
+# PostgreSQL and Azurite, and the middle (its outbox too) keeps its metadata in a PostgreSQL database of its own
+# beside its files; the leaf stays embedded.
+pytestmark = BOTH_TOP_TIERS
 
 
 @pytest.fixture
-def three_layers(tmp_path: Path, metadata_backend: str, request: pytest.FixtureRequest):
+def three_layers(tmp_path: Path, top_tier: str, request: pytest.FixtureRequest):
     root = start_instance(tmp_path, "factory-root", children=[("plant-middle", "ReadWrite")])
-    middle_database = request.getfixturevalue("postgres").new_database() if metadata_backend == "postgresql" else None
+    middle_database = request.getfixturevalue("postgres").new_database() if top_tier == "clustered" else None
     middle = start_instance(tmp_path, "plant-middle", parent=root, mode="ReadWrite", repositories=["factory/*"],
                             children=[("line1-leaf", "ReadOnly")], extra={"onDemand": False},
                             env={METADATA_DSN_VARIABLE: middle_database})
     # onDemand off at both: what reaches them came by sync, not by a pull-through on the test's first GET
-    leaf = start_instance(tmp_path, "line1-leaf", parent=middle, repositories=["factory/*"], extra={"onDemand": False},
-                          env={METADATA_DSN_VARIABLE: None})
+    leaf = start_instance(tmp_path, "line1-leaf", parent=middle, repositories=["factory/*"], extra={"onDemand": False})
     try:
         yield root, middle, leaf
     finally:
@@ -105,3 +107,31 @@ def test_a_multiplatform_index_with_a_signature_arrives_whole_at_the_leaf(three_
     root, middle, leaf = three_layers
     layout = tmp_path / "layout"
     assert_index_with_signature_arrives(leaf, layout, *push_index_with_signature(root, layout))
+
+
+def blob_files(instance) -> set[str]:
+    """The hex digests of the blob files in an instance's data directory (the filesystem store)."""
+    return {path.name for path in (instance.process.data_dir / "blobs").glob("*/*/*")}
+
+
+def test_the_root_keeps_its_state_where_its_tier_says(three_layers, tmp_path: Path, top_tier: str,
+                                                      request: pytest.FixtureRequest):
+    """The clustered case is no embedded one under another name: its root's blobs are in its Azurite container and
+    not in its data directory, its metadata in its PostgreSQL database, where `cluster status` finds it."""
+    root, middle, leaf = three_layers
+    layout = tmp_path / "layout"
+    make_image(layout, "x")
+    skopeo_push(layout, "x", root, "factory/app:x")
+    wait_until(lambda: digest_at(leaf, "factory/app", "x"), timeout=40, what="the image at the leaf")
+    manifest = json.loads(manifest_at(root, "factory/app", "x").body)
+    blobs = {descriptor["digest"].removeprefix("sha256:") for descriptor in [manifest["config"], *manifest["layers"]]}
+    assert blobs <= blob_files(middle)  # the middle, embedded in both cases, got them by sync
+    if top_tier == "embedded":
+        assert blobs <= blob_files(root)
+        return
+    dsn, store = root.process.env[METADATA_DSN_VARIABLE], root.process.env[BLOB_STORE_VARIABLE]
+    assert not blobs & blob_files(root)
+    assert {f"blobs/sha256/{blob}" for blob in blobs} <= request.getfixturevalue("azurite").blob_names(store)
+    assert schema_version(dsn) is not None and schema_version(middle.process.env[METADATA_DSN_VARIABLE]) is not None
+    [replica] = cluster_status(dsn)["replicas"]
+    assert (replica["address"], replica["blobStore"]) == (root.host, store)

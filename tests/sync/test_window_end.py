@@ -10,10 +10,12 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.sync.hierarchy import READER, WRITER
+from tests.sync.hierarchy import BOTH_TOP_TIERS, READER, WRITER
 from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, forward, push_small_image,
                                   serve_on_free_port,
                                   set_clock, start_root_for_leaf, start_runtime)
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 NINE = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 BLOB_BYTES = 8 << 20

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.sync.hierarchy import READER, WRITER
+from tests.sync.hierarchy import BOTH_TOP_TIERS, READER, WRITER
 from tests.sync.inprocess import (FakeClock, basic_header, digest_at, eventually, push_small_image, set_clock,
                                   start_root_for_leaf, start_runtime)
+
+pytestmark = BOTH_TOP_TIERS  # the parent's side on the embedded stores and as a scale-out replica
 
 NINE = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 
