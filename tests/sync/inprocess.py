@@ -58,7 +58,7 @@ def reported_properties(directory: Path) -> dict:
 
 
 async def start_runtime(directory: Path, document: dict, clock: FakeClock, blob_store: str | None = None) -> Runtime:
-    """`blob_store`: as `serve --blob-store` (None: the filesystem store in the data directory)."""
+    """`blob_store`: as `serve --blob-store` (None: the filesystem store, or a root's clustered stores, `top_tier`)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "desired.json"
     config.write_text(json.dumps(document))

@@ -17,19 +17,17 @@ from tests.sync.hierarchy import BOTH_TOP_TIERS, READER, WRITER, start_instance
 from tests.sync.instance_api import (assert_index_with_signature_arrives, digest_at, manifest_at,
                                      push_index_with_signature, skopeo_push, status_of)
 
-# Clustered, the root (the event feed, activation and the children's reports) runs as a scale-out replica on
-# PostgreSQL and Azurite, and the middle (its outbox too) keeps its metadata in a PostgreSQL database of its own
-# beside its files; the leaf stays embedded.
+# Clustered, the root (the event feed, activation and the children's reports) and the middle (its sync from the root,
+# its outbox, the feed and blobs its leaf syncs from) each run as a scale-out replica on a PostgreSQL database and an
+# Azurite container of their own; the leaf stays embedded.
 pytestmark = BOTH_TOP_TIERS
 
 
 @pytest.fixture
-def three_layers(tmp_path: Path, top_tier: str, request: pytest.FixtureRequest):
+def three_layers(tmp_path: Path):
     root = start_instance(tmp_path, "factory-root", children=[("plant-middle", "ReadWrite")])
-    middle_database = request.getfixturevalue("postgres").new_database() if top_tier == "clustered" else None
     middle = start_instance(tmp_path, "plant-middle", parent=root, mode="ReadWrite", repositories=["factory/*"],
-                            children=[("line1-leaf", "ReadOnly")], extra={"onDemand": False},
-                            env={METADATA_DSN_VARIABLE: middle_database})
+                            children=[("line1-leaf", "ReadOnly")], extra={"onDemand": False}, clustered=True)
     # onDemand off at both: what reaches them came by sync, not by a pull-through on the test's first GET
     leaf = start_instance(tmp_path, "line1-leaf", parent=middle, repositories=["factory/*"], extra={"onDemand": False})
     try:
@@ -114,24 +112,34 @@ def blob_files(instance) -> set[str]:
     return {path.name for path in (instance.process.data_dir / "blobs").glob("*/*/*")}
 
 
-def test_the_root_keeps_its_state_where_its_tier_says(three_layers, tmp_path: Path, top_tier: str,
-                                                      request: pytest.FixtureRequest):
-    """The clustered case is no embedded one under another name: its root's blobs are in its Azurite container and
-    not in its data directory, its metadata in its PostgreSQL database, where `cluster status` finds it."""
+def test_the_root_and_the_middle_keep_their_state_where_their_tier_says(three_layers, tmp_path: Path, top_tier: str,
+                                                                        request: pytest.FixtureRequest):
+    """The clustered case is no embedded one under another name: the root's and the middle's blobs are in their
+    Azurite containers and not in their data directories, their metadata in their PostgreSQL databases, where
+    `cluster status` finds them; a push at the middle went up from its container."""
     root, middle, leaf = three_layers
     layout = tmp_path / "layout"
     make_image(layout, "x")
+    make_image(layout, "y")
     skopeo_push(layout, "x", root, "factory/app:x")
-    wait_until(lambda: digest_at(leaf, "factory/app", "x"), timeout=40, what="the image at the leaf")
-    manifest = json.loads(manifest_at(root, "factory/app", "x").body)
-    blobs = {descriptor["digest"].removeprefix("sha256:") for descriptor in [manifest["config"], *manifest["layers"]]}
-    assert blobs <= blob_files(middle)  # the middle, embedded in both cases, got them by sync
+    skopeo_push(layout, "y", middle, "factory/app:y")
+    wait_until(lambda: digest_at(leaf, "factory/app", "x") and digest_at(root, "factory/app", "y"), timeout=40,
+               what="the root's image at the leaf, the middle's at the root")
+    blobs = _blobs_of(root, "x") | _blobs_of(middle, "y")
+    assert blobs <= blob_files(leaf)  # the leaf, embedded in both cases, got them by sync
     if top_tier == "embedded":
-        assert blobs <= blob_files(root)
+        assert blobs <= blob_files(root) and blobs <= blob_files(middle)
         return
-    dsn, store = root.process.env[METADATA_DSN_VARIABLE], root.process.env[BLOB_STORE_VARIABLE]
-    assert not blobs & blob_files(root)
-    assert {f"blobs/sha256/{blob}" for blob in blobs} <= request.getfixturevalue("azurite").blob_names(store)
-    assert schema_version(dsn) is not None and schema_version(middle.process.env[METADATA_DSN_VARIABLE]) is not None
-    [replica] = cluster_status(dsn)["replicas"]
-    assert (replica["address"], replica["blobStore"]) == (root.host, store)
+    azurite = request.getfixturevalue("azurite")
+    for instance in (root, middle):
+        dsn, store = instance.process.env[METADATA_DSN_VARIABLE], instance.process.env[BLOB_STORE_VARIABLE]
+        assert not blobs & blob_files(instance)
+        assert {f"blobs/sha256/{blob}" for blob in blobs} <= azurite.blob_names(store)
+        assert schema_version(dsn) is not None
+        [replica] = cluster_status(dsn)["replicas"]
+        assert (replica["address"], replica["blobStore"]) == (instance.host, store)
+
+
+def _blobs_of(instance, tag: str) -> set[str]:
+    manifest = json.loads(manifest_at(instance, "factory/app", tag).body)
+    return {descriptor["digest"].removeprefix("sha256:") for descriptor in [manifest["config"], *manifest["layers"]]}
