@@ -185,7 +185,7 @@ def _index(manifest: BundleManifest, plan: _Plan) -> bytes:
 
 
 class TarOutput:
-    """A tar streamed through `write` (a file, a response), a file's bytes read a chunk at a time."""
+    """A tar streamed through `write` (a file, a response), a blob's bytes as the store gives them, a chunk at a time."""
 
     def __init__(self, write) -> None:
         self.write = write

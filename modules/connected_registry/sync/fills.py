@@ -3,8 +3,9 @@
 One transfer per digest (Downstream keeps the registry): it writes into a download session's file, and
 every reader, first or late, reads that growing file from its own position, waking on each block that
 lands. A store without local files (Azure Blob Storage: blocks are committed seconds apart and cannot be read
-while they land) gets a `Spool` beside the session: an unnamed local file the readers read instead. The last byte is held back until the digest is verified, so a reader of a corrupt transfer gets a
-short body (a broken transfer) and never a silent success. (Verified bytes go out while the store makes
+while they land) gets a `Spool` beside the session: an unnamed local file the readers read instead. The last
+byte is held back until the digest is verified, so a reader of a corrupt transfer gets a short body (a broken
+transfer) and never a silent success. (Verified bytes go out while the store makes
 them durable: the client need not wait for each layer's fsync in turn.)
 """
 
